@@ -1,0 +1,148 @@
+//! DataFusion sessions over one vault: a catalog whose schemas are the
+//! vault's installed schemas and whose tables are merge-on-read providers,
+//! each snapshotted the first time a query names it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use coffer_core::{TableName, VaultId};
+use coffer_storage::{Engine, StorageError};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, SchemaProvider, TableProvider};
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::parser::ParserError;
+
+use crate::provider::{STORE_URL, VaultTableProvider};
+
+/// Errors of the query layer.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The storage engine failed (vault deleted, …).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Planning or execution failed (unknown table, bad SQL, …).
+    #[error("{0}")]
+    DataFusion(#[from] DataFusionError),
+}
+
+impl From<ParserError> for QueryError {
+    fn from(e: ParserError) -> Self {
+        QueryError::DataFusion(DataFusionError::SQL(Box::new(e), None))
+    }
+}
+
+/// Runs queries against one vault's tables.
+#[derive(Clone)]
+pub struct VaultQuery {
+    engine: Engine,
+    vault: VaultId,
+}
+
+impl VaultQuery {
+    /// Queries over `vault`.
+    pub fn new(engine: Engine, vault: VaultId) -> Self {
+        Self { engine, vault }
+    }
+
+    /// A DataFusion session whose catalog holds exactly the vault's
+    /// installed tables, as `schema.table`. No information_schema, no DDL,
+    /// no URL tables: the catalog is all a query can reach.
+    pub async fn context(&self) -> Result<SessionContext, QueryError> {
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema("vault", "public")
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(false)
+            .with_target_partitions(2);
+        let ctx = SessionContext::new_with_config(config);
+        ctx.register_object_store(
+            ObjectStoreUrl::parse(STORE_URL)?.as_ref(),
+            self.engine.objects().store().clone(),
+        );
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        let mut schemas: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for t in self.engine.tables(self.vault).await? {
+            schemas
+                .entry(t.name.schema.clone())
+                .or_default()
+                .push(t.name.table.clone());
+        }
+        for (schema, tables) in schemas {
+            catalog.register_schema(
+                &schema,
+                Arc::new(VaultSchema {
+                    engine: self.engine.clone(),
+                    vault: self.vault,
+                    schema: schema.clone(),
+                    tables,
+                    opened: Mutex::default(),
+                }),
+            )?;
+        }
+        ctx.register_catalog("vault", catalog);
+        Ok(ctx)
+    }
+
+    /// Runs one read-only SQL statement and collects its result.
+    pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+        let ctx = self.context().await?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = ctx.sql_with_options(sql, options).await?;
+        Ok(df.collect().await?)
+    }
+}
+
+/// One Coffer schema of a vault, as a DataFusion schema.
+struct VaultSchema {
+    engine: Engine,
+    vault: VaultId,
+    schema: String,
+    tables: Vec<String>,
+    /// Providers already snapshotted in this session (a self-join sees one snapshot).
+    opened: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
+}
+
+impl fmt::Debug for VaultSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VaultSchema({})", self.schema)
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for VaultSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.tables.clone()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        if !self.tables.iter().any(|t| t == name) {
+            return Ok(None);
+        }
+        if let Some(p) = self.opened.lock().expect("opened").get(name) {
+            return Ok(Some(p.clone()));
+        }
+        let table = TableName::new(&self.schema, name);
+        let snapshot = self
+            .engine
+            .snapshot(self.vault, &table)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let provider: Arc<dyn TableProvider> = Arc::new(VaultTableProvider::new(snapshot)?);
+        self.opened
+            .lock()
+            .expect("opened")
+            .insert(name.to_owned(), provider.clone());
+        Ok(Some(provider))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.tables.iter().any(|t| t == name)
+    }
+}

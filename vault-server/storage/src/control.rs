@@ -1,0 +1,498 @@
+//! The control database (SQLite in the embedded default): vaults and their
+//! wrapped keys, the schema registry, installed tables, manifests and the
+//! commit log. Every statement the engine runs against it lives here.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use coffer_core::{TableName, VaultId};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+
+use crate::error::StorageError;
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// The key state of a vault.
+pub enum VaultKeyState {
+    /// The vault exists; its wrapped data key.
+    Active(Vec<u8>),
+    /// The vault was deleted (key shredded).
+    Deleted,
+    /// No such vault.
+    NotFound,
+}
+
+/// A commit-log entry as stored (payload still sealed).
+pub struct LogEntry {
+    /// Change sequence number.
+    pub seq: i64,
+    /// The sealed row version.
+    pub payload: Vec<u8>,
+}
+
+/// One row to append to the commit log.
+pub struct LogAppend<'a> {
+    /// The vault.
+    pub vault: &'a str,
+    /// Its sequence number.
+    pub seq: i64,
+    /// `schema.table`.
+    pub table: &'a str,
+    /// Keyed hash of the row id.
+    pub row_hash: &'a [u8],
+    /// Commit time.
+    pub committed_at: i64,
+    /// The sealed row version.
+    pub payload: &'a [u8],
+}
+
+/// A stored manifest version.
+pub struct StoredManifest {
+    /// Manifest version.
+    pub version: i64,
+    /// Last change flushed into the files.
+    pub flushed_seq: i64,
+    /// Sealed manifest body.
+    pub body: Vec<u8>,
+}
+
+/// Handle to the control database.
+#[derive(Clone, Debug)]
+pub struct ControlDb {
+    pool: SqlitePool,
+}
+
+impl ControlDb {
+    /// Opens (creating if needed) the SQLite control database at `path` and
+    /// brings its schema up to date.
+    pub async fn open_sqlite(path: &Path) -> Result<Self, StorageError> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk (WAL fsynced) before it returns.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Begins a write transaction that takes the write lock at once.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StorageError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Creates a vault row and its wrapped key.
+    pub async fn insert_vault(
+        &self,
+        vault: VaultId,
+        wrapped_dek: &[u8],
+    ) -> Result<(), StorageError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO vaults (id, created_at) VALUES (?, ?)")
+            .bind(vault.to_string())
+            .bind(now_micros())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO vault_keys (vault_id, wrapped_dek) VALUES (?, ?)")
+            .bind(vault.to_string())
+            .bind(wrapped_dek)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The key state of a vault.
+    pub async fn vault_key(&self, vault: VaultId) -> Result<VaultKeyState, StorageError> {
+        let row = sqlx::query(
+            "SELECT v.deleted_at, k.wrapped_dek FROM vaults v LEFT JOIN vault_keys k ON k.vault_id = v.id WHERE v.id = ?",
+        )
+        .bind(vault.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            None => VaultKeyState::NotFound,
+            Some(row) => match row.try_get::<Option<Vec<u8>>, _>("wrapped_dek")? {
+                Some(dek) if row.try_get::<Option<i64>, _>("deleted_at")?.is_none() => {
+                    VaultKeyState::Active(dek)
+                }
+                _ => VaultKeyState::Deleted,
+            },
+        })
+    }
+
+    /// Crypto-shreds a vault: removes its wrapped key and marks it deleted,
+    /// in one transaction. Returns false if the vault did not exist.
+    pub async fn shred_vault(&self, vault: VaultId) -> Result<bool, StorageError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM vault_keys WHERE vault_id = ?")
+            .bind(vault.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let updated =
+            sqlx::query("UPDATE vaults SET deleted_at = COALESCE(deleted_at, ?) WHERE id = ?")
+                .bind(now_micros())
+                .bind(vault.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        tx.commit().await?;
+        Ok(updated > 0)
+    }
+
+    /// Vaults deleted but not yet purged.
+    pub async fn vaults_to_purge(&self) -> Result<Vec<VaultId>, StorageError> {
+        let rows =
+            sqlx::query("SELECT id FROM vaults WHERE deleted_at IS NOT NULL AND purged_at IS NULL")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                r.try_get::<String, _>("id")?
+                    .parse()
+                    .map_err(|e| StorageError::Corrupt(format!("{e}")))
+            })
+            .collect()
+    }
+
+    /// Removes a deleted vault's remaining rows (log, manifests, tables) and
+    /// marks it purged. The vault row stays so that reads say "deleted".
+    pub async fn purge_vault_rows(&self, vault: VaultId) -> Result<(), StorageError> {
+        let mut tx = self.begin_write().await?;
+        let id = vault.to_string();
+        for sql in [
+            "DELETE FROM commit_log WHERE vault_id = ?",
+            "DELETE FROM manifests WHERE vault_id = ?",
+            "DELETE FROM vault_tables WHERE vault_id = ?",
+        ] {
+            sqlx::query(sql).bind(&id).execute(&mut *tx).await?;
+        }
+        sqlx::query("UPDATE vaults SET purged_at = ? WHERE id = ?")
+            .bind(now_micros())
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The stored definition of a schema version, as JSON text.
+    pub async fn schema_definition(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<String>, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT definition FROM schemas WHERE name = ? AND version = ?")
+                .bind(name)
+                .bind(i64::from(version))
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Every stored schema definition (JSON text).
+    pub async fn schema_definitions(&self) -> Result<Vec<String>, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT definition FROM schemas ORDER BY name, version")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Stores (or replaces) a schema definition.
+    pub async fn put_schema(
+        &self,
+        name: &str,
+        version: u32,
+        definition: &str,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO schemas (name, version, definition, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (name, version) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(i64::from(version))
+        .bind(definition)
+        .bind(now_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records tables as installed in a vault (idempotent).
+    pub async fn install_tables(
+        &self,
+        vault: VaultId,
+        tables: &[(TableName, u32)],
+    ) -> Result<(), StorageError> {
+        let mut tx = self.begin_write().await?;
+        for (table, version) in tables {
+            sqlx::query(
+                "INSERT INTO vault_tables (vault_id, table_name, schema_version, installed_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (vault_id, table_name) DO NOTHING",
+            )
+            .bind(vault.to_string())
+            .bind(table.to_string())
+            .bind(i64::from(*version))
+            .bind(now_micros())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The tables installed in a vault with their schema versions.
+    pub async fn installed_tables(
+        &self,
+        vault: VaultId,
+    ) -> Result<Vec<(TableName, u32)>, StorageError> {
+        let rows = sqlx::query("SELECT table_name, schema_version FROM vault_tables WHERE vault_id = ? ORDER BY table_name")
+            .bind(vault.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let name: String = r.try_get("table_name")?;
+                let version: i64 = r.try_get("schema_version")?;
+                let table = name
+                    .parse()
+                    .map_err(|e| StorageError::Corrupt(format!("{e}")))?;
+                Ok((table, version as u32))
+            })
+            .collect()
+    }
+
+    /// Reserves `count` sequence numbers of a live vault inside `tx`; returns
+    /// the first, or `None` when the vault is deleted or missing.
+    pub async fn reserve_seqs(
+        tx: &mut Transaction<'static, Sqlite>,
+        vault: &str,
+        count: i64,
+    ) -> Result<Option<i64>, StorageError> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "UPDATE vaults SET next_seq = next_seq + ? WHERE id = ? AND deleted_at IS NULL RETURNING next_seq",
+        )
+        .bind(count)
+        .bind(vault)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(next.map(|n| n - count))
+    }
+
+    /// Appends entries to the commit log inside `tx`, many rows per statement.
+    pub async fn append_log(
+        tx: &mut Transaction<'static, Sqlite>,
+        entries: &[LogAppend<'_>],
+    ) -> Result<(), StorageError> {
+        // SQLite allows 32766 bound parameters per statement; 6 per row.
+        for chunk in entries.chunks(4096) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO commit_log (vault_id, seq, table_name, row_hash, committed_at, payload) ",
+            );
+            qb.push_values(chunk, |mut b, e| {
+                b.push_bind(e.vault)
+                    .push_bind(e.seq)
+                    .push_bind(e.table)
+                    .push_bind(e.row_hash)
+                    .push_bind(e.committed_at)
+                    .push_bind(e.payload);
+            });
+            qb.build().execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// The newest log entry of one row (by keyed row hash).
+    pub async fn latest_log_entry(
+        &self,
+        vault: VaultId,
+        table: &str,
+        row_hash: &[u8],
+    ) -> Result<Option<LogEntry>, StorageError> {
+        let row = sqlx::query(
+            "SELECT seq, payload FROM commit_log WHERE vault_id = ? AND table_name = ? AND row_hash = ? ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(vault.to_string())
+        .bind(table)
+        .bind(row_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(LogEntry {
+                seq: r.try_get("seq")?,
+                payload: r.try_get("payload")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Log entries of a table with `seq > after`, oldest first, at most `limit`.
+    pub async fn log_tail(
+        &self,
+        vault: VaultId,
+        table: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<LogEntry>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT seq, payload FROM commit_log WHERE vault_id = ? AND seq > ? AND table_name = ? ORDER BY seq LIMIT ?",
+        )
+        .bind(vault.to_string())
+        .bind(after)
+        .bind(table)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LogEntry {
+                    seq: r.try_get("seq")?,
+                    payload: r.try_get("payload")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Tables whose log tail has unflushed changes, with how many.
+    pub async fn unflushed_tables(&self) -> Result<Vec<(VaultId, String, i64)>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT l.vault_id AS vault_id, l.table_name AS table_name, COUNT(*) AS pending
+             FROM commit_log l
+             LEFT JOIN (SELECT vault_id, table_name, MAX(flushed_seq) AS flushed FROM manifests GROUP BY vault_id, table_name) m
+               ON m.vault_id = l.vault_id AND m.table_name = l.table_name
+             WHERE l.seq > COALESCE(m.flushed, 0)
+             GROUP BY l.vault_id, l.table_name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let vault: String = r.try_get("vault_id")?;
+                let vault = vault
+                    .parse()
+                    .map_err(|e| StorageError::Corrupt(format!("{e}")))?;
+                Ok((vault, r.try_get("table_name")?, r.try_get("pending")?))
+            })
+            .collect()
+    }
+
+    /// Deletes flushed log entries of a table committed before `cutoff`
+    /// (the sync window keeps newer ones), oldest first, never past
+    /// `flushed_seq`. Returns how many were removed.
+    pub async fn trim_log(
+        &self,
+        vault: VaultId,
+        table: &str,
+        flushed_seq: i64,
+        cutoff: i64,
+    ) -> Result<u64, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let upto: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(seq) FROM commit_log WHERE vault_id = ? AND table_name = ? AND seq <= ? AND committed_at < ?",
+        )
+        .bind(vault.to_string())
+        .bind(table)
+        .bind(flushed_seq)
+        .bind(cutoff)
+        .fetch_one(&mut *tx)
+        .await?;
+        let Some(upto) = upto else { return Ok(0) };
+        let n = sqlx::query(
+            "DELETE FROM commit_log WHERE vault_id = ? AND seq <= ? AND table_name = ?",
+        )
+        .bind(vault.to_string())
+        .bind(upto)
+        .bind(table)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// The newest manifest of a table.
+    pub async fn current_manifest(
+        &self,
+        vault: VaultId,
+        table: &str,
+    ) -> Result<Option<StoredManifest>, StorageError> {
+        let row = sqlx::query(
+            "SELECT version, flushed_seq, body FROM manifests WHERE vault_id = ? AND table_name = ? ORDER BY version DESC LIMIT 1",
+        )
+        .bind(vault.to_string())
+        .bind(table)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(StoredManifest {
+                version: r.try_get("version")?,
+                flushed_seq: r.try_get("flushed_seq")?,
+                body: r.try_get("body")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Commits manifest `version` if no other writer committed it first.
+    /// Older versions beyond the last few are pruned. Returns false on a lost race.
+    pub async fn commit_manifest(
+        &self,
+        vault: VaultId,
+        table: &str,
+        version: i64,
+        flushed_seq: i64,
+        body: &[u8],
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO manifests (vault_id, table_name, version, flushed_seq, body, committed_at) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(vault.to_string())
+        .bind(table)
+        .bind(version)
+        .bind(flushed_seq)
+        .bind(body)
+        .bind(now_micros())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM manifests WHERE vault_id = ? AND table_name = ? AND version < ?")
+            .bind(vault.to_string())
+            .bind(table)
+            .bind(version - 16)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

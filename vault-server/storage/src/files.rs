@@ -1,0 +1,473 @@
+//! Parquet data files: writing them (ZSTD, Parquet modular encryption,
+//! statistics and page index, a keyed id bloom filter), reading them whole,
+//! and point lookups by id that read one page per column.
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::datatypes::SchemaRef;
+use futures::FutureExt;
+use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use lru::LruCache;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
+};
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::bloom_filter::Sbbf;
+use parquet::file::metadata::KeyValue;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader, SortingColumn};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use crate::arrow_codec::{DELETED, ID, SEQ};
+use crate::crypto::VaultKeys;
+use crate::error::StorageError;
+use crate::manifest::DataFile;
+
+/// Footer metadata key of the keyed id bloom filter. The footer is
+/// encrypted, so the filter is readable only with the vault key.
+const BLOOM_KEY: &str = "coffer.id_bloom";
+/// Rows per data page: small pages let a point lookup decode little.
+const PAGE_ROWS: usize = 2048;
+/// Rows per row group.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// The object store with the durability Coffer needs: a put returns only
+/// once the object is durable.
+#[derive(Clone, Debug)]
+pub struct Objects {
+    store: Arc<dyn ObjectStore>,
+    /// Root directory when the store is the local filesystem (files and
+    /// directories are fsynced there after a put).
+    local_root: Option<PathBuf>,
+}
+
+impl Objects {
+    /// Wraps a store; `local_root` is the directory of a `LocalFileSystem` store.
+    pub fn new(store: Arc<dyn ObjectStore>, local_root: Option<PathBuf>) -> Self {
+        Self { store, local_root }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Writes an object and makes it durable before returning.
+    pub async fn put_durable(&self, path: &Path, bytes: Bytes) -> Result<(), StorageError> {
+        self.store.put(path, PutPayload::from(bytes)).await?;
+        if let Some(root) = &self.local_root {
+            let mut file = root.clone();
+            for part in path.parts() {
+                file.push(part.as_ref());
+            }
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                std::fs::File::open(&file)?.sync_all()?;
+                // Make the new directory entries durable too.
+                let mut dir = file.parent();
+                while let Some(d) = dir {
+                    std::fs::File::open(d)?.sync_all()?;
+                    if d.file_name().is_some_and(|n| n == "vaults") {
+                        break;
+                    }
+                    dir = d.parent();
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+        }
+        Ok(())
+    }
+
+    /// Deletes every object under `prefix`.
+    pub async fn delete_prefix(&self, prefix: &Path) -> Result<usize, StorageError> {
+        let locations: Vec<Path> = self
+            .store
+            .list(Some(prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await?;
+        let n = locations.len();
+        for loc in locations {
+            match self.store.delete(&loc).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Sum of object sizes under `prefix`.
+    pub async fn bytes_under(&self, prefix: &Path) -> Result<u64, StorageError> {
+        let metas: Vec<_> = self.store.list(Some(prefix)).try_collect().await?;
+        Ok(metas.iter().map(|m| m.size).sum())
+    }
+}
+
+/// Encodes row versions (one per id, sorted by id) as an encrypted Parquet
+/// file and writes it durably. Returns the file's manifest entry.
+pub async fn write_file(
+    objects: &Objects,
+    keys: &VaultKeys,
+    table_name: &str,
+    batch: &RecordBatch,
+    key: Path,
+    base: bool,
+) -> Result<DataFile, StorageError> {
+    let rows = batch.num_rows();
+    let ids = batch.column(ID).as_string::<i32>();
+    let seqs = batch
+        .column(SEQ)
+        .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+    let deleted = batch.column(DELETED).as_boolean();
+    let mut bloom = Sbbf::new_with_ndv_fpp(rows.max(1) as u64, 0.01)?;
+    for id in ids.iter().flatten() {
+        bloom.insert(&keys.row_hash(table_name, id)[..]);
+    }
+    let mut bloom_bytes = Vec::new();
+    bloom.write(&mut bloom_bytes)?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(6)?))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: ID as i32,
+            descending: false,
+            nulls_first: false,
+        }]))
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            BLOOM_KEY.to_owned(),
+            base64::engine::general_purpose::STANDARD.encode(&bloom_bytes),
+        )]))
+        .with_file_encryption_properties(keys.parquet_encryption()?)
+        .build();
+    let mut buf = Vec::with_capacity(rows * 16 + 4096);
+    let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    writer.close()?;
+    let size = buf.len() as u64;
+    objects.put_durable(&key, Bytes::from(buf)).await?;
+    Ok(DataFile {
+        key: key.to_string(),
+        size,
+        rows: rows as u64,
+        tombstones: deleted.true_count() as u64,
+        min_seq: seqs.values().iter().copied().min().unwrap_or(0),
+        max_seq: seqs.values().iter().copied().max().unwrap_or(0),
+        min_id: if rows > 0 {
+            ids.value(0).to_owned()
+        } else {
+            String::new()
+        },
+        max_id: if rows > 0 {
+            ids.value(rows - 1).to_owned()
+        } else {
+            String::new()
+        },
+        base,
+    })
+}
+
+/// What a reader keeps of an opened file: its decrypted metadata with the
+/// page index, and its id bloom filter.
+pub struct OpenFile {
+    meta: ArrowReaderMetadata,
+    bloom: Option<Sbbf>,
+    size: u64,
+}
+
+/// Opened files, by object key, least recently used evicted.
+pub struct FileCache {
+    files: Mutex<LruCache<String, Arc<OpenFile>>>,
+}
+
+impl FileCache {
+    /// A cache holding at most `capacity` opened files.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            files: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity.max(1)).expect("non-zero"),
+            )),
+        }
+    }
+
+    /// Forgets every file under `prefix` (a deleted vault).
+    pub fn forget_prefix(&self, prefix: &str) {
+        let mut files = self.files.lock().expect("file cache lock");
+        let keys: Vec<String> = files
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            files.pop(&k);
+        }
+    }
+
+    /// Opens `file` (or returns the cached opening).
+    pub async fn open(
+        &self,
+        objects: &Objects,
+        keys: &VaultKeys,
+        file: &DataFile,
+    ) -> Result<Arc<OpenFile>, StorageError> {
+        if let Some(f) = self.files.lock().expect("file cache lock").get(&file.key) {
+            return Ok(f.clone());
+        }
+        let mut reader = reader(objects, &file.key, file.size);
+        let options = ArrowReaderOptions::new()
+            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required)
+            .with_file_decryption_properties(keys.parquet_decryption()?);
+        let meta = ArrowReaderMetadata::load_async(&mut reader, options).await?;
+        let bloom = meta
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|kv| kv.key == BLOOM_KEY))
+            .and_then(|kv| kv.value.as_deref())
+            .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+            .and_then(|bytes| Sbbf::from_bytes(&bytes).ok());
+        let open = Arc::new(OpenFile {
+            meta,
+            bloom,
+            size: file.size,
+        });
+        self.files
+            .lock()
+            .expect("file cache lock")
+            .put(file.key.clone(), open.clone());
+        Ok(open)
+    }
+}
+
+/// Reads byte ranges of one object for the Parquet reader.
+struct StoreReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+fn reader(objects: &Objects, key: &str, size: u64) -> StoreReader {
+    StoreReader {
+        store: objects.store().clone(),
+        path: Path::from(key),
+        size,
+    }
+}
+
+impl AsyncFileReader for StoreReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let mut metadata = ParquetMetaDataReader::new();
+            if let Some(options) = options {
+                metadata = metadata
+                    .with_metadata_options(Some(options.metadata_options().clone()))
+                    .with_column_index_policy(options.column_index_policy())
+                    .with_offset_index_policy(options.offset_index_policy())
+                    .with_decryption_properties(options.file_decryption_properties().cloned());
+            }
+            let size = self.size;
+            Ok(Arc::new(metadata.load_and_finish(self, size).await?))
+        }
+        .boxed()
+    }
+}
+
+/// Reads a whole file as one batch.
+pub async fn read_file(
+    objects: &Objects,
+    open: &OpenFile,
+    key: &str,
+) -> Result<RecordBatch, StorageError> {
+    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+        reader(objects, key, open.size),
+        open.meta.clone(),
+    )
+    .build()?;
+    let batches: Vec<RecordBatch> = stream.try_collect().await?;
+    Ok(concat_batches(open.meta.schema(), &batches)?)
+}
+
+/// Looks up row `id` in a file: the bloom filter first, then row-group
+/// statistics and the page index of `id` select one page, and only that
+/// page's rows are decoded. Returns the row as a one-row batch.
+pub async fn lookup(
+    objects: &Objects,
+    open: &OpenFile,
+    key: &str,
+    row_hash: &[u8; 16],
+    id: &str,
+) -> Result<Option<RecordBatch>, StorageError> {
+    if let Some(bloom) = &open.bloom
+        && !bloom.check(&row_hash[..])
+    {
+        return Ok(None);
+    }
+    let meta = open.meta.metadata();
+    let offsets = meta.offset_index();
+    let columns = meta.column_index();
+    for (rg_idx, rg) in meta.row_groups().iter().enumerate() {
+        let stats = rg.column(ID).statistics();
+        if let Some(stats) = stats
+            && let (Some(min), Some(max)) = (stats.min_bytes_opt(), stats.max_bytes_opt())
+            && (id.as_bytes() < min || id.as_bytes() > max)
+        {
+            continue;
+        }
+        let rg_rows = rg.num_rows() as usize;
+        // Narrow to one page with the page index when it is present.
+        let (first, count) = match (offsets, columns) {
+            (Some(offsets), Some(columns)) => {
+                let pages = offsets[rg_idx][ID].page_locations();
+                let page = match &columns[rg_idx][ID] {
+                    ColumnIndexMetaData::BYTE_ARRAY(index) => (0..pages.len()).find(|&p| {
+                        index.min_value(p).is_some_and(|m| m <= id.as_bytes())
+                            && index.max_value(p).is_some_and(|m| m >= id.as_bytes())
+                    }),
+                    _ => Some(0).filter(|_| pages.len() == 1),
+                };
+                match page {
+                    None if pages.len() > 1
+                        && matches!(columns[rg_idx][ID], ColumnIndexMetaData::BYTE_ARRAY(_)) =>
+                    {
+                        continue;
+                    }
+                    None => (0, rg_rows),
+                    Some(p) => {
+                        let first = pages[p].first_row_index as usize;
+                        let end = pages
+                            .get(p + 1)
+                            .map_or(rg_rows, |next| next.first_row_index as usize);
+                        (first, end - first)
+                    }
+                }
+            }
+            _ => (0, rg_rows),
+        };
+        let selection = RowSelection::from(vec![
+            RowSelector::skip(first),
+            RowSelector::select(count),
+            RowSelector::skip(rg_rows - first - count),
+        ]);
+        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+            reader(objects, key, open.size),
+            open.meta.clone(),
+        )
+        .with_row_groups(vec![rg_idx])
+        .with_row_selection(selection)
+        .build()?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        for batch in batches {
+            let ids = batch.column(ID).as_string::<i32>();
+            // Pages are sorted by id: binary search.
+            let (mut lo, mut hi) = (0usize, ids.len());
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if ids.value(mid) < id {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            if lo < ids.len() && !ids.is_null(lo) && ids.value(lo) == id {
+                return Ok(Some(batch.slice(lo, 1)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Merges batches given newest first (each with at most one version per id)
+/// into one batch holding the newest version of each id, sorted by id.
+/// With `drop_tombstones`, deleted rows are left out (only when no older file
+/// remains that the tombstones would have to hide).
+pub fn merge_newest(
+    schema: &SchemaRef,
+    newest_first: &[RecordBatch],
+    drop_tombstones: bool,
+) -> Result<RecordBatch, StorageError> {
+    let all = concat_batches(schema, newest_first)?;
+    let ids = all.column(ID).as_string::<i32>();
+    let deleted = all.column(DELETED).as_boolean();
+    let mut seen = std::collections::HashSet::with_capacity(all.num_rows());
+    let mut keep: Vec<u32> = Vec::with_capacity(all.num_rows());
+    for i in 0..all.num_rows() {
+        if seen.insert(ids.value(i)) && !(drop_tombstones && deleted.value(i)) {
+            keep.push(i as u32);
+        }
+    }
+    keep.sort_by(|&a, &b| ids.value(a as usize).cmp(ids.value(b as usize)));
+    let indices = datafusion::arrow::array::UInt32Array::from(keep);
+    Ok(take_record_batch(&all, &indices)?)
+}
+
+/// Reads just the `id` column of a file.
+pub async fn read_ids(
+    objects: &Objects,
+    open: &OpenFile,
+    key: &str,
+) -> Result<Vec<String>, StorageError> {
+    let mask = parquet::arrow::ProjectionMask::roots(
+        open.meta.metadata().file_metadata().schema_descr(),
+        [ID],
+    );
+    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+        reader(objects, key, open.size),
+        open.meta.clone(),
+    )
+    .with_projection(mask)
+    .build()?;
+    let batches: Vec<RecordBatch> = stream.try_collect().await?;
+    let mut ids = Vec::new();
+    for b in &batches {
+        ids.extend(
+            b.column(0)
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(str::to_owned),
+        );
+    }
+    Ok(ids)
+}

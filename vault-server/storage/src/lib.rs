@@ -1,0 +1,27 @@
+//! The Coffer storage engine.
+//!
+//! A vault is an object-store prefix plus a data key. Writes are appended to
+//! the commit log in the control database (sealed with the vault key) and
+//! acknowledged once durable; a flusher turns log tails into encrypted
+//! Parquet files listed by table manifests; reads merge the newest version
+//! of each row across files and the unflushed tail.
+#![forbid(unsafe_code)]
+
+pub mod arrow_codec;
+mod commit;
+pub mod control;
+pub mod crypto;
+mod embedded;
+mod engine;
+pub mod error;
+pub mod files;
+pub mod layout;
+mod maintain;
+pub mod manifest;
+pub mod row;
+
+pub use commit::Op;
+pub use embedded::{Embedded, open_embedded};
+pub use engine::{Engine, EngineOptions, InstalledTable, Mutation, TableSnapshot, new_row_id};
+pub use error::StorageError;
+pub use row::{RowVersion, Values};
