@@ -23,7 +23,7 @@ use crate::commit::{Committer, Op, Prepared, PreparedOp, WriteRequest};
 use crate::control::{ControlDb, VaultKeyState};
 use crate::crypto::{DataKey, MasterKey, VaultKeys};
 use crate::error::StorageError;
-use crate::files::{FileCache, Objects, lookup};
+use crate::files::{FileCache, LookupStats, Objects, lookup};
 use crate::layout::VaultPrefix;
 use crate::manifest::Manifest;
 use crate::row::{RowVersion, Values, normalize_values, validate_id};
@@ -39,7 +39,7 @@ pub struct EngineOptions {
     pub flush_max_rows: i64,
     /// Merge delta files once a table has this many.
     pub compact_min_deltas: usize,
-    /// Flushed log entries stay this long for change feeds (at least 60 s).
+    /// Flushed log entries stay this long for change feeds.
     pub log_retention: Duration,
     /// Unwrapped vault keys kept in memory.
     pub key_cache: usize,
@@ -114,6 +114,7 @@ pub(crate) struct Shared {
     pub tables: Mutex<LruCache<VaultId, Arc<HashMap<TableName, Arc<InstalledTable>>>>>,
     pub manifests: Mutex<LruCache<(VaultId, String), Arc<Manifest>>>,
     pub files: Arc<FileCache>,
+    pub lookups: LookupStats,
     pub options: EngineOptions,
     /// Unflushed change counts per (vault, table).
     pub pending: Mutex<HashMap<(VaultId, String), i64>>,
@@ -146,9 +147,8 @@ impl Engine {
         local_root: Option<PathBuf>,
         master: MasterKey,
         registry: SchemaRegistry,
-        mut options: EngineOptions,
+        options: EngineOptions,
     ) -> Result<Self, StorageError> {
-        options.log_retention = options.log_retention.max(Duration::from_secs(60));
         let pending = db
             .unflushed_tables()
             .await?
@@ -164,6 +164,7 @@ impl Engine {
             tables: lru(options.key_cache),
             manifests: lru(options.file_cache),
             files: Arc::new(FileCache::new(options.file_cache)),
+            lookups: LookupStats::default(),
             pending: Mutex::new(pending),
             wake: Notify::new(),
             shutdown: Default::default(),
@@ -394,11 +395,24 @@ impl Engine {
     ) -> Result<TableSnapshot, StorageError> {
         let keys = self.shared.vault_keys(vault).await?;
         let table = self.shared.table(vault, table).await?;
-        let manifest = self.shared.manifest(vault, &keys, &table.name).await?;
-        let (tail_rows, _, _) = self
-            .shared
-            .tail_versions(vault, &keys, &table, manifest.flushed_seq, i64::MAX)
-            .await?;
+        // A flush may commit (and trim the log) between reading the manifest
+        // and the tail: retry until both belong to the same manifest version.
+        let (manifest, tail_rows) = loop {
+            let manifest = self.shared.manifest(vault, &keys, &table.name).await?;
+            let (rows, _, _) = self
+                .shared
+                .tail_versions(vault, &keys, &table, manifest.flushed_seq, i64::MAX)
+                .await?;
+            if self
+                .shared
+                .manifest(vault, &keys, &table.name)
+                .await?
+                .version
+                == manifest.version
+            {
+                break (manifest, rows);
+            }
+        };
         let tail = rows_to_batch(&table.def, &table.arrow, &tail_rows)?;
         Ok(TableSnapshot {
             vault,
@@ -411,9 +425,12 @@ impl Engine {
         })
     }
 
-    /// Flushes every waiting change of a table to a data file now.
+    /// Flushes every waiting change of a table to a data file now, then
+    /// trims the log entries older than the retention window.
     pub async fn flush_table(&self, vault: VaultId, table: &TableName) -> Result<(), StorageError> {
-        crate::maintain::flush_table(&self.shared, vault, &table.to_string()).await
+        let name = table.to_string();
+        crate::maintain::flush_table(&self.shared, vault, &name).await?;
+        crate::maintain::trim_log(&self.shared, vault, &name).await
     }
 
     /// Flushes every table with waiting changes.
@@ -433,6 +450,11 @@ impl Engine {
     /// Deletes the files of deleted vaults now.
     pub async fn purge_deleted(&self) -> Result<(), StorageError> {
         crate::maintain::purge_deleted(&self.shared).await
+    }
+
+    /// Counters of point lookups in data files.
+    pub fn lookup_stats(&self) -> &LookupStats {
+        &self.shared.lookups
     }
 
     /// Bytes of all objects under a vault's prefix.
@@ -647,7 +669,9 @@ impl Shared {
         let manifest = self.manifest(vault, keys, &table.name).await?;
         for file in manifest.files.iter().filter(|f| f.may_contain(id)) {
             let open = self.files.open(&self.objects, keys, file).await?;
-            if let Some(batch) = lookup(&self.objects, &open, &file.key, &hash, id).await? {
+            if let Some(batch) =
+                lookup(&self.lookups, &self.objects, &open, &file.key, &hash, id).await?
+            {
                 return batch_row(&table.def, &batch, 0).map(Some);
             }
         }

@@ -4,6 +4,7 @@
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -180,6 +181,17 @@ pub async fn write_file(
     })
 }
 
+/// Counters of point lookups in data files, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct LookupStats {
+    /// Files skipped because their bloom filter ruled the id out.
+    pub bloom_skips: AtomicU64,
+    /// Page selections decoded.
+    pub pages_read: AtomicU64,
+    /// Rows decoded by those selections.
+    pub rows_decoded: AtomicU64,
+}
+
 /// What a reader keeps of an opened file: its decrypted metadata with the
 /// page index, and its id bloom filter.
 pub struct OpenFile {
@@ -333,6 +345,7 @@ pub async fn read_file(
 /// statistics and the page index of `id` select one page, and only that
 /// page's rows are decoded. Returns the row as a one-row batch.
 pub async fn lookup(
+    stats: &LookupStats,
     objects: &Objects,
     open: &OpenFile,
     key: &str,
@@ -342,15 +355,15 @@ pub async fn lookup(
     if let Some(bloom) = &open.bloom
         && !bloom.check(&row_hash[..])
     {
+        stats.bloom_skips.fetch_add(1, Ordering::Relaxed);
         return Ok(None);
     }
     let meta = open.meta.metadata();
     let offsets = meta.offset_index();
     let columns = meta.column_index();
     for (rg_idx, rg) in meta.row_groups().iter().enumerate() {
-        let stats = rg.column(ID).statistics();
-        if let Some(stats) = stats
-            && let (Some(min), Some(max)) = (stats.min_bytes_opt(), stats.max_bytes_opt())
+        if let Some(id_stats) = rg.column(ID).statistics()
+            && let (Some(min), Some(max)) = (id_stats.min_bytes_opt(), id_stats.max_bytes_opt())
             && (id.as_bytes() < min || id.as_bytes() > max)
         {
             continue;
@@ -398,6 +411,11 @@ pub async fn lookup(
         .with_row_selection(selection)
         .build()?;
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        stats.pages_read.fetch_add(1, Ordering::Relaxed);
+        stats.rows_decoded.fetch_add(
+            batches.iter().map(|b| b.num_rows() as u64).sum(),
+            Ordering::Relaxed,
+        );
         for batch in batches {
             let ids = batch.column(ID).as_string::<i32>();
             // Pages are sorted by id: binary search.

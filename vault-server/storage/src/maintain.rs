@@ -276,7 +276,11 @@ pub(crate) async fn compact_table(
 }
 
 /// Removes flushed log entries older than the sync window.
-async fn trim_log(shared: &Arc<Shared>, vault: VaultId, table: &str) -> Result<(), StorageError> {
+pub(crate) async fn trim_log(
+    shared: &Arc<Shared>,
+    vault: VaultId,
+    table: &str,
+) -> Result<(), StorageError> {
     let name: TableName = table
         .parse()
         .map_err(|e| StorageError::Corrupt(format!("{e}")))?;
