@@ -18,7 +18,9 @@ fn strings(batches: &[RecordBatch], col: usize) -> Vec<String> {
         .iter()
         .flat_map(|b| {
             let a = b.column(col).as_string::<i32>();
-            (0..a.len()).map(|i| a.value(i).to_owned()).collect::<Vec<_>>()
+            (0..a.len())
+                .map(|i| a.value(i).to_owned())
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -26,8 +28,14 @@ fn strings(batches: &[RecordBatch], col: usize) -> Vec<String> {
 #[tokio::test]
 async fn sql_sees_exactly_the_newest_live_versions() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = EngineOptions { background: false, ..EngineOptions::default() };
-    let Embedded { engine, .. } = open_embedded(dir.path(), SchemaRegistry::builtin().unwrap(), opts).await.unwrap();
+    let opts = EngineOptions {
+        background: false,
+        ..EngineOptions::default()
+    };
+    let Embedded { engine, .. } =
+        open_embedded(dir.path(), SchemaRegistry::builtin().unwrap(), opts)
+            .await
+            .unwrap();
     let vault = engine.create_vault().await.unwrap();
     engine.install_schema(vault, "tasks", None).await.unwrap();
     let items = TableName::new("tasks", "items");
@@ -46,20 +54,46 @@ async fn sql_sees_exactly_the_newest_live_versions() {
             }
             Some(_) => {
                 model.insert(id.clone(), (title.clone(), priority));
-                Op::Update { id, patch: json!({"title": title, "priority": priority}).as_object().unwrap().clone(), if_seq: None }
+                Op::Update {
+                    id,
+                    patch: json!({"title": title, "priority": priority})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                    if_seq: None,
+                }
             }
             None => {
                 model.insert(id.clone(), (title.clone(), priority));
-                Op::Insert { values: json!({"id": id, "title": title, "priority": priority, "completed": false}).as_object().unwrap().clone() }
+                Op::Insert {
+                    values:
+                        json!({"id": id, "title": title, "priority": priority, "completed": false})
+                            .as_object()
+                            .unwrap()
+                            .clone(),
+                }
             }
         };
-        engine.write(vault, &app, vec![Mutation { table: items.clone(), op }]).await.unwrap();
+        engine
+            .write(
+                vault,
+                &app,
+                vec![Mutation {
+                    table: items.clone(),
+                    op,
+                }],
+            )
+            .await
+            .unwrap();
         if step % 450 == 449 {
             engine.flush_table(vault, &items).await.unwrap();
         }
     }
     let snapshot = engine.snapshot(vault, &items).await.unwrap();
-    assert!(snapshot.manifest.files.len() >= 4, "several overlapping files");
+    assert!(
+        snapshot.manifest.files.len() >= 4,
+        "several overlapping files"
+    );
     assert!(snapshot.tail.num_rows() > 0, "and an unflushed tail");
 
     let q = VaultQuery::new(engine.clone(), vault);
@@ -67,18 +101,40 @@ async fn sql_sees_exactly_the_newest_live_versions() {
         assert_eq!(strings(&batches, 0), expect);
     };
     // Every live row, once, with its newest title.
-    let all = q.sql("SELECT id, title FROM tasks.items ORDER BY id").await.unwrap();
+    let all = q
+        .sql("SELECT id, title FROM tasks.items ORDER BY id")
+        .await
+        .unwrap();
     check(all.clone(), model.keys().cloned().collect());
-    assert_eq!(strings(&all, 1), model.values().map(|(t, _)| t.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        strings(&all, 1),
+        model.values().map(|(t, _)| t.clone()).collect::<Vec<_>>()
+    );
     // Filters on a non-key column are correct across versions.
-    let high = q.sql("SELECT id FROM tasks.items WHERE priority >= 4 ORDER BY id").await.unwrap();
-    check(high, model.iter().filter(|(_, (_, p))| *p >= 4).map(|(k, _)| k.clone()).collect());
+    let high = q
+        .sql("SELECT id FROM tasks.items WHERE priority >= 4 ORDER BY id")
+        .await
+        .unwrap();
+    check(
+        high,
+        model
+            .iter()
+            .filter(|(_, (_, p))| *p >= 4)
+            .map(|(k, _)| k.clone())
+            .collect(),
+    );
     // A point filter on id.
     let some = model.keys().nth(17).unwrap().clone();
-    let one = q.sql(&format!("SELECT id FROM tasks.items WHERE id = '{some}'")).await.unwrap();
+    let one = q
+        .sql(&format!("SELECT id FROM tasks.items WHERE id = '{some}'"))
+        .await
+        .unwrap();
     check(one, vec![some]);
     // Aggregates.
-    let counts = q.sql("SELECT priority, count(*) AS n FROM tasks.items GROUP BY priority ORDER BY priority").await.unwrap();
+    let counts = q
+        .sql("SELECT priority, count(*) AS n FROM tasks.items GROUP BY priority ORDER BY priority")
+        .await
+        .unwrap();
     let mut expect: BTreeMap<i64, i64> = BTreeMap::new();
     for (_, p) in model.values() {
         *expect.entry(*p).or_default() += 1;
@@ -86,7 +142,10 @@ async fn sql_sees_exactly_the_newest_live_versions() {
     let mut got = BTreeMap::new();
     for b in &counts {
         for i in 0..b.num_rows() {
-            got.insert(b.column(0).as_primitive::<Int64Type>().value(i), b.column(1).as_primitive::<Int64Type>().value(i));
+            got.insert(
+                b.column(0).as_primitive::<Int64Type>().value(i),
+                b.column(1).as_primitive::<Int64Type>().value(i),
+            );
         }
     }
     assert_eq!(got, expect);
@@ -94,12 +153,18 @@ async fn sql_sees_exactly_the_newest_live_versions() {
     // The same after compaction into one base file.
     engine.flush_table(vault, &items).await.unwrap();
     engine.compact_table(vault, &items).await.unwrap();
-    let all = q.sql("SELECT id FROM tasks.items ORDER BY id").await.unwrap();
+    let all = q
+        .sql("SELECT id FROM tasks.items ORDER BY id")
+        .await
+        .unwrap();
     check(all, model.keys().cloned().collect());
 
     // `_deleted` is not a visible column; system columns are.
     assert!(q.sql("SELECT _deleted FROM tasks.items").await.is_err());
-    let sys = q.sql("SELECT _created_by FROM tasks.items LIMIT 1").await.unwrap();
+    let sys = q
+        .sql("SELECT _created_by FROM tasks.items LIMIT 1")
+        .await
+        .unwrap();
     assert_eq!(strings(&sys, 0), vec!["planner".to_owned()]);
     engine.shutdown().await;
 }
@@ -107,15 +172,24 @@ async fn sql_sees_exactly_the_newest_live_versions() {
 #[tokio::test]
 async fn queries_reach_only_the_vault_catalog() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = EngineOptions { background: false, ..EngineOptions::default() };
-    let Embedded { engine, .. } = open_embedded(dir.path(), SchemaRegistry::builtin().unwrap(), opts).await.unwrap();
+    let opts = EngineOptions {
+        background: false,
+        ..EngineOptions::default()
+    };
+    let Embedded { engine, .. } =
+        open_embedded(dir.path(), SchemaRegistry::builtin().unwrap(), opts)
+            .await
+            .unwrap();
     let vault = engine.create_vault().await.unwrap();
     let other = engine.create_vault().await.unwrap();
     engine.install_schema(vault, "notes", None).await.unwrap();
-    engine.install_schema(other, "contacts", None).await.unwrap();
+    engine
+        .install_schema(other, "contacts", None)
+        .await
+        .unwrap();
     let q = VaultQuery::new(engine.clone(), vault);
     for sql in [
-        "SELECT * FROM contacts.people",         // installed in another vault only
+        "SELECT * FROM contacts.people", // installed in another vault only
         "SELECT * FROM information_schema.tables",
         "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc'",
         "SELECT * FROM '/etc/passwd'",

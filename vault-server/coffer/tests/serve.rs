@@ -1,0 +1,113 @@
+//! `coffer serve` on the embedded default: first start creates the master
+//! key (mode 0600) and prints the URL; health and readiness answer.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+fn start(data_dir: &std::path::Path) -> (Server, String, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("COFFER_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start coffer");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    let addr = loop {
+        let line = lines.next().expect("coffer exited before serving").unwrap();
+        printed.push(line.clone());
+        if let Some(rest) = line.split("http://").nth(1) {
+            break rest.split('/').next().unwrap().to_owned();
+        }
+    };
+    (Server(child), addr, printed)
+}
+
+#[test]
+fn serve_creates_its_data_directory_and_answers_health_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (server, addr, printed) = start(&data);
+    assert!(
+        printed.iter().any(|l| l.contains("Created master key")),
+        "{printed:?}"
+    );
+    assert_eq!(get(&addr, "/healthz"), (200, "ok".to_owned()));
+    assert_eq!(get(&addr, "/readyz").0, 200);
+    assert_eq!(get(&addr, "/nope").0, 404);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    assert!(data.join("control.db").exists());
+    drop(server);
+    // A second start reuses the key.
+    let (_server, addr, printed) = start(&data);
+    assert!(
+        !printed.iter().any(|l| l.contains("Created master key")),
+        "{printed:?}"
+    );
+    assert_eq!(get(&addr, "/readyz").0, 200);
+}
+
+#[test]
+fn help_explains_every_option() {
+    let out = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--data-dir",
+        "--listen",
+        "--config",
+        "--flush-interval-secs",
+        "--flush-rows",
+        "--log-retention-hours",
+    ] {
+        assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
+    }
+    assert!(
+        text.contains("COFFER_DATA_DIR"),
+        "--help names the environment variables"
+    );
+}
