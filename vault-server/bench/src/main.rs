@@ -1,2 +1,509 @@
+//! `coffer-bench`: runs the same workloads against Coffer's storage engine
+//! and against PostgreSQL (a table with a `vault_id` column, primary-key
+//! index and row-level security), in one run, and prints both figures with
+//! their ratio.
 #![forbid(unsafe_code)]
-fn main() {}
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use coffer_core::schema::SchemaDef;
+use coffer_core::schema::registry::SchemaRegistry;
+use coffer_core::{AppId, TableName, VaultId};
+use coffer_query::VaultQuery;
+use coffer_storage::{Engine, EngineOptions, Mutation, Op, Values, open_embedded};
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+/// Benchmarks Coffer's storage engine beside PostgreSQL.
+#[derive(Parser)]
+struct Args {
+    /// PostgreSQL to compare with.
+    #[arg(
+        long,
+        env = "COFFER_BENCH_PG",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    pg: String,
+    /// Rows in the bulk-load, point-read and aggregate workloads.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: usize,
+    /// Seconds each write-throughput workload runs.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Point reads measured.
+    #[arg(long, default_value_t = 20_000)]
+    reads: usize,
+}
+
+struct Report {
+    rows: Vec<(String, String, String, String)>,
+}
+
+impl Report {
+    fn add(&mut self, what: &str, coffer: f64, pg: f64, unit: &str, higher_is_better: bool) {
+        let ratio = if higher_is_better {
+            coffer / pg
+        } else {
+            pg / coffer
+        };
+        self.rows.push((
+            what.to_owned(),
+            format!("{} {unit}", fmt(coffer)),
+            format!("{} {unit}", fmt(pg)),
+            format!(
+                "{ratio:.2}x {}",
+                if ratio >= 1.0 { "better" } else { "worse" }
+            ),
+        ));
+        println!(
+            "  {what}: coffer {} {unit}, postgres {} {unit}",
+            fmt(coffer),
+            fmt(pg)
+        );
+    }
+
+    fn print(&self) {
+        println!("\n| workload | Coffer | PostgreSQL | Coffer vs PG |");
+        println!("|---|---|---|---|");
+        for (a, b, c, d) in &self.rows {
+            println!("| {a} | {b} | {c} | {d} |");
+        }
+    }
+}
+
+fn fmt(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn audit_schema() -> SchemaDef {
+    serde_json::from_value(json!({
+        "name": "bench", "version": 1, "description": "Benchmark data",
+        "tables": [{"name": "audit", "description": "Audit log entries", "columns": [
+            {"name": "ts", "type": "timestamp", "nullable": false, "description": "When"},
+            {"name": "actor", "type": "text", "nullable": false, "description": "Who"},
+            {"name": "action", "type": "text", "nullable": false, "description": "What"},
+            {"name": "resource", "type": "text", "nullable": false, "description": "On what"},
+            {"name": "ip", "type": "text", "description": "From where"},
+            {"name": "user_agent", "type": "text", "description": "With what"},
+            {"name": "details", "type": "json", "description": "Details"}
+        ]}]
+    }))
+    .expect("bench schema")
+}
+
+const ACTIONS: [&str; 12] = [
+    "login", "logout", "read", "update", "create", "delete", "share", "export", "invite", "grant",
+    "revoke", "download",
+];
+const AGENTS: [&str; 6] = [
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:127.0) Gecko/20100101 Firefox/127.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+    "coffer-cli/0.3.1 (linux; x86_64)",
+    "okhttp/4.12.0",
+];
+
+/// A realistic audit row: timestamps advancing by a few ms, a few thousand
+/// actors, skewed actions, tens of thousands of resources, varied details.
+fn audit_row(
+    rng: &mut impl Rng,
+    i: usize,
+    base_ts: i64,
+) -> serde_json::Map<String, serde_json::Value> {
+    let ts = base_ts + (i as i64) * 7_000 + rng.random_range(0..5_000);
+    let actor = format!("user{}@example.org", rng.random_range(0..5_000));
+    let action = ACTIONS[(rng.random_range(0..100u32).pow(2) / 900) as usize % ACTIONS.len()];
+    let resource = format!(
+        "/vaults/v{}/tables/t{}/rows/{}",
+        rng.random_range(0..50),
+        rng.random_range(0..20),
+        rng.random_range(0..100_000)
+    );
+    let ip = format!(
+        "10.{}.{}.{}",
+        rng.random_range(0..4),
+        rng.random_range(0..64),
+        rng.random_range(1..255)
+    );
+    let agent = AGENTS[rng.random_range(0..AGENTS.len())];
+    let status = if rng.random_bool(0.95) {
+        200
+    } else {
+        [401, 403, 404, 409, 500][rng.random_range(0..5)]
+    };
+    let details = json!({"status": status, "bytes": rng.random_range(0..65_536), "latency_ms": rng.random_range(1..400)});
+    let t = chrono::DateTime::from_timestamp_micros(ts)
+        .expect("ts")
+        .to_rfc3339();
+    json!({"ts": t, "actor": actor, "action": action, "resource": resource, "ip": ip, "user_agent": agent, "details": details})
+        .as_object()
+        .expect("object")
+        .clone()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let pg = PgPoolOptions::new()
+        .max_connections(70)
+        .connect(&args.pg)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to PostgreSQL at {} (start it, or set COFFER_BENCH_PG)",
+                args.pg
+            )
+        })?;
+    let dir = tempfile::tempdir()?;
+    let mut registry = SchemaRegistry::builtin()?;
+    registry.insert(audit_schema(), "bench")?;
+    let options = EngineOptions {
+        flush_rows: 65_536,
+        ..EngineOptions::default()
+    };
+    let engine = open_embedded(dir.path(), registry, options).await?.engine;
+    let vault = engine.create_vault().await?;
+    engine.install_schema(vault, "bench", None).await?;
+    engine.install_schema(vault, "notes", None).await?;
+    setup_pg(&pg).await?;
+    let pg_vault = VaultId::generate().to_string();
+    let mut report = Report { rows: Vec::new() };
+
+    println!("single-row durable writes");
+    for writers in [1usize, 64] {
+        let (c_rate, c_lat) = coffer_writes(&engine, vault, writers, args.seconds).await?;
+        let (p_rate, p_lat) = pg_writes(&pg, &pg_vault, writers, args.seconds).await?;
+        report.add(
+            &format!("single-row writes/s, {writers} writer(s)"),
+            c_rate,
+            p_rate,
+            "rows/s",
+            true,
+        );
+        report.add(
+            &format!("write ack p50, {writers} writer(s)"),
+            percentile(&c_lat, 0.5),
+            percentile(&p_lat, 0.5),
+            "µs",
+            false,
+        );
+        report.add(
+            &format!("write ack p99, {writers} writer(s)"),
+            percentile(&c_lat, 0.99),
+            percentile(&p_lat, 0.99),
+            "µs",
+            false,
+        );
+    }
+
+    println!("bulk load of {} audit rows", args.rows);
+    let table = TableName::new("bench", "audit");
+    let t0 = Instant::now();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let base_ts = 1_735_689_600_000_000i64;
+    let mut ids = Vec::with_capacity(args.rows);
+    let chunk = 20_000;
+    for start in (0..args.rows).step_by(chunk) {
+        let mutations: Vec<Mutation> = (start..(start + chunk).min(args.rows))
+            .map(|i| Mutation {
+                table: table.clone(),
+                op: Op::Insert {
+                    values: audit_row(&mut rng, i, base_ts),
+                },
+            })
+            .collect();
+        for row in engine.write(vault, &AppId::new("bench"), mutations).await? {
+            ids.push(row.id);
+        }
+    }
+    engine.flush_table(vault, &table).await?;
+    engine.compact_table(vault, &table).await?;
+    let coffer_load = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    pg_bulk_load(&pg, &pg_vault, args.rows, &mut rng, base_ts).await?;
+    let pg_load = t0.elapsed().as_secs_f64();
+    report.add(
+        "bulk load (durable, flushed)",
+        coffer_load,
+        pg_load,
+        "s",
+        false,
+    );
+    let coffer_bytes = engine.vault_bytes(vault).await? as f64 / 1_048_576.0;
+    let pg_bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('bench_audit')")
+        .fetch_one(&pg)
+        .await?;
+    report.add(
+        "bytes on disk for the audit rows",
+        coffer_bytes,
+        pg_bytes as f64 / 1_048_576.0,
+        "MiB",
+        false,
+    );
+
+    println!("point reads by id");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for _ in 0..1000 {
+        engine
+            .get(vault, &table, &ids[rng.random_range(0..ids.len())])
+            .await?; // warm caches, as PG's buffers are
+    }
+    let mut c_lat = Vec::with_capacity(args.reads);
+    for _ in 0..args.reads {
+        let id = &ids[rng.random_range(0..ids.len())];
+        let t = Instant::now();
+        let row = engine.get(vault, &table, id).await?;
+        c_lat.push(t.elapsed());
+        anyhow::ensure!(row.is_some(), "row {id} missing");
+    }
+    c_lat.sort();
+    let pg_ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM bench_audit WHERE vault_id = $1 ORDER BY random() LIMIT 5000",
+    )
+    .bind(&pg_vault)
+    .fetch_all(&pg)
+    .await?;
+    let p_idx = pg_point_reads(&pg, &pg_vault, &pg_ids, args.reads, true).await?;
+    let p_noidx = pg_point_reads(&pg, &pg_vault, &pg_ids, 20, false).await?;
+    report.add(
+        "point read p50 (PG with index)",
+        percentile(&c_lat, 0.5),
+        percentile(&p_idx, 0.5),
+        "µs",
+        false,
+    );
+    report.add(
+        "point read p99 (PG with index)",
+        percentile(&c_lat, 0.99),
+        percentile(&p_idx, 0.99),
+        "µs",
+        false,
+    );
+    report.add(
+        "point read p50 (PG without index)",
+        percentile(&c_lat, 0.5),
+        percentile(&p_noidx, 0.5),
+        "µs",
+        false,
+    );
+
+    println!("aggregate: count by action");
+    let q = VaultQuery::new(engine.clone(), vault);
+    let mut c_times = Vec::new();
+    let mut p_times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        q.sql("SELECT action, count(*) FROM bench.audit GROUP BY action")
+            .await?;
+        c_times.push(t.elapsed());
+        let t = Instant::now();
+        sqlx::query("SELECT action, count(*) FROM bench_audit WHERE vault_id = $1 GROUP BY action")
+            .bind(&pg_vault)
+            .fetch_all(&pg)
+            .await?;
+        p_times.push(t.elapsed());
+    }
+    c_times.sort();
+    p_times.sort();
+    report.add(
+        "count by action (median of 5)",
+        percentile(&c_times, 0.5) / 1000.0,
+        percentile(&p_times, 0.5) / 1000.0,
+        "ms",
+        false,
+    );
+
+    report.print();
+    engine.shutdown().await;
+    Ok(())
+}
+
+async fn setup_pg(pg: &PgPool) -> anyhow::Result<()> {
+    for sql in [
+        "DROP TABLE IF EXISTS bench_notes",
+        "DROP TABLE IF EXISTS bench_audit",
+        "CREATE TABLE bench_notes (vault_id text NOT NULL, id text NOT NULL, title text NOT NULL, body text, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (vault_id, id))",
+        "CREATE TABLE bench_audit (vault_id text NOT NULL, id text NOT NULL, ts timestamptz NOT NULL, actor text NOT NULL, action text NOT NULL, resource text NOT NULL, ip text, user_agent text, details jsonb, PRIMARY KEY (vault_id, id))",
+        "ALTER TABLE bench_notes ENABLE ROW LEVEL SECURITY",
+        "ALTER TABLE bench_audit ENABLE ROW LEVEL SECURITY",
+        "ALTER TABLE bench_notes FORCE ROW LEVEL SECURITY",
+        "ALTER TABLE bench_audit FORCE ROW LEVEL SECURITY",
+        "DROP POLICY IF EXISTS vault_rows ON bench_notes",
+        "DROP POLICY IF EXISTS vault_rows ON bench_audit",
+        "CREATE POLICY vault_rows ON bench_notes USING (true)",
+        "CREATE POLICY vault_rows ON bench_audit USING (true)",
+    ] {
+        sqlx::query(sql)
+            .execute(pg)
+            .await
+            .with_context(|| sql.to_owned())?;
+    }
+    Ok(())
+}
+
+fn note(i: usize) -> Values {
+    json!({"title": format!("note {i}"), "body": "Remember to buy milk, call the bank and water the plants."})
+        .as_object()
+        .expect("object")
+        .clone()
+}
+
+async fn coffer_writes(
+    engine: &Engine,
+    vault: VaultId,
+    writers: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let table = TableName::new("notes", "notes");
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let (engine, table) = (engine.clone(), table.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                engine
+                    .insert(vault, &AppId::new("bench"), &table, note(i))
+                    .await?;
+                lat.push(t.elapsed());
+                i += 1;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    collect(tasks, seconds).await
+}
+
+async fn pg_writes(
+    pg: &PgPool,
+    vault: &str,
+    writers: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let vault = Arc::new(vault.to_owned());
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let (pg, vault) = (pg.clone(), vault.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let body = note(i);
+                sqlx::query(
+                    "INSERT INTO bench_notes (vault_id, id, title, body) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(vault.as_str())
+                .bind(coffer_storage::new_row_id())
+                .bind(body["title"].as_str())
+                .bind(body["body"].as_str())
+                .execute(&pg)
+                .await?;
+                lat.push(t.elapsed());
+                i += 1;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    collect(tasks, seconds).await
+}
+
+async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<Duration>>>>,
+    seconds: u64,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    all.sort();
+    Ok((all.len() as f64 / seconds as f64, all))
+}
+
+async fn pg_bulk_load(
+    pg: &PgPool,
+    vault: &str,
+    rows: usize,
+    rng: &mut impl Rng,
+    base_ts: i64,
+) -> anyhow::Result<()> {
+    let mut i = 0;
+    while i < rows {
+        let n = 5_000.min(rows - i);
+        let mut qb = sqlx::QueryBuilder::new(
+            "INSERT INTO bench_audit (vault_id, id, ts, actor, action, resource, ip, user_agent, details) \
+             SELECT a, b, c::timestamptz, d, e, f, g, h, i::jsonb FROM (",
+        );
+        let batch: Vec<_> = (i..i + n).map(|k| audit_row(rng, k, base_ts)).collect();
+        qb.push_values(batch, |mut b, r| {
+            b.push_bind(vault)
+                .push_bind(coffer_storage::new_row_id())
+                .push_bind(r["ts"].as_str().map(str::to_owned))
+                .push_bind(r["actor"].as_str().map(str::to_owned))
+                .push_bind(r["action"].as_str().map(str::to_owned))
+                .push_bind(r["resource"].as_str().map(str::to_owned))
+                .push_bind(r["ip"].as_str().map(str::to_owned))
+                .push_bind(r["user_agent"].as_str().map(str::to_owned))
+                .push_bind(r["details"].to_string());
+        });
+        qb.push(") AS v(a, b, c, d, e, f, g, h, i)");
+        qb.build().execute(pg).await?;
+        i += n;
+    }
+    sqlx::query("VACUUM ANALYZE bench_audit")
+        .execute(pg)
+        .await?;
+    Ok(())
+}
+
+async fn pg_point_reads(
+    pg: &PgPool,
+    vault: &str,
+    ids: &[String],
+    n: usize,
+    index: bool,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut conn = pg.acquire().await?;
+    if !index {
+        sqlx::query("SET enable_indexscan = off")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("SET enable_bitmapscan = off")
+            .execute(&mut *conn)
+            .await?;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = &ids[rng.random_range(0..ids.len())];
+        let t = Instant::now();
+        let row = sqlx::query("SELECT * FROM bench_audit WHERE vault_id = $1 AND id = $2")
+            .bind(vault)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        lat.push(t.elapsed());
+        anyhow::ensure!(row.is_some(), "PG row {id} missing");
+    }
+    sqlx::query("RESET ALL").execute(&mut *conn).await?;
+    lat.sort();
+    Ok(lat)
+}

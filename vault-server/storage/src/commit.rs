@@ -80,6 +80,9 @@ pub(crate) struct WriteRequest {
 
 type RowKey = (VaultId, String, String);
 
+/// A log entry ready to append: vault, seq, table, row hash, sealed payload.
+type SealedEntry = (String, i64, String, [u8; 16], Vec<u8>);
+
 pub(crate) struct Committer {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<WriteRequest>,
@@ -283,7 +286,7 @@ impl Committer {
         }
         let now = now_micros();
         let mut failed = Vec::new();
-        let mut sealed: Vec<(String, i64, String, [u8; 16], Vec<u8>)> = Vec::new();
+        let mut sealed: Vec<SealedEntry> = Vec::new();
         for (i, (req, rows)) in ready.iter_mut().enumerate() {
             let Some(Some(seq)) = next.get_mut(&req.vault) else {
                 failed.push(i);

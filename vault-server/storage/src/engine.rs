@@ -105,13 +105,16 @@ pub struct TableSnapshot {
     pub files: Arc<FileCache>,
 }
 
+/// The installed tables of one vault.
+pub(crate) type TableMap = HashMap<TableName, Arc<InstalledTable>>;
+
 pub(crate) struct Shared {
     pub db: ControlDb,
     pub objects: Objects,
     pub master: MasterKey,
     pub registry: RwLock<SchemaRegistry>,
     pub keys: Mutex<LruCache<VaultId, Arc<VaultKeys>>>,
-    pub tables: Mutex<LruCache<VaultId, Arc<HashMap<TableName, Arc<InstalledTable>>>>>,
+    pub tables: Mutex<LruCache<VaultId, Arc<TableMap>>>,
     pub manifests: Mutex<LruCache<(VaultId, String), Arc<Manifest>>>,
     pub files: Arc<FileCache>,
     pub lookups: LookupStats,

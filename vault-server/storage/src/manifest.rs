@@ -67,6 +67,6 @@ impl Manifest {
 
     /// Keeps `files` ordered newest first.
     pub fn sort_files(&mut self) {
-        self.files.sort_by(|a, b| b.max_seq.cmp(&a.max_seq));
+        self.files.sort_by_key(|f| std::cmp::Reverse(f.max_seq));
     }
 }
