@@ -26,11 +26,7 @@ async fn every_acknowledged_row_survives_sigkill() {
             .await
             .unwrap();
         let vault = opened.engine.create_vault().await.unwrap();
-        opened
-            .engine
-            .install_schema(vault, "notes", None)
-            .await
-            .unwrap();
+        opened.engine.install_schema(vault, "notes", None).await.unwrap();
         opened.engine.shutdown().await;
         vault
     };
@@ -67,11 +63,7 @@ async fn every_acknowledged_row_survives_sigkill() {
         let ids = reader.join().unwrap();
         acked.extend(ids);
     }
-    assert!(
-        acked.len() > 100,
-        "the writer acknowledged only {} rows",
-        acked.len()
-    );
+    assert!(acked.len() > 100, "the writer acknowledged only {} rows", acked.len());
 
     let opened = open_embedded(&dir, SchemaRegistry::builtin().unwrap(), options())
         .await

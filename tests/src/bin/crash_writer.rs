@@ -30,18 +30,16 @@ async fn main() -> anyhow::Result<()> {
     println!("ready");
     let mut tasks = Vec::new();
     for w in 0..4 {
-        let (engine, table, prefix, stdout) = (
-            engine.clone(),
-            table.clone(),
-            prefix.clone(),
-            stdout.clone(),
-        );
+        let (engine, table, prefix, stdout) = (engine.clone(), table.clone(), prefix.clone(), stdout.clone());
         tasks.push(tokio::spawn(async move {
             for n in 0.. {
                 let id = format!("{prefix}-{w}-{n}");
                 let values = serde_json::json!({"id": id, "title": "crash test", "body": "x".repeat(n % 300)});
                 let values = values.as_object().expect("object").clone();
-                engine.insert(vault, &AppId::new("crash"), &table, values).await.expect("insert");
+                engine
+                    .insert(vault, &AppId::new("crash"), &table, values)
+                    .await
+                    .expect("insert");
                 let mut out = stdout.lock().expect("stdout");
                 writeln!(out, "ack {id}").expect("stdout");
                 out.flush().expect("stdout");

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use chrono::{TimeDelta, Utc};
 use coffer_auth::{
-    Action, Attenuation, Authorizer, ColumnSet, GrantSpec, GrantStatus, Request, RevocationView,
-    RootKeyPair, TablePermission, TokenClaims, attenuate, mint,
+    Action, Attenuation, Authorizer, ColumnSet, GrantSpec, GrantStatus, Request, RevocationView, RootKeyPair,
+    TablePermission, TokenClaims, attenuate, mint,
 };
 use coffer_core::{AppId, GrantId, VaultId};
 
@@ -36,10 +36,7 @@ fn main() {
         .expect("grant");
     for name in ["notes.notes", "notes.folders", "tasks.items"] {
         grant
-            .insert(TablePermission::new(
-                name.parse().expect("table"),
-                Action::ALL,
-            ))
+            .insert(TablePermission::new(name.parse().expect("table"), Action::ALL))
             .expect("grant");
     }
     let now = Utc::now();
@@ -68,11 +65,7 @@ fn main() {
         now,
     )
     .with_columns(["id", "name"]);
-    println!(
-        "token: {} bytes, attenuated: {} bytes",
-        token.len(),
-        attenuated.len()
-    );
+    println!("token: {} bytes, attenuated: {} bytes", token.len(), attenuated.len());
 
     let n = 2000;
     per_op("mint", n, || {
@@ -93,9 +86,6 @@ fn main() {
         black_box(authz.check(&cached, &request).expect("check"));
     });
     per_op("revocation view lookup only", n * 50, || {
-        black_box(
-            view.check(claims.grant_id, 1, cached.revocation_ids())
-                .is_ok(),
-        );
+        black_box(view.check(claims.grant_id, 1, cached.revocation_ids()).is_ok());
     });
 }

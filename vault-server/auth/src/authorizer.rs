@@ -78,10 +78,7 @@ impl Request {
     }
 
     fn user_columns(&self) -> impl Iterator<Item = &str> {
-        self.columns
-            .iter()
-            .map(String::as_str)
-            .filter(|c| !is_system_column(c))
+        self.columns.iter().map(String::as_str).filter(|c| !is_system_column(c))
     }
 
     fn required(&self) -> String {
@@ -180,10 +177,7 @@ impl Denied {
     fn expired(at: DateTime<Utc>) -> Self {
         Denied::new(
             DeniedKind::Expired,
-            format!(
-                "the access token expired at {}; get a new one",
-                at.to_rfc3339()
-            ),
+            format!("the access token expired at {}; get a new one", at.to_rfc3339()),
         )
     }
 
@@ -363,11 +357,7 @@ impl Authorizer {
     }
 
     /// The same with explicit Datalog evaluation limits.
-    pub fn with_limits(
-        root: RootPublicKey,
-        revocation: Arc<RevocationView>,
-        limits: AuthorizerLimits,
-    ) -> Self {
+    pub fn with_limits(root: RootPublicKey, revocation: Arc<RevocationView>, limits: AuthorizerLimits) -> Self {
         // Authorizer checks and policies trust only the authority block and
         // the request facts. Check 0 is the vault, check 1 the columns.
         let policies = authorizer!(
@@ -427,9 +417,7 @@ impl Authorizer {
             .map_err(|e| {
                 let kind = match &e {
                     Revoked::UnknownGrant => DeniedKind::UnknownGrant,
-                    Revoked::GrantVersionSuperseded {
-                        current_version, ..
-                    } => DeniedKind::GrantChanged {
+                    Revoked::GrantVersionSuperseded { current_version, .. } => DeniedKind::GrantChanged {
                         current_version: *current_version,
                     },
                     Revoked::GrantRevoked | Revoked::TokenRevoked => DeniedKind::Revoked,
@@ -459,10 +447,7 @@ impl Authorizer {
             table: request.table.clone(),
             action: request.action,
             access: access.clone(),
-            read: token
-                .effective
-                .access(&request.table, Action::Read)
-                .cloned(),
+            read: token.effective.access(&request.table, Action::Read).cloned(),
             expires_at: token.expires_at,
         })
     }
@@ -470,11 +455,7 @@ impl Authorizer {
     /// Runs biscuit's authorizer: request facts + the token's blocks + the
     /// policies. `Ok` only if the authority allows the request and every
     /// block's checks pass.
-    fn run_datalog(
-        &self,
-        biscuit: &Biscuit,
-        req: &Request,
-    ) -> Result<(), biscuit_auth::error::Token> {
+    fn run_datalog(&self, biscuit: &Biscuit, req: &Request) -> Result<(), biscuit_auth::error::Token> {
         let vault = req.vault.to_string();
         let op = req.action.as_str();
         let table = req.table.to_string();
@@ -524,30 +505,23 @@ fn classify(e: biscuit_auth::error::Token, req: &Request) -> Denied {
     let first_column = || req.user_columns().next().unwrap_or("?").to_owned();
     match checks.first() {
         None => Denied::missing_right(req),
-        Some(FailedCheck::Authorizer(FailedAuthorizerCheck { check_id: 0, .. })) => Denied::new(
-            DeniedKind::WrongVault,
-            "the access token is for another vault",
-        ),
+        Some(FailedCheck::Authorizer(FailedAuthorizerCheck { check_id: 0, .. })) => {
+            Denied::new(DeniedKind::WrongVault, "the access token is for another vault")
+        }
         Some(FailedCheck::Authorizer(_)) => Denied::column(req, &first_column()),
-        Some(FailedCheck::Block(FailedBlockCheck { block_id: 0, .. })) => Denied::new(
-            DeniedKind::Expired,
-            "the access token has expired; get a new one",
-        ),
+        Some(FailedCheck::Block(FailedBlockCheck { block_id: 0, .. })) => {
+            Denied::new(DeniedKind::Expired, "the access token has expired; get a new one")
+        }
         Some(FailedCheck::Block(FailedBlockCheck { rule, .. })) => {
             if rule.contains("limit_columns") {
                 Denied::column(req, &first_column())
             } else if rule.contains("limit_expires_at") || rule.contains("time(") {
-                Denied::new(
-                    DeniedKind::Expired,
-                    "the access token has expired; get a new one",
-                )
+                Denied::new(DeniedKind::Expired, "the access token has expired; get a new one")
             } else if rule.contains("limit_") {
                 Denied::missing_right(req)
             } else {
                 Denied::new(
-                    DeniedKind::Restricted {
-                        check: rule.clone(),
-                    },
+                    DeniedKind::Restricted { check: rule.clone() },
                     format!("a restriction added to the token refuses the request: {rule}"),
                 )
             }
@@ -556,11 +530,7 @@ fn classify(e: biscuit_auth::error::Token, req: &Request) -> Denied {
 }
 
 /// The terms of the facts a query returns.
-fn query(
-    authorizer: &mut biscuit_auth::Authorizer,
-    rule: Rule,
-    all_blocks: bool,
-) -> Result<Vec<Vec<Term>>, Denied> {
+fn query(authorizer: &mut biscuit_auth::Authorizer, rule: Rule, all_blocks: bool) -> Result<Vec<Vec<Term>>, Denied> {
     let facts: Vec<Fact> = if all_blocks {
         authorizer.query_all(rule)
     } else {
@@ -606,10 +576,7 @@ fn string_set(term: &Term, what: &str) -> Result<BTreeSet<String>, Denied> {
 
 /// Unary facts `pred(x)` as their single terms.
 fn unary(terms: Vec<Vec<Term>>) -> Vec<Term> {
-    terms
-        .into_iter()
-        .filter_map(|t| t.into_iter().next())
-        .collect()
+    terms.into_iter().filter_map(|t| t.into_iter().next()).collect()
 }
 
 fn pair<'a>(terms: &'a [Term], what: &str) -> Result<(&'a Term, &'a Term), Denied> {
@@ -627,12 +594,8 @@ fn triple<'a>(terms: &'a [Term], what: &str) -> Result<(&'a Term, &'a Term, &'a 
 }
 
 fn table_action(t: &Term, a: &Term) -> Result<(TableName, Action), Denied> {
-    let table = string(t, "table")?
-        .parse::<TableName>()
-        .map_err(Denied::malformed)?;
-    let action = string(a, "action")?
-        .parse::<Action>()
-        .map_err(Denied::malformed)?;
+    let table = string(t, "table")?.parse::<TableName>().map_err(Denied::malformed)?;
+    let action = string(a, "action")?.parse::<Action>().map_err(Denied::malformed)?;
     Ok((table, action))
 }
 
@@ -646,36 +609,23 @@ fn read_token(biscuit: Biscuit, limits: AuthorizerLimits) -> Result<VerifiedToke
     // Authority facts: `query` trusts only the authority block (and the
     // empty authorizer), never an attenuation block.
     let vault = string(
-        &one(
-            unary(query(&mut a, rule!("data($v) <- vault($v)"), false)?),
-            "vault",
-        )?,
+        &one(unary(query(&mut a, rule!("data($v) <- vault($v)"), false)?), "vault")?,
         "vault",
     )?
     .parse::<VaultId>()
     .map_err(Denied::malformed)?;
     let app = AppId::new(string(
-        &one(
-            unary(query(&mut a, rule!("data($v) <- app($v)"), false)?),
-            "app",
-        )?,
+        &one(unary(query(&mut a, rule!("data($v) <- app($v)"), false)?), "app")?,
         "app",
     )?);
     let grant_id = string(
-        &one(
-            unary(query(&mut a, rule!("data($v) <- grant($v)"), false)?),
-            "grant",
-        )?,
+        &one(unary(query(&mut a, rule!("data($v) <- grant($v)"), false)?), "grant")?,
         "grant",
     )?
     .parse::<GrantId>()
     .map_err(Denied::malformed)?;
     let grant_version = match one(
-        unary(query(
-            &mut a,
-            rule!("data($v) <- grant_version($v)"),
-            false,
-        )?),
+        unary(query(&mut a, rule!("data($v) <- grant_version($v)"), false)?),
         "grant_version",
     )? {
         Term::Integer(v) => u64::try_from(v).map_err(Denied::malformed)?,
@@ -702,11 +652,7 @@ fn read_token(biscuit: Biscuit, limits: AuthorizerLimits) -> Result<VerifiedToke
     let mut only_columns: BTreeMap<(TableName, Action), ColumnSet> = BTreeMap::new();
     let mut all_columns: BTreeSet<(TableName, Action)> = BTreeSet::new();
     let mut rows: BTreeMap<(TableName, Action), Vec<RowScope>> = BTreeMap::new();
-    for terms in query(
-        &mut a,
-        rule!("data($t, $a, $c) <- columns($t, $a, $c)"),
-        false,
-    )? {
+    for terms in query(&mut a, rule!("data($t, $a, $c) <- columns($t, $a, $c)"), false)? {
         let (t, ac, c) = triple(&terms, "columns")?;
         let key = table_action(t, ac)?;
         let set = ColumnSet::Only(string_set(c, "columns")?);
@@ -722,9 +668,7 @@ fn read_token(biscuit: Biscuit, limits: AuthorizerLimits) -> Result<VerifiedToke
     }
     for terms in query(&mut a, rule!("data($t, $a, $r) <- rows($t, $a, $r)"), false)? {
         let (t, ac, r) = triple(&terms, "rows")?;
-        let scope = string(r, "rows")?
-            .parse::<RowScope>()
-            .map_err(Denied::malformed)?;
+        let scope = string(r, "rows")?.parse::<RowScope>().map_err(Denied::malformed)?;
         rows.entry(table_action(t, ac)?).or_default().push(scope);
     }
     let mut authority = GrantSpec::new();
@@ -773,20 +717,13 @@ fn read_token(biscuit: Biscuit, limits: AuthorizerLimits) -> Result<VerifiedToke
         .iter()
         .map(|t| string_set(t, "limit_tables"))
         .collect::<Result<Vec<_>, _>>()?;
-    let limit_table_actions = query(
-        &mut a,
-        rule!("data($t, $s) <- limit_table_actions($t, $s)"),
-        true,
-    )?
-    .iter()
-    .map(|terms| {
-        let (t, s) = pair(terms, "limit_table_actions")?;
-        Ok((
-            string(t, "limit_table_actions")?,
-            string_set(s, "limit_table_actions")?,
-        ))
-    })
-    .collect::<Result<Vec<_>, Denied>>()?;
+    let limit_table_actions = query(&mut a, rule!("data($t, $s) <- limit_table_actions($t, $s)"), true)?
+        .iter()
+        .map(|terms| {
+            let (t, s) = pair(terms, "limit_table_actions")?;
+            Ok((string(t, "limit_table_actions")?, string_set(s, "limit_table_actions")?))
+        })
+        .collect::<Result<Vec<_>, Denied>>()?;
     let limit_columns = query(&mut a, rule!("data($t, $s) <- limit_columns($t, $s)"), true)?
         .iter()
         .map(|terms| {
@@ -795,11 +732,7 @@ fn read_token(biscuit: Biscuit, limits: AuthorizerLimits) -> Result<VerifiedToke
         })
         .collect::<Result<Vec<_>, Denied>>()?;
     let mut expires_at = token_expires_at;
-    for t in unary(query(
-        &mut a,
-        rule!("data($d) <- limit_expires_at($d)"),
-        true,
-    )?) {
+    for t in unary(query(&mut a, rule!("data($d) <- limit_expires_at($d)"), true)?) {
         expires_at = expires_at.min(date(&t, "limit_expires_at")?);
     }
 
@@ -809,9 +742,7 @@ fn read_token(biscuit: Biscuit, limits: AuthorizerLimits) -> Result<VerifiedToke
         let op = action.as_str();
         if limit_actions.iter().any(|s| !s.contains(op))
             || limit_tables.iter().any(|s| !s.contains(&name))
-            || limit_table_actions
-                .iter()
-                .any(|(t, s)| *t == name && !s.contains(op))
+            || limit_table_actions.iter().any(|(t, s)| *t == name && !s.contains(op))
         {
             continue;
         }
@@ -863,11 +794,9 @@ mod tests {
     fn setup() -> (RootKeyPair, Authorizer, TokenClaims) {
         let root = RootKeyPair::generate();
         let view = Arc::new(RevocationView::new());
-        let grant = GrantSpec::from_permissions([TablePermission::new(
-            t("contacts.people"),
-            [Action::Read],
-        )
-        .with_columns(ColumnSet::only(["name"]))])
+        let grant = GrantSpec::from_permissions([
+            TablePermission::new(t("contacts.people"), [Action::Read]).with_columns(ColumnSet::only(["name"]))
+        ])
         .unwrap();
         let claims = TokenClaims::new(
             VaultId::generate(),
@@ -902,21 +831,11 @@ mod tests {
             .unwrap();
         let read = Request::new(claims.vault, t("contacts.people"), Action::Read, Utc::now());
         assert!(authz.run_datalog(&widened, &read).is_ok());
-        let update = Request::new(
-            claims.vault,
-            t("contacts.people"),
-            Action::Update,
-            Utc::now(),
-        );
+        let update = Request::new(claims.vault, t("contacts.people"), Action::Update, Utc::now());
         assert!(authz.run_datalog(&widened, &update).is_err());
         let phone = read.clone().with_columns(["phone"]);
         assert!(authz.run_datalog(&widened, &phone).is_err());
-        let other_vault = Request::new(
-            VaultId::generate(),
-            t("contacts.people"),
-            Action::Read,
-            Utc::now(),
-        );
+        let other_vault = Request::new(VaultId::generate(), t("contacts.people"), Action::Read, Utc::now());
         assert!(authz.run_datalog(&widened, &other_vault).is_err());
         // And the facts read for the catalog ignore them too.
         let v = authz.verify(&widened.to_base64().unwrap()).unwrap();

@@ -86,9 +86,7 @@ pub(crate) fn action_word(word: &str) -> Option<&'static [Action]> {
 }
 
 /// Which rows of a table an action may touch.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RowScope {
     /// Every row of the table.
@@ -186,9 +184,7 @@ impl ColumnSet {
     pub fn intersect(&self, other: &ColumnSet) -> ColumnSet {
         match (self, other) {
             (ColumnSet::All, x) | (x, ColumnSet::All) => x.clone(),
-            (ColumnSet::Only(a), ColumnSet::Only(b)) => {
-                ColumnSet::Only(a.intersection(b).cloned().collect())
-            }
+            (ColumnSet::Only(a), ColumnSet::Only(b)) => ColumnSet::Only(a.intersection(b).cloned().collect()),
         }
     }
 }
@@ -351,9 +347,7 @@ impl GrantSpec {
     }
 
     /// A grant built from permissions, merged as by [`GrantSpec::insert`].
-    pub fn from_permissions(
-        permissions: impl IntoIterator<Item = TablePermission>,
-    ) -> Result<Self, GrantError> {
+    pub fn from_permissions(permissions: impl IntoIterator<Item = TablePermission>) -> Result<Self, GrantError> {
         let mut spec = GrantSpec::new();
         for p in permissions {
             spec.insert(p)?;
@@ -378,10 +372,7 @@ impl GrantSpec {
             if set.is_empty() {
                 return Err(GrantError::NoColumns { table });
             }
-            if let Some(bad) = set
-                .iter()
-                .find(|c| !is_identifier(c) || is_system_column(c))
-            {
+            if let Some(bad) = set.iter().find(|c| !is_identifier(c) || is_system_column(c)) {
                 return Err(GrantError::InvalidColumn {
                     column: bad.clone(),
                     table,
@@ -396,10 +387,7 @@ impl GrantSpec {
                 && !access.is_within(old)
                 && !old.is_within(&access)
             {
-                return Err(GrantError::Conflict {
-                    table,
-                    action: *action,
-                });
+                return Err(GrantError::Conflict { table, action: *action });
             }
         }
         let map = self.entries.entry(table).or_default();
@@ -484,10 +472,7 @@ impl GrantSpec {
     pub fn intersect(&self, other: &GrantSpec) -> GrantSpec {
         let mut entries = BTreeMap::new();
         for (table, action, access) in self.pairs() {
-            if let Some(narrowed) = other
-                .access(table, action)
-                .and_then(|o| access.intersect(o))
-            {
+            if let Some(narrowed) = other.access(table, action).and_then(|o| access.intersect(o)) {
                 entries
                     .entry(table.clone())
                     .or_insert_with(BTreeMap::new)
@@ -499,11 +484,8 @@ impl GrantSpec {
 
     /// Whether everything `self` allows is also allowed by `other`.
     pub fn is_subset_of(&self, other: &GrantSpec) -> bool {
-        self.pairs().all(|(table, action, access)| {
-            other
-                .access(table, action)
-                .is_some_and(|o| access.is_within(o))
-        })
+        self.pairs()
+            .all(|(table, action, access)| other.access(table, action).is_some_and(|o| access.is_within(o)))
     }
 
     /// The grant as a canonical scope set.
@@ -528,13 +510,10 @@ impl GrantSpec {
             let schema = schemas(&table.schema).ok_or_else(|| ResolveError::UnknownSchema {
                 schema: table.schema.clone(),
             })?;
-            let def =
-                schema
-                    .borrow()
-                    .table(&table.table)
-                    .ok_or_else(|| ResolveError::UnknownTable {
-                        table: table.clone(),
-                    })?;
+            let def = schema
+                .borrow()
+                .table(&table.table)
+                .ok_or_else(|| ResolveError::UnknownTable { table: table.clone() })?;
             for access in map.values() {
                 if let ColumnSet::Only(cols) = &access.columns
                     && let Some(c) = cols.iter().find(|c| def.column(c).is_none())
@@ -579,9 +558,7 @@ impl GrantSpec {
     /// Reads RFC 9396 `authorization_details` entries. Every entry must have
     /// type `coffer_table`; entries for the same pair merge as by
     /// [`GrantSpec::insert`].
-    pub fn from_authorization_details(
-        details: &[AuthorizationDetail],
-    ) -> Result<GrantSpec, DetailsError> {
+    pub fn from_authorization_details(details: &[AuthorizationDetail]) -> Result<GrantSpec, DetailsError> {
         let mut spec = GrantSpec::new();
         for (index, d) in details.iter().enumerate() {
             let permission = d.to_permission(index)?;
@@ -594,8 +571,7 @@ impl GrantSpec {
     /// Reads an RFC 9396 `authorization_details` JSON array (the text of the
     /// request parameter).
     pub fn from_authorization_details_json(text: &str) -> Result<GrantSpec, DetailsError> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| DetailsError::Json(e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DetailsError::Json(e.to_string()))?;
         let serde_json::Value::Array(items) = value else {
             return Err(DetailsError::NotArray);
         };
@@ -611,11 +587,10 @@ impl GrantSpec {
                     kind: kind.map(crate::scope::printable),
                 });
             }
-            let detail: AuthorizationDetail =
-                serde_json::from_value(item).map_err(|e| DetailsError::Invalid {
-                    index,
-                    reason: e.to_string(),
-                })?;
+            let detail: AuthorizationDetail = serde_json::from_value(item).map_err(|e| DetailsError::Invalid {
+                index,
+                reason: e.to_string(),
+            })?;
             details.push(detail);
         }
         Self::from_authorization_details(&details)
@@ -677,12 +652,10 @@ impl AuthorizationDetail {
         if self.actions.is_empty() {
             return Err(invalid(ScopeErrorReason::EmptyAction));
         }
-        let actions = crate::scope::parse_action_words(self.actions.iter().map(String::as_str))
-            .map_err(invalid)?;
+        let actions = crate::scope::parse_action_words(self.actions.iter().map(String::as_str)).map_err(invalid)?;
         let columns = match &self.columns {
             None => ColumnSet::All,
-            Some(cols) => crate::scope::parse_column_names(cols.iter().map(String::as_str))
-                .map_err(invalid)?,
+            Some(cols) => crate::scope::parse_column_names(cols.iter().map(String::as_str)).map_err(invalid)?,
         };
         let row_scope = match &self.rows {
             None => RowScope::All,
@@ -755,25 +728,16 @@ mod tests {
     #[test]
     fn insert_merges_dominated_pairs_and_refuses_conflicts() {
         let mut g = GrantSpec::new();
-        g.insert(
-            TablePermission::new(t("tasks.items"), [Action::Read])
-                .with_columns(ColumnSet::only(["title"])),
-        )
-        .unwrap();
+        g.insert(TablePermission::new(t("tasks.items"), [Action::Read]).with_columns(ColumnSet::only(["title"])))
+            .unwrap();
         // Wider replaces narrower.
         g.insert(TablePermission::new(t("tasks.items"), [Action::Read]))
             .unwrap();
-        assert_eq!(
-            g.access(&t("tasks.items"), Action::Read),
-            Some(&Access::full())
-        );
+        assert_eq!(g.access(&t("tasks.items"), Action::Read), Some(&Access::full()));
         // Narrower is absorbed.
         g.insert(TablePermission::new(t("tasks.items"), [Action::Read]).with_rows(RowScope::Own))
             .unwrap();
-        assert_eq!(
-            g.access(&t("tasks.items"), Action::Read),
-            Some(&Access::full())
-        );
+        assert_eq!(g.access(&t("tasks.items"), Action::Read), Some(&Access::full()));
         // Neither includes the other.
         let mut h = GrantSpec::new();
         h.insert(TablePermission::new(t("tasks.items"), [Action::Update]).with_rows(RowScope::Own))
@@ -804,16 +768,12 @@ mod tests {
         ));
         assert!(matches!(
             g.insert(
-                TablePermission::new(t("a.b"), [Action::Read])
-                    .with_columns(ColumnSet::only(Vec::<String>::new()))
+                TablePermission::new(t("a.b"), [Action::Read]).with_columns(ColumnSet::only(Vec::<String>::new()))
             ),
             Err(GrantError::NoColumns { .. })
         ));
         assert!(matches!(
-            g.insert(
-                TablePermission::new(t("a.b"), [Action::Read])
-                    .with_columns(ColumnSet::only(["_seq"]))
-            ),
+            g.insert(TablePermission::new(t("a.b"), [Action::Read]).with_columns(ColumnSet::only(["_seq"]))),
             Err(GrantError::InvalidColumn { .. })
         ));
         assert!(g.is_empty());
@@ -823,16 +783,12 @@ mod tests {
     fn permissions_group_actions_with_equal_access() {
         let g = GrantSpec::from_permissions([
             TablePermission::new(t("tasks.items"), [Action::Read]),
-            TablePermission::new(t("tasks.items"), [Action::Update, Action::Delete])
-                .with_rows(RowScope::Own),
+            TablePermission::new(t("tasks.items"), [Action::Update, Action::Delete]).with_rows(RowScope::Own),
         ])
         .unwrap();
         let perms = g.permissions();
         assert_eq!(perms.len(), 2);
-        assert_eq!(
-            g.to_scope_string(),
-            "tasks.items:read tasks.items:update+delete:own"
-        );
+        assert_eq!(g.to_scope_string(), "tasks.items:read tasks.items:update+delete:own");
     }
 
     #[test]
@@ -846,10 +802,6 @@ mod tests {
         assert_eq!(ColumnSet::All.intersect(&ab), ab);
         assert!(ab.is_subset_of(&ColumnSet::All));
         assert!(!ColumnSet::All.is_subset_of(&ab));
-        assert!(
-            ColumnSet::only(["a"])
-                .intersect(&ColumnSet::only(["c"]))
-                .is_empty()
-        );
+        assert!(ColumnSet::only(["a"]).intersect(&ColumnSet::only(["c"])).is_empty());
     }
 }

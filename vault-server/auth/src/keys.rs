@@ -75,9 +75,7 @@ impl fmt::Debug for RootKeyPair {
 impl RootKeyPair {
     /// A new random Ed25519 key pair (from the operating system's RNG).
     pub fn generate() -> Self {
-        RootKeyPair {
-            key: KeyPair::new(),
-        }
+        RootKeyPair { key: KeyPair::new() }
     }
 
     /// The public half, for verifying tokens.
@@ -97,9 +95,7 @@ impl RootKeyPair {
         let pem = self
             .key
             .to_private_key_pem()
-            .map_err(|_| KeyError::InvalidPrivateKey {
-                path: path.to_owned(),
-            })?;
+            .map_err(|_| KeyError::InvalidPrivateKey { path: path.to_owned() })?;
         let mut options = fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -109,16 +105,12 @@ impl RootKeyPair {
         }
         let mut file = options.open(path).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
-                KeyError::Exists {
-                    path: path.to_owned(),
-                }
+                KeyError::Exists { path: path.to_owned() }
             } else {
                 io_error(path)(e)
             }
         })?;
-        let written = file
-            .write_all(pem.as_bytes())
-            .and_then(|()| file.sync_all());
+        let written = file.write_all(pem.as_bytes()).and_then(|()| file.sync_all());
         if let Err(e) = written {
             drop(file);
             // Do not leave a truncated key behind.
@@ -151,27 +143,18 @@ impl RootKeyPair {
             }
         }
         if !meta.is_file() || meta.len() > MAX_KEY_FILE_BYTES {
-            return Err(KeyError::InvalidPrivateKey {
-                path: path.to_owned(),
-            });
+            return Err(KeyError::InvalidPrivateKey { path: path.to_owned() });
         }
         let mut pem = Zeroizing::new(String::new());
         file.read_to_string(&mut pem).map_err(|e| {
             if e.kind() == io::ErrorKind::InvalidData {
-                KeyError::InvalidPrivateKey {
-                    path: path.to_owned(),
-                }
+                KeyError::InvalidPrivateKey { path: path.to_owned() }
             } else {
                 io_error(path)(e)
             }
         })?;
-        let key = KeyPair::from_private_key_pem_with_algorithm(
-            pem.trim(),
-            biscuit_auth::builder::Algorithm::Ed25519,
-        )
-        .map_err(|_| KeyError::InvalidPrivateKey {
-            path: path.to_owned(),
-        })?;
+        let key = KeyPair::from_private_key_pem_with_algorithm(pem.trim(), biscuit_auth::builder::Algorithm::Ed25519)
+            .map_err(|_| KeyError::InvalidPrivateKey { path: path.to_owned() })?;
         Ok(RootKeyPair { key })
     }
 
@@ -205,9 +188,7 @@ impl RootPublicKey {
 
     /// The key as a PEM `PUBLIC KEY` block (SubjectPublicKeyInfo).
     pub fn to_pem(&self) -> Result<String, KeyError> {
-        self.0
-            .to_pem()
-            .map_err(|e| KeyError::InvalidPublicKey(e.to_string()))
+        self.0.to_pem().map_err(|e| KeyError::InvalidPublicKey(e.to_string()))
     }
 
     /// Reads a PEM `PUBLIC KEY` block.

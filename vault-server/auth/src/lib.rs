@@ -20,8 +20,8 @@ pub mod token;
 
 pub use authorizer::{Authorized, Authorizer, Denied, DeniedKind, Request, VerifiedToken};
 pub use grant::{
-    Access, Action, AuthorizationDetail, ColumnSet, DetailsError, GrantError, GrantSpec,
-    ResolveError, RowScope, TablePermission,
+    Access, Action, AuthorizationDetail, ColumnSet, DetailsError, GrantError, GrantSpec, ResolveError, RowScope,
+    TablePermission,
 };
 pub use keys::{KeyError, RootKeyPair, RootPublicKey};
 pub use revocation::{GrantState, GrantStatus, RevocationView, Revoked};

@@ -42,9 +42,7 @@ pub enum Revoked {
     #[error("the grant was revoked")]
     GrantRevoked,
     /// The grant changed after the token was minted.
-    #[error(
-        "the grant changed (token version {token_version}, current {current_version}); get a new token"
-    )]
+    #[error("the grant changed (token version {token_version}, current {current_version}); get a new token")]
     GrantVersionSuperseded {
         /// The token's grant version.
         token_version: u64,
@@ -95,12 +93,7 @@ impl RevocationView {
         let mut state = self.write();
         let new = GrantState { version, status };
         match state.grants.get(&id) {
-            Some(old)
-                if version < old.version
-                    || (version == old.version && status == GrantStatus::Active) =>
-            {
-                false
-            }
+            Some(old) if version < old.version || (version == old.version && status == GrantStatus::Active) => false,
             _ => {
                 state.grants.insert(id, new);
                 true
@@ -147,17 +140,9 @@ impl RevocationView {
     }
 
     /// Checks a token's grant id and version and its revocation ids.
-    pub fn check(
-        &self,
-        grant: GrantId,
-        token_version: u64,
-        token_ids: &[Vec<u8>],
-    ) -> Result<(), Revoked> {
+    pub fn check(&self, grant: GrantId, token_version: u64, token_ids: &[Vec<u8>]) -> Result<(), Revoked> {
         let state = self.read();
-        if token_ids
-            .iter()
-            .any(|id| state.revoked_ids.contains_key(id))
-        {
+        if token_ids.iter().any(|id| state.revoked_ids.contains_key(id)) {
             return Err(Revoked::TokenRevoked);
         }
         let current = state.grants.get(&grant).ok_or(Revoked::UnknownGrant)?;
@@ -216,10 +201,7 @@ mod tests {
         view.set_grant(g, 1, GrantStatus::Active);
         let now = Utc::now();
         view.revoke_token_ids([vec![1u8, 2, 3]], now + TimeDelta::minutes(15));
-        assert_eq!(
-            view.check(g, 1, &[vec![9], vec![1, 2, 3]]),
-            Err(Revoked::TokenRevoked)
-        );
+        assert_eq!(view.check(g, 1, &[vec![9], vec![1, 2, 3]]), Err(Revoked::TokenRevoked));
         assert_eq!(view.prune(now), 0);
         assert_eq!(view.prune(now + TimeDelta::minutes(16)), 1);
         assert!(!view.is_token_id_revoked(&[1, 2, 3]));

@@ -26,8 +26,7 @@ use std::str::FromStr;
 use coffer_core::schema::{SchemaDef, TableName, is_identifier};
 
 use crate::grant::{
-    Action, ColumnSet, GrantSpec, ResolveError, RowScope, TablePermission, action_word,
-    is_system_column,
+    Action, ColumnSet, GrantSpec, ResolveError, RowScope, TablePermission, action_word, is_system_column,
 };
 
 /// Longest scope string accepted, in bytes.
@@ -64,12 +63,7 @@ impl ScopeTarget {
 
 impl fmt::Display for ScopeTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}.{}",
-            self.schema,
-            self.table.as_deref().unwrap_or("*")
-        )
+        write!(f, "{}.{}", self.schema, self.table.as_deref().unwrap_or("*"))
     }
 }
 
@@ -129,12 +123,7 @@ fn format_actions(actions: &BTreeSet<Action>) -> String {
     if write {
         words.push("write");
     } else {
-        words.extend(
-            Action::WRITE
-                .iter()
-                .filter(|a| actions.contains(a))
-                .map(|a| a.as_str()),
-        );
+        words.extend(Action::WRITE.iter().filter(|a| actions.contains(a)).map(|a| a.as_str()));
     }
     words.join("+")
 }
@@ -227,9 +216,7 @@ impl ScopeSet {
                 let name = TableName::new(&target.schema, table);
                 let def = schema
                     .table(table)
-                    .ok_or_else(|| ResolveError::UnknownTable {
-                        table: name.clone(),
-                    })?;
+                    .ok_or_else(|| ResolveError::UnknownTable { table: name.clone() })?;
                 if let ColumnSet::Only(cols) = columns
                     && let Some(c) = cols.iter().find(|c| def.column(c).is_none())
                 {
@@ -308,19 +295,13 @@ pub enum ScopeErrorReason {
     #[error("expected `schema.table` or `schema.*`")]
     MissingTable,
     /// The schema name is not an identifier.
-    #[error(
-        "`{0}` is not a valid schema name (1-63 lower-case letters, digits or `_`, starting with a letter)"
-    )]
+    #[error("`{0}` is not a valid schema name (1-63 lower-case letters, digits or `_`, starting with a letter)")]
     InvalidSchemaName(String),
     /// The table name is not an identifier.
-    #[error(
-        "`{0}` is not a valid table name (1-63 lower-case letters, digits or `_`, starting with a letter, or `*`)"
-    )]
+    #[error("`{0}` is not a valid table name (1-63 lower-case letters, digits or `_`, starting with a letter, or `*`)")]
     InvalidTableName(String),
     /// A column name is not an identifier.
-    #[error(
-        "`{0}` is not a valid column name (1-63 lower-case letters, digits or `_`, starting with a letter)"
-    )]
+    #[error("`{0}` is not a valid column name (1-63 lower-case letters, digits or `_`, starting with a letter)")]
     InvalidColumnName(String),
     /// A system column is listed.
     #[error("`{0}` is a system column; it is always included and must not be listed")]
@@ -381,9 +362,7 @@ pub(crate) fn printable(s: &str) -> String {
 }
 
 fn parse_token(token: &str) -> Result<ScopeToken, ScopeErrorReason> {
-    let (head, rest) = token
-        .split_once(':')
-        .ok_or(ScopeErrorReason::MissingActions)?;
+    let (head, rest) = token.split_once(':').ok_or(ScopeErrorReason::MissingActions)?;
     let mut parts = rest.split(':');
     let actions = parts.next().unwrap_or_default();
     let rows = parts.next();
@@ -427,9 +406,7 @@ fn parse_token(token: &str) -> Result<ScopeToken, ScopeErrorReason> {
 }
 
 fn parse_target(target: &str) -> Result<ScopeTarget, ScopeErrorReason> {
-    let (schema, table) = target
-        .split_once('.')
-        .ok_or(ScopeErrorReason::MissingTable)?;
+    let (schema, table) = target.split_once('.').ok_or(ScopeErrorReason::MissingTable)?;
     if !is_identifier(schema) {
         return Err(ScopeErrorReason::InvalidSchemaName(printable(schema)));
     }
@@ -464,8 +441,7 @@ pub(crate) fn parse_action_words<'a>(
         if word.is_empty() {
             return Err(ScopeErrorReason::EmptyAction);
         }
-        let group =
-            action_word(word).ok_or_else(|| ScopeErrorReason::UnknownAction(printable(word)))?;
+        let group = action_word(word).ok_or_else(|| ScopeErrorReason::UnknownAction(printable(word)))?;
         for a in group {
             if !actions.insert(*a) {
                 return Err(ScopeErrorReason::DuplicateAction(a.as_str().to_owned()));
@@ -476,9 +452,7 @@ pub(crate) fn parse_action_words<'a>(
 }
 
 /// Parses a non-empty list of user column names.
-pub(crate) fn parse_column_names<'a>(
-    names: impl IntoIterator<Item = &'a str>,
-) -> Result<ColumnSet, ScopeErrorReason> {
+pub(crate) fn parse_column_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<ColumnSet, ScopeErrorReason> {
     let mut set = BTreeSet::new();
     for name in names {
         if is_system_column(name) {

@@ -160,8 +160,7 @@ pub fn mint(root: &RootKeyPair, claims: &TokenClaims) -> Result<String, TokenErr
     if claims.grant.is_empty() {
         return Err(TokenError::EmptyGrant);
     }
-    let version = i64::try_from(claims.grant_version)
-        .map_err(|_| TokenError::VersionRange(claims.grant_version))?;
+    let version = i64::try_from(claims.grant_version).map_err(|_| TokenError::VersionRange(claims.grant_version))?;
     let mut builder = biscuit!(
         r#"
         vault({vault});
@@ -242,11 +241,7 @@ impl Attenuation {
     }
 
     /// Only these actions on `table` (other tables unaffected).
-    pub fn table_actions(
-        mut self,
-        table: TableName,
-        actions: impl IntoIterator<Item = Action>,
-    ) -> Self {
+    pub fn table_actions(mut self, table: TableName, actions: impl IntoIterator<Item = Action>) -> Self {
         let new: BTreeSet<Action> = actions.into_iter().collect();
         let merged = match self.table_actions.remove(&table) {
             Some(old) => old.intersection(&new).copied().collect(),
@@ -319,10 +314,7 @@ impl Attenuation {
         }
         if !self.columns.is_empty() {
             for (table, columns) in &self.columns {
-                if let Some(bad) = columns
-                    .iter()
-                    .find(|c| !is_identifier(c) || is_system_column(c))
-                {
+                if let Some(bad) = columns.iter().find(|c| !is_identifier(c) || is_system_column(c)) {
                     return Err(TokenError::InvalidAttenuation(format!(
                         "`{}` is not a user column name",
                         crate::scope::printable(bad)
@@ -361,8 +353,7 @@ pub fn attenuate(token: &str, attenuation: &Attenuation) -> Result<String, Token
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::Malformed("token too long".into()));
     }
-    let unverified =
-        UnverifiedBiscuit::from_base64(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+    let unverified = UnverifiedBiscuit::from_base64(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
     if unverified.block_count() >= MAX_TOKEN_BLOCKS {
         return Err(TokenError::Malformed("token has too many blocks".into()));
     }

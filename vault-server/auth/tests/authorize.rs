@@ -9,8 +9,8 @@ use biscuit_auth::macros::block;
 use biscuit_auth::{Biscuit, KeyPair, UnverifiedBiscuit};
 use chrono::{TimeDelta, Utc};
 use coffer_auth::{
-    Action, Attenuation, Authorizer, ColumnSet, DeniedKind, GrantStatus, Request, RevocationView,
-    RootKeyPair, RowScope, TokenClaims, TokenError, VerifiedToken, attenuate, mint,
+    Action, Attenuation, Authorizer, ColumnSet, DeniedKind, GrantStatus, Request, RevocationView, RootKeyPair,
+    RowScope, TokenClaims, TokenError, VerifiedToken, attenuate, mint,
 };
 use coffer_core::{AppId, VaultId};
 use common::{Server, grant, t};
@@ -28,10 +28,7 @@ fn req(claims: &TokenClaims, table: &str, action: Action) -> Request {
 #[test]
 fn a_token_allows_exactly_its_rights() {
     let s = Server::new();
-    let (token, claims) = s.token(
-        "contacts.people:read tasks.items:read+create:own",
-        Utc::now(),
-    );
+    let (token, claims) = s.token("contacts.people:read tasks.items:read+create:own", Utc::now());
 
     let ok = s
         .authz
@@ -54,11 +51,7 @@ fn a_token_allows_exactly_its_rights() {
             required: "contacts.people:update".into()
         }
     );
-    assert!(
-        denied.reason.contains("contacts.people:update"),
-        "{}",
-        denied.reason
-    );
+    assert!(denied.reason.contains("contacts.people:update"), "{}", denied.reason);
 
     // Every other pair: allowed iff granted.
     for table in ["contacts.people", "tasks.items", "notes.notes"] {
@@ -81,10 +74,7 @@ fn a_token_allows_exactly_its_rights() {
 #[test]
 fn own_row_scope_and_readable_columns_are_exposed() {
     let s = Server::new();
-    let (token, claims) = s.token(
-        "tasks.items(title):read+create:own tasks.items:update:own",
-        Utc::now(),
-    );
+    let (token, claims) = s.token("tasks.items(title):read+create:own tasks.items:update:own", Utc::now());
     let create = s
         .authz
         .authorize(
@@ -117,12 +107,7 @@ fn own_row_scope_and_readable_columns_are_exposed() {
 fn a_column_not_granted_is_denied() {
     let s = Server::new();
     let (token, claims) = s.token("contacts.people(name,email):read", Utc::now());
-    let ok = req(&claims, "contacts.people", Action::Read).with_columns([
-        "id",
-        "name",
-        "_updated_at",
-        "email",
-    ]);
+    let ok = req(&claims, "contacts.people", Action::Read).with_columns(["id", "name", "_updated_at", "email"]);
     s.authz.authorize(&token, &ok).unwrap();
     let bad = req(&claims, "contacts.people", Action::Read).with_columns(["name", "phone"]);
     let denied = s.authz.authorize(&token, &bad).unwrap_err();
@@ -144,15 +129,9 @@ fn an_expired_token_is_refused() {
     let mut r = req(&claims, "contacts.people", Action::Read);
     s.authz.authorize(&token, &r).unwrap();
     r.now = claims.expires_at;
-    assert_eq!(
-        s.authz.authorize(&token, &r).unwrap_err().kind,
-        DeniedKind::Expired
-    );
+    assert_eq!(s.authz.authorize(&token, &r).unwrap_err().kind, DeniedKind::Expired);
     r.now = Utc::now();
-    assert_eq!(
-        s.authz.authorize(&token, &r).unwrap_err().kind,
-        DeniedKind::Expired
-    );
+    assert_eq!(s.authz.authorize(&token, &r).unwrap_err().kind, DeniedKind::Expired);
 }
 
 #[test]
@@ -181,19 +160,12 @@ fn a_token_with_a_too_long_lifetime_is_refused_even_if_signed() {
         .unwrap()
         .print_block_source(0)
         .unwrap();
-    let far =
-        (claims.expires_at + TimeDelta::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let old = claims
-        .expires_at
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let far = (claims.expires_at + TimeDelta::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let old = claims.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let forged_src = src.replace(&old, &far);
     assert_ne!(src, forged_src);
     let key = KeyPair::from(&private_of(&s.root));
-    let forged = Biscuit::builder()
-        .code(&forged_src)
-        .unwrap()
-        .build(&key)
-        .unwrap();
+    let forged = Biscuit::builder().code(&forged_src).unwrap().build(&key).unwrap();
     let denied = s
         .authz
         .authorize(
@@ -242,10 +214,7 @@ fn tampered_token_bytes_are_refused() {
     let at = bytes.windows(10).position(|w| w == b"tamper-app").unwrap();
     let mut changed = bytes.clone();
     changed[at + 9] = b'q';
-    let denied = s
-        .authz
-        .authorize(&URL_SAFE.encode(&changed), &r)
-        .unwrap_err();
+    let denied = s.authz.authorize(&URL_SAFE.encode(&changed), &r).unwrap_err();
     assert_eq!(denied.kind, DeniedKind::InvalidSignature, "{denied:?}");
 
     // Any single flipped byte is refused.
@@ -255,10 +224,7 @@ fn tampered_token_bytes_are_refused() {
         let result = s.authz.authorize(&URL_SAFE.encode(&flipped), &r);
         let denied = result.expect_err(&format!("flipped byte {i} accepted"));
         assert!(
-            matches!(
-                denied.kind,
-                DeniedKind::InvalidSignature | DeniedKind::Malformed
-            ),
+            matches!(denied.kind, DeniedKind::InvalidSignature | DeniedKind::Malformed),
             "byte {i}: {denied:?}"
         );
     }
@@ -271,10 +237,7 @@ fn tampered_token_bytes_are_refused() {
         ));
     }
     let huge = "A".repeat(20_000);
-    assert_eq!(
-        s.authz.authorize(&huge, &r).unwrap_err().kind,
-        DeniedKind::Malformed
-    );
+    assert_eq!(s.authz.authorize(&huge, &r).unwrap_err().kind, DeniedKind::Malformed);
 }
 
 #[test]
@@ -283,10 +246,7 @@ fn a_token_for_vault_a_is_refused_on_vault_b() {
     let (token, claims) = s.token("contacts.people:read", Utc::now());
     let mut r = req(&claims, "contacts.people", Action::Read);
     r.vault = VaultId::generate();
-    assert_eq!(
-        s.authz.authorize(&token, &r).unwrap_err().kind,
-        DeniedKind::WrongVault
-    );
+    assert_eq!(s.authz.authorize(&token, &r).unwrap_err().kind, DeniedKind::WrongVault);
 }
 
 #[test]
@@ -314,10 +274,7 @@ fn attenuation_to_read_only_is_honoured() {
     }
     let v = s.authz.verify(&ro).unwrap();
     assert_eq!(v.grant().to_scope_string(), "contacts.people:read");
-    assert_eq!(
-        v.authority_grant().to_scope_string(),
-        "contacts.people:read+write"
-    );
+    assert_eq!(v.authority_grant().to_scope_string(), "contacts.people:read+write");
     assert_eq!(v.block_count(), 2);
 }
 
@@ -325,10 +282,7 @@ fn attenuation_to_read_only_is_honoured() {
 fn attenuation_to_tables_columns_and_expiry_is_honoured() {
     let s = Server::new();
     let now = Utc::now();
-    let (token, claims) = s.token(
-        "contacts.people:read+update notes.*:read tasks.items:read+write",
-        now,
-    );
+    let (token, claims) = s.token("contacts.people:read+update notes.*:read tasks.items:read+write", now);
     let narrowed = attenuate(
         &token,
         &Attenuation::new()
@@ -351,17 +305,11 @@ fn attenuation_to_tables_columns_and_expiry_is_honoured() {
     let at = |secs| now + TimeDelta::seconds(secs);
     let r = |table: &str, action| Request::new(claims.vault, t(table), action, at(10));
     s.authz
-        .check(
-            &v,
-            &r("contacts.people", Action::Read).with_columns(["name"]),
-        )
+        .check(&v, &r("contacts.people", Action::Read).with_columns(["name"]))
         .unwrap();
     assert_eq!(
         s.authz
-            .check(
-                &v,
-                &r("contacts.people", Action::Read).with_columns(["phone"])
-            )
+            .check(&v, &r("contacts.people", Action::Read).with_columns(["phone"]))
             .unwrap_err()
             .kind,
         DeniedKind::ColumnNotGranted {
@@ -370,32 +318,21 @@ fn attenuation_to_tables_columns_and_expiry_is_honoured() {
         }
     );
     assert_eq!(
-        s.authz
-            .check(&v, &r("notes.notes", Action::Read))
-            .unwrap_err()
-            .kind,
+        s.authz.check(&v, &r("notes.notes", Action::Read)).unwrap_err().kind,
         DeniedKind::MissingRight {
             required: "notes.notes:read".into()
         }
     );
     assert_eq!(
-        s.authz
-            .check(&v, &r("tasks.items", Action::Delete))
-            .unwrap_err()
-            .kind,
+        s.authz.check(&v, &r("tasks.items", Action::Delete)).unwrap_err().kind,
         DeniedKind::MissingRight {
             required: "tasks.items:delete".into()
         }
     );
-    s.authz
-        .check(&v, &r("tasks.items", Action::Create))
-        .unwrap();
+    s.authz.check(&v, &r("tasks.items", Action::Create)).unwrap();
     // The shorter expiry applies; the original token still lives longer.
     let late = Request::new(claims.vault, t("tasks.items"), Action::Read, at(150));
-    assert_eq!(
-        s.authz.check(&v, &late).unwrap_err().kind,
-        DeniedKind::Expired
-    );
+    assert_eq!(s.authz.check(&v, &late).unwrap_err().kind, DeniedKind::Expired);
     s.authz.authorize(&token, &late).unwrap();
 }
 
@@ -426,11 +363,7 @@ fn attenuations_stack_and_never_widen() {
     let ro_people = attenuate(&wider, &Attenuation::new().tables([t("contacts.people")])).unwrap();
     let v = s.authz.verify(&ro_people).unwrap();
     assert_eq!(v.grant().to_scope_string(), "contacts.people(name):read");
-    assert!(
-        s.authz
-            .check(&v, &req(&claims, "tasks.items", Action::Read))
-            .is_err()
-    );
+    assert!(s.authz.check(&v, &req(&claims, "tasks.items", Action::Read)).is_err());
     assert!(attenuate(&token, &Attenuation::new()).is_err());
 }
 
@@ -483,10 +416,7 @@ fn widening_by_adding_facts_in_a_block_is_refused() {
     // A fake `time` fact does not extend the token.
     let mut late = req(&claims, "contacts.people", Action::Read);
     late.now = claims.expires_at + TimeDelta::seconds(1);
-    assert_eq!(
-        s.authz.authorize(&forged, &late).unwrap_err().kind,
-        DeniedKind::Expired
-    );
+    assert_eq!(s.authz.authorize(&forged, &late).unwrap_err().kind, DeniedKind::Expired);
     // What it did have still works.
     s.authz
         .authorize(&forged, &req(&claims, "contacts.people", Action::Read))
@@ -499,29 +429,18 @@ fn foreign_checks_in_a_block_are_enforced() {
     let (token, claims) = s.token("contacts.people:read+write", Utc::now());
     let b = UnverifiedBiscuit::from_base64(&token).unwrap();
     let restricted = b
-        .append(block!(
-            r#"check if operation("read") or operation("create");"#
-        ))
+        .append(block!(r#"check if operation("read") or operation("create");"#))
         .unwrap()
         .to_base64()
         .unwrap();
     s.authz
-        .authorize(
-            &restricted,
-            &req(&claims, "contacts.people", Action::Create),
-        )
+        .authorize(&restricted, &req(&claims, "contacts.people", Action::Create))
         .unwrap();
     let denied = s
         .authz
-        .authorize(
-            &restricted,
-            &req(&claims, "contacts.people", Action::Delete),
-        )
+        .authorize(&restricted, &req(&claims, "contacts.people", Action::Delete))
         .unwrap_err();
-    assert!(
-        matches!(denied.kind, DeniedKind::Restricted { .. }),
-        "{denied:?}"
-    );
+    assert!(matches!(denied.kind, DeniedKind::Restricted { .. }), "{denied:?}");
 }
 
 #[test]
@@ -533,10 +452,7 @@ fn a_revoked_grant_is_refused_on_the_very_next_check() {
     s.authz.check(&v, &r).unwrap();
     s.view.set_grant(claims.grant_id, 1, GrantStatus::Revoked);
     assert_eq!(s.authz.check(&v, &r).unwrap_err().kind, DeniedKind::Revoked);
-    assert_eq!(
-        s.authz.authorize(&token, &r).unwrap_err().kind,
-        DeniedKind::Revoked
-    );
+    assert_eq!(s.authz.authorize(&token, &r).unwrap_err().kind, DeniedKind::Revoked);
 }
 
 #[test]
@@ -586,10 +502,7 @@ fn revoked_token_ids_revoke_the_token_and_its_attenuations() {
     let family = v.revocation_ids()[0].clone();
     s.view.revoke_token_ids([family], claims.expires_at);
     assert_eq!(s.authz.check(&v, &r).unwrap_err().kind, DeniedKind::Revoked);
-    assert_eq!(
-        s.authz.authorize(&child, &r).unwrap_err().kind,
-        DeniedKind::Revoked
-    );
+    assert_eq!(s.authz.authorize(&child, &r).unwrap_err().kind, DeniedKind::Revoked);
     // Another token of the same grant is not affected.
     s.authz.authorize(&other, &r).unwrap();
 }
@@ -618,18 +531,12 @@ fn a_cached_verified_token_still_sees_revocation_and_expiry() {
     }
     // Expiry: same cached token, later clock.
     r.now = claims.expires_at + TimeDelta::seconds(1);
-    assert_eq!(
-        s.authz.check(&cached, &r).unwrap_err().kind,
-        DeniedKind::Expired
-    );
+    assert_eq!(s.authz.check(&cached, &r).unwrap_err().kind, DeniedKind::Expired);
     // Revocation: same cached token, clock back in range.
     r.now = now + TimeDelta::seconds(5);
     s.authz.check(&cached, &r).unwrap();
     s.view.set_grant(claims.grant_id, 1, GrantStatus::Revoked);
-    assert_eq!(
-        s.authz.check(&cached, &r).unwrap_err().kind,
-        DeniedKind::Revoked
-    );
+    assert_eq!(s.authz.check(&cached, &r).unwrap_err().kind, DeniedKind::Revoked);
     // Version bump with the grant active again.
     s.view.set_grant(claims.grant_id, 2, GrantStatus::Active);
     assert_eq!(

@@ -3,8 +3,8 @@
 mod common;
 
 use coffer_auth::{
-    Action, AuthorizationDetail, ColumnSet, DetailsError, GrantSpec, ResolveError, RowScope,
-    ScopeErrorReason, TablePermission,
+    Action, AuthorizationDetail, ColumnSet, DetailsError, GrantSpec, ResolveError, RowScope, ScopeErrorReason,
+    TablePermission,
 };
 use common::{grant, schemas, t};
 
@@ -73,8 +73,7 @@ fn scope_string_is_lossless() {
 
 #[test]
 fn authorization_details_round_trip() {
-    let g =
-        grant("contacts.people(email,name):read contacts.people:update:own tasks.items:read+write");
+    let g = grant("contacts.people(email,name):read contacts.people:update:own tasks.items:read+write");
     let json = g.to_authorization_details_json();
     assert_eq!(
         json,
@@ -97,10 +96,7 @@ fn authorization_details_defaults_and_write() {
     let text = r#"[{"type":"coffer_table","table":"tasks.items","actions":["read","write"]},
                    {"type":"coffer_table","table":"contacts.people","actions":["read"],"columns":["name"],"rows":"own"}]"#;
     let g = GrantSpec::from_authorization_details_json(text).unwrap();
-    assert_eq!(
-        g,
-        grant("tasks.items:read+write contacts.people(name):read:own")
-    );
+    assert_eq!(g, grant("tasks.items:read+write contacts.people(name):read:own"));
     let acc = g.access(&t("contacts.people"), Action::Read).unwrap();
     assert_eq!(acc.columns, ColumnSet::only(["name"]));
     assert_eq!(acc.row_scope, RowScope::Own);
@@ -112,21 +108,13 @@ fn authorization_details_errors_say_what_and_where() {
     type Expect = fn(&DetailsError) -> bool;
     let cases: Vec<(&str, Expect)> = vec![
         ("not json", |e| matches!(e, DetailsError::Json(_))),
-        (r#"{"type":"coffer_table"}"#, |e| {
-            matches!(e, DetailsError::NotArray)
-        }),
+        (r#"{"type":"coffer_table"}"#, |e| matches!(e, DetailsError::NotArray)),
         (
             r#"[{"type":"payment_initiation"}]"#,
             |e| matches!(e, DetailsError::UnsupportedType { index: 0, kind: Some(k) } if k == "payment_initiation"),
         ),
         (r#"[{"table":"a.b","actions":["read"]}]"#, |e| {
-            matches!(
-                e,
-                DetailsError::UnsupportedType {
-                    index: 0,
-                    kind: None
-                }
-            )
+            matches!(e, DetailsError::UnsupportedType { index: 0, kind: None })
         }),
         (
             r#"[{"type":"coffer_table","table":"tasks.items","actions":["read"],"locations":["x"]}]"#,
@@ -136,18 +124,15 @@ fn authorization_details_errors_say_what_and_where() {
             r#"[{"type":"coffer_table","table":"tasks.items"}]"#,
             |e| matches!(e, DetailsError::Invalid { index: 0, reason } if reason.contains("actions")),
         ),
-        (
-            r#"[{"type":"coffer_table","table":"tasks.items","actions":[]}]"#,
-            |e| {
-                matches!(
-                    e,
-                    DetailsError::Field {
-                        index: 0,
-                        reason: ScopeErrorReason::EmptyAction
-                    }
-                )
-            },
-        ),
+        (r#"[{"type":"coffer_table","table":"tasks.items","actions":[]}]"#, |e| {
+            matches!(
+                e,
+                DetailsError::Field {
+                    index: 0,
+                    reason: ScopeErrorReason::EmptyAction
+                }
+            )
+        }),
         (
             r#"[{"type":"coffer_table","table":"tasks.items","actions":["read"]},
              {"type":"coffer_table","table":"tasks","actions":["read"]}]"#,
@@ -261,14 +246,8 @@ fn permissions_round_trip_through_from_permissions() {
 fn grant_spec_serde_uses_the_details_form() {
     let g = grant("contacts.people(name):read tasks.items:write:own");
     let json = serde_json::to_string(&g).unwrap();
-    assert_eq!(
-        serde_json::to_value(&g).unwrap(),
-        g.to_authorization_details_json()
-    );
+    assert_eq!(serde_json::to_value(&g).unwrap(), g.to_authorization_details_json());
     let back: GrantSpec = serde_json::from_str(&json).unwrap();
     assert_eq!(back, g);
-    assert!(
-        serde_json::from_str::<GrantSpec>(r#"[{"type":"x","table":"a.b","actions":["read"]}]"#)
-            .is_err()
-    );
+    assert!(serde_json::from_str::<GrantSpec>(r#"[{"type":"x","table":"a.b","actions":["read"]}]"#).is_err());
 }

@@ -26,10 +26,7 @@ fn save_never_overwrites() {
     first.save(&path).unwrap();
     let err = RootKeyPair::generate().save(&path).unwrap_err();
     assert!(matches!(err, KeyError::Exists { .. }), "{err}");
-    assert_eq!(
-        RootKeyPair::load(&path).unwrap().public_key(),
-        first.public_key()
-    );
+    assert_eq!(RootKeyPair::load(&path).unwrap().public_key(), first.public_key());
 }
 
 #[test]
@@ -56,10 +53,7 @@ fn load_refuses_garbage() {
         KeyError::InvalidPrivateKey { .. }
     ));
     let missing = dir.path().join("missing.pem");
-    assert!(matches!(
-        RootKeyPair::load(&missing).unwrap_err(),
-        KeyError::Io { .. }
-    ));
+    assert!(matches!(RootKeyPair::load(&missing).unwrap_err(), KeyError::Io { .. }));
 }
 
 #[test]

@@ -2,9 +2,7 @@
 
 mod common;
 
-use coffer_auth::{
-    Action, ColumnSet, GrantError, ResolveError, RowScope, ScopeErrorReason, ScopeSet,
-};
+use coffer_auth::{Action, ColumnSet, GrantError, ResolveError, RowScope, ScopeErrorReason, ScopeSet};
 use common::{grant, schemas, t};
 
 #[test]
@@ -28,39 +26,20 @@ fn canonical_forms_round_trip() {
 #[test]
 fn non_canonical_inputs_normalize() {
     let cases = [
-        (
-            "contacts.people:create+update+delete",
-            "contacts.people:write",
-        ),
+        ("contacts.people:create+update+delete", "contacts.people:write"),
         ("contacts.people:write+read", "contacts.people:read+write"),
         ("contacts.people:read:all", "contacts.people:read"),
         (
             "contacts.people:read  contacts.people:update",
             "contacts.people:read+update",
         ),
-        (
-            "tasks.items:read:own notes.*:read",
-            "notes.*:read tasks.items:read:own",
-        ),
-        (
-            "contacts.people(name,email):read",
-            "contacts.people(email,name):read",
-        ),
-        (
-            "contacts.people:read contacts.people:read",
-            "contacts.people:read",
-        ),
-        (
-            "contacts.people:delete+update",
-            "contacts.people:update+delete",
-        ),
+        ("tasks.items:read:own notes.*:read", "notes.*:read tasks.items:read:own"),
+        ("contacts.people(name,email):read", "contacts.people(email,name):read"),
+        ("contacts.people:read contacts.people:read", "contacts.people:read"),
+        ("contacts.people:delete+update", "contacts.people:update+delete"),
     ];
     for (input, canonical) in cases {
-        assert_eq!(
-            ScopeSet::parse(input).unwrap().to_string(),
-            canonical,
-            "{input}"
-        );
+        assert_eq!(ScopeSet::parse(input).unwrap().to_string(), canonical, "{input}");
     }
 }
 
@@ -83,49 +62,25 @@ fn each_malformed_form_is_rejected_with_its_reason() {
     let cases: Vec<(&str, ScopeErrorReason)> = vec![
         ("contacts.people", R::MissingActions),
         ("contacts:read", R::MissingTable),
-        (
-            "Contacts.people:read",
-            R::InvalidSchemaName("Contacts".into()),
-        ),
+        ("Contacts.people:read", R::InvalidSchemaName("Contacts".into())),
         ("contacts.People:read", R::InvalidTableName("People".into())),
         ("contacts.:read", R::InvalidTableName(String::new())),
-        (
-            "contacts.people.x:read",
-            R::InvalidTableName("people.x".into()),
-        ),
+        ("contacts.people.x:read", R::InvalidTableName("people.x".into())),
         ("*.people:read", R::InvalidSchemaName("*".into())),
         ("contacts.people:", R::EmptyAction),
         ("contacts.people:read+", R::EmptyAction),
         ("contacts.people:read++update", R::EmptyAction),
         ("contacts.people:admin", R::UnknownAction("admin".into())),
         ("contacts.people:READ", R::UnknownAction("READ".into())),
-        (
-            "contacts.people:read+read",
-            R::DuplicateAction("read".into()),
-        ),
-        (
-            "contacts.people:write+update",
-            R::DuplicateAction("update".into()),
-        ),
-        (
-            "contacts.people:read:mine",
-            R::UnknownRowScope("mine".into()),
-        ),
+        ("contacts.people:read+read", R::DuplicateAction("read".into())),
+        ("contacts.people:write+update", R::DuplicateAction("update".into())),
+        ("contacts.people:read:mine", R::UnknownRowScope("mine".into())),
         ("contacts.people:read:", R::UnknownRowScope(String::new())),
         ("contacts.people:read:own:x", R::TooManyParts),
         ("contacts.people():read", R::EmptyColumnList),
-        (
-            "contacts.people(name,,email):read",
-            R::InvalidColumnName(String::new()),
-        ),
-        (
-            "contacts.people(Name):read",
-            R::InvalidColumnName("Name".into()),
-        ),
-        (
-            "contacts.people(name,name):read",
-            R::DuplicateColumn("name".into()),
-        ),
+        ("contacts.people(name,,email):read", R::InvalidColumnName(String::new())),
+        ("contacts.people(Name):read", R::InvalidColumnName("Name".into())),
+        ("contacts.people(name,name):read", R::DuplicateColumn("name".into())),
         ("contacts.people(id):read", R::SystemColumn("id".into())),
         ("contacts.people(_seq):read", R::SystemColumn("_seq".into())),
         ("contacts.people(name:read", R::BadColumnList),
@@ -157,14 +112,8 @@ fn one_bad_token_fails_the_whole_scope() {
 #[test]
 fn oversized_scopes_are_rejected() {
     let long = "contacts.people:read ".repeat(500);
-    assert_eq!(
-        ScopeSet::parse(&long).unwrap_err().reason,
-        ScopeErrorReason::TooLong
-    );
-    let many = (0..200)
-        .map(|i| format!("s{i}.t:read"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    assert_eq!(ScopeSet::parse(&long).unwrap_err().reason, ScopeErrorReason::TooLong);
+    let many = (0..200).map(|i| format!("s{i}.t:read")).collect::<Vec<_>>().join(" ");
     assert_eq!(
         ScopeSet::parse(&many).unwrap_err().reason,
         ScopeErrorReason::TooManyTokens
@@ -200,10 +149,7 @@ fn wildcard_and_explicit_tokens_merge() {
     let acc = g.access(&t("notes.notes"), Action::Update).unwrap();
     assert_eq!(acc.row_scope, RowScope::Own);
     // `read` on all rows includes `read` on own rows.
-    assert_eq!(
-        grant("notes.*:read notes.notes:read:own"),
-        grant("notes.*:read")
-    );
+    assert_eq!(grant("notes.*:read notes.notes:read:own"), grant("notes.*:read"));
 }
 
 #[test]
@@ -231,9 +177,7 @@ fn resolution_names_what_is_unknown() {
     );
     assert_eq!(
         resolve("empty.*:read").unwrap_err(),
-        ResolveError::EmptySchema {
-            schema: "empty".into()
-        }
+        ResolveError::EmptySchema { schema: "empty".into() }
     );
     assert!(resolve("contacts.people:read").is_ok());
     let msg = resolve("contacts.groups:read").unwrap_err().to_string();
@@ -259,10 +203,8 @@ fn conflicting_tokens_for_one_pair_are_refused() {
 #[test]
 fn resolve_accepts_shared_schema_handles() {
     use std::sync::Arc;
-    let schemas: std::collections::HashMap<String, Arc<coffer_core::SchemaDef>> = schemas()
-        .into_iter()
-        .map(|(k, v)| (k, Arc::new(v)))
-        .collect();
+    let schemas: std::collections::HashMap<String, Arc<coffer_core::SchemaDef>> =
+        schemas().into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
     let g = ScopeSet::parse("tasks.items:read")
         .unwrap()
         .resolve(|n| schemas.get(n).cloned())

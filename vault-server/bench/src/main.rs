@@ -45,25 +45,14 @@ struct Report {
 
 impl Report {
     fn add(&mut self, what: &str, coffer: f64, pg: f64, unit: &str, higher_is_better: bool) {
-        let ratio = if higher_is_better {
-            coffer / pg
-        } else {
-            pg / coffer
-        };
+        let ratio = if higher_is_better { coffer / pg } else { pg / coffer };
         self.rows.push((
             what.to_owned(),
             format!("{} {unit}", fmt(coffer)),
             format!("{} {unit}", fmt(pg)),
-            format!(
-                "{ratio:.2}x {}",
-                if ratio >= 1.0 { "better" } else { "worse" }
-            ),
+            format!("{ratio:.2}x {}", if ratio >= 1.0 { "better" } else { "worse" }),
         ));
-        println!(
-            "  {what}: coffer {} {unit}, postgres {} {unit}",
-            fmt(coffer),
-            fmt(pg)
-        );
+        println!("  {what}: coffer {} {unit}, postgres {} {unit}", fmt(coffer), fmt(pg));
     }
 
     fn print(&self) {
@@ -100,8 +89,7 @@ fn audit_schema() -> SchemaDef {
 }
 
 const ACTIONS: [&str; 12] = [
-    "login", "logout", "read", "update", "create", "delete", "share", "export", "invite", "grant",
-    "revoke", "download",
+    "login", "logout", "read", "update", "create", "delete", "share", "export", "invite", "grant", "revoke", "download",
 ];
 const AGENTS: [&str; 6] = [
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
@@ -112,42 +100,82 @@ const AGENTS: [&str; 6] = [
     "okhttp/4.12.0",
 ];
 
-/// A realistic audit row: timestamps advancing by a few ms, a few thousand
-/// actors, skewed actions, tens of thousands of resources, varied details.
-fn audit_row(
-    rng: &mut impl Rng,
-    i: usize,
-    base_ts: i64,
-) -> serde_json::Map<String, serde_json::Value> {
-    let ts = base_ts + (i as i64) * 7_000 + rng.random_range(0..5_000);
-    let actor = format!("user{}@example.org", rng.random_range(0..5_000));
-    let action = ACTIONS[(rng.random_range(0..100u32).pow(2) / 900) as usize % ACTIONS.len()];
-    let resource = format!(
-        "/vaults/v{}/tables/t{}/rows/{}",
-        rng.random_range(0..50),
-        rng.random_range(0..20),
-        rng.random_range(0..100_000)
-    );
-    let ip = format!(
-        "10.{}.{}.{}",
-        rng.random_range(0..4),
-        rng.random_range(0..64),
-        rng.random_range(1..255)
-    );
-    let agent = AGENTS[rng.random_range(0..AGENTS.len())];
-    let status = if rng.random_bool(0.95) {
-        200
-    } else {
-        [401, 403, 404, 409, 500][rng.random_range(0..5)]
-    };
-    let details = json!({"status": status, "bytes": rng.random_range(0..65_536), "latency_ms": rng.random_range(1..400)});
-    let t = chrono::DateTime::from_timestamp_micros(ts)
-        .expect("ts")
-        .to_rfc3339();
-    json!({"ts": t, "actor": actor, "action": action, "resource": resource, "ip": ip, "user_agent": agent, "details": details})
+/// Generates a realistic audit log. Audit logs are bursty: a session (one
+/// actor, one address, one client) performs a run of actions, mostly on a
+/// few resources it keeps returning to, and popular resources are popular
+/// across sessions (Zipf-like). Timestamps advance by a few milliseconds with
+/// jitter; details carry a status, a payload size and a latency.
+struct AuditLog<R: Rng> {
+    rng: R,
+    ts: i64,
+    left_in_session: u32,
+    actor: String,
+    ip: String,
+    agent: &'static str,
+    working_set: Vec<String>,
+}
+
+impl<R: Rng> AuditLog<R> {
+    fn new(rng: R, base_ts: i64) -> Self {
+        Self {
+            rng,
+            ts: base_ts,
+            left_in_session: 0,
+            actor: String::new(),
+            ip: String::new(),
+            agent: AGENTS[0],
+            working_set: Vec::new(),
+        }
+    }
+
+    /// A number in 0..n, small numbers far more likely (roughly Zipf).
+    fn skewed(&mut self, n: u32) -> u32 {
+        let u: f64 = self.rng.random_range(0.0..1.0);
+        ((n as f64).powf(u) - 1.0) as u32
+    }
+
+    fn resource(&mut self) -> String {
+        let (vault, table, row) = (self.skewed(2_000), self.skewed(12), self.skewed(50_000));
+        format!("/vaults/v{vault}/tables/t{table}/rows/{row}")
+    }
+
+    fn next_row(&mut self) -> serde_json::Map<String, serde_json::Value> {
+        if self.left_in_session == 0 {
+            self.left_in_session = self.rng.random_range(3..60);
+            let user = self.skewed(20_000);
+            self.actor = format!("user{user}@example.org");
+            self.ip = format!("10.{}.{}.{}", user % 4, (user / 4) % 64, 1 + user % 250);
+            self.agent = AGENTS[(user as usize + self.rng.random_range(0..2)) % AGENTS.len()];
+            self.working_set = (0..self.rng.random_range(1..6)).map(|_| self.resource()).collect();
+        }
+        self.left_in_session -= 1;
+        self.ts += self.rng.random_range(100..20_000);
+        let action = ACTIONS[self.skewed(ACTIONS.len() as u32) as usize];
+        let resource = if self.rng.random_bool(0.9) {
+            self.working_set[self.rng.random_range(0..self.working_set.len())].clone()
+        } else {
+            self.resource()
+        };
+        let status = if self.rng.random_bool(0.97) {
+            200
+        } else {
+            [401, 403, 404, 409, 500][self.rng.random_range(0..5)]
+        };
+        let bytes = if action == "read" || action == "download" {
+            self.skewed(1 << 20)
+        } else {
+            0
+        };
+        let details = json!({"status": status, "bytes": bytes, "latency_ms": 1 + self.skewed(2_000)});
+        let t = chrono::DateTime::from_timestamp_micros(self.ts)
+            .expect("ts")
+            .to_rfc3339();
+        json!({"ts": t, "actor": self.actor, "action": action, "resource": resource, "ip": self.ip,
+               "user_agent": self.agent, "details": details})
         .as_object()
         .expect("object")
         .clone()
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -213,17 +241,15 @@ async fn main() -> anyhow::Result<()> {
     println!("bulk load of {} audit rows", args.rows);
     let table = TableName::new("bench", "audit");
     let t0 = Instant::now();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let base_ts = 1_735_689_600_000_000i64;
+    let mut log = AuditLog::new(rand::rngs::StdRng::seed_from_u64(42), base_ts);
     let mut ids = Vec::with_capacity(args.rows);
     let chunk = 20_000;
     for start in (0..args.rows).step_by(chunk) {
         let mutations: Vec<Mutation> = (start..(start + chunk).min(args.rows))
-            .map(|i| Mutation {
+            .map(|_| Mutation {
                 table: table.clone(),
-                op: Op::Insert {
-                    values: audit_row(&mut rng, i, base_ts),
-                },
+                op: Op::Insert { values: log.next_row() },
             })
             .collect();
         for row in engine.write(vault, &AppId::new("bench"), mutations).await? {
@@ -234,17 +260,14 @@ async fn main() -> anyhow::Result<()> {
     engine.compact_table(vault, &table).await?;
     let coffer_load = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
-    pg_bulk_load(&pg, &pg_vault, args.rows, &mut rng, base_ts).await?;
+    let mut log = AuditLog::new(rand::rngs::StdRng::seed_from_u64(42), base_ts);
+    pg_bulk_load(&pg, &pg_vault, args.rows, &mut log).await?;
     let pg_load = t0.elapsed().as_secs_f64();
-    report.add(
-        "bulk load (durable, flushed)",
-        coffer_load,
-        pg_load,
-        "s",
-        false,
-    );
-    let coffer_bytes = engine.vault_bytes(vault).await? as f64 / 1_048_576.0;
+    report.add("bulk load (durable, flushed)", coffer_load, pg_load, "s", false);
+    let coffer_bytes = engine.table_bytes(vault, &table).await? as f64 / 1_048_576.0;
+    for (column, bytes) in engine.column_bytes(vault, &table).await? {
+        println!("    {column}: {:.1} bytes/row", bytes as f64 / args.rows as f64);
+    }
     let pg_bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('bench_audit')")
         .fetch_one(&pg)
         .await?;
@@ -259,9 +282,7 @@ async fn main() -> anyhow::Result<()> {
     println!("point reads by id");
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for _ in 0..1000 {
-        engine
-            .get(vault, &table, &ids[rng.random_range(0..ids.len())])
-            .await?; // warm caches, as PG's buffers are
+        engine.get(vault, &table, &ids[rng.random_range(0..ids.len())]).await?; // warm caches, as PG's buffers are
     }
     let mut c_lat = Vec::with_capacity(args.reads);
     for _ in 0..args.reads {
@@ -272,12 +293,11 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(row.is_some(), "row {id} missing");
     }
     c_lat.sort();
-    let pg_ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM bench_audit WHERE vault_id = $1 ORDER BY random() LIMIT 5000",
-    )
-    .bind(&pg_vault)
-    .fetch_all(&pg)
-    .await?;
+    let pg_ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM bench_audit WHERE vault_id = $1 ORDER BY random() LIMIT 5000")
+            .bind(&pg_vault)
+            .fetch_all(&pg)
+            .await?;
     let p_idx = pg_point_reads(&pg, &pg_vault, &pg_ids, args.reads, true).await?;
     let p_noidx = pg_point_reads(&pg, &pg_vault, &pg_ids, 20, false).await?;
     report.add(
@@ -348,10 +368,7 @@ async fn setup_pg(pg: &PgPool) -> anyhow::Result<()> {
         "CREATE POLICY vault_rows ON bench_notes USING (true)",
         "CREATE POLICY vault_rows ON bench_audit USING (true)",
     ] {
-        sqlx::query(sql)
-            .execute(pg)
-            .await
-            .with_context(|| sql.to_owned())?;
+        sqlx::query(sql).execute(pg).await.with_context(|| sql.to_owned())?;
     }
     Ok(())
 }
@@ -379,9 +396,7 @@ async fn coffer_writes(
             let mut i = 0;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                engine
-                    .insert(vault, &AppId::new("bench"), &table, note(i))
-                    .await?;
+                engine.insert(vault, &AppId::new("bench"), &table, note(i)).await?;
                 lat.push(t.elapsed());
                 i += 1;
             }
@@ -391,12 +406,7 @@ async fn coffer_writes(
     collect(tasks, seconds).await
 }
 
-async fn pg_writes(
-    pg: &PgPool,
-    vault: &str,
-    writers: usize,
-    seconds: u64,
-) -> anyhow::Result<(f64, Vec<Duration>)> {
+async fn pg_writes(pg: &PgPool, vault: &str, writers: usize, seconds: u64) -> anyhow::Result<(f64, Vec<Duration>)> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let vault = Arc::new(vault.to_owned());
     let mut tasks = Vec::new();
@@ -408,15 +418,13 @@ async fn pg_writes(
             while Instant::now() < deadline {
                 let t = Instant::now();
                 let body = note(i);
-                sqlx::query(
-                    "INSERT INTO bench_notes (vault_id, id, title, body) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(vault.as_str())
-                .bind(coffer_storage::new_row_id())
-                .bind(body["title"].as_str())
-                .bind(body["body"].as_str())
-                .execute(&pg)
-                .await?;
+                sqlx::query("INSERT INTO bench_notes (vault_id, id, title, body) VALUES ($1, $2, $3, $4)")
+                    .bind(vault.as_str())
+                    .bind(coffer_storage::new_row_id())
+                    .bind(body["title"].as_str())
+                    .bind(body["body"].as_str())
+                    .execute(&pg)
+                    .await?;
                 lat.push(t.elapsed());
                 i += 1;
             }
@@ -438,13 +446,7 @@ async fn collect(
     Ok((all.len() as f64 / seconds as f64, all))
 }
 
-async fn pg_bulk_load(
-    pg: &PgPool,
-    vault: &str,
-    rows: usize,
-    rng: &mut impl Rng,
-    base_ts: i64,
-) -> anyhow::Result<()> {
+async fn pg_bulk_load(pg: &PgPool, vault: &str, rows: usize, log: &mut AuditLog<impl Rng>) -> anyhow::Result<()> {
     let mut i = 0;
     while i < rows {
         let n = 5_000.min(rows - i);
@@ -452,7 +454,7 @@ async fn pg_bulk_load(
             "INSERT INTO bench_audit (vault_id, id, ts, actor, action, resource, ip, user_agent, details) \
              SELECT a, b, c::timestamptz, d, e, f, g, h, i::jsonb FROM (",
         );
-        let batch: Vec<_> = (i..i + n).map(|k| audit_row(rng, k, base_ts)).collect();
+        let batch: Vec<_> = (0..n).map(|_| log.next_row()).collect();
         qb.push_values(batch, |mut b, r| {
             b.push_bind(vault)
                 .push_bind(coffer_storage::new_row_id())
@@ -468,9 +470,7 @@ async fn pg_bulk_load(
         qb.build().execute(pg).await?;
         i += n;
     }
-    sqlx::query("VACUUM ANALYZE bench_audit")
-        .execute(pg)
-        .await?;
+    sqlx::query("VACUUM ANALYZE bench_audit").execute(pg).await?;
     Ok(())
 }
 
@@ -483,12 +483,8 @@ async fn pg_point_reads(
 ) -> anyhow::Result<Vec<Duration>> {
     let mut conn = pg.acquire().await?;
     if !index {
-        sqlx::query("SET enable_indexscan = off")
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("SET enable_bitmapscan = off")
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query("SET enable_indexscan = off").execute(&mut *conn).await?;
+        sqlx::query("SET enable_bitmapscan = off").execute(&mut *conn).await?;
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let mut lat = Vec::with_capacity(n);

@@ -85,18 +85,14 @@ impl Config {
             ),
             flush_rows: args.flush_rows.or(file.flush_rows).unwrap_or(8192).max(1),
             log_retention: Duration::from_secs(
-                3600 * args
-                    .log_retention_hours
-                    .or(file.log_retention_hours)
-                    .unwrap_or(24),
+                3600 * args.log_retention_hours.or(file.log_retention_hours).unwrap_or(24),
             ),
         })
     }
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
 }
 

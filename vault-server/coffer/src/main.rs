@@ -29,9 +29,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(Config::resolve(args)?).await,
@@ -50,10 +48,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
     if opened.created_master_key {
-        println!(
-            "Created master key {}",
-            config.data_dir.join("master.key").display()
-        );
+        println!("Created master key {}", config.data_dir.join("master.key").display());
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -64,16 +59,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config.data_dir.display()
     );
     let engine = opened.engine.clone();
-    axum::serve(
-        listener,
-        server::router(server::AppState {
-            engine: engine.clone(),
-        }),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    axum::serve(listener, server::router(server::AppState { engine: engine.clone() }))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     engine.shutdown().await;
     Ok(())
 }

@@ -28,11 +28,7 @@ fn get(addr: &str, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status line");
-    let body = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
     (status, body)
 }
 
@@ -61,31 +57,21 @@ fn serve_creates_its_data_directory_and_answers_health_checks() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (server, addr, printed) = start(&data);
-    assert!(
-        printed.iter().any(|l| l.contains("Created master key")),
-        "{printed:?}"
-    );
+    assert!(printed.iter().any(|l| l.contains("Created master key")), "{printed:?}");
     assert_eq!(get(&addr, "/healthz"), (200, "ok".to_owned()));
     assert_eq!(get(&addr, "/readyz").0, 200);
     assert_eq!(get(&addr, "/nope").0, 404);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(data.join("master.key"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = std::fs::metadata(data.join("master.key")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
     assert!(data.join("control.db").exists());
     drop(server);
     // A second start reuses the key.
     let (_server, addr, printed) = start(&data);
-    assert!(
-        !printed.iter().any(|l| l.contains("Created master key")),
-        "{printed:?}"
-    );
+    assert!(!printed.iter().any(|l| l.contains("Created master key")), "{printed:?}");
     assert_eq!(get(&addr, "/readyz").0, 200);
 }
 

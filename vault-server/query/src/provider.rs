@@ -63,9 +63,7 @@ impl VaultTableProvider {
     /// A provider over `snapshot`.
     pub fn new(snapshot: TableSnapshot) -> Result<Self> {
         let stored = snapshot.table.arrow.clone();
-        let visible: Vec<usize> = (0..stored.fields().len())
-            .filter(|&i| i != DELETED)
-            .collect();
+        let visible: Vec<usize> = (0..stored.fields().len()).filter(|&i| i != DELETED).collect();
         let schema = Arc::new(stored.project(&visible)?);
         let prefix = format!("vaults/{}/", snapshot.vault);
         let decryption = Arc::new(VaultDecryption {
@@ -100,9 +98,7 @@ impl EncryptionFactory for VaultDecryption {
         _schema: &SchemaRef,
         _file_path: &Path,
     ) -> Result<Option<Arc<FileEncryptionProperties>>> {
-        Err(DataFusionError::NotImplemented(
-            "queries do not write files".into(),
-        ))
+        Err(DataFusionError::NotImplemented("queries do not write files".into()))
     }
 
     async fn get_file_decryption_properties(
@@ -129,10 +125,7 @@ impl TableProvider for VaultTableProvider {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
         // Used for pruning inside each source; DataFusion re-applies them.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
@@ -180,11 +173,7 @@ impl TableProvider for VaultTableProvider {
                 .collect()
         };
         if tail.num_rows() > 0 {
-            let exec = MemorySourceConfig::try_new_exec(
-                &[vec![tail.clone()]],
-                stored.clone(),
-                Some(read.clone()),
-            )?;
+            let exec = MemorySourceConfig::try_new_exec(&[vec![tail.clone()]], stored.clone(), Some(read.clone()))?;
             let visible = state.create_physical_expr(not(col("_deleted")), &read_df)?;
             inputs.push(Arc::new(FilterExec::try_new(visible, exec)?));
         }
@@ -201,20 +190,12 @@ impl TableProvider for VaultTableProvider {
                 .collect();
             for (j, ids) in &newer_ids {
                 if files[*j].overlaps(file) {
-                    shadow.extend(
-                        ids.iter()
-                            .map(String::as_str)
-                            .filter(|id| file.may_contain(id)),
-                    );
+                    shadow.extend(ids.iter().map(String::as_str).filter(|id| file.may_contain(id)));
                 }
             }
             let mut predicate = not(col("_deleted"));
             if !shadow.is_empty() {
-                predicate = predicate.and(in_list(
-                    col("id"),
-                    shadow.iter().map(|s| lit(*s)).collect(),
-                    true,
-                ));
+                predicate = predicate.and(in_list(col("id"), shadow.iter().map(|s| lit(*s)).collect(), true));
             }
             let mut source = ParquetSource::new(stored.clone())
                 .with_encryption_factory(self.decryption.clone())

@@ -18,9 +18,7 @@ fn strings(batches: &[RecordBatch], col: usize) -> Vec<String> {
         .iter()
         .flat_map(|b| {
             let a = b.column(col).as_string::<i32>();
-            (0..a.len())
-                .map(|i| a.value(i).to_owned())
-                .collect::<Vec<_>>()
+            (0..a.len()).map(|i| a.value(i).to_owned()).collect::<Vec<_>>()
         })
         .collect()
 }
@@ -32,10 +30,9 @@ async fn sql_sees_exactly_the_newest_live_versions() {
         background: false,
         ..EngineOptions::default()
     };
-    let Embedded { engine, .. } =
-        open_embedded(dir.path(), SchemaRegistry::builtin().unwrap(), opts)
-            .await
-            .unwrap();
+    let Embedded { engine, .. } = open_embedded(dir.path(), SchemaRegistry::builtin().unwrap(), opts)
+        .await
+        .unwrap();
     let vault = engine.create_vault().await.unwrap();
     engine.install_schema(vault, "tasks", None).await.unwrap();
     let items = TableName::new("tasks", "items");
@@ -66,11 +63,10 @@ async fn sql_sees_exactly_the_newest_live_versions() {
             None => {
                 model.insert(id.clone(), (title.clone(), priority));
                 Op::Insert {
-                    values:
-                        json!({"id": id, "title": title, "priority": priority, "completed": false})
-                            .as_object()
-                            .unwrap()
-                            .clone(),
+                    values: json!({"id": id, "title": title, "priority": priority, "completed": false})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
                 }
             }
         };
@@ -90,10 +86,7 @@ async fn sql_sees_exactly_the_newest_live_versions() {
         }
     }
     let snapshot = engine.snapshot(vault, &items).await.unwrap();
-    assert!(
-        snapshot.manifest.files.len() >= 4,
-        "several overlapping files"
-    );
+    assert!(snapshot.manifest.files.len() >= 4, "several overlapping files");
     assert!(snapshot.tail.num_rows() > 0, "and an unflushed tail");
 
     let q = VaultQuery::new(engine.clone(), vault);
@@ -101,10 +94,7 @@ async fn sql_sees_exactly_the_newest_live_versions() {
         assert_eq!(strings(&batches, 0), expect);
     };
     // Every live row, once, with its newest title.
-    let all = q
-        .sql("SELECT id, title FROM tasks.items ORDER BY id")
-        .await
-        .unwrap();
+    let all = q.sql("SELECT id, title FROM tasks.items ORDER BY id").await.unwrap();
     check(all.clone(), model.keys().cloned().collect());
     assert_eq!(
         strings(&all, 1),
@@ -153,18 +143,12 @@ async fn sql_sees_exactly_the_newest_live_versions() {
     // The same after compaction into one base file.
     engine.flush_table(vault, &items).await.unwrap();
     engine.compact_table(vault, &items).await.unwrap();
-    let all = q
-        .sql("SELECT id FROM tasks.items ORDER BY id")
-        .await
-        .unwrap();
+    let all = q.sql("SELECT id FROM tasks.items ORDER BY id").await.unwrap();
     check(all, model.keys().cloned().collect());
 
     // `_deleted` is not a visible column; system columns are.
     assert!(q.sql("SELECT _deleted FROM tasks.items").await.is_err());
-    let sys = q
-        .sql("SELECT _created_by FROM tasks.items LIMIT 1")
-        .await
-        .unwrap();
+    let sys = q.sql("SELECT _created_by FROM tasks.items LIMIT 1").await.unwrap();
     assert_eq!(strings(&sys, 0), vec!["planner".to_owned()]);
     engine.shutdown().await;
 }
@@ -176,17 +160,13 @@ async fn queries_reach_only_the_vault_catalog() {
         background: false,
         ..EngineOptions::default()
     };
-    let Embedded { engine, .. } =
-        open_embedded(dir.path(), SchemaRegistry::builtin().unwrap(), opts)
-            .await
-            .unwrap();
+    let Embedded { engine, .. } = open_embedded(dir.path(), SchemaRegistry::builtin().unwrap(), opts)
+        .await
+        .unwrap();
     let vault = engine.create_vault().await.unwrap();
     let other = engine.create_vault().await.unwrap();
     engine.install_schema(vault, "notes", None).await.unwrap();
-    engine
-        .install_schema(other, "contacts", None)
-        .await
-        .unwrap();
+    engine.install_schema(other, "contacts", None).await.unwrap();
     let q = VaultQuery::new(engine.clone(), vault);
     for sql in [
         "SELECT * FROM contacts.people", // installed in another vault only

@@ -8,9 +8,8 @@ use base64::Engine as _;
 use coffer_core::Seq;
 use coffer_core::schema::{ColumnType, TableDef};
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Date32Builder, FixedSizeListBuilder,
-    Float32Builder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Date32Builder, FixedSizeListBuilder, Float32Builder,
+    Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Field, Float32Type, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit,
@@ -47,10 +46,9 @@ pub fn arrow_type(ty: ColumnType) -> DataType {
         ColumnType::Timestamp => timestamp_type(),
         ColumnType::Date => DataType::Date32,
         ColumnType::Bytes => DataType::Binary,
-        ColumnType::Vector(n) => DataType::FixedSizeList(
-            Arc::new(Field::new("item", DataType::Float32, false)),
-            n as i32,
-        ),
+        ColumnType::Vector(n) => {
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), n as i32)
+        }
     }
 }
 
@@ -68,22 +66,15 @@ pub fn table_schema(table: &TableDef) -> SchemaRef {
     for col in &table.columns {
         // User columns are nullable in storage even when the schema says not
         // null: tombstones carry no values.
-        let field =
-            Field::new(&col.name, arrow_type(col.ty), true).with_metadata(HashMap::from([(
-                TYPE_METADATA_KEY.to_owned(),
-                col.ty.to_string(),
-            )]));
+        let field = Field::new(&col.name, arrow_type(col.ty), true)
+            .with_metadata(HashMap::from([(TYPE_METADATA_KEY.to_owned(), col.ty.to_string())]));
         fields.push(field);
     }
     Arc::new(Schema::new(fields))
 }
 
 /// Builds a record batch (in `rows` order) with the table's schema.
-pub fn rows_to_batch(
-    table: &TableDef,
-    schema: &SchemaRef,
-    rows: &[RowVersion],
-) -> Result<RecordBatch, StorageError> {
+pub fn rows_to_batch(table: &TableDef, schema: &SchemaRef, rows: &[RowVersion]) -> Result<RecordBatch, StorageError> {
     let n = rows.len();
     let mut id = StringBuilder::with_capacity(n, n * 26);
     let mut seq = Int64Builder::with_capacity(n);
@@ -111,13 +102,10 @@ pub fn rows_to_batch(
         Arc::new(del.finish()),
     ];
     for col in &table.columns {
-        let cells = rows
-            .iter()
-            .map(|r| r.values.get(&col.name).filter(|v| !v.is_null()));
+        let cells = rows.iter().map(|r| r.values.get(&col.name).filter(|v| !v.is_null()));
         columns.push(
-            build_column(col.ty, n, cells).map_err(|reason| {
-                StorageError::Corrupt(format!("column {}: {reason}", col.name))
-            })?,
+            build_column(col.ty, n, cells)
+                .map_err(|reason| StorageError::Corrupt(format!("column {}: {reason}", col.name)))?,
         );
     }
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
@@ -134,9 +122,7 @@ fn build_column<'a>(
             for cell in cells {
                 match cell {
                     None => b.append_null(),
-                    Some(v) => {
-                        b.append_value($conv(v).ok_or_else(|| format!("bad stored value {v}"))?)
-                    }
+                    Some(v) => b.append_value($conv(v).ok_or_else(|| format!("bad stored value {v}"))?),
                 }
             }
             Arc::new(b.finish()) as ArrayRef
@@ -148,9 +134,7 @@ fn build_column<'a>(
                 .as_str()
                 .map(str::to_owned))
         }
-        ColumnType::Json => build!(StringBuilder::with_capacity(n, n * 16), |v: &Value| Some(
-            v.to_string()
-        )),
+        ColumnType::Json => build!(StringBuilder::with_capacity(n, n * 16), |v: &Value| Some(v.to_string())),
         ColumnType::Integer => build!(Int64Builder::with_capacity(n), |v: &Value| v.as_i64()),
         ColumnType::Float => build!(Float64Builder::with_capacity(n), |v: &Value| v.as_f64()),
         ColumnType::Boolean => build!(BooleanBuilder::with_capacity(n), |v: &Value| v.as_bool()),
@@ -171,8 +155,7 @@ fn build_column<'a>(
                 match cell.and_then(Value::as_array) {
                     Some(items) if items.len() == dim as usize => {
                         for x in items {
-                            b.values()
-                                .append_value(x.as_f64().ok_or("bad vector item")? as f32);
+                            b.values().append_value(x.as_f64().ok_or("bad vector item")? as f32);
                         }
                         b.append(true);
                     }
@@ -192,23 +175,15 @@ fn build_column<'a>(
 
 /// Reads row `i` of a batch that has the table's schema (or a projection of
 /// it that keeps every column) back into a row version.
-pub fn batch_row(
-    table: &TableDef,
-    batch: &RecordBatch,
-    i: usize,
-) -> Result<RowVersion, StorageError> {
+pub fn batch_row(table: &TableDef, batch: &RecordBatch, i: usize) -> Result<RowVersion, StorageError> {
     let col = |name: &str| {
         batch
             .column_by_name(name)
             .ok_or_else(|| StorageError::Corrupt(format!("file lacks column {name}")))
     };
-    let text = |name: &str| -> Result<String, StorageError> {
-        Ok(col(name)?.as_string::<i32>().value(i).to_owned())
-    };
+    let text = |name: &str| -> Result<String, StorageError> { Ok(col(name)?.as_string::<i32>().value(i).to_owned()) };
     let ts = |name: &str| -> Result<i64, StorageError> {
-        Ok(col(name)?
-            .as_primitive::<TimestampMicrosecondType>()
-            .value(i))
+        Ok(col(name)?.as_primitive::<TimestampMicrosecondType>().value(i))
     };
     let mut values = Map::new();
     for c in &table.columns {
@@ -236,9 +211,7 @@ pub fn batch_row(
 /// The normalized JSON value of one non-null cell.
 pub fn cell_value(ty: ColumnType, array: &dyn Array, i: usize) -> Value {
     match ty {
-        ColumnType::Text | ColumnType::Uuid => {
-            Value::String(array.as_string::<i32>().value(i).to_owned())
-        }
+        ColumnType::Text | ColumnType::Uuid => Value::String(array.as_string::<i32>().value(i).to_owned()),
         ColumnType::Json => {
             let s = array.as_string::<i32>().value(i);
             serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()))
@@ -246,23 +219,15 @@ pub fn cell_value(ty: ColumnType, array: &dyn Array, i: usize) -> Value {
         ColumnType::Integer => Value::from(array.as_primitive::<Int64Type>().value(i)),
         ColumnType::Float => Value::from(array.as_primitive::<Float64Type>().value(i)),
         ColumnType::Boolean => Value::Bool(array.as_boolean().value(i)),
-        ColumnType::Timestamp => {
-            Value::from(array.as_primitive::<TimestampMicrosecondType>().value(i))
-        }
+        ColumnType::Timestamp => Value::from(array.as_primitive::<TimestampMicrosecondType>().value(i)),
         ColumnType::Date => Value::from(i64::from(array.as_primitive::<Date32Type>().value(i))),
-        ColumnType::Bytes => Value::String(
-            base64::engine::general_purpose::STANDARD.encode(array.as_binary::<i32>().value(i)),
-        ),
+        ColumnType::Bytes => {
+            Value::String(base64::engine::general_purpose::STANDARD.encode(array.as_binary::<i32>().value(i)))
+        }
         ColumnType::Vector(_) => {
             let list = array.as_fixed_size_list().value(i);
             let floats = list.as_primitive::<Float32Type>();
-            Value::Array(
-                floats
-                    .values()
-                    .iter()
-                    .map(|f| Value::from(f64::from(*f)))
-                    .collect(),
-            )
+            Value::Array(floats.values().iter().map(|f| Value::from(f64::from(*f))).collect())
         }
     }
 }
@@ -295,11 +260,10 @@ mod tests {
                 updated_by: "app2".into(),
                 created_at: 10,
                 updated_at: 20,
-                values:
-                    json!({"name": "x", "j": {"k": 1}, "day": 5, "raw": "aGk=", "v": [1.0, 2.5]})
-                        .as_object()
-                        .unwrap()
-                        .clone(),
+                values: json!({"name": "x", "j": {"k": 1}, "day": 5, "raw": "aGk=", "v": [1.0, 2.5]})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
             },
             RowVersion {
                 id: "b".into(),

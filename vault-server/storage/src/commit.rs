@@ -94,7 +94,22 @@ impl Committer {
     }
 
     pub async fn run(mut self) {
-        while let Some(first) = self.rx.recv().await {
+        let shared = self.shared.clone();
+        loop {
+            let first = tokio::select! {
+                req = self.rx.recv() => match req {
+                    Some(req) => req,
+                    None => return,
+                },
+                _ = shared.stop_committer.notified() => {
+                    // Commit what is queued, then stop.
+                    self.rx.close();
+                    while let Some(req) = self.rx.recv().await {
+                        self.commit_group(vec![req]).await;
+                    }
+                    return;
+                }
+            };
             let mut ops = first.ops.len();
             let mut group = vec![first];
             while ops < MAX_GROUP_OPS {
@@ -141,9 +156,7 @@ impl Committer {
                         continue;
                     }
                     for op in &req.ops {
-                        let n = pending
-                            .entry((req.vault, op.table.name.to_string()))
-                            .or_insert(0);
+                        let n = pending.entry((req.vault, op.table.name.to_string())).or_insert(0);
                         *n += 1;
                         wake |= *n >= self.shared.options.flush_rows;
                     }
@@ -157,9 +170,9 @@ impl Committer {
             Err(e) => {
                 let message = e.to_string();
                 for (req, _) in ready {
-                    let _ = req.reply.send(Err(StorageError::Corrupt(format!(
-                        "commit failed: {message}"
-                    ))));
+                    let _ = req
+                        .reply
+                        .send(Err(StorageError::Corrupt(format!("commit failed: {message}"))));
                 }
             }
         }
@@ -178,26 +191,16 @@ impl Committer {
         for op in &req.ops {
             let table = &op.table;
             let id = match &op.op {
-                Prepared::Insert { id, .. }
-                | Prepared::Update { id, .. }
-                | Prepared::Delete { id, .. } => id,
+                Prepared::Insert { id, .. } | Prepared::Update { id, .. } | Prepared::Delete { id, .. } => id,
             };
             let key: RowKey = (req.vault, table.name.to_string(), id.clone());
-            let needs_current = !matches!(
-                op.op,
-                Prepared::Insert {
-                    id_given: false,
-                    ..
-                }
-            );
+            let needs_current = !matches!(op.op, Prepared::Insert { id_given: false, .. });
             let current = if !needs_current {
                 None
             } else if let Some(v) = local.get(&key).or_else(|| overlay.get(&key)) {
                 Some(v.clone())
             } else {
-                self.shared
-                    .current_version(req.vault, &req.keys, table, id)
-                    .await?
+                self.shared.current_version(req.vault, &req.keys, table, id).await?
             }
             .filter(|v| !v.deleted);
             let check_seq = |current: &RowVersion, if_seq: &Option<Seq>| match if_seq {
@@ -268,10 +271,7 @@ impl Committer {
     /// Reserves sequence numbers, seals and appends every row of the group
     /// in one transaction. Returns the indexes of requests whose vault was
     /// deleted meanwhile (nothing of them was written).
-    async fn append(
-        &self,
-        ready: &mut [(WriteRequest, Vec<RowVersion>)],
-    ) -> Result<Vec<usize>, StorageError> {
+    async fn append(&self, ready: &mut [(WriteRequest, Vec<RowVersion>)]) -> Result<Vec<usize>, StorageError> {
         let mut tx = self.shared.db.begin_write().await?;
         let mut counts: HashMap<VaultId, i64> = HashMap::new();
         for (req, rows) in ready.iter() {
@@ -297,11 +297,8 @@ impl Committer {
                 row.seq = Seq(*seq);
                 *seq += 1;
                 let table = op.table.name.to_string();
-                let plain =
-                    serde_json::to_vec(&*row).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-                let payload = req
-                    .keys
-                    .seal(log_aad(req.vault, &table, row.seq.0).as_bytes(), &plain);
+                let plain = serde_json::to_vec(&*row).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+                let payload = req.keys.seal(log_aad(req.vault, &table, row.seq.0).as_bytes(), &plain);
                 let hash = req.keys.row_hash(&table, &row.id);
                 sealed.push((vault_text.clone(), row.seq.0, table, hash, payload));
             }

@@ -7,9 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use coffer_core::{TableName, VaultId};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::error::StorageError;
@@ -18,6 +16,11 @@ use crate::error::StorageError;
 pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
+
+/// The newest log entry of a row. `INDEXED BY`: left to itself SQLite
+/// prefers walking the primary key backwards, which scans the vault's log.
+const LATEST_ENTRY_SQL: &str = "SELECT seq, payload FROM commit_log INDEXED BY commit_log_row
+     WHERE vault_id = ? AND table_name = ? AND row_hash = ? ORDER BY seq DESC LIMIT 1";
 
 /// The key state of a vault.
 pub enum VaultKeyState {
@@ -95,11 +98,7 @@ impl ControlDb {
     }
 
     /// Creates a vault row and its wrapped key.
-    pub async fn insert_vault(
-        &self,
-        vault: VaultId,
-        wrapped_dek: &[u8],
-    ) -> Result<(), StorageError> {
+    pub async fn insert_vault(&self, vault: VaultId, wrapped_dek: &[u8]) -> Result<(), StorageError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO vaults (id, created_at) VALUES (?, ?)")
             .bind(vault.to_string())
@@ -126,9 +125,7 @@ impl ControlDb {
         Ok(match row {
             None => VaultKeyState::NotFound,
             Some(row) => match row.try_get::<Option<Vec<u8>>, _>("wrapped_dek")? {
-                Some(dek) if row.try_get::<Option<i64>, _>("deleted_at")?.is_none() => {
-                    VaultKeyState::Active(dek)
-                }
+                Some(dek) if row.try_get::<Option<i64>, _>("deleted_at")?.is_none() => VaultKeyState::Active(dek),
                 _ => VaultKeyState::Deleted,
             },
         })
@@ -142,23 +139,21 @@ impl ControlDb {
             .bind(vault.to_string())
             .execute(&mut *tx)
             .await?;
-        let updated =
-            sqlx::query("UPDATE vaults SET deleted_at = COALESCE(deleted_at, ?) WHERE id = ?")
-                .bind(now_micros())
-                .bind(vault.to_string())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        let updated = sqlx::query("UPDATE vaults SET deleted_at = COALESCE(deleted_at, ?) WHERE id = ?")
+            .bind(now_micros())
+            .bind(vault.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
         Ok(updated > 0)
     }
 
     /// Vaults deleted but not yet purged.
     pub async fn vaults_to_purge(&self) -> Result<Vec<VaultId>, StorageError> {
-        let rows =
-            sqlx::query("SELECT id FROM vaults WHERE deleted_at IS NOT NULL AND purged_at IS NULL")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query("SELECT id FROM vaults WHERE deleted_at IS NOT NULL AND purged_at IS NULL")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 r.try_get::<String, _>("id")?
@@ -190,11 +185,7 @@ impl ControlDb {
     }
 
     /// The stored definition of a schema version, as JSON text.
-    pub async fn schema_definition(
-        &self,
-        name: &str,
-        version: u32,
-    ) -> Result<Option<String>, StorageError> {
+    pub async fn schema_definition(&self, name: &str, version: u32) -> Result<Option<String>, StorageError> {
         Ok(
             sqlx::query_scalar("SELECT definition FROM schemas WHERE name = ? AND version = ?")
                 .bind(name)
@@ -214,12 +205,7 @@ impl ControlDb {
     }
 
     /// Stores (or replaces) a schema definition.
-    pub async fn put_schema(
-        &self,
-        name: &str,
-        version: u32,
-        definition: &str,
-    ) -> Result<(), StorageError> {
+    pub async fn put_schema(&self, name: &str, version: u32, definition: &str) -> Result<(), StorageError> {
         sqlx::query(
             "INSERT INTO schemas (name, version, definition, updated_at) VALUES (?, ?, ?, ?)
              ON CONFLICT (name, version) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at",
@@ -234,11 +220,7 @@ impl ControlDb {
     }
 
     /// Records tables as installed in a vault (idempotent).
-    pub async fn install_tables(
-        &self,
-        vault: VaultId,
-        tables: &[(TableName, u32)],
-    ) -> Result<(), StorageError> {
+    pub async fn install_tables(&self, vault: VaultId, tables: &[(TableName, u32)]) -> Result<(), StorageError> {
         let mut tx = self.begin_write().await?;
         for (table, version) in tables {
             sqlx::query(
@@ -257,21 +239,17 @@ impl ControlDb {
     }
 
     /// The tables installed in a vault with their schema versions.
-    pub async fn installed_tables(
-        &self,
-        vault: VaultId,
-    ) -> Result<Vec<(TableName, u32)>, StorageError> {
-        let rows = sqlx::query("SELECT table_name, schema_version FROM vault_tables WHERE vault_id = ? ORDER BY table_name")
-            .bind(vault.to_string())
-            .fetch_all(&self.pool)
-            .await?;
+    pub async fn installed_tables(&self, vault: VaultId) -> Result<Vec<(TableName, u32)>, StorageError> {
+        let rows =
+            sqlx::query("SELECT table_name, schema_version FROM vault_tables WHERE vault_id = ? ORDER BY table_name")
+                .bind(vault.to_string())
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 let name: String = r.try_get("table_name")?;
                 let version: i64 = r.try_get("schema_version")?;
-                let table = name
-                    .parse()
-                    .map_err(|e| StorageError::Corrupt(format!("{e}")))?;
+                let table = name.parse().map_err(|e| StorageError::Corrupt(format!("{e}")))?;
                 Ok((table, version as u32))
             })
             .collect()
@@ -324,14 +302,12 @@ impl ControlDb {
         table: &str,
         row_hash: &[u8],
     ) -> Result<Option<LogEntry>, StorageError> {
-        let row = sqlx::query(
-            "SELECT seq, payload FROM commit_log WHERE vault_id = ? AND table_name = ? AND row_hash = ? ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(vault.to_string())
-        .bind(table)
-        .bind(row_hash)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(LATEST_ENTRY_SQL)
+            .bind(vault.to_string())
+            .bind(table)
+            .bind(row_hash)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| {
             Ok(LogEntry {
                 seq: r.try_get("seq")?,
@@ -383,9 +359,7 @@ impl ControlDb {
         rows.iter()
             .map(|r| {
                 let vault: String = r.try_get("vault_id")?;
-                let vault = vault
-                    .parse()
-                    .map_err(|e| StorageError::Corrupt(format!("{e}")))?;
+                let vault = vault.parse().map_err(|e| StorageError::Corrupt(format!("{e}")))?;
                 Ok((vault, r.try_get("table_name")?, r.try_get("pending")?))
             })
             .collect()
@@ -412,25 +386,19 @@ impl ControlDb {
         .fetch_one(&mut *tx)
         .await?;
         let Some(upto) = upto else { return Ok(0) };
-        let n = sqlx::query(
-            "DELETE FROM commit_log WHERE vault_id = ? AND seq <= ? AND table_name = ?",
-        )
-        .bind(vault.to_string())
-        .bind(upto)
-        .bind(table)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let n = sqlx::query("DELETE FROM commit_log WHERE vault_id = ? AND seq <= ? AND table_name = ?")
+            .bind(vault.to_string())
+            .bind(upto)
+            .bind(table)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
         Ok(n)
     }
 
     /// The newest manifest of a table.
-    pub async fn current_manifest(
-        &self,
-        vault: VaultId,
-        table: &str,
-    ) -> Result<Option<StoredManifest>, StorageError> {
+    pub async fn current_manifest(&self, vault: VaultId, table: &str) -> Result<Option<StoredManifest>, StorageError> {
         let row = sqlx::query(
             "SELECT version, flushed_seq, body FROM manifests WHERE vault_id = ? AND table_name = ? ORDER BY version DESC LIMIT 1",
         )
@@ -494,5 +462,30 @@ impl ControlDb {
     /// Closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn row_lookups_use_the_row_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ControlDb::open_sqlite(&dir.path().join("c.db")).await.unwrap();
+        let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {LATEST_ENTRY_SQL}")))
+            .bind("v")
+            .bind("t")
+            .bind(vec![0u8; 16])
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect();
+        assert!(
+            plan.iter().any(|d| d.contains("USING INDEX commit_log_row")),
+            "{plan:?}"
+        );
     }
 }

@@ -43,9 +43,7 @@ impl MasterKey {
                     .lines()
                     .map(str::trim)
                     .find(|l| l.starts_with("AGE-SECRET-KEY-"))
-                    .ok_or_else(|| {
-                        StorageError::Key(format!("{}: no age identity found", path.display()))
-                    })?;
+                    .ok_or_else(|| StorageError::Key(format!("{}: no age identity found", path.display())))?;
                 let identity = age::x25519::Identity::from_str(line)
                     .map_err(|e| StorageError::Key(format!("{}: {e}", path.display())))?;
                 Ok((Self { identity }, false))
@@ -131,8 +129,7 @@ impl DataKey {
         VaultKeys {
             aead: Aes256Gcm::new_from_slice(aead_key.as_slice()).expect("32-byte key"),
             parquet_key,
-            row_mac: <Hmac<Sha256> as Mac>::new_from_slice(row_key.as_slice())
-                .expect("any key length"),
+            row_mac: <Hmac<Sha256> as Mac>::new_from_slice(row_key.as_slice()).expect("any key length"),
         }
     }
 }
@@ -158,13 +155,7 @@ impl VaultKeys {
         rand::rng().fill_bytes(&mut nonce);
         let ct = self
             .aead
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
             .expect("AES-GCM encryption of an in-memory buffer does not fail");
         let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
         out.extend_from_slice(&nonce);

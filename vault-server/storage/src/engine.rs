@@ -125,12 +125,12 @@ pub(crate) struct Shared {
     pub wake: Notify,
     /// Set once when the engine shuts down.
     pub shutdown: AtomicBool,
+    /// Tells the committer to drain its queue and stop.
+    pub stop_committer: Notify,
 }
 
 fn lru<K: std::hash::Hash + Eq, V>(n: usize) -> Mutex<LruCache<K, V>> {
-    Mutex::new(LruCache::new(
-        NonZeroUsize::new(n.max(1)).expect("non-zero"),
-    ))
+    Mutex::new(LruCache::new(NonZeroUsize::new(n.max(1)).expect("non-zero")))
 }
 
 /// The storage engine. Cheap to clone; all clones share one engine.
@@ -171,6 +171,7 @@ impl Engine {
             pending: Mutex::new(pending),
             wake: Notify::new(),
             shutdown: Default::default(),
+            stop_committer: Notify::new(),
             options,
         });
         let (tx, rx) = mpsc::channel(4096);
@@ -231,12 +232,7 @@ impl Engine {
 
     /// Installs every table of schema `name` (latest version unless given)
     /// into a vault. Idempotent.
-    pub async fn install_schema(
-        &self,
-        vault: VaultId,
-        name: &str,
-        version: Option<u32>,
-    ) -> Result<u32, StorageError> {
+    pub async fn install_schema(&self, vault: VaultId, name: &str, version: Option<u32>) -> Result<u32, StorageError> {
         self.shared.vault_keys(vault).await?;
         let def = {
             let registry = self.shared.registry.read().expect("registry lock");
@@ -246,26 +242,12 @@ impl Engine {
             }
             .ok_or_else(|| StorageError::SchemaNotFound(name.to_owned()))?
         };
-        let text =
-            serde_json::to_string(&*def).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-        if let Some(stored) = self
-            .shared
-            .db
-            .schema_definition(&def.name, def.version)
-            .await?
-        {
-            let old =
-                coffer_core::schema::registry::SchemaRegistry::parse(&stored, "control database")?;
-            coffer_core::schema::registry::check_evolution(
-                &old,
-                &def,
-                &format!("schema {}", def.name),
-            )?;
+        let text = serde_json::to_string(&*def).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        if let Some(stored) = self.shared.db.schema_definition(&def.name, def.version).await? {
+            let old = coffer_core::schema::registry::SchemaRegistry::parse(&stored, "control database")?;
+            coffer_core::schema::registry::check_evolution(&old, &def, &format!("schema {}", def.name))?;
         }
-        self.shared
-            .db
-            .put_schema(&def.name, def.version, &text)
-            .await?;
+        self.shared.db.put_schema(&def.name, def.version, &text).await?;
         let tables: Vec<(TableName, u32)> = def
             .tables
             .iter()
@@ -279,23 +261,13 @@ impl Engine {
     /// The tables installed in a vault.
     pub async fn tables(&self, vault: VaultId) -> Result<Vec<Arc<InstalledTable>>, StorageError> {
         self.shared.vault_keys(vault).await?;
-        let mut tables: Vec<_> = self
-            .shared
-            .installed(vault)
-            .await?
-            .values()
-            .cloned()
-            .collect();
+        let mut tables: Vec<_> = self.shared.installed(vault).await?.values().cloned().collect();
         tables.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(tables)
     }
 
     /// One installed table.
-    pub async fn table(
-        &self,
-        vault: VaultId,
-        table: &TableName,
-    ) -> Result<Arc<InstalledTable>, StorageError> {
+    pub async fn table(&self, vault: VaultId, table: &TableName) -> Result<Arc<InstalledTable>, StorageError> {
         self.shared.vault_keys(vault).await?;
         self.shared.table(vault, table).await
     }
@@ -321,11 +293,7 @@ impl Engine {
                         _ => (new_row_id(), false),
                     };
                     let values = normalize_values(&table.name, &table.def, &values, false)?;
-                    Prepared::Insert {
-                        id,
-                        id_given,
-                        values,
-                    }
+                    Prepared::Insert { id, id_given, values }
                 }
                 Op::Update { id, patch, if_seq } => {
                     let patch = normalize_values(&table.name, &table.def, &patch, true)?;
@@ -333,10 +301,10 @@ impl Engine {
                 }
                 Op::Delete { id, if_seq } => Prepared::Delete { id, if_seq },
             };
-            ops.push(PreparedOp {
-                table,
-                op: prepared,
-            });
+            ops.push(PreparedOp { table, op: prepared });
+        }
+        if self.shared.shutdown.load(Ordering::SeqCst) {
+            return Err(StorageError::ShuttingDown);
         }
         let (reply, rx) = oneshot::channel();
         self.writer
@@ -375,12 +343,7 @@ impl Engine {
 
     /// The current version of row `id`, or `None` if it does not exist or
     /// was deleted. Reads the log index and at most one page per file.
-    pub async fn get(
-        &self,
-        vault: VaultId,
-        table: &TableName,
-        id: &str,
-    ) -> Result<Option<RowVersion>, StorageError> {
+    pub async fn get(&self, vault: VaultId, table: &TableName, id: &str) -> Result<Option<RowVersion>, StorageError> {
         let keys = self.shared.vault_keys(vault).await?;
         let table = self.shared.table(vault, table).await?;
         Ok(self
@@ -391,11 +354,7 @@ impl Engine {
     }
 
     /// A consistent snapshot of a table for the query layer.
-    pub async fn snapshot(
-        &self,
-        vault: VaultId,
-        table: &TableName,
-    ) -> Result<TableSnapshot, StorageError> {
+    pub async fn snapshot(&self, vault: VaultId, table: &TableName) -> Result<TableSnapshot, StorageError> {
         let keys = self.shared.vault_keys(vault).await?;
         let table = self.shared.table(vault, table).await?;
         // A flush may commit (and trim the log) between reading the manifest
@@ -406,13 +365,7 @@ impl Engine {
                 .shared
                 .tail_versions(vault, &keys, &table, manifest.flushed_seq, i64::MAX)
                 .await?;
-            if self
-                .shared
-                .manifest(vault, &keys, &table.name)
-                .await?
-                .version
-                == manifest.version
-            {
+            if self.shared.manifest(vault, &keys, &table.name).await?.version == manifest.version {
                 break (manifest, rows);
             }
         };
@@ -442,11 +395,7 @@ impl Engine {
     }
 
     /// Merges a table's files now (full merge into one base file).
-    pub async fn compact_table(
-        &self,
-        vault: VaultId,
-        table: &TableName,
-    ) -> Result<(), StorageError> {
+    pub async fn compact_table(&self, vault: VaultId, table: &TableName) -> Result<(), StorageError> {
         crate::maintain::compact_table(&self.shared, vault, &table.to_string(), true).await
     }
 
@@ -462,25 +411,44 @@ impl Engine {
 
     /// Bytes of all objects under a vault's prefix.
     pub async fn vault_bytes(&self, vault: VaultId) -> Result<u64, StorageError> {
-        self.shared
-            .objects
-            .bytes_under(&VaultPrefix::new(vault).path())
-            .await
+        self.shared.objects.bytes_under(&VaultPrefix::new(vault).path()).await
     }
 
-    /// Stops the committer and background worker after the writes already
-    /// queued are committed.
+    /// Stops the engine: writes already queued are committed, later writes
+    /// fail with [`StorageError::ShuttingDown`], the background worker stops.
     pub async fn shutdown(&self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
         self.shared.wake.notify_one();
+        self.shared.stop_committer.notify_one();
         let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().expect("tasks"));
-        // Dropping our sender is not enough while clones live: abort the
-        // background worker, let the committer drain.
         for t in tasks {
-            t.abort();
             let _ = t.await;
         }
         self.shared.db.close().await;
+    }
+
+    /// Bytes of the data files a table's manifest lists.
+    pub async fn table_bytes(&self, vault: VaultId, table: &TableName) -> Result<u64, StorageError> {
+        let keys = self.shared.vault_keys(vault).await?;
+        Ok(self.shared.manifest(vault, &keys, table).await?.bytes())
+    }
+
+    /// Per-column compressed bytes of a table's data files (for operators
+    /// and the benchmark's size report).
+    pub async fn column_bytes(&self, vault: VaultId, table: &TableName) -> Result<Vec<(String, u64)>, StorageError> {
+        let keys = self.shared.vault_keys(vault).await?;
+        let manifest = self.shared.manifest(vault, &keys, table).await?;
+        let mut totals: Vec<(String, u64)> = Vec::new();
+        for file in &manifest.files {
+            let open = self.shared.files.open(&self.shared.objects, &keys, file).await?;
+            for (i, (name, bytes)) in open.column_bytes().into_iter().enumerate() {
+                match totals.get_mut(i) {
+                    Some(t) => t.1 += bytes,
+                    None => totals.push((name, bytes)),
+                }
+            }
+        }
+        Ok(totals)
     }
 }
 
@@ -502,10 +470,7 @@ impl Shared {
         match self.db.vault_key(vault).await? {
             VaultKeyState::Active(wrapped) => {
                 let keys = Arc::new(self.master.unwrap(&wrapped)?.derive());
-                self.keys
-                    .lock()
-                    .expect("key cache")
-                    .put(vault, keys.clone());
+                self.keys.lock().expect("key cache").put(vault, keys.clone());
                 Ok(keys)
             }
             VaultKeyState::Deleted => Err(StorageError::VaultDeleted(vault)),
@@ -554,18 +519,11 @@ impl Shared {
             );
         }
         let map = Arc::new(map);
-        self.tables
-            .lock()
-            .expect("table cache")
-            .put(vault, map.clone());
+        self.tables.lock().expect("table cache").put(vault, map.clone());
         Ok(map)
     }
 
-    pub async fn table(
-        &self,
-        vault: VaultId,
-        table: &TableName,
-    ) -> Result<Arc<InstalledTable>, StorageError> {
+    pub async fn table(&self, vault: VaultId, table: &TableName) -> Result<Arc<InstalledTable>, StorageError> {
         self.installed(vault)
             .await?
             .get(table)
@@ -592,12 +550,8 @@ impl Shared {
         let manifest = match self.db.current_manifest(vault, &name).await? {
             None => Manifest::default(),
             Some(stored) => {
-                let body = keys.open(
-                    manifest_aad(vault, &name, stored.version).as_bytes(),
-                    &stored.body,
-                )?;
-                serde_json::from_slice(&body)
-                    .map_err(|e| StorageError::Corrupt(format!("manifest: {e}")))?
+                let body = keys.open(manifest_aad(vault, &name, stored.version).as_bytes(), &stored.body)?;
+                serde_json::from_slice(&body).map_err(|e| StorageError::Corrupt(format!("manifest: {e}")))?
             }
         };
         let manifest = Arc::new(manifest);
@@ -625,8 +579,7 @@ impl Shared {
         payload: &[u8],
     ) -> Result<RowVersion, StorageError> {
         let plain = keys.open(log_aad(vault, table, seq).as_bytes(), payload)?;
-        serde_json::from_slice(&plain)
-            .map_err(|e| StorageError::Corrupt(format!("log entry {seq}: {e}")))
+        serde_json::from_slice(&plain).map_err(|e| StorageError::Corrupt(format!("log entry {seq}: {e}")))
     }
 
     /// The log tail of a table after `after` (at most `limit` entries):
@@ -665,16 +618,19 @@ impl Shared {
         let name = table.name.to_string();
         let hash = keys.row_hash(&name, id);
         if let Some(entry) = self.db.latest_log_entry(vault, &name, &hash).await? {
-            return self
-                .open_log(vault, keys, &name, entry.seq, &entry.payload)
-                .map(Some);
+            let row = self.open_log(vault, keys, &name, entry.seq, &entry.payload)?;
+            if row.id != id {
+                return Err(StorageError::Corrupt(format!(
+                    "log entry {} is not row {id}",
+                    entry.seq
+                )));
+            }
+            return Ok(Some(row));
         }
         let manifest = self.manifest(vault, keys, &table.name).await?;
         for file in manifest.files.iter().filter(|f| f.may_contain(id)) {
             let open = self.files.open(&self.objects, keys, file).await?;
-            if let Some(batch) =
-                lookup(&self.lookups, &self.objects, &open, &file.key, &hash, id).await?
-            {
+            if let Some(batch) = lookup(&self.lookups, &self.objects, &open, &file.key, &hash, id).await? {
                 return batch_row(&table.def, &batch, 0).map(Some);
             }
         }

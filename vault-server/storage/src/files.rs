@@ -11,6 +11,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::SchemaRef;
 use futures::FutureExt;
 use futures::TryStreamExt;
@@ -19,16 +20,15 @@ use lru::LruCache;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
-};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::bloom_filter::Sbbf;
 use parquet::file::metadata::KeyValue;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader, SortingColumn};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::arrow_codec::{DELETED, ID, SEQ};
 use crate::crypto::VaultKeys;
@@ -40,6 +40,8 @@ use crate::manifest::DataFile;
 const BLOOM_KEY: &str = "coffer.id_bloom";
 /// Rows per data page: small pages let a point lookup decode little.
 const PAGE_ROWS: usize = 2048;
+/// ZSTD level of data pages.
+const ZSTD_LEVEL: i32 = 9;
 /// Rows per row group.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 
@@ -132,14 +134,25 @@ pub async fn write_file(
         .column(SEQ)
         .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
     let deleted = batch.column(DELETED).as_boolean();
-    let mut bloom = Sbbf::new_with_ndv_fpp(rows.max(1) as u64, 0.01)?;
-    for id in ids.iter().flatten() {
-        bloom.insert(&keys.row_hash(table_name, id)[..]);
-    }
-    let mut bloom_bytes = Vec::new();
-    bloom.write(&mut bloom_bytes)?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(6)?))
+    // Delta files carry a keyed bloom filter so lookups skip them cheaply;
+    // the base is consulted last and its page index pins the one page to
+    // read, so it goes without (a filter would cost ~2 bytes per row).
+    let bloom = if base {
+        None
+    } else {
+        let mut bloom = Sbbf::new_with_ndv_fpp(rows.max(1) as u64, 0.01)?;
+        for id in ids.iter().flatten() {
+            bloom.insert(&keys.row_hash(table_name, id)[..]);
+        }
+        let mut bytes = Vec::new();
+        bloom.write(&mut bytes)?;
+        Some(KeyValue::new(
+            BLOOM_KEY.to_owned(),
+            base64::engine::general_purpose::STANDARD.encode(&bytes),
+        ))
+    };
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_data_page_row_count_limit(PAGE_ROWS)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
@@ -148,12 +161,24 @@ pub async fn write_file(
             descending: false,
             nulls_first: false,
         }]))
-        .set_key_value_metadata(Some(vec![KeyValue::new(
-            BLOOM_KEY.to_owned(),
-            base64::engine::general_purpose::STANDARD.encode(&bloom_bytes),
-        )]))
-        .with_file_encryption_properties(keys.parquet_encryption()?)
-        .build();
+        .set_key_value_metadata(bloom.map(|kv| vec![kv]))
+        .with_file_encryption_properties(keys.parquet_encryption()?);
+    // Encodings by column shape: ids are sorted strings sharing prefixes;
+    // sequence numbers and timestamps grow slowly. Dictionaries suit the rest.
+    for field in batch.schema().fields() {
+        let path = ColumnPath::from(field.name().as_str());
+        let encoding = match field.data_type() {
+            DataType::Int64 | DataType::Timestamp(_, _) | DataType::Date32 => Some(Encoding::DELTA_BINARY_PACKED),
+            DataType::Utf8 if field.name() == "id" => Some(Encoding::DELTA_BYTE_ARRAY),
+            _ => None,
+        };
+        if let Some(encoding) = encoding {
+            props = props
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, encoding);
+        }
+    }
+    let props = props.build();
     let mut buf = Vec::with_capacity(rows * 16 + 4096);
     let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props))?;
     writer.write(batch)?;
@@ -200,6 +225,24 @@ pub struct OpenFile {
     size: u64,
 }
 
+impl OpenFile {
+    /// Compressed bytes per column over all row groups, in schema order.
+    pub fn column_bytes(&self) -> Vec<(String, u64)> {
+        let meta = self.meta.metadata();
+        let schema = meta.file_metadata().schema_descr();
+        (0..schema.num_columns())
+            .map(|c| {
+                let bytes = meta
+                    .row_groups()
+                    .iter()
+                    .map(|rg| rg.column(c).compressed_size() as u64)
+                    .sum();
+                (schema.column(c).path().string(), bytes)
+            })
+            .collect()
+    }
+}
+
 /// Opened files, by object key, least recently used evicted.
 pub struct FileCache {
     files: Mutex<LruCache<String, Arc<OpenFile>>>,
@@ -209,9 +252,7 @@ impl FileCache {
     /// A cache holding at most `capacity` opened files.
     pub fn new(capacity: usize) -> Self {
         Self {
-            files: Mutex::new(LruCache::new(
-                NonZeroUsize::new(capacity.max(1)).expect("non-zero"),
-            )),
+            files: Mutex::new(LruCache::new(NonZeroUsize::new(capacity.max(1)).expect("non-zero"))),
         }
     }
 
@@ -280,10 +321,7 @@ fn reader(objects: &Objects, key: &str, size: u64) -> StoreReader {
 }
 
 impl AsyncFileReader for StoreReader {
-    fn get_bytes(
-        &mut self,
-        range: std::ops::Range<u64>,
-    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+    fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         async move {
             self.store
                 .get_range(&self.path, range)
@@ -327,16 +365,9 @@ impl AsyncFileReader for StoreReader {
 }
 
 /// Reads a whole file as one batch.
-pub async fn read_file(
-    objects: &Objects,
-    open: &OpenFile,
-    key: &str,
-) -> Result<RecordBatch, StorageError> {
-    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
-        reader(objects, key, open.size),
-        open.meta.clone(),
-    )
-    .build()?;
+pub async fn read_file(objects: &Objects, open: &OpenFile, key: &str) -> Result<RecordBatch, StorageError> {
+    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader(objects, key, open.size), open.meta.clone())
+        .build()?;
     let batches: Vec<RecordBatch> = stream.try_collect().await?;
     Ok(concat_batches(open.meta.schema(), &batches)?)
 }
@@ -381,17 +412,13 @@ pub async fn lookup(
                     _ => Some(0).filter(|_| pages.len() == 1),
                 };
                 match page {
-                    None if pages.len() > 1
-                        && matches!(columns[rg_idx][ID], ColumnIndexMetaData::BYTE_ARRAY(_)) =>
-                    {
+                    None if pages.len() > 1 && matches!(columns[rg_idx][ID], ColumnIndexMetaData::BYTE_ARRAY(_)) => {
                         continue;
                     }
                     None => (0, rg_rows),
                     Some(p) => {
                         let first = pages[p].first_row_index as usize;
-                        let end = pages
-                            .get(p + 1)
-                            .map_or(rg_rows, |next| next.first_row_index as usize);
+                        let end = pages.get(p + 1).map_or(rg_rows, |next| next.first_row_index as usize);
                         (first, end - first)
                     }
                 }
@@ -403,19 +430,16 @@ pub async fn lookup(
             RowSelector::select(count),
             RowSelector::skip(rg_rows - first - count),
         ]);
-        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
-            reader(objects, key, open.size),
-            open.meta.clone(),
-        )
-        .with_row_groups(vec![rg_idx])
-        .with_row_selection(selection)
-        .build()?;
+        let stream =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(reader(objects, key, open.size), open.meta.clone())
+                .with_row_groups(vec![rg_idx])
+                .with_row_selection(selection)
+                .build()?;
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
         stats.pages_read.fetch_add(1, Ordering::Relaxed);
-        stats.rows_decoded.fetch_add(
-            batches.iter().map(|b| b.num_rows() as u64).sum(),
-            Ordering::Relaxed,
-        );
+        stats
+            .rows_decoded
+            .fetch_add(batches.iter().map(|b| b.num_rows() as u64).sum(), Ordering::Relaxed);
         for batch in batches {
             let ids = batch.column(ID).as_string::<i32>();
             // Pages are sorted by id: binary search.
@@ -461,31 +485,15 @@ pub fn merge_newest(
 }
 
 /// Reads just the `id` column of a file.
-pub async fn read_ids(
-    objects: &Objects,
-    open: &OpenFile,
-    key: &str,
-) -> Result<Vec<String>, StorageError> {
-    let mask = parquet::arrow::ProjectionMask::roots(
-        open.meta.metadata().file_metadata().schema_descr(),
-        [ID],
-    );
-    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
-        reader(objects, key, open.size),
-        open.meta.clone(),
-    )
-    .with_projection(mask)
-    .build()?;
+pub async fn read_ids(objects: &Objects, open: &OpenFile, key: &str) -> Result<Vec<String>, StorageError> {
+    let mask = parquet::arrow::ProjectionMask::roots(open.meta.metadata().file_metadata().schema_descr(), [ID]);
+    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader(objects, key, open.size), open.meta.clone())
+        .with_projection(mask)
+        .build()?;
     let batches: Vec<RecordBatch> = stream.try_collect().await?;
     let mut ids = Vec::new();
     for b in &batches {
-        ids.extend(
-            b.column(0)
-                .as_string::<i32>()
-                .iter()
-                .flatten()
-                .map(str::to_owned),
-        );
+        ids.extend(b.column(0).as_string::<i32>().iter().flatten().map(str::to_owned));
     }
     Ok(ids)
 }

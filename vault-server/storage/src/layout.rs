@@ -34,12 +34,7 @@ impl VaultPrefix {
     }
 
     /// The key of a new data file of `table` at `schema_version`.
-    pub fn table_file(
-        &self,
-        table: &TableName,
-        schema_version: u32,
-        file: Ulid,
-    ) -> Result<Path, StorageError> {
+    pub fn table_file(&self, table: &TableName, schema_version: u32, file: Ulid) -> Result<Path, StorageError> {
         if !is_identifier(&table.schema) || !is_identifier(&table.table) {
             return Err(StorageError::KeyOutsidePrefix {
                 vault: self.vault,
@@ -115,18 +110,11 @@ mod tests {
             format!("/vaults/{vault}/x"),
         ] {
             assert!(
-                matches!(
-                    prefix.check(&key),
-                    Err(StorageError::KeyOutsidePrefix { .. })
-                ),
+                matches!(prefix.check(&key), Err(StorageError::KeyOutsidePrefix { .. })),
                 "{key} should be refused"
             );
         }
-        assert!(
-            prefix
-                .check(&format!("vaults/{vault}/tables/a/b/v1/x.parquet"))
-                .is_ok()
-        );
+        assert!(prefix.check(&format!("vaults/{vault}/tables/a/b/v1/x.parquet")).is_ok());
         let bad_table = TableName {
             schema: "../x".into(),
             table: "y".into(),

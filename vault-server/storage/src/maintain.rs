@@ -60,16 +60,8 @@ pub(crate) async fn flush_pending(shared: &Arc<Shared>, min: i64) -> Result<(), 
         .await;
         match result {
             Ok(()) => {}
-            Err(
-                StorageError::VaultDeleted(_)
-                | StorageError::VaultNotFound(_)
-                | StorageError::TableNotFound(_),
-            ) => {
-                shared
-                    .pending
-                    .lock()
-                    .expect("pending")
-                    .remove(&(vault, table));
+            Err(StorageError::VaultDeleted(_) | StorageError::VaultNotFound(_) | StorageError::TableNotFound(_)) => {
+                shared.pending.lock().expect("pending").remove(&(vault, table));
             }
             Err(e) => return Err(e),
         }
@@ -88,29 +80,16 @@ async fn commit_manifest(
     new_files: &[DataFile],
 ) -> Result<bool, StorageError> {
     let body = serde_json::to_vec(&manifest).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-    let sealed = keys.seal(
-        manifest_aad(vault, table, manifest.version).as_bytes(),
-        &body,
-    );
+    let sealed = keys.seal(manifest_aad(vault, table, manifest.version).as_bytes(), &body);
     let committed = shared
         .db
-        .commit_manifest(
-            vault,
-            table,
-            manifest.version,
-            manifest.flushed_seq,
-            &sealed,
-        )
+        .commit_manifest(vault, table, manifest.version, manifest.flushed_seq, &sealed)
         .await?;
     if committed {
         shared.set_manifest(vault, table, Arc::new(manifest));
     } else {
         for f in new_files {
-            let _ = shared
-                .objects
-                .store()
-                .delete(&Path::from(f.key.as_str()))
-                .await;
+            let _ = shared.objects.store().delete(&Path::from(f.key.as_str())).await;
         }
     }
     Ok(committed)
@@ -118,14 +97,8 @@ async fn commit_manifest(
 
 /// Writes a table's waiting log tail to new data files, committing a
 /// manifest version after each file.
-pub(crate) async fn flush_table(
-    shared: &Arc<Shared>,
-    vault: VaultId,
-    table: &str,
-) -> Result<(), StorageError> {
-    let name: TableName = table
-        .parse()
-        .map_err(|e| StorageError::Corrupt(format!("{e}")))?;
+pub(crate) async fn flush_table(shared: &Arc<Shared>, vault: VaultId, table: &str) -> Result<(), StorageError> {
+    let name: TableName = table.parse().map_err(|e| StorageError::Corrupt(format!("{e}")))?;
     let keys = shared.vault_keys(vault).await?;
     let installed = shared.table(vault, &name).await?;
     let prefix = VaultPrefix::new(vault);
@@ -139,15 +112,7 @@ pub(crate) async fn flush_table(
         let batch = rows_to_batch(&installed.def, &installed.arrow, &rows)?;
         drop(rows);
         let key = prefix.table_file(&name, installed.schema_version, Ulid::new())?;
-        let file = write_file(
-            &shared.objects,
-            &keys,
-            table,
-            &batch,
-            key,
-            manifest.files.is_empty(),
-        )
-        .await?;
+        let file = write_file(&shared.objects, &keys, table, &batch, key, manifest.files.is_empty()).await?;
         let mut next = Manifest {
             version: manifest.version + 1,
             flushed_seq: last_seq,
@@ -189,21 +154,14 @@ pub(crate) async fn compact_table(
     table: &str,
     force: bool,
 ) -> Result<(), StorageError> {
-    let name: TableName = table
-        .parse()
-        .map_err(|e| StorageError::Corrupt(format!("{e}")))?;
+    let name: TableName = table.parse().map_err(|e| StorageError::Corrupt(format!("{e}")))?;
     let keys = shared.vault_keys(vault).await?;
     let installed = shared.table(vault, &name).await?;
     let manifest = shared.manifest(vault, &keys, &name).await?;
     if manifest.files.is_empty() || (manifest.files.len() == 1 && manifest.files[0].base) {
         return Ok(());
     }
-    let base_rows: u64 = manifest
-        .files
-        .iter()
-        .filter(|f| f.base)
-        .map(|f| f.rows)
-        .sum();
+    let base_rows: u64 = manifest.files.iter().filter(|f| f.base).map(|f| f.rows).sum();
     let deltas: Vec<&DataFile> = manifest.files.iter().filter(|f| !f.base).collect();
     let delta_rows: u64 = deltas.iter().map(|f| f.rows).sum();
     let full = force || base_rows == 0 || delta_rows * 4 >= base_rows;
@@ -228,16 +186,8 @@ pub(crate) async fn compact_table(
     let key = VaultPrefix::new(vault).table_file(&name, installed.schema_version, Ulid::new())?;
     let mut file = write_file(&shared.objects, &keys, table, &merged, key, full).await?;
     // Keep the seq range of what was merged, so ordering stays correct.
-    file.min_seq = merge
-        .iter()
-        .map(|f| f.min_seq)
-        .min()
-        .unwrap_or(file.min_seq);
-    file.max_seq = merge
-        .iter()
-        .map(|f| f.max_seq)
-        .max()
-        .unwrap_or(file.max_seq);
+    file.min_seq = merge.iter().map(|f| f.min_seq).min().unwrap_or(file.min_seq);
+    file.max_seq = merge.iter().map(|f| f.max_seq).max().unwrap_or(file.max_seq);
     let replaced: Vec<String> = merge.iter().map(|f| f.key.clone()).collect();
     let mut files: Vec<DataFile> = manifest
         .files
@@ -254,16 +204,7 @@ pub(crate) async fn compact_table(
         files,
     };
     next.sort_files();
-    if commit_manifest(
-        shared,
-        vault,
-        table,
-        &keys,
-        next,
-        std::slice::from_ref(&file),
-    )
-    .await?
-    {
+    if commit_manifest(shared, vault, table, &keys, next, std::slice::from_ref(&file)).await? {
         let store = shared.objects.store().clone();
         tokio::spawn(async move {
             tokio::time::sleep(REPLACED_FILE_GRACE).await;
@@ -276,21 +217,12 @@ pub(crate) async fn compact_table(
 }
 
 /// Removes flushed log entries older than the sync window.
-pub(crate) async fn trim_log(
-    shared: &Arc<Shared>,
-    vault: VaultId,
-    table: &str,
-) -> Result<(), StorageError> {
-    let name: TableName = table
-        .parse()
-        .map_err(|e| StorageError::Corrupt(format!("{e}")))?;
+pub(crate) async fn trim_log(shared: &Arc<Shared>, vault: VaultId, table: &str) -> Result<(), StorageError> {
+    let name: TableName = table.parse().map_err(|e| StorageError::Corrupt(format!("{e}")))?;
     let keys = shared.vault_keys(vault).await?;
     let manifest = shared.manifest(vault, &keys, &name).await?;
     let cutoff = now_micros() - shared.options.log_retention.as_micros() as i64;
-    shared
-        .db
-        .trim_log(vault, table, manifest.flushed_seq, cutoff)
-        .await?;
+    shared.db.trim_log(vault, table, manifest.flushed_seq, cutoff).await?;
     Ok(())
 }
 
@@ -298,16 +230,9 @@ pub(crate) async fn trim_log(
 /// remaining control rows.
 pub(crate) async fn purge_deleted(shared: &Arc<Shared>) -> Result<(), StorageError> {
     for vault in shared.db.vaults_to_purge().await? {
-        let removed = shared
-            .objects
-            .delete_prefix(&VaultPrefix::new(vault).path())
-            .await?;
+        let removed = shared.objects.delete_prefix(&VaultPrefix::new(vault).path()).await?;
         shared.db.purge_vault_rows(vault).await?;
-        shared
-            .pending
-            .lock()
-            .expect("pending")
-            .retain(|(v, _), _| *v != vault);
+        shared.pending.lock().expect("pending").retain(|(v, _), _| *v != vault);
         tracing::info!(%vault, objects = removed, "purged deleted vault");
     }
     Ok(())

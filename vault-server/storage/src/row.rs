@@ -59,14 +59,8 @@ impl RowVersion {
         out.insert("_seq".into(), Value::from(self.seq.0));
         out.insert("_created_by".into(), Value::String(self.created_by.clone()));
         out.insert("_updated_by".into(), Value::String(self.updated_by.clone()));
-        out.insert(
-            "_created_at".into(),
-            Value::String(format_timestamp(self.created_at)),
-        );
-        out.insert(
-            "_updated_at".into(),
-            Value::String(format_timestamp(self.updated_at)),
-        );
+        out.insert("_created_at".into(), Value::String(format_timestamp(self.created_at)));
+        out.insert("_updated_at".into(), Value::String(format_timestamp(self.updated_at)));
         out
     }
 }
@@ -161,11 +155,7 @@ pub fn normalize_values(
 }
 
 /// Fails when a non-nullable column is missing from `values`.
-pub fn check_required(
-    table_name: &TableName,
-    table: &TableDef,
-    values: &Values,
-) -> Result<(), StorageError> {
+pub fn check_required(table_name: &TableName, table: &TableDef, values: &Values) -> Result<(), StorageError> {
     for col in &table.columns {
         if !col.nullable && values.get(&col.name).is_none_or(Value::is_null) {
             return Err(StorageError::InvalidRow {
@@ -191,38 +181,25 @@ pub fn apply_patch(values: &mut Values, patch: Values) {
 
 fn normalize_value(col: &ColumnDef, v: &Value) -> Result<Value, String> {
     match col.ty {
-        ColumnType::Text => v
-            .as_str()
-            .map(|_| v.clone())
-            .ok_or_else(|| expected("a string", v)),
+        ColumnType::Text => v.as_str().map(|_| v.clone()).ok_or_else(|| expected("a string", v)),
         ColumnType::Integer => match v {
             Value::Number(n) if n.as_i64().is_some() => Ok(v.clone()),
-            Value::Number(_) => Err(
-                "expected a 64-bit integer, got a number out of range or with a fraction".into(),
-            ),
+            Value::Number(_) => Err("expected a 64-bit integer, got a number out of range or with a fraction".into()),
             _ => Err(expected("an integer", v)),
         },
         ColumnType::Float => match v.as_f64() {
             Some(f) if f.is_finite() => Ok(Value::from(f)),
             _ => Err(expected("a number", v)),
         },
-        ColumnType::Boolean => v
-            .as_bool()
-            .map(Value::Bool)
-            .ok_or_else(|| expected("true or false", v)),
+        ColumnType::Boolean => v.as_bool().map(Value::Bool).ok_or_else(|| expected("true or false", v)),
         ColumnType::Timestamp => {
-            let s = v
-                .as_str()
-                .ok_or_else(|| expected("an RFC 3339 timestamp string", v))?;
-            let t = DateTime::parse_from_rfc3339(s).map_err(|e| {
-                format!("expected an RFC 3339 timestamp such as 2025-01-31T09:30:00Z: {e}")
-            })?;
+            let s = v.as_str().ok_or_else(|| expected("an RFC 3339 timestamp string", v))?;
+            let t = DateTime::parse_from_rfc3339(s)
+                .map_err(|e| format!("expected an RFC 3339 timestamp such as 2025-01-31T09:30:00Z: {e}"))?;
             Ok(Value::from(t.with_timezone(&Utc).timestamp_micros()))
         }
         ColumnType::Date => {
-            let s = v
-                .as_str()
-                .ok_or_else(|| expected("a date string YYYY-MM-DD", v))?;
+            let s = v.as_str().ok_or_else(|| expected("a date string YYYY-MM-DD", v))?;
             let d = NaiveDate::parse_from_str(s, "%Y-%m-%d")
                 .map_err(|e| format!("expected a date such as 2025-01-31: {e}"))?;
             Ok(Value::from(i64::from(d.num_days_from_ce()) - 719_163))
@@ -242,18 +219,14 @@ fn normalize_value(col: &ColumnDef, v: &Value) -> Result<Value, String> {
                 .ok_or_else(|| format!("`{s}` is not a UUID"))
         }
         ColumnType::Vector(n) => {
-            let items = v
-                .as_array()
-                .ok_or_else(|| expected("an array of numbers", v))?;
+            let items = v.as_array().ok_or_else(|| expected("an array of numbers", v))?;
             if items.len() != n as usize {
                 return Err(format!("expected {n} numbers, got {}", items.len()));
             }
             items
                 .iter()
                 .map(|x| match x.as_f64() {
-                    Some(f) if f.is_finite() && f.abs() <= f64::from(f32::MAX) => {
-                        Ok(Value::from(f as f32 as f64))
-                    }
+                    Some(f) if f.is_finite() && f.abs() <= f64::from(f32::MAX) => Ok(Value::from(f as f32 as f64)),
                     _ => Err(expected("finite numbers", x)),
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -276,8 +249,7 @@ fn expected(what: &str, got: &Value) -> String {
 
 fn normalize_uuid(s: &str) -> Option<String> {
     let hex: String = s.chars().filter(|c| *c != '-').collect();
-    let dashed_ok = s.len() == 32
-        || (s.len() == 36 && [8, 13, 18, 23].iter().all(|&i| s.as_bytes()[i] == b'-'));
+    let dashed_ok = s.len() == 32 || (s.len() == 36 && [8, 13, 18, 23].iter().all(|&i| s.as_bytes()[i] == b'-'));
     if hex.len() != 32 || !dashed_ok || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
@@ -327,8 +299,7 @@ mod tests {
             "day": "2025-01-31", "j": {"k": [1, 2]}, "raw": "aGk=",
             "u": "6FA459EA-EE8A-3CA4-894E-DB77E160355E", "v": [1, 2.5, -3]
         });
-        let values =
-            normalize_values(&name(), &table(), input.as_object().unwrap(), false).unwrap();
+        let values = normalize_values(&name(), &table(), input.as_object().unwrap(), false).unwrap();
         assert_eq!(values["ts"], json!(1_738_312_200_000_000i64));
         assert_eq!(values["u"], json!("6fa459ea-ee8a-3ca4-894e-db77e160355e"));
         let row = RowVersion {
@@ -364,9 +335,7 @@ mod tests {
         for (input, column, reason) in cases {
             match normalize_values(&name(), &table(), input.as_object().unwrap(), false) {
                 Err(StorageError::InvalidRow {
-                    column: c,
-                    reason: r,
-                    ..
+                    column: c, reason: r, ..
                 }) => {
                     assert_eq!(c, column, "{input}");
                     assert!(r.contains(reason), "{input}: {r}");
@@ -378,13 +347,7 @@ mod tests {
 
     #[test]
     fn patches_may_omit_required_columns_and_null_clears() {
-        let patch = normalize_values(
-            &name(),
-            &table(),
-            json!({"n": null}).as_object().unwrap(),
-            true,
-        )
-        .unwrap();
+        let patch = normalize_values(&name(), &table(), json!({"n": null}).as_object().unwrap(), true).unwrap();
         let mut values = json!({"name": "x", "n": 3}).as_object().unwrap().clone();
         apply_patch(&mut values, patch);
         assert_eq!(values, *json!({"name": "x"}).as_object().unwrap());

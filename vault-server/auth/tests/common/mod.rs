@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use coffer_auth::{
-    Authorizer, GrantSpec, GrantStatus, RevocationView, RootKeyPair, ScopeSet, TokenClaims, mint,
-};
+use coffer_auth::{Authorizer, GrantSpec, GrantStatus, RevocationView, RootKeyPair, ScopeSet, TokenClaims, mint};
 use coffer_core::schema::{SchemaDef, TableName};
 use coffer_core::{AppId, GrantId, VaultId};
 

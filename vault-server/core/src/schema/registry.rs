@@ -34,27 +34,14 @@ const BUILTIN: &[(&str, &str)] = &[
         "schemas/contacts.json",
         include_str!("../../../../schemas/contacts.json"),
     ),
-    (
-        "schemas/health.json",
-        include_str!("../../../../schemas/health.json"),
-    ),
-    (
-        "schemas/journal.json",
-        include_str!("../../../../schemas/journal.json"),
-    ),
-    (
-        "schemas/notes.json",
-        include_str!("../../../../schemas/notes.json"),
-    ),
-    (
-        "schemas/tasks.json",
-        include_str!("../../../../schemas/tasks.json"),
-    ),
+    ("schemas/health.json", include_str!("../../../../schemas/health.json")),
+    ("schemas/journal.json", include_str!("../../../../schemas/journal.json")),
+    ("schemas/notes.json", include_str!("../../../../schemas/notes.json")),
+    ("schemas/tasks.json", include_str!("../../../../schemas/tasks.json")),
 ];
 
 /// How identifiers are spelled, for error messages.
-const IDENTIFIER_RULE: &str =
-    "use 1 to 63 lower case letters a-z, digits and _, starting with a letter";
+const IDENTIFIER_RULE: &str = "use 1 to 63 lower case letters a-z, digits and _, starting with a letter";
 
 /// Where in a schema definition a problem was found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,9 +150,9 @@ impl SchemaError {
     pub fn location(&self) -> Option<&Location> {
         match self {
             SchemaError::Io { .. } => None,
-            SchemaError::Parse { at, .. }
-            | SchemaError::Invalid { at, .. }
-            | SchemaError::NotAdditive { at, .. } => Some(at),
+            SchemaError::Parse { at, .. } | SchemaError::Invalid { at, .. } | SchemaError::NotAdditive { at, .. } => {
+                Some(at)
+            }
         }
     }
 }
@@ -205,10 +192,7 @@ pub fn validate(def: &SchemaDef, source: &str) -> Result<(), SchemaError> {
     if def.version < 1 {
         return Err(invalid(
             at(),
-            format!(
-                "schema {} has version {}; versions start at 1",
-                def.name, def.version
-            ),
+            format!("schema {} has version {}; versions start at 1", def.name, def.version),
         ));
     }
     if def.description.trim().is_empty() {
@@ -223,10 +207,7 @@ pub fn validate(def: &SchemaDef, source: &str) -> Result<(), SchemaError> {
     if def.tables.is_empty() {
         return Err(invalid(
             at(),
-            format!(
-                "schema {} has no tables; a schema needs at least one",
-                def.name
-            ),
+            format!("schema {} has no tables; a schema needs at least one", def.name),
         ));
     }
     let mut tables = HashSet::new();
@@ -252,10 +233,7 @@ pub fn validate(def: &SchemaDef, source: &str) -> Result<(), SchemaError> {
             ));
         }
         if table.columns.is_empty() {
-            return Err(invalid(
-                at(),
-                "the table has no columns; a table needs at least one",
-            ));
+            return Err(invalid(at(), "the table has no columns; a table needs at least one"));
         }
         let mut columns = HashSet::new();
         for column in &table.columns {
@@ -271,12 +249,7 @@ pub fn validate(def: &SchemaDef, source: &str) -> Result<(), SchemaError> {
     Ok(())
 }
 
-fn validate_column(
-    def: &SchemaDef,
-    table: &TableDef,
-    column: &ColumnDef,
-    source: &str,
-) -> Result<(), SchemaError> {
+fn validate_column(def: &SchemaDef, table: &TableDef, column: &ColumnDef, source: &str) -> Result<(), SchemaError> {
     let at = || Location::column(source, &table.name, &column.name);
     let name = column.name.as_str();
     if SYSTEM_COLUMNS.contains(&name) {
@@ -369,10 +342,7 @@ pub fn check_evolution(old: &SchemaDef, new: &SchemaDef, source: &str) -> Result
         let Some(new_table) = new.table(&old_table.name) else {
             return Err(not_additive(
                 Location::table(source, &old_table.name),
-                format!(
-                    "the table was removed from schema {} version {}",
-                    new.name, new.version
-                ),
+                format!("the table was removed from schema {} version {}", new.name, new.version),
             ));
         };
         for old_col in &old_table.columns {
@@ -542,8 +512,7 @@ fn locate_parse_error(json: &str, source: &str, err: &serde_json::Error) -> Opti
     }
     let whole = err.to_string();
     let same = |e: serde_json::Error| {
-        whole == format!("{e} at line {} column {}", err.line(), err.column())
-            || whole == e.to_string()
+        whole == format!("{e} at line {} column {}", err.line(), err.column()) || whole == e.to_string()
     };
     let doc: Value = serde_json::from_str(json).ok()?;
     let (top, tables) = without_array(&doc, "tables");
@@ -558,8 +527,7 @@ fn locate_parse_error(json: &str, source: &str, err: &serde_json::Error) -> Opti
         }
         for (j, column) in columns.iter().enumerate() {
             if let Err(e) = ColumnDef::deserialize(column) {
-                return same(e)
-                    .then(|| Location::column(source, &table_name, &piece_name(column, j)));
+                return same(e).then(|| Location::column(source, &table_name, &piece_name(column, j)));
             }
         }
     }
@@ -641,10 +609,7 @@ mod tests {
 
     fn assert_contains(message: &str, parts: &[&str]) {
         for part in parts {
-            assert!(
-                message.contains(part),
-                "{message:?} should contain {part:?}"
-            );
+            assert!(message.contains(part), "{message:?} should contain {part:?}");
         }
     }
 
@@ -673,13 +638,8 @@ mod tests {
             let def = SchemaRegistry::parse(json, source).expect("parses");
             validate(&def, source).expect("validates");
             assert_eq!(def.version, 1, "{source}");
-            let file_stem = source
-                .trim_start_matches("schemas/")
-                .trim_end_matches(".json");
-            assert_eq!(
-                def.name, file_stem,
-                "{source}: file name and schema name differ"
-            );
+            let file_stem = source.trim_start_matches("schemas/").trim_end_matches(".json");
+            assert_eq!(def.name, file_stem, "{source}: file name and schema name differ");
             assert_eq!(registry.get(&def.name, 1).as_deref(), Some(&def));
         }
     }
@@ -693,10 +653,7 @@ mod tests {
             .map(|n| format!("schemas/{n}"))
             .collect();
         let embedded: BTreeSet<String> = BUILTIN.iter().map(|(n, _)| n.to_string()).collect();
-        assert_eq!(
-            on_disk, embedded,
-            "BUILTIN must list every file of schemas/"
-        );
+        assert_eq!(on_disk, embedded, "BUILTIN must list every file of schemas/");
     }
 
     #[test]
@@ -762,29 +719,21 @@ mod tests {
         let registry = SchemaRegistry::builtin().expect("loads");
         let has = |table: &str, column: &str, ty: &str| {
             let name: TableName = table.parse().expect("table name");
-            let (_, t) = registry
-                .table(&name)
-                .unwrap_or_else(|| panic!("no table {table}"));
-            let c = t
-                .column(column)
-                .unwrap_or_else(|| panic!("no column {table}.{column}"));
+            let (_, t) = registry.table(&name).unwrap_or_else(|| panic!("no table {table}"));
+            let c = t.column(column).unwrap_or_else(|| panic!("no column {table}.{column}"));
             assert_eq!(c.ty.to_string(), ty, "{table}.{column}");
             c.clone()
         };
         has("contacts.people", "display_name", "text");
         assert_eq!(
-            has("contacts.people", "birthday", "date")
-                .sensitive
-                .as_deref(),
+            has("contacts.people", "birthday", "date").sensitive.as_deref(),
             Some("date of birth")
         );
         has("contacts.people", "photo", "bytes");
         has("calendar.events", "starts_at", "timestamp");
         has("calendar.events", "all_day", "boolean");
         assert_eq!(
-            has("calendar.events", "location", "text")
-                .sensitive
-                .as_deref(),
+            has("calendar.events", "location", "text").sensitive.as_deref(),
             Some("location")
         );
         has("notes.notes", "embedding", "vector(384)");
@@ -817,10 +766,7 @@ mod tests {
     fn rejects_version_zero() {
         let mut v = base();
         v["version"] = json!(0);
-        assert_contains(
-            &rejected(v),
-            &[SRC, "schema test", "version 0", "start at 1"],
-        );
+        assert_contains(&rejected(v), &[SRC, "schema test", "version 0", "start at 1"]);
     }
 
     #[test]
@@ -857,10 +803,7 @@ mod tests {
         let mut v = base();
         let copy = v["tables"][1].clone();
         v["tables"].as_array_mut().expect("array").push(copy);
-        assert_contains(
-            &rejected(v),
-            &["schemas/test.json: table children: ", "more than once"],
-        );
+        assert_contains(&rejected(v), &["schemas/test.json: table children: ", "more than once"]);
     }
 
     #[test]
@@ -877,10 +820,7 @@ mod tests {
     fn rejects_table_without_columns() {
         let mut v = base();
         v["tables"][1]["columns"] = json!([]);
-        assert_contains(
-            &rejected(v),
-            &["schemas/test.json: table children: ", "no columns"],
-        );
+        assert_contains(&rejected(v), &["schemas/test.json: table children: ", "no columns"]);
     }
 
     #[test]
@@ -931,10 +871,7 @@ mod tests {
         column(&mut v, 0, 1)["name"] = json!("name");
         assert_contains(
             &rejected(v),
-            &[
-                "schemas/test.json: table parents, column name: ",
-                "more than once",
-            ],
+            &["schemas/test.json: table parents, column name: ", "more than once"],
         );
     }
 
@@ -944,10 +881,7 @@ mod tests {
         column(&mut v, 1, 1)["description"] = json!(" \n");
         assert_contains(
             &rejected(v),
-            &[
-                "schemas/test.json: table children, column label: ",
-                "empty description",
-            ],
+            &["schemas/test.json: table children, column label: ", "empty description"],
         );
     }
 
@@ -1081,29 +1015,17 @@ mod tests {
         );
 
         let mut v = base();
-        v["tables"][0]
-            .as_object_mut()
-            .expect("object")
-            .remove("description");
+        v["tables"][0].as_object_mut().expect("object").remove("description");
         assert_contains(
             &parse_error(&v.to_string()),
-            &[
-                "schemas/test.json: table parents: ",
-                "missing field `description`",
-            ],
+            &["schemas/test.json: table parents: ", "missing field `description`"],
         );
 
         let mut v = base();
-        column(&mut v, 0, 0)
-            .as_object_mut()
-            .expect("object")
-            .remove("name");
+        column(&mut v, 0, 0).as_object_mut().expect("object").remove("name");
         assert_contains(
             &parse_error(&v.to_string()),
-            &[
-                "schemas/test.json: table parents, column #1: ",
-                "missing field `name`",
-            ],
+            &["schemas/test.json: table parents, column #1: ", "missing field `name`"],
         );
 
         let mut v = base();
@@ -1120,15 +1042,9 @@ mod tests {
         let err = SchemaRegistry::parse(&v.to_string(), SRC).expect_err("invalid");
         assert_contains(
             &err.to_string(),
-            &[
-                "schemas/test.json: table parents, column id: ",
-                "system column",
-            ],
+            &["schemas/test.json: table parents, column id: ", "system column"],
         );
-        assert_eq!(
-            err.location(),
-            Some(&Location::column(SRC, "parents", "id"))
-        );
+        assert_eq!(err.location(), Some(&Location::column(SRC, "parents", "id")));
     }
 
     // ---- evolution ----
@@ -1146,10 +1062,7 @@ mod tests {
         let err = evolve(change).expect_err("change should be rejected");
         assert!(matches!(err, SchemaError::NotAdditive { .. }), "{err:?}");
         let message = err.to_string();
-        assert_contains(
-            &message,
-            &["a change that is not additive needs a new schema version"],
-        );
+        assert_contains(&message, &["a change that is not additive needs a new schema version"]);
         message
     }
 
@@ -1187,10 +1100,7 @@ mod tests {
         })
         .expect("changed and added sensitive labels");
         evolve(|v| {
-            v["tables"][0]["columns"]
-                .as_array_mut()
-                .expect("array")
-                .reverse();
+            v["tables"][0]["columns"].as_array_mut().expect("array").reverse();
         })
         .expect("reordered columns");
     }
@@ -1198,17 +1108,11 @@ mod tests {
     #[test]
     fn removed_column_is_rejected() {
         let message = not_additive_message(|v| {
-            v["tables"][0]["columns"]
-                .as_array_mut()
-                .expect("array")
-                .remove(1);
+            v["tables"][0]["columns"].as_array_mut().expect("array").remove(1);
         });
         assert_contains(
             &message,
-            &[
-                "schemas/test.json: table parents, column score: ",
-                "removed",
-            ],
+            &["schemas/test.json: table parents, column score: ", "removed"],
         );
     }
 
@@ -1217,10 +1121,7 @@ mod tests {
         let message = not_additive_message(|v| {
             v["tables"].as_array_mut().expect("array").remove(1);
         });
-        assert_contains(
-            &message,
-            &["schemas/test.json: table children: ", "table was removed"],
-        );
+        assert_contains(&message, &["schemas/test.json: table children: ", "table was removed"]);
     }
 
     #[test]
@@ -1240,8 +1141,7 @@ mod tests {
             column(&mut v, 1, 1)["type"] = json!(format!("vector({n})"));
             def(v)
         };
-        let err = check_evolution(&with_vector(384), &with_vector(768), SRC)
-            .expect_err("changed vector length");
+        let err = check_evolution(&with_vector(384), &with_vector(768), SRC).expect_err("changed vector length");
         assert_contains(
             &err.to_string(),
             &[
@@ -1291,8 +1191,7 @@ mod tests {
 
     #[test]
     fn changed_reference_is_rejected() {
-        let message =
-            not_additive_message(|v| column(v, 1, 0)["references"] = json!("test.children"));
+        let message = not_additive_message(|v| column(v, 1, 0)["references"] = json!("test.children"));
         assert_contains(
             &message,
             &[
@@ -1301,17 +1200,10 @@ mod tests {
             ],
         );
         let message = not_additive_message(|v| {
-            column(v, 1, 0)
-                .as_object_mut()
-                .expect("object")
-                .remove("references");
+            column(v, 1, 0).as_object_mut().expect("object").remove("references");
         });
-        assert!(
-            message.contains("from test.parents to nothing"),
-            "{message}"
-        );
-        let message =
-            not_additive_message(|v| column(v, 1, 1)["references"] = json!("test.parents"));
+        assert!(message.contains("from test.parents to nothing"), "{message}");
+        let message = not_additive_message(|v| column(v, 1, 1)["references"] = json!("test.parents"));
         assert!(
             message.contains("table children, column label: the reference changed from nothing"),
             "{message}"
@@ -1336,23 +1228,16 @@ mod tests {
 
         let mut v = base();
         column(&mut v, 1, 1)["description"] = json!("A better label.");
-        registry
-            .insert(def(v), "schemas/test2.json")
-            .expect("additive");
+        registry.insert(def(v), "schemas/test2.json").expect("additive");
         let current = registry.get("test", 1).expect("present");
         assert_eq!(current.tables[1].columns[1].description, "A better label.");
 
         let mut v = base();
         column(&mut v, 1, 1)["type"] = json!("json");
-        let err = registry
-            .insert(def(v), "schemas/test3.json")
-            .expect_err("not additive");
+        let err = registry.insert(def(v), "schemas/test3.json").expect_err("not additive");
         assert_contains(
             &err.to_string(),
-            &[
-                "schemas/test3.json: table children, column label: ",
-                "not additive",
-            ],
+            &["schemas/test3.json: table children, column label: ", "not additive"],
         );
         let current = registry.get("test", 1).expect("present");
         assert_eq!(current.tables[1].columns[1].ty, ColumnType::Text);
@@ -1379,31 +1264,19 @@ mod tests {
         registry.insert(def(other), SRC).expect("alpha");
 
         assert_eq!(registry.len(), 3);
-        let order: Vec<_> = registry
-            .iter()
-            .map(|s| (s.name.clone(), s.version))
-            .collect();
-        assert_eq!(
-            order,
-            [("alpha".into(), 1), ("test".into(), 1), ("test".into(), 2)]
-        );
+        let order: Vec<_> = registry.iter().map(|s| (s.name.clone(), s.version)).collect();
+        assert_eq!(order, [("alpha".into(), 1), ("test".into(), 1), ("test".into(), 2)]);
         assert_eq!(registry.latest("test").map(|s| s.version), Some(2));
         assert_eq!(registry.get("test", 1).map(|s| s.version), Some(1));
         assert!(registry.get("test", 3).is_none());
         assert!(registry.latest("tes").is_none());
         assert!(registry.latest("test_more").is_none());
 
-        let (schema, table) = registry
-            .table(&TableName::new("test", "parents"))
-            .expect("table");
+        let (schema, table) = registry.table(&TableName::new("test", "parents")).expect("table");
         assert_eq!(schema.version, 2);
         assert_eq!(table.column("score").map(|c| c.ty), Some(ColumnType::Float));
         // `children` only exists in version 1; tables resolve against the latest.
-        assert!(
-            registry
-                .table(&TableName::new("test", "children"))
-                .is_none()
-        );
+        assert!(registry.table(&TableName::new("test", "children")).is_none());
         assert!(registry.table(&TableName::new("nope", "parents")).is_none());
     }
 
