@@ -211,6 +211,30 @@ async fn main() -> anyhow::Result<()> {
     let pg_vault = VaultId::generate().to_string();
     let mut report = Report { rows: Vec::new() };
 
+    println!("vault provisioning");
+    let mut c_lat = Vec::new();
+    let mut p_lat = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        engine.create_vault().await?;
+        c_lat.push(t.elapsed());
+        let t = Instant::now();
+        sqlx::query("INSERT INTO bench_vaults (id) VALUES ($1)")
+            .bind(VaultId::generate().to_string())
+            .execute(&pg)
+            .await?;
+        p_lat.push(t.elapsed());
+    }
+    c_lat.sort();
+    p_lat.sort();
+    report.add(
+        "create vault p50 (PG: insert a tenant row)",
+        percentile(&c_lat, 0.5),
+        percentile(&p_lat, 0.5),
+        "µs",
+        false,
+    );
+
     println!("single-row durable writes");
     for writers in [1usize, 64] {
         let (c_rate, c_lat) = coffer_writes(&engine, vault, writers, args.seconds).await?;
@@ -355,6 +379,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn setup_pg(pg: &PgPool) -> anyhow::Result<()> {
     for sql in [
+        "DROP TABLE IF EXISTS bench_vaults",
+        "CREATE TABLE bench_vaults (id text PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())",
         "DROP TABLE IF EXISTS bench_notes",
         "DROP TABLE IF EXISTS bench_audit",
         "CREATE TABLE bench_notes (vault_id text NOT NULL, id text NOT NULL, title text NOT NULL, body text, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (vault_id, id))",

@@ -181,3 +181,51 @@ async fn queries_reach_only_the_vault_catalog() {
     assert_eq!(empty[0].column(0).as_primitive::<Int64Type>().value(0), 0);
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn orphan_files_under_the_prefix_are_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = EngineOptions {
+        background: false,
+        ..EngineOptions::default()
+    };
+    let Embedded { engine, .. } = open_embedded(dir.path(), SchemaRegistry::builtin().unwrap(), opts)
+        .await
+        .unwrap();
+    let vault = engine.create_vault().await.unwrap();
+    engine.install_schema(vault, "notes", None).await.unwrap();
+    let notes = TableName::new("notes", "notes");
+    let app = AppId::new("writer");
+    for i in 0..10 {
+        let values = json!({"id": format!("n{i}"), "title": "kept"})
+            .as_object()
+            .unwrap()
+            .clone();
+        engine
+            .write(
+                vault,
+                &app,
+                vec![Mutation {
+                    table: notes.clone(),
+                    op: Op::Insert { values },
+                }],
+            )
+            .await
+            .unwrap();
+    }
+    engine.flush_table(vault, &notes).await.unwrap();
+    // Copy the real file under a new name next to it: a well-formed file
+    // with the right key, just not listed in the manifest.
+    let listed = engine.snapshot(vault, &notes).await.unwrap().manifest.files[0]
+        .key
+        .clone();
+    let src = dir.path().join("objects").join(&listed);
+    let orphan = src.with_file_name("01orphan0000000000000000000.parquet");
+    std::fs::copy(&src, &orphan).unwrap();
+    let q = VaultQuery::new(engine.clone(), vault);
+    let n = q.sql("SELECT count(*) FROM notes.notes").await.unwrap();
+    assert_eq!(n[0].column(0).as_primitive::<Int64Type>().value(0), 10);
+    assert_eq!(engine.snapshot(vault, &notes).await.unwrap().manifest.files.len(), 1);
+    assert!(orphan.exists());
+    engine.shutdown().await;
+}
