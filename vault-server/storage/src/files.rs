@@ -39,9 +39,9 @@ use crate::manifest::DataFile;
 /// encrypted, so the filter is readable only with the vault key.
 const BLOOM_KEY: &str = "coffer.id_bloom";
 /// Rows per data page: small pages let a point lookup decode little.
-const PAGE_ROWS: usize = 2048;
+pub const PAGE_ROWS: usize = 4096;
 /// ZSTD level of data pages.
-const ZSTD_LEVEL: i32 = 9;
+const ZSTD_LEVEL: i32 = 12;
 /// Rows per row group.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 

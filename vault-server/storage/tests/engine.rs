@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use coffer_core::schema::registry::SchemaRegistry;
 use coffer_core::{AppId, Seq, TableName, VaultId};
+use coffer_storage::files::PAGE_ROWS;
 use coffer_storage::{Embedded, Engine, EngineOptions, Mutation, Op, StorageError, Values, open_embedded};
 use serde_json::{Value, json};
 
@@ -416,14 +417,14 @@ async fn point_lookups_read_one_page_not_the_table() {
     assert_eq!(row.values["display_name"], json!("name 31234"));
     let decoded = stats.rows_decoded.load(Ordering::Relaxed) - before;
     assert!(
-        decoded > 0 && decoded <= 2048,
+        decoded > 0 && decoded <= PAGE_ROWS as u64,
         "decoded {decoded} rows of {n} for one lookup"
     );
     // An absent id costs the base at most one page per lookup.
     for i in 0..20 {
         let before = stats.rows_decoded.load(Ordering::Relaxed);
         assert!(engine.get(vault, &t, &format!("row-0{i}x")).await.unwrap().is_none());
-        assert!(stats.rows_decoded.load(Ordering::Relaxed) - before <= 2048);
+        assert!(stats.rows_decoded.load(Ordering::Relaxed) - before <= PAGE_ROWS as u64);
     }
     // A delta file (with a keyed bloom filter) is skipped for ids it lacks.
     let delta: Vec<Mutation> = (0..500)

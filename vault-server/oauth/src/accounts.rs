@@ -1,0 +1,417 @@
+//! Accounts: sign-up, sign-in with Argon2id and throttling, sessions with a
+//! CSRF token each.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use chrono::{DateTime, Utc};
+use coffer_core::{UserId, VaultId};
+use serde::Serialize;
+
+use crate::util::{ct_eq, from_micros, hash, micros, new_secret, random_bytes};
+use crate::{Error, OAuthServer};
+
+/// Shortest password accepted, in characters.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest password accepted, in bytes (bounds the hashing work).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// A user account: one person, one vault.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct User {
+    /// The user's id.
+    pub id: UserId,
+    /// The email address as the user typed it (unique ignoring case).
+    pub email: String,
+    /// The user's vault.
+    pub vault_id: VaultId,
+    /// When the account was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A session just created: give `token` to the browser (cookie: `HttpOnly`,
+/// `Secure`, `SameSite=Lax`) and put `csrf_token` into every form.
+#[derive(Clone)]
+pub struct NewSession {
+    /// The session token (secret; only its hash is stored).
+    pub token: String,
+    /// The session's CSRF token.
+    pub csrf_token: String,
+    /// When the session ends.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for NewSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewSession")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A live session, found by its token.
+#[derive(Clone)]
+pub struct Session {
+    /// The signed-in user.
+    pub user: User,
+    /// The session's CSRF token, to embed in forms.
+    pub csrf_token: String,
+    /// When the session started.
+    pub created_at: DateTime<Utc>,
+    /// When it ends.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("user", &self.user)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Checks a form's CSRF token against the session's, in constant time.
+    pub fn check_csrf(&self, submitted: &str) -> Result<(), Error> {
+        if ct_eq(submitted.as_bytes(), self.csrf_token.as_bytes()) {
+            Ok(())
+        } else {
+            Err(Error::Csrf)
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: String,
+    email: String,
+    vault_id: String,
+    created_at: i64,
+}
+
+impl UserRow {
+    fn into_user(self) -> Result<User, Error> {
+        Ok(User {
+            id: self
+                .id
+                .parse()
+                .map_err(|e| Error::Internal(format!("stored user: {e}")))?,
+            email: self.email,
+            vault_id: self
+                .vault_id
+                .parse()
+                .map_err(|e| Error::Internal(format!("stored user: {e}")))?,
+            created_at: from_micros(self.created_at),
+        })
+    }
+}
+
+/// The key an email is unique by: trimmed and lower-cased.
+fn email_key(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// A plausible email address: one `@`, a non-empty local part of at most 64
+/// bytes, a domain with a dot, no spaces or control characters, at most 254
+/// bytes in all.
+fn validate_email(email: &str) -> Result<&str, Error> {
+    let email = email.trim();
+    let (local, domain) = email.split_once('@').ok_or(Error::InvalidEmail)?;
+    let ok = email.len() <= 254
+        && !local.is_empty()
+        && local.len() <= 64
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok { Ok(email) } else { Err(Error::InvalidEmail) }
+}
+
+fn validate_password(password: &str) -> Result<(), Error> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(Error::InvalidPassword(format!(
+            "the password must have at least {MIN_PASSWORD_CHARS} characters"
+        )));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(Error::InvalidPassword(format!(
+            "the password must have at most {MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Argon2id with the crate's default parameters (19 MiB, 2 passes, 1 lane:
+/// the OWASP recommendation), as a PHC string.
+fn hash_password(password: &str) -> Result<String, Error> {
+    let salt =
+        SaltString::encode_b64(&random_bytes::<16>()?).map_err(|e| Error::Internal(format!("password salt: {e}")))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Internal(format!("password hashing failed: {e}")))
+}
+
+/// Whether `password` matches the PHC string `stored` (Argon2 compares in
+/// constant time).
+fn verify_password(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored)
+        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .unwrap_or(false)
+}
+
+/// A hash of a random password, verified against when the email is unknown
+/// so that unknown and known emails take the same time.
+fn dummy_hash() -> Result<&'static str, Error> {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    if let Some(h) = DUMMY.get() {
+        return Ok(h);
+    }
+    let h = hash_password(&crate::util::new_secret()?)?;
+    Ok(DUMMY.get_or_init(|| h))
+}
+
+/// Runs CPU-heavy password work off the async executor.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("password task failed: {e}")))
+}
+
+/// The address failures are counted by: IPv4 as is, IPv6 by its /64 (one
+/// host usually holds a whole /64), IPv4-mapped IPv6 as IPv4.
+fn throttle_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+const USER_COLUMNS: &str = "id, email, vault_id, created_at";
+
+impl OAuthServer {
+    /// Checks an email and password for sign-up without creating anything:
+    /// call it before creating the vault, then [`OAuthServer::sign_up`].
+    pub async fn check_sign_up(&self, email: &str, password: &str) -> Result<(), Error> {
+        let email = validate_email(email)?;
+        validate_password(password)?;
+        let taken: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE email_key = ?")
+            .bind(email_key(email))
+            .fetch_optional(&self.pool)
+            .await?;
+        if taken.is_some() {
+            return Err(Error::EmailTaken);
+        }
+        Ok(())
+    }
+
+    /// Creates an account for `email` owning `vault_id` (a vault the caller
+    /// has just created). The password is hashed with Argon2id.
+    pub async fn sign_up(&self, email: &str, password: &str, vault_id: VaultId) -> Result<User, Error> {
+        let email = validate_email(email)?.to_owned();
+        validate_password(password)?;
+        let password = password.to_owned();
+        let password_hash = blocking(move || hash_password(&password)).await??;
+        let user = User {
+            id: UserId::generate(),
+            email,
+            vault_id,
+            created_at: self.now(),
+        };
+        let result = sqlx::query(
+            "INSERT INTO users (id, email, email_key, password_hash, vault_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(user.id.to_string())
+        .bind(&user.email)
+        .bind(email_key(&user.email))
+        .bind(password_hash)
+        .bind(user.vault_id.to_string())
+        .bind(micros(user.created_at))
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(user),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() && e.message().contains("email_key") => {
+                Err(Error::EmailTaken)
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(Error::invalid_request("this vault already belongs to a user"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Signs in. After `login_max_failures` failures for this email from
+    /// this address within `login_window`, refuses with
+    /// [`Error::Throttled`] (without checking the password) until the oldest
+    /// counted failure leaves the window. An unknown email costs the same
+    /// time as a wrong password and counts as a failure.
+    pub async fn sign_in(&self, email: &str, password: &str, client_ip: IpAddr) -> Result<User, Error> {
+        let key = email_key(email);
+        let ip = throttle_key(client_ip);
+        let now = self.now();
+        let window = self.config.login_window;
+        let max = i64::from(self.config.login_max_failures.max(1));
+        let recent: Vec<i64> = sqlx::query_scalar(
+            "SELECT at FROM login_attempts WHERE email_key = ? AND client_ip = ? AND at > ? ORDER BY at DESC LIMIT ?",
+        )
+        .bind(&key)
+        .bind(&ip)
+        .bind(micros(now - window))
+        .bind(max)
+        .fetch_all(&self.pool)
+        .await?;
+        if recent.len() as i64 >= max
+            && let Some(oldest) = recent.last()
+        {
+            let until = from_micros(*oldest) + window;
+            let secs = (until - now).num_seconds().max(1);
+            return Err(Error::Throttled {
+                retry_after_secs: u64::try_from(secs).unwrap_or(1),
+            });
+        }
+
+        let row: Option<(String, String, String, String, i64)> =
+            sqlx::query_as("SELECT id, email, vault_id, password_hash, created_at FROM users WHERE email_key = ?")
+                .bind(&key)
+                .fetch_optional(&self.pool)
+                .await?;
+        let stored = match &row {
+            Some((_, _, _, h, _)) => h.clone(),
+            None => dummy_hash()?.to_owned(),
+        };
+        let password = password.to_owned();
+        let ok = blocking(move || verify_password(&password, &stored)).await? && row.is_some();
+        match row {
+            Some((id, email, vault_id, _, created_at)) if ok => {
+                sqlx::query("DELETE FROM login_attempts WHERE email_key = ? AND client_ip = ?")
+                    .bind(&key)
+                    .bind(&ip)
+                    .execute(&self.pool)
+                    .await?;
+                UserRow {
+                    id,
+                    email,
+                    vault_id,
+                    created_at,
+                }
+                .into_user()
+            }
+            _ => {
+                sqlx::query("INSERT INTO login_attempts (email_key, client_ip, at) VALUES (?, ?, ?)")
+                    .bind(&key)
+                    .bind(&ip)
+                    .bind(micros(now))
+                    .execute(&self.pool)
+                    .await?;
+                Err(Error::InvalidCredentials)
+            }
+        }
+    }
+
+    /// Starts a session for `user` lasting `session_lifetime`.
+    pub async fn create_session(&self, user: UserId) -> Result<NewSession, Error> {
+        let token = new_secret()?;
+        let csrf_token = new_secret()?;
+        let now = self.now();
+        let expires_at = now + self.config.session_lifetime;
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(hash(&token))
+        .bind(user.to_string())
+        .bind(&csrf_token)
+        .bind(micros(now))
+        .bind(micros(expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(NewSession {
+            token,
+            csrf_token,
+            expires_at,
+        })
+    }
+
+    /// The live session of a session token; [`Error::InvalidSession`] if it
+    /// is unknown, expired or signed out.
+    pub async fn session(&self, token: &str) -> Result<Session, Error> {
+        let row: Option<(String, i64, i64, String, String, String, i64)> = sqlx::query_as(
+            "SELECT s.csrf_token, s.created_at, s.expires_at, u.id, u.email, u.vault_id, u.created_at \
+             FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?",
+        )
+        .bind(hash(token))
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((csrf_token, created_at, expires_at, id, email, vault_id, user_created)) = row else {
+            return Err(Error::InvalidSession);
+        };
+        let expires_at = from_micros(expires_at);
+        if expires_at <= self.now() {
+            self.sign_out(token).await?;
+            return Err(Error::InvalidSession);
+        }
+        Ok(Session {
+            user: UserRow {
+                id,
+                email,
+                vault_id,
+                created_at: user_created,
+            }
+            .into_user()?,
+            csrf_token,
+            created_at: from_micros(created_at),
+            expires_at,
+        })
+    }
+
+    /// Ends a session (unknown tokens are ignored).
+    pub async fn sign_out(&self, token: &str) -> Result<(), Error> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+            .bind(hash(token))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends every session of `user` (e.g. after a password change).
+    pub async fn sign_out_everywhere(&self, user: UserId) -> Result<u64, Error> {
+        Ok(sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+            .bind(user.to_string())
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// One user.
+    pub async fn user(&self, id: UserId) -> Result<User, Error> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?");
+        sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NotFound("user"))?
+            .into_user()
+    }
+
+    /// Every user, oldest first.
+    pub async fn list_users(&self) -> Result<Vec<User>, Error> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id");
+        sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(UserRow::into_user)
+            .collect()
+    }
+}

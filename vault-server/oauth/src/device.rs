@@ -1,0 +1,388 @@
+//! Device authorization (RFC 8628) for CLIs and agents: the device asks for
+//! a code pair, the user enters the user code on the verification page and
+//! consents, the device polls the token endpoint.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use coffer_auth::GrantSpec;
+use coffer_core::{AppId, UserId};
+use serde::Serialize;
+
+use crate::dpop::DpopProof;
+use crate::grants::{parse_spec, spec_json};
+use crate::tokens::{FamilyRow, TokenResponse, seconds_until};
+use crate::util::{from_micros, hash, micros, new_secret, random_bytes};
+use crate::{ClientCredentials, Error, ErrorCode, GrantType, OAuthServer, endpoints};
+
+/// The letters of user codes: consonants without ambiguous ones (no vowels,
+/// so no words; no I, O, U, Y), as RFC 8628 §6.1 suggests.
+pub const USER_CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
+/// Letters in a user code (shown as `XXXX-XXXX`).
+pub const USER_CODE_LEN: usize = 8;
+
+/// The device authorization response (RFC 8628 §3.2).
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceAuthorization {
+    /// The device code the device polls with (secret).
+    pub device_code: String,
+    /// The code the user types, `XXXX-XXXX`.
+    pub user_code: String,
+    /// Where the user goes.
+    pub verification_uri: String,
+    /// The same with the user code filled in.
+    pub verification_uri_complete: String,
+    /// Seconds until the codes expire.
+    pub expires_in: i64,
+    /// Seconds to wait between polls.
+    pub interval: i64,
+}
+
+impl fmt::Debug for DeviceAuthorization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceAuthorization")
+            .field("user_code", &self.user_code)
+            .field("verification_uri", &self.verification_uri)
+            .field("expires_in", &self.expires_in)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A pending device request, for the verification page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRequest {
+    /// The user code, `XXXX-XXXX`.
+    pub user_code: String,
+    /// The app.
+    pub client_id: AppId,
+    /// The app's name.
+    pub app_name: String,
+    /// What the app asks for.
+    pub requested: GrantSpec,
+    /// When the request expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A new random user code (8 letters of the alphabet, unbiased).
+fn new_user_code() -> Result<String, Error> {
+    let mut code = String::with_capacity(USER_CODE_LEN);
+    while code.len() < USER_CODE_LEN {
+        for b in random_bytes::<16>()? {
+            // 240 = 12 × 20: rejecting the rest keeps every letter equally likely.
+            if b < 240 && code.len() < USER_CODE_LEN {
+                code.push(char::from(USER_CODE_ALPHABET[usize::from(b % 20)]));
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// The stored form of a typed user code: upper case, without dashes and
+/// spaces; `None` if it cannot be a user code.
+fn normalize_user_code(typed: &str) -> Option<String> {
+    let code: String = typed
+        .chars()
+        .filter(|c| *c != '-' && !c.is_whitespace())
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    (code.len() == USER_CODE_LEN && code.bytes().all(|b| USER_CODE_ALPHABET.contains(&b))).then_some(code)
+}
+
+/// `BCDFGHJK` → `BCDF-GHJK`.
+fn format_user_code(code: &str) -> String {
+    let (a, b) = code.split_at(code.len().min(USER_CODE_LEN / 2));
+    format!("{a}-{b}")
+}
+
+impl OAuthServer {
+    /// The user-facing verification URI (`{issuer}/device`).
+    pub fn verification_uri(&self) -> String {
+        format!("{}{}", self.config.issuer, endpoints::DEVICE_VERIFICATION)
+    }
+
+    /// RFC 8628 §3.1: a client (registered for the device code grant) asks
+    /// for a device code and a user code for `scope` and/or
+    /// `authorization_details` (or its default scope).
+    pub async fn start_device_authorization(
+        &self,
+        client: &ClientCredentials,
+        scope: Option<&str>,
+        authorization_details: Option<&str>,
+    ) -> Result<DeviceAuthorization, Error> {
+        let app = self.authenticate_client(client).await?;
+        if !app.allows(GrantType::DeviceCode) {
+            return Err(Error::unauthorized_client(
+                "this client is not registered for the device code grant",
+            ));
+        }
+        let requested = self.resolve_request(scope, authorization_details, &app)?;
+        let device_code = new_secret()?;
+        let now = self.now();
+        let interval = self.config.device_poll_interval.num_seconds().max(1);
+        let mut attempts = 0;
+        let user_code = loop {
+            let user_code = new_user_code()?;
+            let result = sqlx::query(
+                "INSERT INTO device_codes (device_code_hash, user_code, app_id, spec, status, created_at, expires_at, \
+                 interval_secs) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
+            )
+            .bind(hash(&device_code))
+            .bind(&user_code)
+            .bind(app.client_id.as_str())
+            .bind(spec_json(&requested)?)
+            .bind(micros(now))
+            .bind(micros(now + self.config.device_code_lifetime))
+            .bind(interval)
+            .execute(&self.pool)
+            .await;
+            match result {
+                Ok(_) => break user_code,
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() && attempts < 5 => {
+                    // A user code still stored (perhaps expired): free expired ones and retry.
+                    attempts += 1;
+                    sqlx::query("DELETE FROM device_codes WHERE expires_at < ?")
+                        .bind(micros(now))
+                        .execute(&self.pool)
+                        .await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let shown = format_user_code(&user_code);
+        let verification_uri = self.verification_uri();
+        let verification_uri_complete = crate::authorize::with_query(&verification_uri, &[("user_code", &shown)])?;
+        Ok(DeviceAuthorization {
+            device_code,
+            user_code: shown,
+            verification_uri,
+            verification_uri_complete,
+            expires_in: self.config.device_code_lifetime.num_seconds(),
+            interval,
+        })
+    }
+
+    /// The pending request of a user code as typed (case, dashes and spaces
+    /// do not matter). [`Error::NotFound`] if it is unknown, expired or
+    /// already answered. Rate-limit this page per session: user codes have
+    /// about 34.6 bits.
+    pub async fn device_lookup(&self, user_code: &str) -> Result<DeviceRequest, Error> {
+        let code = normalize_user_code(user_code).ok_or(Error::NotFound("device code"))?;
+        let row: Option<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT d.app_id, a.name, d.spec, d.expires_at FROM device_codes d JOIN apps a ON a.client_id = d.app_id \
+             WHERE d.user_code = ? AND d.status = 'pending' AND d.expires_at > ?",
+        )
+        .bind(&code)
+        .bind(micros(self.now()))
+        .fetch_optional(&self.pool)
+        .await?;
+        let (app_id, app_name, spec, expires_at) = row.ok_or(Error::NotFound("device code"))?;
+        Ok(DeviceRequest {
+            user_code: format_user_code(&code),
+            client_id: AppId::new(app_id),
+            app_name,
+            requested: parse_spec(&spec)?,
+            expires_at: from_micros(expires_at),
+        })
+    }
+
+    /// The user allows `approved` (intersected with the request) for a user
+    /// code: creates or widens the grant; the device's next poll gets the
+    /// tokens. Returns what was approved; an empty approval is a denial.
+    pub async fn device_approve(
+        &self,
+        user: UserId,
+        user_code: &str,
+        approved: &GrantSpec,
+    ) -> Result<GrantSpec, Error> {
+        let request = self.device_lookup(user_code).await?;
+        let effective = request.requested.intersect(approved);
+        if effective.is_empty() {
+            self.device_deny(user_code).await?;
+            return Ok(effective);
+        }
+        let owner = self.user(user).await?;
+        let code = normalize_user_code(user_code).ok_or(Error::NotFound("device code"))?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let upserted = self
+            .upsert_grant(&mut tx, user, owner.vault_id, &request.client_id, &effective)
+            .await?;
+        let family = self
+            .create_family(&mut tx, &request.client_id, &upserted.grant, &effective)
+            .await?;
+        let updated = sqlx::query(
+            "UPDATE device_codes SET status = 'approved', user_id = ?, grant_id = ?, family_id = ? \
+             WHERE user_code = ? AND status = 'pending' AND expires_at > ?",
+        )
+        .bind(user.to_string())
+        .bind(upserted.grant.id.to_string())
+        .bind(&family)
+        .bind(&code)
+        .bind(micros(self.now()))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            return Err(Error::NotFound("device code"));
+        }
+        tx.commit().await?;
+        if upserted.changed {
+            self.revocation
+                .set_grant(upserted.grant.id, upserted.grant.version, upserted.grant.status);
+        }
+        Ok(effective)
+    }
+
+    /// The user refuses a user code; the device's next poll gets
+    /// `access_denied`.
+    pub async fn device_deny(&self, user_code: &str) -> Result<(), Error> {
+        let code = normalize_user_code(user_code).ok_or(Error::NotFound("device code"))?;
+        let updated = sqlx::query(
+            "UPDATE device_codes SET status = 'denied' WHERE user_code = ? AND status = 'pending' AND expires_at > ?",
+        )
+        .bind(&code)
+        .bind(micros(self.now()))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if updated == 1 {
+            Ok(())
+        } else {
+            Err(Error::NotFound("device code"))
+        }
+    }
+
+    /// RFC 8628 §3.4–3.5: the device polls with its device code.
+    /// `authorization_pending` until the user answers, `slow_down` (and the
+    /// interval grows by 5 s) if polled faster than the interval,
+    /// `access_denied` if refused, `expired_token` after expiry; once
+    /// approved, the tokens, once.
+    pub async fn poll_device(
+        &self,
+        client: &ClientCredentials,
+        device_code: &str,
+        dpop: Option<&DpopProof>,
+    ) -> Result<TokenResponse, Error> {
+        let app = self.authenticate_client(client).await?;
+        if !app.allows(GrantType::DeviceCode) {
+            return Err(Error::unauthorized_client(
+                "this client is not registered for the device code grant",
+            ));
+        }
+        let jkt = match dpop {
+            Some(p) => Some(self.verify_dpop(p).await?),
+            None => None,
+        };
+        let now = self.now();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        #[allow(clippy::type_complexity)]
+        let row: Option<(String, String, Option<String>, Option<String>, i64, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT app_id, status, grant_id, family_id, expires_at, interval_secs, last_poll_at \
+             FROM device_codes WHERE device_code_hash = ?",
+        )
+        .bind(hash(device_code))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((app_id, status, grant_id, family_id, expires_at, interval, last_poll)) = row else {
+            return Err(Error::invalid_grant("the device code is invalid"));
+        };
+        if app_id != app.client_id.as_str() {
+            return Err(Error::invalid_grant("the device code was issued to another client"));
+        }
+        if status == "used" {
+            return Err(Error::invalid_grant("the device code was already used"));
+        }
+        if now >= from_micros(expires_at) {
+            return Err(Error::oauth(
+                ErrorCode::ExpiredToken,
+                "the device code expired; start again",
+            ));
+        }
+        if let Some(last) = last_poll
+            && seconds_until(from_micros(last), now) < interval
+        {
+            sqlx::query("UPDATE device_codes SET interval_secs = interval_secs + 5, last_poll_at = ? WHERE device_code_hash = ?")
+                .bind(micros(now))
+                .bind(hash(device_code))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Err(Error::oauth(
+                ErrorCode::SlowDown,
+                format!("polling too fast; wait at least {} seconds between polls", interval + 5),
+            ));
+        }
+        sqlx::query("UPDATE device_codes SET last_poll_at = ? WHERE device_code_hash = ?")
+            .bind(micros(now))
+            .bind(hash(device_code))
+            .execute(&mut *tx)
+            .await?;
+        match status.as_str() {
+            "pending" => {
+                tx.commit().await?;
+                Err(Error::oauth(
+                    ErrorCode::AuthorizationPending,
+                    "the user has not answered yet",
+                ))
+            }
+            "denied" => {
+                tx.commit().await?;
+                Err(Error::access_denied("the user did not allow access"))
+            }
+            _ => {
+                let (Some(grant_id), Some(family)) = (grant_id, family_id) else {
+                    return Err(Error::Internal("approved device code without grant".into()));
+                };
+                sqlx::query("UPDATE device_codes SET status = 'used' WHERE device_code_hash = ?")
+                    .bind(hash(device_code))
+                    .execute(&mut *tx)
+                    .await?;
+                let issued: Result<TokenResponse, Error> = async {
+                    let (family_row, grant, spec): (FamilyRow, _, _) =
+                        self.family_and_grant(&mut tx, &family, &grant_id).await?;
+                    if let Some(j) = &jkt {
+                        sqlx::query("UPDATE token_families SET dpop_jkt = ? WHERE id = ?")
+                            .bind(j)
+                            .bind(&family)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    self.issue_in(&mut tx, &app, &family_row, &grant, &spec, jkt.as_deref(), None)
+                        .await
+                }
+                .await;
+                match issued {
+                    Err(e @ (Error::Database(_) | Error::Internal(_))) => Err(e),
+                    other => {
+                        tx.commit().await?;
+                        other
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_codes_use_the_alphabet_and_normalize() {
+        for _ in 0..200 {
+            let code = new_user_code().unwrap();
+            assert_eq!(code.len(), USER_CODE_LEN);
+            assert!(code.bytes().all(|b| USER_CODE_ALPHABET.contains(&b)));
+            let shown = format_user_code(&code);
+            assert_eq!(shown.len(), 9);
+            assert_eq!(normalize_user_code(&shown.to_lowercase()), Some(code.clone()));
+            assert_eq!(
+                normalize_user_code(&format!(" {} ", shown.replace('-', " "))),
+                Some(code)
+            );
+        }
+        assert_eq!(normalize_user_code("BCDF-GHJ"), None);
+        assert_eq!(normalize_user_code("BCDF-GHJA"), None);
+        assert_eq!(normalize_user_code("BCDF-GHJK-L"), None);
+    }
+}

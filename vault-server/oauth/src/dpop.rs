@@ -1,0 +1,233 @@
+//! DPoP (RFC 9449): verifying proofs at the token and PAR endpoints, and
+//! binding capability tokens to the proof key.
+//!
+//! # How an access token is bound
+//!
+//! `coffer_auth::mint` has no place for `cnf.jkt`, and the root key cannot
+//! be reached from outside `coffer-auth`. So a bound token gets one more
+//! biscuit block, appended by this server right after minting (like any
+//! attenuation, it can only restrict, and a holder cannot remove it):
+//!
+//! ```text
+//! cnf_jkt("<thumbprint>");
+//! check if dpop_jkt("<thumbprint>");
+//! ```
+//!
+//! The check passes only if the verifier supplies the fact
+//! `dpop_jkt("<thumbprint>")`, which a resource server does after verifying
+//! the DPoP proof of the request. `coffer_auth::Authorizer` does not supply
+//! it yet, so a bound token is refused there (`restricted`) until the
+//! gateway learns DPoP: fail-closed. The thumbprint is also recorded in
+//! `access_tokens.dpop_jkt` and reported by introspection as `cnf.jkt`.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use biscuit_auth::UnverifiedBiscuit;
+use biscuit_auth::macros::block;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use url::Url;
+
+use crate::util::micros;
+use crate::{Error, OAuthServer};
+
+/// Longest DPoP proof accepted, in bytes.
+pub const MAX_DPOP_PROOF_LEN: usize = 8 * 1024;
+/// Longest `jti` accepted, in bytes.
+pub const MAX_JTI_LEN: usize = 256;
+
+/// A DPoP proof as received: the `DPoP` header and the request it came with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DpopProof {
+    /// The `DPoP` header value (a compact JWS).
+    pub jwt: String,
+    /// The HTTP method of the request (`POST`).
+    pub method: String,
+    /// The full URL of the endpoint as the client addressed it, e.g.
+    /// `https://vault.example/oauth/token` (query and fragment are ignored).
+    pub url: String,
+}
+
+impl fmt::Debug for DpopProof {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DpopProof")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DpopProof {
+    /// A proof received with `method url`.
+    pub fn new(jwt: impl Into<String>, method: impl Into<String>, url: impl Into<String>) -> Self {
+        DpopProof {
+            jwt: jwt.into(),
+            method: method.into(),
+            url: url.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    htm: String,
+    htu: String,
+    iat: i64,
+    jti: String,
+}
+
+/// The URL without query and fragment, normalized by the URL parser
+/// (scheme and host case, default port).
+fn htu_form(s: &str) -> Option<String> {
+    let mut u = Url::parse(s).ok()?;
+    u.set_query(None);
+    u.set_fragment(None);
+    Some(u.to_string())
+}
+
+/// Whether `s` is base64url (no padding) of exactly `len` bytes.
+fn is_b64url_of(s: &str, len: usize) -> bool {
+    s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && URL_SAFE_NO_PAD.decode(s).is_ok_and(|bytes| bytes.len() == len)
+}
+
+/// Checks the JOSE header as raw JSON: `typ`, `alg`, and a public `jwk`
+/// without private members.
+fn check_raw_header(jwt: &str) -> Result<Algorithm, Error> {
+    let bad = Error::invalid_dpop;
+    let header = jwt
+        .split('.')
+        .next()
+        .ok_or_else(|| bad("the DPoP proof is not a JWS"))?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| bad("the DPoP proof header is not base64url"))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| bad("the DPoP proof header is not JSON"))?;
+    if value.get("typ").and_then(|t| t.as_str()) != Some("dpop+jwt") {
+        return Err(bad("the DPoP proof must have typ `dpop+jwt`"));
+    }
+    let alg = match value.get("alg").and_then(|a| a.as_str()) {
+        Some("ES256") => Algorithm::ES256,
+        Some("EdDSA") => Algorithm::EdDSA,
+        _ => return Err(bad("the DPoP proof must be signed with ES256 or EdDSA")),
+    };
+    let jwk = value
+        .get("jwk")
+        .and_then(|j| j.as_object())
+        .ok_or_else(|| bad("the DPoP proof header must carry the public key as `jwk`"))?;
+    if ["d", "p", "q", "dp", "dq", "qi", "k"]
+        .iter()
+        .any(|m| jwk.contains_key(*m))
+    {
+        return Err(bad("the DPoP proof's jwk must not contain a private key"));
+    }
+    Ok(alg)
+}
+
+/// Checks that the JWK's key type and curve fit the algorithm and that its
+/// coordinates are base64url of the right length (32 bytes each). The length
+/// check matters: `jsonwebtoken`'s EdDSA verifier slices the key to 32 bytes
+/// and would panic on a shorter one.
+fn check_jwk(alg: Algorithm, jwk: &Jwk) -> Result<(), Error> {
+    let ok = match (&jwk.algorithm, alg) {
+        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256) => {
+            ec.curve == EllipticCurve::P256 && is_b64url_of(&ec.x, 32) && is_b64url_of(&ec.y, 32)
+        }
+        (AlgorithmParameters::OctetKeyPair(okp), Algorithm::EdDSA) => {
+            okp.curve == EllipticCurve::Ed25519 && is_b64url_of(&okp.x, 32)
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_dpop(
+            "the DPoP key does not fit the algorithm (ES256 needs an EC P-256 key, EdDSA an Ed25519 key)",
+        ))
+    }
+}
+
+impl OAuthServer {
+    /// Verifies a DPoP proof for a request to this server's token or PAR
+    /// endpoint: header `typ` `dpop+jwt`, `alg` ES256 or EdDSA, a public
+    /// `jwk`; the signature; `htm` and `htu` equal to the request's; `iat`
+    /// within `dpop_iat_window` of now; a `jti` not seen before (kept in the
+    /// database until the proof is too old). Returns the key's RFC 7638
+    /// SHA-256 thumbprint. Any failure is `invalid_dpop_proof`.
+    pub async fn verify_dpop(&self, proof: &DpopProof) -> Result<String, Error> {
+        let bad = Error::invalid_dpop;
+        if proof.jwt.len() > MAX_DPOP_PROOF_LEN {
+            return Err(bad("the DPoP proof is too long"));
+        }
+        let alg = check_raw_header(&proof.jwt)?;
+        let header = jsonwebtoken::decode_header(&proof.jwt).map_err(|_| bad("the DPoP proof header is invalid"))?;
+        if header.alg != alg {
+            return Err(bad("the DPoP proof header is invalid"));
+        }
+        let jwk = header.jwk.ok_or_else(|| bad("the DPoP proof has no jwk"))?;
+        check_jwk(alg, &jwk)?;
+        let key = DecodingKey::from_jwk(&jwk).map_err(|_| bad("the DPoP proof's jwk is not a usable key"))?;
+        let mut validation = Validation::new(alg);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        let claims = jsonwebtoken::decode::<Claims>(&proof.jwt, &key, &validation)
+            .map_err(|e| Error::invalid_dpop(format!("the DPoP proof does not verify: {e}")))?
+            .claims;
+        if claims.htm != proof.method {
+            return Err(bad("the DPoP proof's htm does not match the request method"));
+        }
+        match (htu_form(&claims.htu), htu_form(&proof.url)) {
+            (Some(a), Some(b)) if a == b => {}
+            _ => return Err(bad("the DPoP proof's htu does not match the request URL")),
+        }
+        let now = self.now();
+        let window = self.config.dpop_iat_window;
+        let iat =
+            chrono::DateTime::from_timestamp(claims.iat, 0).ok_or_else(|| bad("the DPoP proof's iat is invalid"))?;
+        if iat < now - window || iat > now + window {
+            return Err(bad("the DPoP proof's iat is too far from the server's time"));
+        }
+        if claims.jti.is_empty() || claims.jti.len() > MAX_JTI_LEN {
+            return Err(bad("the DPoP proof needs a jti of 1 to 256 bytes"));
+        }
+        let jkt = jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|_| bad("the DPoP key has no thumbprint"))?;
+        let inserted =
+            sqlx::query("INSERT INTO dpop_proofs (jti_hash, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                .bind(crate::util::hash(&format!("{jkt}:{}", claims.jti)))
+                .bind(micros(iat + window + window))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        if inserted == 0 {
+            return Err(bad("the DPoP proof was already used (replayed jti)"));
+        }
+        Ok(jkt)
+    }
+}
+
+/// Appends the DPoP binding block to a freshly minted token.
+pub(crate) fn bind_token(token: &str, jkt: &str) -> Result<String, Error> {
+    let failed = |e: biscuit_auth::error::Token| Error::Internal(format!("binding the token to the DPoP key: {e}"));
+    let unverified = UnverifiedBiscuit::from_base64(token).map_err(failed)?;
+    let block = block!(r#"cnf_jkt({jkt}); check if dpop_jkt({jkt});"#);
+    unverified.append(block).and_then(|t| t.to_base64()).map_err(failed)
+}
+
+/// The revocation id of a token's authority block (revoking it revokes the
+/// token and everything derived from it).
+pub(crate) fn authority_revocation_id(token: &str) -> Result<Vec<u8>, Error> {
+    UnverifiedBiscuit::from_base64(token)
+        .map_err(|e| Error::Internal(format!("reading the minted token: {e}")))?
+        .revocation_identifiers()
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Internal("the minted token has no block".into()))
+}
