@@ -34,6 +34,9 @@ struct Args {
     /// Seconds each write-throughput workload runs.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Run only the provisioning and write workloads.
+    #[arg(long)]
+    writes_only: bool,
     /// Point reads measured.
     #[arg(long, default_value_t = 20_000)]
     reads: usize,
@@ -260,6 +263,12 @@ async fn main() -> anyhow::Result<()> {
             "µs",
             false,
         );
+    }
+
+    if args.writes_only {
+        report.print();
+        engine.shutdown().await;
+        return Ok(());
     }
 
     println!("bulk load of {} audit rows", args.rows);

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use coffer_core::{AppId, Seq, VaultId};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::control::{ControlDb, LogAppend, now_micros};
@@ -20,6 +22,8 @@ use crate::row::{RowVersion, Values, apply_patch, check_required};
 
 /// Most mutations committed in one group.
 const MAX_GROUP_OPS: usize = 16 * 1024;
+/// Scheduler turns the committer waits for writers to come back.
+const MAX_IDLE_TURNS: u32 = 8;
 
 /// A mutation as a caller states it.
 #[derive(Clone, Debug)]
@@ -86,11 +90,21 @@ type SealedEntry = (String, i64, String, [u8; 16], Vec<u8>);
 pub(crate) struct Committer {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<WriteRequest>,
+    /// The committer's own database connection, opened on first use.
+    conn: Option<PoolConnection<Sqlite>>,
+    /// Mutations in the last group: the next group waits briefly for as
+    /// many writers to come back before it commits.
+    last_group_ops: usize,
 }
 
 impl Committer {
     pub fn new(shared: Arc<Shared>, rx: mpsc::Receiver<WriteRequest>) -> Self {
-        Self { shared, rx }
+        Self {
+            shared,
+            rx,
+            conn: None,
+            last_group_ops: 0,
+        }
     }
 
     pub async fn run(mut self) {
@@ -112,20 +126,30 @@ impl Committer {
             };
             let mut ops = first.ops.len();
             let mut group = vec![first];
+            // Group commit: take what is waiting; when the last group was
+            // large, give its writers a few scheduler turns to come back, so
+            // one fsync acknowledges them all again.
+            let mut idle_turns = 0;
             while ops < MAX_GROUP_OPS {
                 match self.rx.try_recv() {
                     Ok(req) => {
                         ops += req.ops.len();
                         group.push(req);
+                        idle_turns = 0;
+                    }
+                    Err(_) if ops < self.last_group_ops && idle_turns < MAX_IDLE_TURNS => {
+                        idle_turns += 1;
+                        tokio::task::yield_now().await;
                     }
                     Err(_) => break,
                 }
             }
+            self.last_group_ops = ops.min(MAX_GROUP_OPS) * 3 / 4;
             self.commit_group(group).await;
         }
     }
 
-    async fn commit_group(&self, group: Vec<WriteRequest>) {
+    async fn commit_group(&mut self, group: Vec<WriteRequest>) {
         // 1. Resolve every request against current rows; a failing request
         //    is answered at once and leaves no trace in the group.
         let mut overlay: HashMap<RowKey, RowVersion> = HashMap::new();
@@ -148,21 +172,21 @@ impl Committer {
         // 2. One transaction for the whole group.
         match self.append(&mut ready).await {
             Ok(failed) => {
-                let mut pending = self.shared.pending.lock().expect("pending");
                 let mut wake = false;
                 for (i, (req, rows)) in ready.into_iter().enumerate() {
                     if failed.contains(&i) {
                         let _ = req.reply.send(Err(StorageError::VaultDeleted(req.vault)));
                         continue;
                     }
-                    for op in &req.ops {
-                        let n = pending.entry((req.vault, op.table.name.to_string())).or_insert(0);
-                        *n += 1;
-                        wake |= *n >= self.shared.options.flush_rows;
+                    for (op, row) in req.ops.iter().zip(&rows) {
+                        let table = op.table.name.to_string();
+                        self.shared
+                            .tail
+                            .record(req.vault, &table, req.keys.row_hash(&table, &row.id), row.seq.0);
+                        wake |= self.shared.tail.len(req.vault, &table) as i64 >= self.shared.options.flush_rows;
                     }
                     let _ = req.reply.send(Ok(rows));
                 }
-                drop(pending);
                 if wake {
                     self.shared.wake.notify_one();
                 }
@@ -271,8 +295,12 @@ impl Committer {
     /// Reserves sequence numbers, seals and appends every row of the group
     /// in one transaction. Returns the indexes of requests whose vault was
     /// deleted meanwhile (nothing of them was written).
-    async fn append(&self, ready: &mut [(WriteRequest, Vec<RowVersion>)]) -> Result<Vec<usize>, StorageError> {
-        let mut tx = self.shared.db.begin_write().await?;
+    async fn append(&mut self, ready: &mut [(WriteRequest, Vec<RowVersion>)]) -> Result<Vec<usize>, StorageError> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => self.conn.insert(self.shared.db.dedicated_connection().await?),
+        };
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let mut counts: HashMap<VaultId, i64> = HashMap::new();
         for (req, rows) in ready.iter() {
             *counts.entry(req.vault).or_insert(0) += rows.len() as i64;

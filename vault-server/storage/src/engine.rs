@@ -23,10 +23,11 @@ use crate::commit::{Committer, Op, Prepared, PreparedOp, WriteRequest};
 use crate::control::{ControlDb, VaultKeyState};
 use crate::crypto::{DataKey, MasterKey, VaultKeys};
 use crate::error::StorageError;
-use crate::files::{FileCache, LookupStats, Objects, lookup};
+use crate::files::{FileCache, LookupStats, Objects, PageCache, lookup};
 use crate::layout::VaultPrefix;
 use crate::manifest::Manifest;
 use crate::row::{RowVersion, Values, normalize_values, validate_id};
+use crate::tail::TailIndex;
 
 /// Tuning of the storage engine. The defaults suit the embedded server.
 #[derive(Clone, Debug)]
@@ -45,6 +46,8 @@ pub struct EngineOptions {
     pub key_cache: usize,
     /// Opened data files (metadata, bloom filter) kept in memory.
     pub file_cache: usize,
+    /// Bytes of decoded data pages kept for point lookups.
+    pub page_cache_bytes: usize,
     /// Run the background flusher, compactor and purger.
     pub background: bool,
 }
@@ -59,6 +62,7 @@ impl Default for EngineOptions {
             log_retention: Duration::from_secs(24 * 3600),
             key_cache: 4096,
             file_cache: 4096,
+            page_cache_bytes: 256 << 20,
             background: true,
         }
     }
@@ -118,9 +122,10 @@ pub(crate) struct Shared {
     pub manifests: Mutex<LruCache<(VaultId, String), Arc<Manifest>>>,
     pub files: Arc<FileCache>,
     pub lookups: LookupStats,
+    pub pages: PageCache,
     pub options: EngineOptions,
-    /// Unflushed change counts per (vault, table).
-    pub pending: Mutex<HashMap<(VaultId, String), i64>>,
+    /// Which rows have unflushed changes, per (vault, table).
+    pub tail: TailIndex,
     /// Wakes the background worker.
     pub wake: Notify,
     /// Set once when the engine shuts down.
@@ -152,12 +157,10 @@ impl Engine {
         registry: SchemaRegistry,
         options: EngineOptions,
     ) -> Result<Self, StorageError> {
-        let pending = db
-            .unflushed_tables()
-            .await?
-            .into_iter()
-            .map(|(v, t, n)| ((v, t), n))
-            .collect();
+        let tail = TailIndex::default();
+        for (vault, table, hash, seq) in db.unflushed_entries().await? {
+            tail.record(vault, &table, hash, seq);
+        }
         let shared = Arc::new(Shared {
             db,
             objects: Objects::new(store, local_root),
@@ -168,7 +171,8 @@ impl Engine {
             manifests: lru(options.file_cache),
             files: Arc::new(FileCache::new(options.file_cache)),
             lookups: LookupStats::default(),
-            pending: Mutex::new(pending),
+            pages: PageCache::new(options.page_cache_bytes),
+            tail,
             wake: Notify::new(),
             shutdown: Default::default(),
             stop_committer: Notify::new(),
@@ -226,6 +230,8 @@ impl Engine {
         self.shared.keys.lock().expect("key cache").pop(&vault);
         self.shared.tables.lock().expect("table cache").pop(&vault);
         self.shared.files.forget_prefix(&format!("vaults/{vault}/"));
+        self.shared.pages.forget_prefix(&format!("vaults/{vault}/"));
+        self.shared.tail.forget_vault(vault);
         self.shared.wake.notify_one();
         Ok(())
     }
@@ -361,7 +367,7 @@ impl Engine {
         // and the tail: retry until both belong to the same manifest version.
         let (manifest, tail_rows) = loop {
             let manifest = self.shared.manifest(vault, &keys, &table.name).await?;
-            let (rows, _, _) = self
+            let (rows, _) = self
                 .shared
                 .tail_versions(vault, &keys, &table, manifest.flushed_seq, i64::MAX)
                 .await?;
@@ -583,8 +589,7 @@ impl Shared {
     }
 
     /// The log tail of a table after `after` (at most `limit` entries):
-    /// newest version per id sorted by id, the last entry's seq, and how
-    /// many entries were read.
+    /// newest version per id sorted by id, and the last entry's seq.
     pub async fn tail_versions(
         &self,
         vault: VaultId,
@@ -592,11 +597,10 @@ impl Shared {
         table: &InstalledTable,
         after: i64,
         limit: i64,
-    ) -> Result<(Vec<RowVersion>, Option<i64>, i64), StorageError> {
+    ) -> Result<(Vec<RowVersion>, Option<i64>), StorageError> {
         let name = table.name.to_string();
         let entries = self.db.log_tail(vault, &name, after, limit).await?;
         let last = entries.last().map(|e| e.seq);
-        let count = entries.len() as i64;
         let mut newest: HashMap<String, RowVersion> = HashMap::with_capacity(entries.len());
         for e in entries {
             let row = self.open_log(vault, keys, &name, e.seq, &e.payload)?;
@@ -604,7 +608,7 @@ impl Shared {
         }
         let mut rows: Vec<RowVersion> = newest.into_values().collect();
         rows.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok((rows, last, count))
+        Ok((rows, last))
     }
 
     /// The newest version of a row, tombstones included.
@@ -617,7 +621,12 @@ impl Shared {
     ) -> Result<Option<RowVersion>, StorageError> {
         let name = table.name.to_string();
         let hash = keys.row_hash(&name, id);
-        if let Some(entry) = self.db.latest_log_entry(vault, &name, &hash).await? {
+        if let Some(seq) = self.tail.latest(vault, &name, &hash) {
+            let entry = self
+                .db
+                .log_entry(vault, seq)
+                .await?
+                .ok_or_else(|| StorageError::Corrupt(format!("log entry {seq} is missing")))?;
             let row = self.open_log(vault, keys, &name, entry.seq, &entry.payload)?;
             if row.id != id {
                 return Err(StorageError::Corrupt(format!(
@@ -630,7 +639,7 @@ impl Shared {
         let manifest = self.manifest(vault, keys, &table.name).await?;
         for file in manifest.files.iter().filter(|f| f.may_contain(id)) {
             let open = self.files.open(&self.objects, keys, file).await?;
-            if let Some(batch) = lookup(&self.lookups, &self.objects, &open, &file.key, &hash, id).await? {
+            if let Some(batch) = lookup(&self.lookups, &self.pages, &self.objects, &open, &file.key, &hash, id).await? {
                 return batch_row(&table.def, &batch, 0).map(Some);
             }
         }

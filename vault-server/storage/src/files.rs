@@ -217,6 +217,74 @@ pub struct LookupStats {
     pub rows_decoded: AtomicU64,
 }
 
+/// Decoded pages of data files, kept for point lookups, least recently
+/// used evicted once their memory exceeds the budget.
+pub struct PageCache {
+    inner: Mutex<PageCacheInner>,
+    budget: usize,
+}
+
+struct PageCacheInner {
+    pages: LruCache<(String, usize, usize), Arc<RecordBatch>>,
+    bytes: usize,
+}
+
+impl PageCache {
+    /// A cache holding at most `budget` bytes of decoded pages (0 disables it).
+    pub fn new(budget: usize) -> Self {
+        Self {
+            inner: Mutex::new(PageCacheInner {
+                pages: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            budget,
+        }
+    }
+
+    fn get(&self, key: &(String, usize, usize)) -> Option<Arc<RecordBatch>> {
+        self.inner.lock().expect("page cache").pages.get(key).cloned()
+    }
+
+    fn put(&self, key: (String, usize, usize), page: Arc<RecordBatch>) {
+        let size = page.get_array_memory_size();
+        if size > self.budget {
+            return;
+        }
+        let mut inner = self.inner.lock().expect("page cache");
+        if let Some(old) = inner.pages.put(key, page) {
+            inner.bytes -= old.get_array_memory_size();
+        }
+        inner.bytes += size;
+        while inner.bytes > self.budget {
+            match inner.pages.pop_lru() {
+                Some((_, old)) => inner.bytes -= old.get_array_memory_size(),
+                None => break,
+            }
+        }
+    }
+
+    /// Forgets every page of files under `prefix` (a deleted vault).
+    pub fn forget_prefix(&self, prefix: &str) {
+        let mut inner = self.inner.lock().expect("page cache");
+        let keys: Vec<_> = inner
+            .pages
+            .iter()
+            .filter(|(k, _)| k.0.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            if let Some(old) = inner.pages.pop(&k) {
+                inner.bytes -= old.get_array_memory_size();
+            }
+        }
+    }
+
+    /// Bytes of decoded pages held.
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().expect("page cache").bytes
+    }
+}
+
 /// What a reader keeps of an opened file: its decrypted metadata with the
 /// page index, and its id bloom filter.
 pub struct OpenFile {
@@ -377,6 +445,7 @@ pub async fn read_file(objects: &Objects, open: &OpenFile, key: &str) -> Result<
 /// page's rows are decoded. Returns the row as a one-row batch.
 pub async fn lookup(
     stats: &LookupStats,
+    pages: &PageCache,
     objects: &Objects,
     open: &OpenFile,
     key: &str,
@@ -425,22 +494,33 @@ pub async fn lookup(
             }
             _ => (0, rg_rows),
         };
-        let selection = RowSelection::from(vec![
-            RowSelector::skip(first),
-            RowSelector::select(count),
-            RowSelector::skip(rg_rows - first - count),
-        ]);
-        let stream =
-            ParquetRecordBatchStreamBuilder::new_with_metadata(reader(objects, key, open.size), open.meta.clone())
+        let page_key = (key.to_owned(), rg_idx, first);
+        let page = match pages.get(&page_key) {
+            Some(page) => page,
+            None => {
+                let selection = RowSelection::from(vec![
+                    RowSelector::skip(first),
+                    RowSelector::select(count),
+                    RowSelector::skip(rg_rows - first - count),
+                ]);
+                let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+                    reader(objects, key, open.size),
+                    open.meta.clone(),
+                )
                 .with_row_groups(vec![rg_idx])
                 .with_row_selection(selection)
+                .with_batch_size(count.max(1))
                 .build()?;
-        let batches: Vec<RecordBatch> = stream.try_collect().await?;
-        stats.pages_read.fetch_add(1, Ordering::Relaxed);
-        stats
-            .rows_decoded
-            .fetch_add(batches.iter().map(|b| b.num_rows() as u64).sum(), Ordering::Relaxed);
-        for batch in batches {
+                let batches: Vec<RecordBatch> = stream.try_collect().await?;
+                let page = Arc::new(concat_batches(open.meta.schema(), &batches)?);
+                stats.pages_read.fetch_add(1, Ordering::Relaxed);
+                stats.rows_decoded.fetch_add(page.num_rows() as u64, Ordering::Relaxed);
+                pages.put(page_key, page.clone());
+                page
+            }
+        };
+        {
+            let batch = page.as_ref();
             let ids = batch.column(ID).as_string::<i32>();
             // Pages are sorted by id: binary search.
             let (mut lo, mut hi) = (0usize, ids.len());

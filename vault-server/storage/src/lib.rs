@@ -19,6 +19,7 @@ pub mod layout;
 mod maintain;
 pub mod manifest;
 pub mod row;
+mod tail;
 
 pub use commit::Op;
 pub use embedded::{Embedded, open_embedded};

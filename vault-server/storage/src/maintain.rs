@@ -41,16 +41,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Flushes (then compacts and trims) every table with at least `min` waiting changes.
-pub(crate) async fn flush_pending(shared: &Arc<Shared>, min: i64) -> Result<(), StorageError> {
-    let due: Vec<(VaultId, String)> = shared
-        .pending
-        .lock()
-        .expect("pending")
-        .iter()
-        .filter(|(_, n)| **n >= min)
-        .map(|(k, _)| k.clone())
-        .collect();
+/// Flushes (then compacts and trims) every table with at least `min` rows waiting.
+pub(crate) async fn flush_pending(shared: &Arc<Shared>, min: usize) -> Result<(), StorageError> {
+    let due = shared.tail.tables_with_at_least(min);
     for (vault, table) in due {
         let result = async {
             flush_table(shared, vault, &table).await?;
@@ -61,7 +54,7 @@ pub(crate) async fn flush_pending(shared: &Arc<Shared>, min: i64) -> Result<(), 
         match result {
             Ok(()) => {}
             Err(StorageError::VaultDeleted(_) | StorageError::VaultNotFound(_) | StorageError::TableNotFound(_)) => {
-                shared.pending.lock().expect("pending").remove(&(vault, table));
+                shared.tail.forget_vault(vault);
             }
             Err(e) => return Err(e),
         }
@@ -105,7 +98,7 @@ pub(crate) async fn flush_table(shared: &Arc<Shared>, vault: VaultId, table: &st
     loop {
         let manifest = shared.manifest(vault, &keys, &name).await?;
         let limit = shared.options.flush_max_rows;
-        let (rows, last_seq, flushed) = shared
+        let (rows, last_seq) = shared
             .tail_versions(vault, &keys, &installed, manifest.flushed_seq, limit)
             .await?;
         let Some(last_seq) = last_seq else { break };
@@ -132,13 +125,8 @@ pub(crate) async fn flush_table(shared: &Arc<Shared>, vault: VaultId, table: &st
         if !commit_manifest(shared, vault, table, &keys, next, &[file]).await? {
             break;
         }
-        {
-            let mut pending = shared.pending.lock().expect("pending");
-            // Changes committed meanwhile stay counted for the next flush.
-            if let Some(n) = pending.get_mut(&(vault, table.to_owned())) {
-                *n = (*n - flushed).max(0);
-            }
-        }
+        // The manifest (already in the cache) now holds these changes.
+        shared.tail.flushed(vault, table, last_seq);
         // Loop: more may have waited beyond `limit`.
     }
     Ok(())
@@ -232,7 +220,7 @@ pub(crate) async fn purge_deleted(shared: &Arc<Shared>) -> Result<(), StorageErr
     for vault in shared.db.vaults_to_purge().await? {
         let removed = shared.objects.delete_prefix(&VaultPrefix::new(vault).path()).await?;
         shared.db.purge_vault_rows(vault).await?;
-        shared.pending.lock().expect("pending").retain(|(v, _), _| *v != vault);
+        shared.tail.forget_vault(vault);
         tracing::info!(%vault, objects = removed, "purged deleted vault");
     }
     Ok(())
