@@ -62,7 +62,7 @@ impl Default for EngineOptions {
             log_retention: Duration::from_secs(24 * 3600),
             key_cache: 4096,
             file_cache: 4096,
-            page_cache_bytes: 256 << 20,
+            page_cache_bytes: 512 << 20,
             background: true,
         }
     }
