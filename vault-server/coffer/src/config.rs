@@ -32,6 +32,24 @@ pub struct ServeArgs {
     /// Keep flushed changes in the commit log this long for sync, in hours [default: 24].
     #[arg(long, env = "COFFER_LOG_RETENTION_HOURS")]
     pub log_retention_hours: Option<u64>,
+    /// The URL users and apps reach this server at, e.g. https://vault.example.org.
+    /// It is the OAuth issuer; session cookies are `Secure` when it is https
+    /// [default: http://{listen address}].
+    #[arg(long, env = "COFFER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+/// The options of the operator commands (`coffer user …`, `coffer app …`):
+/// where the data is. They read the same TOML file as `coffer serve`.
+#[derive(Args, Debug, Default)]
+pub struct DataArgs {
+    /// TOML file with the server's options (only `data_dir` and `public_url` are used).
+    #[arg(long, env = "COFFER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory holding the control database, the object store and the keys
+    /// [default: ./coffer-data].
+    #[arg(long, env = "COFFER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// The same options, as read from the TOML file.
@@ -43,6 +61,7 @@ struct FileConfig {
     flush_interval_secs: Option<u64>,
     flush_rows: Option<i64>,
     log_retention_hours: Option<u64>,
+    public_url: Option<String>,
 }
 
 /// The resolved configuration.
@@ -58,6 +77,9 @@ pub struct Config {
     pub flush_rows: i64,
     /// Commit-log retention after flush.
     pub log_retention: Duration,
+    /// The public base URL (OAuth issuer), without a trailing slash; `None`:
+    /// `http://` and the address actually bound.
+    pub public_url: Option<String>,
 }
 
 impl Config {
@@ -87,8 +109,47 @@ impl Config {
             log_retention: Duration::from_secs(
                 3600 * args.log_retention_hours.or(file.log_retention_hours).unwrap_or(24),
             ),
+            public_url: args
+                .public_url
+                .or(file.public_url)
+                .map(|u| check_public_url(&u))
+                .transpose()?,
         })
     }
+
+    /// The data directory and public URL for the operator commands.
+    pub fn resolve_data(args: DataArgs) -> anyhow::Result<Self> {
+        Self::resolve(ServeArgs {
+            config: args.config,
+            data_dir: args.data_dir,
+            ..ServeArgs::default()
+        })
+    }
+
+    /// The public base URL, given the address the server listens on.
+    pub fn base_url(&self, bound: SocketAddr) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{bound}"))
+    }
+}
+
+/// Checks a public URL: `http` or `https`, a host, no user info, path,
+/// query or fragment. Returns it without a trailing slash.
+pub fn check_public_url(text: &str) -> anyhow::Result<String> {
+    let url = url::Url::parse(text.trim()).with_context(|| format!("public URL `{text}` is not a URL"))?;
+    anyhow::ensure!(
+        matches!(url.scheme(), "http" | "https"),
+        "public URL `{text}` must start with https:// (or http://)"
+    );
+    anyhow::ensure!(url.host().is_some(), "public URL `{text}` has no host");
+    anyhow::ensure!(
+        url.username().is_empty() && url.password().is_none(),
+        "public URL `{text}` must not contain a user name or password"
+    );
+    anyhow::ensure!(
+        url.path() == "/" && url.query().is_none() && url.fragment().is_none(),
+        "public URL `{text}` must not have a path, query or fragment: Coffer is served at the root of its host"
+    );
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -122,5 +183,49 @@ mod tests {
         })
         .unwrap_err();
         assert!(format!("{err:#}").contains("data_dirr"), "{err:#}");
+    }
+
+    #[test]
+    fn public_url_from_flag_or_file_or_listen_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coffer.toml");
+        std::fs::write(&path, "public_url = \"https://Vault.Example.org/\"\n").unwrap();
+        let bound = SocketAddr::from(([127, 0, 0, 1], 9999));
+
+        let from_file = Config::resolve(ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(from_file.public_url.as_deref(), Some("https://vault.example.org"));
+        assert_eq!(from_file.base_url(bound), "https://vault.example.org");
+
+        let from_flag = Config::resolve(ServeArgs {
+            config: Some(path),
+            public_url: Some("http://127.0.0.1:8080".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(from_flag.base_url(bound), "http://127.0.0.1:8080");
+
+        let default = Config::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(default.public_url, None);
+        assert_eq!(default.base_url(bound), "http://127.0.0.1:9999");
+        let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 8484));
+        assert_eq!(default.base_url(v6), "http://[::1]:8484");
+
+        for bad in [
+            "ftp://vault.example",
+            "https://vault.example/coffer",
+            "https://u:p@vault.example",
+            "vault",
+        ] {
+            let err = Config::resolve(ServeArgs {
+                public_url: Some(bad.into()),
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(format!("{err:#}").contains("public URL"), "{bad}: {err:#}");
+        }
     }
 }

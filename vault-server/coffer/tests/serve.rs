@@ -58,21 +58,38 @@ fn serve_creates_its_data_directory_and_answers_health_checks() {
     let data = dir.path().join("data");
     let (server, addr, printed) = start(&data);
     assert!(printed.iter().any(|l| l.contains("Created master key")), "{printed:?}");
+    assert!(
+        printed.iter().any(|l| l.contains("Created capability token root key")),
+        "{printed:?}"
+    );
     assert_eq!(get(&addr, "/healthz"), (200, "ok".to_owned()));
+    // The metadata publishes the root public key and names this server.
+    let (status, metadata) = get(&addr, "/.well-known/oauth-authorization-server");
+    assert_eq!(status, 200);
+    let metadata: serde_json::Value = serde_json::from_str(&metadata).unwrap();
+    assert_eq!(metadata["issuer"], format!("http://{addr}"));
+    let public_key = metadata["coffer_biscuit_public_key"].as_str().unwrap().to_owned();
+    assert!(public_key.starts_with("ed25519/"), "{public_key}");
     assert_eq!(get(&addr, "/readyz").0, 200);
     assert_eq!(get(&addr, "/nope").0, 404);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(data.join("master.key")).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        for key in ["master.key", "root.key"] {
+            let mode = std::fs::metadata(data.join(key)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{key}");
+        }
     }
     assert!(data.join("control.db").exists());
     drop(server);
     // A second start reuses the key.
     let (_server, addr, printed) = start(&data);
-    assert!(!printed.iter().any(|l| l.contains("Created master key")), "{printed:?}");
+    assert!(!printed.iter().any(|l| l.contains("Created")), "{printed:?}");
     assert_eq!(get(&addr, "/readyz").0, 200);
+    // … and the root key: the same public key.
+    let metadata: serde_json::Value =
+        serde_json::from_str(&get(&addr, "/.well-known/oauth-authorization-server").1).unwrap();
+    assert_eq!(metadata["coffer_biscuit_public_key"], public_key.as_str());
 }
 
 #[test]
@@ -89,11 +106,29 @@ fn help_explains_every_option() {
         "--flush-interval-secs",
         "--flush-rows",
         "--log-retention-hours",
+        "--public-url",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
     }
     assert!(
-        text.contains("COFFER_DATA_DIR"),
+        text.contains("COFFER_DATA_DIR") && text.contains("COFFER_PUBLIC_URL"),
         "--help names the environment variables"
     );
+    for command in [
+        &["user", "create"][..],
+        &["user", "list"],
+        &["app", "register"],
+        &["app", "list"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .args(command)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command:?}");
+        assert!(
+            String::from_utf8(out.stdout).unwrap().contains("--data-dir"),
+            "{command:?}"
+        );
+    }
 }

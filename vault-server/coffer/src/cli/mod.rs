@@ -1,0 +1,33 @@
+//! The operator commands: `coffer user …` and `coffer app …`. They open the
+//! same data directory as `coffer serve` (without its background work), so
+//! they may run while the server runs.
+
+pub mod apps;
+pub mod users;
+
+use coffer_storage::EngineOptions;
+
+use crate::config::{Config, DataArgs};
+use crate::services::{self, Services};
+
+/// Opens the data directory for an operator command, runs `f`, then shuts
+/// the engine down.
+pub async fn with_services<T, F>(args: DataArgs, f: impl FnOnce(Services) -> F) -> anyhow::Result<T>
+where
+    F: Future<Output = anyhow::Result<T>>,
+{
+    let config = Config::resolve_data(args)?;
+    let issuer = config.base_url(config.listen);
+    let options = EngineOptions {
+        background: false,
+        ..EngineOptions::default()
+    };
+    let (services, created) = services::open(&config.data_dir, &issuer, options).await?;
+    if created.master_key {
+        eprintln!("Created master key {}", config.data_dir.join("master.key").display());
+    }
+    let engine = services.engine.clone();
+    let result = f(services).await;
+    engine.shutdown().await;
+    result
+}

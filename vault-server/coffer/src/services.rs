@@ -1,0 +1,74 @@
+//! The parts of a running Coffer, built the same way for `coffer serve` and
+//! for the operator commands: the storage engine, the capability-token root
+//! key, the revocation view and the OAuth server over the control database.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use coffer_auth::{RevocationView, RootKeyPair};
+use coffer_core::schema::registry::SchemaRegistry;
+use coffer_oauth::{OAuthConfig, OAuthServer, SchemaLookup};
+use coffer_storage::{Engine, EngineOptions, open_embedded};
+
+/// The root key's file in the data directory, beside `master.key`.
+pub const ROOT_KEY_FILE: &str = "root.key";
+
+/// An opened data directory.
+#[derive(Clone)]
+pub struct Services {
+    /// The storage engine.
+    pub engine: Engine,
+    /// Accounts, apps, grants and the OAuth endpoints' logic.
+    pub oauth: OAuthServer,
+    /// The schemas grants are resolved against (the engine's registry).
+    pub registry: Arc<SchemaRegistry>,
+}
+
+/// What opening created (first start of a data directory).
+pub struct Created {
+    /// The master key was created.
+    pub master_key: bool,
+    /// The capability-token root key was created.
+    pub root_key: bool,
+}
+
+/// Opens the embedded engine in `data_dir` and builds the OAuth server with
+/// `issuer` on its control database. Creates the master key and the root key
+/// (both mode 0600) on first start.
+pub async fn open(data_dir: &Path, issuer: &str, options: EngineOptions) -> anyhow::Result<(Services, Created)> {
+    let registry = SchemaRegistry::builtin().context("loading built-in schemas")?;
+    let opened = open_embedded(data_dir, registry, options)
+        .await
+        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    let root_path = data_dir.join(ROOT_KEY_FILE);
+    let root_existed = root_path.exists();
+    let root = RootKeyPair::load_or_generate(&root_path)
+        .with_context(|| format!("loading the capability token root key {}", root_path.display()))?;
+    let engine = opened.engine;
+    let registry = Arc::new(engine.registry());
+    let lookup_registry = registry.clone();
+    let lookup: SchemaLookup = Arc::new(move |name: &str| lookup_registry.latest(name));
+    // Scopes are a grammar over the schemas (decision 0002), not a fixed
+    // list, so `scopes_supported` stays empty (omitted from the metadata).
+    let config = OAuthConfig::new(issuer);
+    let oauth = OAuthServer::new(
+        engine.control().pool().clone(),
+        Arc::new(root),
+        Arc::new(RevocationView::new()),
+        lookup,
+        config,
+    )
+    .context("setting up the OAuth server")?;
+    Ok((
+        Services {
+            engine,
+            oauth,
+            registry,
+        },
+        Created {
+            master_key: opened.created_master_key,
+            root_key: !root_existed,
+        },
+    ))
+}

@@ -1,0 +1,235 @@
+//! The authorization endpoint in a browser: `GET /oauth/authorize` validates
+//! the request (an unknown client or a redirect URI that does not match is
+//! an error page, never a redirect), sends a visitor to sign in, skips the
+//! page when the active grant already allows everything asked, and otherwise
+//! shows the consent page with only what is new. `POST /oauth/authorize` is
+//! the page's answer: the ticked lines, Allow or Deny.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use coffer_auth::GrantSpec;
+use coffer_consent_ui::{AppView, CONTENT_SECURITY_POLICY, ConsentLine, ConsentPage, fields, homepage_domain};
+use coffer_oauth::{App, AuthorizeError, AuthorizeParams, ConsentCheck, Error, endpoints};
+
+use super::AppState;
+use super::forms::{FormPairs, oauth_params};
+use super::lines::{describe, ticked, union, without};
+use super::respond::{self, csrf_refused, error_page, html, see_other};
+use super::session::{self, to_sign_in};
+
+/// How the consent page names and identifies the app. Anyone can register
+/// any name, so the page also shows a domain: the app's homepage, or else
+/// where the code would go (the redirect URI's host).
+pub fn app_view(app: &App, redirect_uri: Option<&str>) -> AppView {
+    match (&app.homepage, redirect_uri) {
+        (Some(home), _) => AppView::new(app.name.clone(), home.clone(), app.logo_url.clone()),
+        (None, Some(uri)) => AppView {
+            name: app.name.clone(),
+            homepage: String::new(),
+            homepage_domain: homepage_domain(uri),
+            logo_url: app.logo_url.clone(),
+        },
+        (None, None) => AppView {
+            name: app.name.clone(),
+            homepage: String::new(),
+            homepage_domain: "no website given".into(),
+            logo_url: app.logo_url.clone(),
+        },
+    }
+}
+
+/// The consent page's lines: the new pairs as checkboxes, the requested
+/// pairs the grant already allows as "already allowed", and the rest of the
+/// grant under "You already allowed".
+pub fn consent_lines(
+    state: &AppState,
+    requested: &GrantSpec,
+    check: &ConsentCheck,
+) -> (Vec<ConsentLine>, Vec<ConsentLine>) {
+    let registry = &state.services.registry;
+    let mut lines = describe(registry, &check.new);
+    let mut already = describe(registry, &without(requested, &check.new));
+    for line in &mut already {
+        line.already_granted = true;
+        line.checked = false;
+    }
+    lines.extend(already);
+    let existing = match &check.existing {
+        Some(grant) => describe(registry, &without(&grant.spec, requested)),
+        None => Vec::new(),
+    };
+    (lines, existing)
+}
+
+/// What the user allows: the ticked lines plus what the active grant
+/// already allows of the request (not shown as checkboxes).
+pub fn approved_spec(state: &AppState, form: &FormPairs, requested: &GrantSpec, check: &ConsentCheck) -> GrantSpec {
+    let ticked = ticked(&state.services.registry, &form.all(fields::LINE));
+    union(&ticked, &without(requested, &check.new))
+}
+
+/// An error page for a request that must not go back to the app.
+fn display_error(state: &AppState, error: &Error) -> Response {
+    if error.http_status() >= 500 {
+        return respond::server_error(state, error);
+    }
+    error_page(
+        state,
+        StatusCode::BAD_REQUEST,
+        "We did not send you back to the app",
+        &format!("The app's request is not valid: {}.", error.description()),
+        Some("Nothing was shared. Go back to the app and try again; if this keeps happening, tell the app's makers."),
+        Some(("/dashboard", "Go to your vault")),
+    )
+}
+
+/// `GET /oauth/authorize`.
+pub async fn authorize(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    let params: AuthorizeParams = match oauth_params(query.as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return display_error(&state, &e),
+    };
+    let signed_in = match session::signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let here = format!("{}?{query}", endpoints::AUTHORIZE);
+    // A pushed request can be taken once only: sign in first.
+    if params.request_uri.is_some() && signed_in.is_none() {
+        return to_sign_in(&here);
+    }
+    let oauth = &state.services.oauth;
+    let pending = match oauth.validate_authorize_request(&params).await {
+        Ok(p) => p,
+        Err(AuthorizeError::Display(e)) => return display_error(&state, &e),
+        Err(AuthorizeError::Redirect { location, error }) => {
+            tracing::debug!(error = %error, "authorization request refused");
+            return see_other(&location);
+        }
+    };
+    let Some(signed_in) = signed_in else {
+        return to_sign_in(&here);
+    };
+    let user = signed_in.session.user.id;
+    let check = match oauth.consent_needed(user, &pending.client_id, &pending.requested).await {
+        Ok(c) => c,
+        Err(e) => return respond::server_error(&state, &e),
+    };
+    if !check.needed() {
+        // Everything asked is inside the active grant: no page.
+        return match oauth.approve(user, &pending.requested, &pending).await {
+            Ok(response) => see_other(&response.location),
+            Err(e) => respond::server_error(&state, &e),
+        };
+    }
+    let app = match oauth.app(&pending.client_id).await {
+        Ok(app) => app,
+        Err(e) => return respond::server_error(&state, &e),
+    };
+    let (lines, existing) = consent_lines(&state, &pending.requested, &check);
+    let view = app_view(&app, Some(&pending.redirect_uri));
+    let redirect_uri = pending.redirect_uri.clone();
+    let Some(request_id) = state.pending.put(user, pending) else {
+        return error_page(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is busy",
+            "Too many requests are waiting for an answer right now.",
+            Some("Try again in a few minutes."),
+            None,
+        );
+    };
+    let page = ConsentPage {
+        app: view,
+        lines,
+        existing,
+        csrf_token: signed_in.session.csrf_token.clone(),
+        request_id,
+        form_action: endpoints::AUTHORIZE.into(),
+    };
+    let mut response = html(StatusCode::OK, state.pages.consent(&page));
+    if let Some(csp) = consent_csp(&redirect_uri) {
+        response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    response
+}
+
+/// The pages' CSP with the app's origin added to `form-action`: browsers
+/// check `form-action` on the redirects that follow a form post too, and
+/// the consent form's answer is a redirect to the app.
+fn consent_csp(redirect_uri: &str) -> Option<HeaderValue> {
+    let origin = url::Url::parse(redirect_uri).ok()?.origin();
+    if !origin.is_tuple() {
+        return None;
+    }
+    let policy = CONTENT_SECURITY_POLICY.replace(
+        "form-action 'self'",
+        &format!("form-action 'self' {}", origin.ascii_serialization()),
+    );
+    HeaderValue::from_str(&policy).ok()
+}
+
+/// `POST /oauth/authorize`: the consent page's answer.
+pub async fn decide(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = FormPairs::parse(&body);
+    let signed_in = match session::signed_in(&state, &headers).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return signed_out(&state),
+        Err(response) => return response,
+    };
+    if !signed_in.check_csrf(form.get(fields::CSRF)) {
+        return csrf_refused(&state, "/dashboard");
+    }
+    let user = signed_in.session.user.id;
+    let Some(pending) = form.get(fields::REQUEST_ID).and_then(|id| state.pending.take(id, user)) else {
+        return error_page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "This request has expired",
+            "The app's request was already answered, or it waited too long.",
+            Some("Go back to the app and start again."),
+            Some(("/dashboard", "Go to your vault")),
+        );
+    };
+    let oauth = &state.services.oauth;
+    match form.get(fields::DECISION) {
+        Some("allow") => {
+            let check = match oauth.consent_needed(user, &pending.client_id, &pending.requested).await {
+                Ok(c) => c,
+                Err(e) => return respond::server_error(&state, &e),
+            };
+            let approved = approved_spec(&state, &form, &pending.requested, &check);
+            match oauth.approve(user, &approved, &pending).await {
+                Ok(response) => see_other(&response.location),
+                Err(e) => respond::server_error(&state, &e),
+            }
+        }
+        Some("deny") => match oauth.deny(&pending).await {
+            Ok(location) => see_other(&location),
+            Err(e) => respond::server_error(&state, &e),
+        },
+        _ => error_page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Choose Allow or Deny",
+            "The form was sent without an answer, so nothing was shared.",
+            Some("Go back to the app and start again."),
+            None,
+        ),
+    }
+}
+
+/// A form posted without a session: refused, nothing changes.
+pub fn signed_out(state: &AppState) -> Response {
+    error_page(
+        state,
+        StatusCode::FORBIDDEN,
+        "You are signed out",
+        "Your session ended, so nothing was changed.",
+        Some("Sign in and try again."),
+        Some(("/sign-in", "Sign in")),
+    )
+}

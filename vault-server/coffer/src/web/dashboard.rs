@@ -1,0 +1,203 @@
+//! The dashboard: the apps the user allowed, what each may do in plain
+//! words, when it was allowed and last used; "Change access" (untick lines
+//! to narrow) and "Revoke access" (one click, then a confirmation).
+//! Revoking stops the app's tokens at once and keeps every row it wrote.
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use coffer_consent_ui::{
+    ConnectedApp, DashboardActions, DashboardPage, RevokeConfirmPage, TimeView, fields, homepage_domain,
+};
+use coffer_core::GrantId;
+use coffer_oauth::{Error, Grant, GrantWithApp};
+use serde::Deserialize;
+
+use super::AppState;
+use super::consent::signed_out;
+use super::forms::FormPairs;
+use super::lines::{describe, ticked};
+use super::respond::{self, csrf_refused, error_page, html, see_other};
+use super::session::{self, SignedIn, to_sign_in};
+
+/// The dashboard.
+pub const PATH: &str = "/dashboard";
+/// "Change access" form.
+pub const CHANGE_PATH: &str = "/dashboard/access";
+/// "Revoke access" form and its confirmation.
+pub const REVOKE_PATH: &str = "/dashboard/revoke";
+
+/// Which change the dashboard confirms after a redirect.
+#[derive(Deserialize)]
+pub struct NoticeQuery {
+    revoked: Option<String>,
+    changed: Option<String>,
+}
+
+/// The domain the dashboard shows for an app: its homepage's, else its
+/// first redirect URI's.
+async fn app_domain(state: &AppState, g: &GrantWithApp) -> String {
+    if let Some(home) = &g.app.homepage {
+        return homepage_domain(home);
+    }
+    match state.services.oauth.app(g.app.client_id.as_str()).await {
+        Ok(app) if !app.redirect_uris.is_empty() => homepage_domain(&app.redirect_uris[0]),
+        _ => "no website given".into(),
+    }
+}
+
+/// `GET /dashboard`.
+pub async fn page(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<NoticeQuery>) -> Response {
+    let signed_in = match session::signed_in(&state, &headers).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return to_sign_in(PATH),
+        Err(response) => return response,
+    };
+    let user = &signed_in.session.user;
+    let grants = match state.services.oauth.grants_for_user(user.id).await {
+        Ok(g) => g,
+        Err(e) => return respond::server_error(&state, &e),
+    };
+    let name_of = |id: &Option<String>| {
+        let id = id.as_deref()?;
+        grants
+            .iter()
+            .find(|g| g.grant.id.to_string() == id)
+            .map(|g| g.app.name.clone())
+    };
+    let notice = if let Some(name) = name_of(&q.revoked) {
+        Some(format!(
+            "{name} can no longer use your data. The data it wrote stays in your vault."
+        ))
+    } else {
+        name_of(&q.changed).map(|name| format!("Saved. {name} may now do only what is ticked."))
+    };
+    let mut apps = Vec::new();
+    for g in grants.iter().filter(|g| g.grant.is_active()) {
+        apps.push(ConnectedApp {
+            grant_id: g.grant.id.to_string(),
+            name: g.app.name.clone(),
+            homepage_domain: app_domain(&state, g).await,
+            granted_at: TimeView::from_utc(g.grant.created_at),
+            last_access: g.grant.last_access_at.map(TimeView::from_utc),
+            lines: describe(&state.services.registry, &g.grant.spec),
+        });
+    }
+    let page = DashboardPage {
+        user_email: user.email.clone(),
+        apps,
+        access_log: Vec::new(),
+        filter_app: None,
+        app_choices: Vec::new(),
+        csrf_token: signed_in.session.csrf_token.clone(),
+        actions: DashboardActions::default(),
+        notice,
+    };
+    html(StatusCode::OK, state.pages.dashboard(&page))
+}
+
+/// The signed-in user and their grant named by the form, after the CSRF
+/// check; or the response that refuses.
+async fn form_grant(state: &AppState, headers: &HeaderMap, form: &FormPairs) -> Result<(SignedIn, Grant), Response> {
+    let signed_in = match session::signed_in(state, headers).await? {
+        Some(s) => s,
+        None => return Err(signed_out(state)),
+    };
+    if !signed_in.check_csrf(form.get(fields::CSRF)) {
+        return Err(csrf_refused(state, PATH));
+    }
+    let not_found = || {
+        error_page(
+            state,
+            StatusCode::NOT_FOUND,
+            "App not found",
+            "This app is not connected to your vault.",
+            None,
+            Some((PATH, "Back to your vault")),
+        )
+    };
+    let Some(id) = form.get(fields::GRANT_ID).and_then(|id| id.parse::<GrantId>().ok()) else {
+        return Err(not_found());
+    };
+    match state.services.oauth.grant(signed_in.session.user.id, id).await {
+        Ok(grant) if grant.is_active() => Ok((signed_in, grant)),
+        Ok(_) | Err(Error::NotFound(_)) => Err(not_found()),
+        Err(e) => Err(respond::server_error(state, &e)),
+    }
+}
+
+fn dashboard_with(key: &str, grant: &Grant) -> String {
+    format!("{PATH}?{key}={}", grant.id)
+}
+
+/// The "Revoke access for …?" page.
+async fn confirm_revoke(state: &AppState, signed_in: &SignedIn, grant: &Grant) -> Response {
+    let app = match state.services.oauth.app(grant.app_id.as_str()).await {
+        Ok(app) => app,
+        Err(e) => return respond::server_error(state, &e),
+    };
+    let domain = match (&app.homepage, app.redirect_uris.first()) {
+        (Some(home), _) => homepage_domain(home),
+        (None, Some(uri)) => homepage_domain(uri),
+        (None, None) => "no website given".into(),
+    };
+    let page = RevokeConfirmPage {
+        grant_id: grant.id.to_string(),
+        app_name: app.name,
+        homepage_domain: domain,
+        lines: describe(&state.services.registry, &grant.spec),
+        csrf_token: signed_in.session.csrf_token.clone(),
+        form_action: REVOKE_PATH.into(),
+        cancel_href: PATH.into(),
+    };
+    html(StatusCode::OK, state.pages.revoke_confirm(&page))
+}
+
+/// `POST /dashboard/access`: narrows a grant to the lines still ticked.
+/// Unticking every line asks to revoke instead.
+pub async fn change_access(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = FormPairs::parse(&body);
+    let (signed_in, grant) = match form_grant(&state, &headers, &form).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let kept = ticked(&state.services.registry, &form.all(fields::LINE)).intersect(&grant.spec);
+    if kept.is_empty() {
+        return confirm_revoke(&state, &signed_in, &grant).await;
+    }
+    if kept == grant.spec {
+        return see_other(PATH);
+    }
+    match state
+        .services
+        .oauth
+        .narrow_grant(signed_in.session.user.id, grant.id, &kept)
+        .await
+    {
+        Ok(narrowed) => see_other(&dashboard_with("changed", &narrowed)),
+        Err(e) => respond::server_error(&state, &e),
+    }
+}
+
+/// `POST /dashboard/revoke`: without `confirm=yes` the confirmation page;
+/// with it, revokes.
+pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = FormPairs::parse(&body);
+    let (signed_in, grant) = match form_grant(&state, &headers, &form).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    if form.get(fields::CONFIRM) != Some("yes") {
+        return confirm_revoke(&state, &signed_in, &grant).await;
+    }
+    match state
+        .services
+        .oauth
+        .revoke_grant(signed_in.session.user.id, grant.id)
+        .await
+    {
+        Ok(revoked) => see_other(&dashboard_with("revoked", &revoked)),
+        Err(e) => respond::server_error(&state, &e),
+    }
+}

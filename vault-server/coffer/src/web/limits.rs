@@ -1,0 +1,158 @@
+//! In-memory limits and short-lived state of one server process: a sliding
+//! window rate limiter, and the authorization requests waiting for the
+//! consent page's answer.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use coffer_core::UserId;
+use coffer_oauth::PendingAuthorization;
+
+/// At most `max` events per key within `window`.
+#[derive(Debug)]
+pub struct Limiter {
+    max: usize,
+    window: Duration,
+    events: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl Limiter {
+    /// A limiter of `max` events per `window`.
+    pub fn new(max: usize, window: Duration) -> Self {
+        Limiter {
+            max: max.max(1),
+            window,
+            events: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts an event for `key`, or refuses it with the time until one is
+    /// allowed again (a refused event is not counted).
+    pub fn hit(&self, key: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if events.len() > 100_000 {
+            let window = self.window;
+            events.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+        }
+        let queue = events.entry(key.to_owned()).or_default();
+        while queue.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+            queue.pop_front();
+        }
+        if queue.len() >= self.max {
+            let oldest = queue.front().copied().unwrap_or(now);
+            return Err(self.window.saturating_sub(now.duration_since(oldest)));
+        }
+        queue.push_back(now);
+        Ok(())
+    }
+}
+
+struct Pending {
+    user: UserId,
+    request: PendingAuthorization,
+    expires: Instant,
+}
+
+/// Validated authorization requests between the consent page and its
+/// answer, under random single-use ids bound to the user who saw the page.
+/// Kept in this process's memory: a restart forgets them (the user starts
+/// again from the app), and several servers behind one load balancer need
+/// sticky sessions for the consent step.
+pub struct PendingStore {
+    lifetime: Duration,
+    capacity: usize,
+    entries: Mutex<HashMap<String, Pending>>,
+}
+
+impl PendingStore {
+    /// A store keeping requests for `lifetime`, at most `capacity` at once.
+    pub fn new(lifetime: Duration, capacity: usize) -> Self {
+        PendingStore {
+            lifetime,
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Keeps `request` for `user`; returns its id, or `None` when full.
+    pub fn put(&self, user: UserId, request: PendingAuthorization) -> Option<String> {
+        let id = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.capacity {
+            entries.retain(|_, p| p.expires > now);
+            if entries.len() >= self.capacity {
+                return None;
+            }
+        }
+        entries.insert(
+            id.clone(),
+            Pending {
+                user,
+                request,
+                expires: now + self.lifetime,
+            },
+        );
+        Some(id)
+    }
+
+    /// Takes the request `id` of `user` (once, before it expires).
+    pub fn take(&self, id: &str, user: UserId) -> Option<PendingAuthorization> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(id) {
+            Some(p) if p.user == user && p.expires > Instant::now() => entries.remove(id).map(|p| p.request),
+            Some(p) if p.expires <= Instant::now() => {
+                entries.remove(id);
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_refuses_past_max_and_keys_are_separate() {
+        let limiter = Limiter::new(2, Duration::from_secs(60));
+        assert!(limiter.hit("a").is_ok());
+        assert!(limiter.hit("a").is_ok());
+        let wait = limiter.hit("a").unwrap_err();
+        assert!(wait > Duration::from_secs(50) && wait <= Duration::from_secs(60));
+        assert!(limiter.hit("b").is_ok());
+        let short = Limiter::new(1, Duration::from_millis(1));
+        assert!(short.hit("a").is_ok());
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(short.hit("a").is_ok());
+    }
+
+    #[test]
+    fn pending_requests_are_single_use_and_bound_to_their_user() {
+        let store = PendingStore::new(Duration::from_secs(60), 2);
+        let request = PendingAuthorization {
+            client_id: "c".into(),
+            app_name: "App".into(),
+            redirect_uri: "https://app.example/cb".into(),
+            redirect_uri_given: true,
+            state: None,
+            requested: Default::default(),
+            code_challenge: "x".repeat(43),
+            dpop_jkt: None,
+        };
+        let (ada, bob) = (UserId::generate(), UserId::generate());
+        let id = store.put(ada, request.clone()).unwrap();
+        assert_eq!(id.len(), 43);
+        assert!(store.take(&id, bob).is_none(), "another user's request");
+        assert_eq!(store.take(&id, ada), Some(request.clone()));
+        assert!(store.take(&id, ada).is_none(), "single use");
+        store.put(ada, request.clone()).unwrap();
+        store.put(ada, request.clone()).unwrap();
+        assert!(store.put(ada, request).is_none(), "full");
+    }
+}

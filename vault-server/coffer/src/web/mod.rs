@@ -1,0 +1,148 @@
+//! The HTTP server: the router, the state the handlers share, and the
+//! security headers every response gets.
+//!
+//! | module | routes |
+//! |---|---|
+//! | [`health`] | `/healthz`, `/readyz` |
+//! | [`accounts`] | `/sign-up`, `/sign-in`, `/sign-out`, `/` |
+//! | [`oauth`] | metadata, `/oauth/token`, `/oauth/par`, `/oauth/device`, `/oauth/revoke`, `/oauth/introspect`, `/oauth/register` |
+//! | [`consent`] | `/oauth/authorize` (GET: consent page, POST: the answer) |
+//! | [`device`] | `/device`, `/device/decision` (RFC 8628 verification page) |
+//! | [`dashboard`] | `/dashboard`, `/dashboard/access`, `/dashboard/revoke` |
+
+mod accounts;
+mod consent;
+mod dashboard;
+mod device;
+mod forms;
+mod health;
+mod limits;
+mod lines;
+mod oauth;
+mod respond;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, header};
+use axum::middleware::map_response;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use coffer_consent_ui::{CONTENT_SECURITY_POLICY, Pages, STYLESHEET_PATH};
+use coffer_oauth::endpoints;
+
+use crate::services::Services;
+
+pub use limits::{Limiter, PendingStore};
+
+/// Largest request body accepted (forms, OAuth requests, registrations).
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Shared state of the HTTP handlers. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Engine, OAuth server, schemas.
+    pub services: Services,
+    /// The page renderer.
+    pub pages: Arc<Pages>,
+    /// The public base URL (the OAuth issuer), without a trailing slash.
+    pub base_url: Arc<str>,
+    /// Whether cookies get `Secure` (the public URL is https).
+    pub secure_cookies: bool,
+    /// Authorization requests waiting on the consent page's answer.
+    pub pending: Arc<PendingStore>,
+    /// Sign-in attempts per client address (on top of the per-email
+    /// throttling of `coffer-oauth`).
+    pub sign_in_limit: Arc<Limiter>,
+    /// Sign-ups per client address (each creates a vault).
+    pub sign_up_limit: Arc<Limiter>,
+    /// Device codes typed per session (user codes have about 34.6 bits).
+    pub device_limit: Arc<Limiter>,
+}
+
+impl AppState {
+    /// The state for a server reachable at `base_url`.
+    pub fn new(services: Services, base_url: &str) -> Self {
+        let base_url = base_url.trim_end_matches('/');
+        AppState {
+            services,
+            pages: Arc::new(Pages::new()),
+            secure_cookies: base_url.starts_with("https://"),
+            base_url: Arc::from(base_url),
+            pending: Arc::new(PendingStore::new(Duration::from_secs(10 * 60), 10_000)),
+            sign_in_limit: Arc::new(Limiter::new(30, Duration::from_secs(15 * 60))),
+            sign_up_limit: Arc::new(Limiter::new(10, Duration::from_secs(60 * 60))),
+            device_limit: Arc::new(Limiter::new(10, Duration::from_secs(10 * 60))),
+        }
+    }
+}
+
+/// Every route of the server.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(accounts::home))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route(STYLESHEET_PATH, get(stylesheet))
+        .route("/sign-up", get(accounts::sign_up_page).post(accounts::sign_up))
+        .route("/sign-in", get(accounts::sign_in_page).post(accounts::sign_in))
+        .route("/sign-out", post(accounts::sign_out))
+        .route(endpoints::METADATA, get(oauth::metadata))
+        .route(endpoints::AUTHORIZE, get(consent::authorize).post(consent::decide))
+        .route(endpoints::PAR, post(oauth::par))
+        .route(endpoints::TOKEN, post(oauth::token))
+        .route(endpoints::REVOKE, post(oauth::revoke))
+        .route(endpoints::INTROSPECT, post(oauth::introspect))
+        .route(endpoints::REGISTER, post(oauth::register))
+        .route(endpoints::DEVICE_AUTHORIZATION, post(oauth::device_authorization))
+        .route(
+            endpoints::DEVICE_VERIFICATION,
+            get(device::page).post(device::enter_code),
+        )
+        .route(device::DECISION_PATH, post(device::decide))
+        .route(dashboard::PATH, get(dashboard::page))
+        .route(dashboard::CHANGE_PATH, post(dashboard::change_access))
+        .route(dashboard::REVOKE_PATH, post(dashboard::revoke))
+        .fallback(respond::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(map_response(security_headers))
+        .with_state(state)
+}
+
+/// The pages' stylesheet (the CSP allows styles from this origin only).
+async fn stylesheet() -> impl IntoResponse {
+    let (content_type, bytes) = coffer_consent_ui::stylesheet();
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        bytes,
+    )
+}
+
+/// Adds the security headers to every response: the pages' strict CSP with
+/// `frame-ancestors 'none'` (unless the handler set its own, stricter-or-equal
+/// one: the consent page adds the app's origin to `form-action`), and
+/// `X-Frame-Options` for older browsers,
+/// `nosniff`, no referrer, and `Cache-Control: no-store` unless the handler
+/// chose a cache policy (only the stylesheet does).
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        );
+    }
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
