@@ -11,3 +11,16 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace
+
+echo "== browser tests (headless Chromium, playwright-core)"
+# Debian's Chromium, and the pinned npm packages of tests/browser.
+if [ ! -x /usr/bin/chromium ]; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+fi
+if [ ! -d tests/browser/node_modules ]; then
+    (cd tests/browser && npm ci --no-audit --no-fund)
+fi
+# The tests start target/debug/coffer (built by `cargo test` above).
+cargo build -p coffer
+node --test tests/browser/

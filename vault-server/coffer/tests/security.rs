@@ -405,7 +405,19 @@ async fn pages_send_security_headers_and_the_session_cookie_is_locked_down() {
     // The consent form's answer redirects to the app: its origin is allowed
     // as a form target, nothing else is.
     let csp = consent.header("content-security-policy").unwrap();
-    assert!(csp.contains("form-action 'self' http://127.0.0.1:9;"), "{csp}");
+    assert!(csp.contains("form-action 'self' http://127.0.0.1:*;"), "{csp}");
+    // So does the sign-in page on the way to an authorization request (the
+    // grant may cover it: then signing in ends at the app), and only then.
+    let (_, challenge) = pkce();
+    let next = authorize_path(&client_id, REDIRECT, SCOPE, Some(&challenge));
+    let signed_out = server.browser();
+    let page = signed_out.get(&next).await;
+    let sign_in = signed_out.get(page.location().unwrap()).await;
+    let csp = sign_in.header("content-security-policy").unwrap();
+    assert!(csp.contains("form-action 'self' http://127.0.0.1:*;"), "{csp}");
+    let plain = signed_out.get("/sign-in?next=%2Fdashboard").await;
+    let csp = plain.header("content-security-policy").unwrap();
+    assert!(csp.contains("form-action 'self';"), "{csp}");
     let device = browser.get("/device").await;
     assert_page_headers(&device, "device");
     assert_not_cached(&device, "device");

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use coffer_consent_ui::{SignInPage, SignUpErrors, SignUpPage, fields};
 use coffer_oauth::Error;
+use coffer_oauth::endpoints;
 use serde::Deserialize;
 
 use super::AppState;
@@ -51,6 +52,31 @@ fn form_csrf_ok(headers: &HeaderMap, form: &FormPairs) -> bool {
         (Some(cookie), Some(field)) => is_token(&cookie) && same(&cookie, field),
         _ => false,
     }
+}
+
+/// When the form leads on to an authorization request, the sign-in or
+/// sign-up answer may end at the app (the grant already covers the request:
+/// no consent page), and browsers check `form-action` on those redirects:
+/// the page's CSP names the app's redirect URIs' origins.
+async fn allow_app_targets(state: &AppState, mut response: Response, next: Option<&str>) -> Response {
+    let Some(query) = next
+        .and_then(|n| n.strip_prefix(endpoints::AUTHORIZE))
+        .and_then(|q| q.strip_prefix('?'))
+    else {
+        return response;
+    };
+    let Some(client_id) = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "client_id")
+        .map(|(_, v)| v.into_owned())
+    else {
+        return response;
+    };
+    if let Ok(app) = state.services.oauth.app(&client_id).await
+        && let Some(csp) = respond::csp_with_form_targets(&app.redirect_uris)
+    {
+        response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    response
 }
 
 fn with_cookie(mut response: Response, cookie: Option<axum::http::HeaderValue>) -> Response {
@@ -163,8 +189,8 @@ pub async fn sign_up(
     } else {
         StatusCode::BAD_REQUEST
     };
-    let page = sign_up_view(token, next, email, errors);
-    html(status, state.pages.sign_up(&page))
+    let page = sign_up_view(token, next.clone(), email, errors);
+    allow_app_targets(&state, html(status, state.pages.sign_up(&page)), next.as_deref()).await
 }
 
 fn capitalized(s: &str) -> String {
@@ -178,8 +204,10 @@ fn capitalized(s: &str) -> String {
 /// `GET /sign-in`.
 pub async fn sign_in_page(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<NextQuery>) -> Response {
     let (token, cookie) = form_token(&state, &headers);
-    let page = sign_in_view(token, safe_next(q.next.as_deref()), String::new());
-    with_cookie(html(StatusCode::OK, state.pages.sign_in(&page)), cookie)
+    let next = safe_next(q.next.as_deref());
+    let page = sign_in_view(token, next.clone(), String::new());
+    let response = with_cookie(html(StatusCode::OK, state.pages.sign_in(&page)), cookie);
+    allow_app_targets(&state, response, next.as_deref()).await
 }
 
 /// `POST /sign-in`: throttled per address here, and per (email, address)
@@ -207,10 +235,10 @@ pub async fn sign_in(
         ));
         let mut response = html(StatusCode::TOO_MANY_REQUESTS, state.pages.sign_in(&page));
         insert_retry_after(&mut response, wait.as_secs());
-        return response;
+        return allow_app_targets(&state, response, next.as_deref()).await;
     }
-    match state.services.oauth.sign_in(&email, password, peer.ip()).await {
-        Ok(user) => start_session(&state, &user, next).await,
+    let response = match state.services.oauth.sign_in(&email, password, peer.ip()).await {
+        Ok(user) => return start_session(&state, &user, next).await,
         Err(Error::InvalidCredentials) => {
             page.error = Some("That email and password don't match an account.".into());
             html(StatusCode::UNAUTHORIZED, state.pages.sign_in(&page))
@@ -224,8 +252,9 @@ pub async fn sign_in(
             insert_retry_after(&mut response, retry_after_secs);
             response
         }
-        Err(e) => respond::server_error(&state, &e),
-    }
+        Err(e) => return respond::server_error(&state, &e),
+    };
+    allow_app_targets(&state, response, next.as_deref()).await
 }
 
 fn insert_retry_after(response: &mut Response, secs: u64) {

@@ -7,10 +7,10 @@
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use coffer_auth::GrantSpec;
-use coffer_consent_ui::{AppView, CONTENT_SECURITY_POLICY, ConsentLine, ConsentPage, fields, homepage_domain};
+use coffer_consent_ui::{AppView, ConsentLine, ConsentPage, fields, homepage_domain};
 use coffer_oauth::{App, AuthorizeError, AuthorizeParams, ConsentCheck, Error, endpoints};
 
 use super::AppState;
@@ -151,25 +151,12 @@ pub async fn authorize(State(state): State<AppState>, headers: HeaderMap, RawQue
         form_action: endpoints::AUTHORIZE.into(),
     };
     let mut response = html(StatusCode::OK, state.pages.consent(&page));
-    if let Some(csp) = consent_csp(&redirect_uri) {
+    // The answer is a redirect to the app, and browsers check `form-action`
+    // on the redirects after a form post too.
+    if let Some(csp) = respond::csp_with_form_targets(&[redirect_uri]) {
         response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp);
     }
     response
-}
-
-/// The pages' CSP with the app's origin added to `form-action`: browsers
-/// check `form-action` on the redirects that follow a form post too, and
-/// the consent form's answer is a redirect to the app.
-fn consent_csp(redirect_uri: &str) -> Option<HeaderValue> {
-    let origin = url::Url::parse(redirect_uri).ok()?.origin();
-    if !origin.is_tuple() {
-        return None;
-    }
-    let policy = CONTENT_SECURITY_POLICY.replace(
-        "form-action 'self'",
-        &format!("form-action 'self' {}", origin.ascii_serialization()),
-    );
-    HeaderValue::from_str(&policy).ok()
 }
 
 /// `POST /oauth/authorize`: the consent page's answer.

@@ -51,6 +51,9 @@ impl Limiter {
     }
 }
 
+/// Requests one user may have waiting at once (open consent pages).
+const MAX_PENDING_PER_USER: usize = 20;
+
 struct Pending {
     user: UserId,
     request: PendingAuthorization,
@@ -88,6 +91,21 @@ impl PendingStore {
             if entries.len() >= self.capacity {
                 return None;
             }
+        }
+        // One user cannot crowd out everyone else: past their share, their
+        // oldest request goes.
+        let mine: Vec<(&String, Instant)> = entries
+            .iter()
+            .filter(|(_, p)| p.user == user)
+            .map(|(id, p)| (id, p.expires))
+            .collect();
+        if mine.len() >= MAX_PENDING_PER_USER
+            && let Some(oldest) = mine
+                .iter()
+                .min_by_key(|(_, expires)| *expires)
+                .map(|(id, _)| (*id).clone())
+        {
+            entries.remove(&oldest);
         }
         entries.insert(
             id.clone(),
@@ -152,7 +170,18 @@ mod tests {
         assert_eq!(store.take(&id, ada), Some(request.clone()));
         assert!(store.take(&id, ada).is_none(), "single use");
         store.put(ada, request.clone()).unwrap();
-        store.put(ada, request.clone()).unwrap();
-        assert!(store.put(ada, request).is_none(), "full");
+        store.put(bob, request.clone()).unwrap();
+        assert!(store.put(ada, request.clone()).is_none(), "full");
+
+        // Past their share, a user's oldest request is dropped.
+        let store = PendingStore::new(Duration::from_secs(60), 1000);
+        let first = store.put(ada, request.clone()).unwrap();
+        for _ in 0..MAX_PENDING_PER_USER {
+            std::thread::sleep(Duration::from_millis(1));
+            store.put(ada, request.clone()).unwrap();
+        }
+        let theirs = store.put(bob, request.clone()).unwrap();
+        assert!(store.take(&first, ada).is_none(), "the oldest went");
+        assert!(store.take(&theirs, bob).is_some(), "others are not affected");
     }
 }

@@ -3,7 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use coffer_consent_ui::{ErrorPage, Link, RenderError};
+use coffer_consent_ui::{CONTENT_SECURITY_POLICY, ErrorPage, Link, RenderError};
 use serde::Serialize;
 
 use super::AppState;
@@ -126,4 +126,61 @@ pub fn oauth_error(error: &coffer_oauth::Error) -> Response {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
+}
+
+/// The pages' CSP with the origins of `redirect_uris` added to
+/// `form-action`. Browsers check `form-action` on every redirect that
+/// follows a form post, so a form whose answer ends at an app (the consent
+/// page; sign-in on the way to an authorization the grant already covers)
+/// must name the app's origin. A loopback redirect URI matches any port
+/// (RFC 8252 §7.3), so its origin is allowed on any port. `None` when no
+/// URI has a usable origin.
+pub fn csp_with_form_targets(redirect_uris: &[String]) -> Option<HeaderValue> {
+    let mut origins: Vec<String> = Vec::new();
+    for uri in redirect_uris {
+        let Ok(url) = url::Url::parse(uri) else { continue };
+        let origin = url.origin();
+        if !origin.is_tuple() {
+            continue;
+        }
+        let loopback = url.scheme() == "http" && matches!(url.host_str(), Some("127.0.0.1") | Some("[::1]"));
+        let source = match (loopback, url.host_str()) {
+            (true, Some(host)) => format!("http://{host}:*"),
+            _ => origin.ascii_serialization(),
+        };
+        if !origins.contains(&source) {
+            origins.push(source);
+        }
+    }
+    if origins.is_empty() {
+        return None;
+    }
+    let policy = CONTENT_SECURITY_POLICY.replace(
+        "form-action 'self'",
+        &format!("form-action 'self' {}", origins.join(" ")),
+    );
+    HeaderValue::from_str(&policy).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_targets_are_origins_and_loopback_any_port() {
+        let csp = csp_with_form_targets(&[
+            "https://notes.example/cb?x=1".into(),
+            "https://notes.example/other".into(),
+            "http://127.0.0.1:8123/cb".into(),
+            "not a url".into(),
+        ])
+        .unwrap();
+        let csp = csp.to_str().unwrap();
+        assert!(
+            csp.contains("form-action 'self' https://notes.example http://127.0.0.1:*;"),
+            "{csp}"
+        );
+        assert!(csp.contains("frame-ancestors 'none'"));
+        assert!(csp_with_form_targets(&["nope".into()]).is_none());
+    }
 }

@@ -89,13 +89,13 @@ pub async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Option<S
 }
 
 /// `next` if it is a path on this site (`/…`, not `//…` or `/\…`, no
-/// control characters, at most 4 KiB); otherwise `None`.
+/// control characters, at most 8 KiB); otherwise `None`.
 pub fn safe_next(next: Option<&str>) -> Option<String> {
     let next = next?.trim();
     let ok = next.starts_with('/')
         && !next.starts_with("//")
         && !next.starts_with("/\\")
-        && next.len() <= 4096
+        && next.len() <= 8192
         && !next.chars().any(|c| c.is_control() || c == '\\');
     ok.then(|| next.to_owned())
 }

@@ -1,0 +1,167 @@
+// Coffer's pages in headless Chromium, as a person uses them: an app sends
+// them to sign in; they create an account, untick one line on the consent
+// page and allow; the app gets exactly what was left ticked; the dashboard
+// shows the narrowed grant; they revoke it with one click and a confirmation.
+//
+// Screenshots go to $COFFER_SCREENSHOTS_DIR (e.g. docs/screenshots to update
+// the committed ones), else to a temporary directory.
+
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, before, test } from 'node:test';
+
+import { launchChromium, oauthPost, pkce, repoRoot, startCallback, startCoffer } from './coffer.js';
+
+const shots = process.env.COFFER_SCREENSHOTS_DIR
+  ? resolve(repoRoot, process.env.COFFER_SCREENSHOTS_DIR)
+  : mkdtempSync(join(tmpdir(), 'coffer-screenshots-'));
+mkdirSync(shots, { recursive: true });
+
+const EMAIL = 'ada@example.org';
+const PASSWORD = 'correct horse battery staple';
+const SCOPE = 'contacts.people(birthday,display_name,email,photo):read calendar.events:read+create+update:own notes.notes:read';
+
+let coffer;
+let callback;
+let browser;
+let clientId;
+
+before(async () => {
+  coffer = await startCoffer();
+  callback = await startCallback();
+  browser = await launchChromium();
+  // A public app registered by the operator, with a loopback redirect URI
+  // (any port matches it, RFC 8252 §7.3).
+  const app = JSON.parse(
+    coffer.cli([
+      'app', 'register', '--name', 'Notes Pro', '--homepage', 'https://notes.example',
+      '--redirect-uri', 'http://127.0.0.1/callback', '--json',
+    ]),
+  );
+  clientId = app.client_id;
+});
+
+after(async () => {
+  await browser?.close();
+  await callback?.close();
+  await coffer?.stop();
+});
+
+function authorizeUrl(scope, challenge, state) {
+  const query = new URLSearchParams({
+    response_type: 'code',
+    client_id: clientId,
+    redirect_uri: callback.url,
+    scope,
+    state,
+    code_challenge: challenge,
+    code_challenge_method: 'S256',
+  });
+  return `${coffer.base}/oauth/authorize?${query}`;
+}
+
+async function exchange(code, verifier) {
+  return oauthPost(`${coffer.base}/oauth/token`, {
+    grant_type: 'authorization_code',
+    code,
+    redirect_uri: callback.url,
+    client_id: clientId,
+    code_verifier: verifier,
+  });
+}
+
+test('sign up, consent with one line unticked, narrowed grant on the dashboard, revoke', async () => {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+  const page = await context.newPage();
+  const { verifier, challenge } = pkce();
+
+  // The app sends the user here; they are not signed in.
+  await page.goto(authorizeUrl(SCOPE, challenge, 'st-1'));
+  await assert.doesNotReject(page.getByRole('heading', { name: 'Sign in to your vault' }).waitFor());
+  await page.getByRole('link', { name: 'Create an account' }).click();
+
+  // Sign up: the account comes with a vault.
+  await page.getByRole('heading', { name: 'Create your account' }).waitFor();
+  await page.getByLabel('Email address').fill(EMAIL);
+  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await page.getByLabel('Type the password again').fill(PASSWORD);
+  const consentResponse = page.waitForResponse((r) => r.url().includes('/oauth/authorize') && r.status() === 200);
+  await page.getByRole('button', { name: 'Create account' }).click();
+
+  // The consent page names the app and asks line by line.
+  await page.getByRole('heading', { name: 'Notes Pro wants to use your data' }).waitFor();
+  const headers = (await consentResponse).headers();
+  assert.match(headers['content-security-policy'], /frame-ancestors 'none'/);
+  assert.equal(headers['x-frame-options'], 'DENY');
+  const boxes = page.getByRole('checkbox');
+  assert.equal(await boxes.count(), 3);
+  const notes = page.getByLabel('See your notes');
+  assert.equal(await notes.isChecked(), true);
+  // Untick with the keyboard, as a person without a mouse would.
+  await notes.focus();
+  await page.keyboard.press('Space');
+  assert.equal(await notes.isChecked(), false);
+  await page.screenshot({ path: join(shots, 'consent.png'), fullPage: true });
+
+  const redirected = callback.next();
+  await page.getByRole('button', { name: 'Allow' }).click();
+  const back = await redirected;
+  assert.equal(back.searchParams.get('state'), 'st-1');
+  assert.equal(back.searchParams.get('iss'), coffer.base);
+  await page.getByRole('heading', { name: 'Back in Notes Pro' }).waitFor();
+
+  // The token response says what was granted: everything but the notes.
+  const tokens = await exchange(back.searchParams.get('code'), verifier);
+  assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
+  assert.equal(
+    tokens.body.scope,
+    'calendar.events:read+create+update:own contacts.people(birthday,display_name,email,photo):read',
+  );
+
+  // The dashboard shows the narrowed grant in plain words.
+  await page.goto(`${coffer.base}/dashboard`);
+  await page.getByRole('heading', { name: 'Your vault' }).waitFor();
+  await page.getByRole('heading', { name: 'Notes Pro' }).waitFor();
+  assert.equal(await page.getByRole('checkbox').count(), 2);
+  assert.equal(await page.getByText('See your notes').count(), 0);
+  await page.getByText('See the people in your address book').waitFor();
+  await page.screenshot({ path: join(shots, 'dashboard.png'), fullPage: true });
+
+  // Signed out elsewhere, a request inside the grant needs only a sign-in:
+  // no consent page, straight back to the app.
+  const other = await browser.newContext();
+  const otherPage = await other.newPage();
+  const second = pkce();
+  await otherPage.goto(authorizeUrl('contacts.people(display_name):read', second.challenge, 'st-2'));
+  await otherPage.getByLabel('Email address').fill(EMAIL);
+  await otherPage.getByLabel('Password').fill(PASSWORD);
+  const skipped = callback.next();
+  await otherPage.getByRole('button', { name: 'Sign in' }).click();
+  const backAgain = await skipped;
+  assert.equal(backAgain.searchParams.get('state'), 'st-2');
+  const narrow = await exchange(backAgain.searchParams.get('code'), second.verifier);
+  assert.equal(narrow.body.scope, 'contacts.people(display_name):read');
+  await other.close();
+
+  // Revoke: one click, then confirm.
+  await page.getByRole('button', { name: 'Revoke access for Notes Pro' }).click();
+  await page.getByRole('heading', { name: 'Revoke access for Notes Pro?' }).waitFor();
+  await page.getByText('The data it wrote stays in your vault.').waitFor();
+  await page.screenshot({ path: join(shots, 'revoke-confirm.png'), fullPage: true });
+  await page.getByRole('button', { name: 'Revoke access' }).click();
+  await page.getByRole('status').getByText('Notes Pro can no longer use your data.').waitFor();
+  await page.getByText('No apps are connected to your vault.').waitFor();
+
+  // The app's refresh token stops working at once.
+  const refreshed = await oauthPost(`${coffer.base}/oauth/token`, {
+    grant_type: 'refresh_token',
+    refresh_token: tokens.body.refresh_token,
+    client_id: clientId,
+  });
+  assert.equal(refreshed.status, 400);
+  assert.equal(refreshed.body.error, 'invalid_grant');
+  await context.close();
+  console.log(`screenshots in ${shots}`);
+});
