@@ -36,6 +36,23 @@ impl From<ParserError> for QueryError {
     }
 }
 
+/// A DataFusion session with no catalog of its own (no default catalog, no
+/// information_schema, no URL tables) that can read the engine's object
+/// store. Callers register the one catalog a query may reach.
+pub fn base_context(engine: &Engine) -> Result<SessionContext, DataFusionError> {
+    let config = SessionConfig::new()
+        .with_default_catalog_and_schema("vault", "public")
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(false)
+        .with_target_partitions(2);
+    let ctx = SessionContext::new_with_config(config);
+    ctx.register_object_store(
+        ObjectStoreUrl::parse(STORE_URL)?.as_ref(),
+        engine.objects().store().clone(),
+    );
+    Ok(ctx)
+}
+
 /// Runs queries against one vault's tables.
 #[derive(Clone)]
 pub struct VaultQuery {
@@ -53,16 +70,7 @@ impl VaultQuery {
     /// installed tables, as `schema.table`. No information_schema, no DDL,
     /// no URL tables: the catalog is all a query can reach.
     pub async fn context(&self) -> Result<SessionContext, QueryError> {
-        let config = SessionConfig::new()
-            .with_default_catalog_and_schema("vault", "public")
-            .with_create_default_catalog_and_schema(false)
-            .with_information_schema(false)
-            .with_target_partitions(2);
-        let ctx = SessionContext::new_with_config(config);
-        ctx.register_object_store(
-            ObjectStoreUrl::parse(STORE_URL)?.as_ref(),
-            self.engine.objects().store().clone(),
-        );
+        let ctx = base_context(&self.engine)?;
         let catalog = Arc::new(MemoryCatalogProvider::new());
         let mut schemas: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for t in self.engine.tables(self.vault).await? {

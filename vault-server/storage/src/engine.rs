@@ -264,15 +264,24 @@ impl Engine {
         Ok(def.version)
     }
 
-    /// The tables installed in a vault.
+    /// The tables installed in a vault: the tables of its installed schemas.
+    /// The [system tables](crate::system), which every vault has, are not
+    /// listed; [`Engine::table`] reaches them by name.
     pub async fn tables(&self, vault: VaultId) -> Result<Vec<Arc<InstalledTable>>, StorageError> {
         self.shared.vault_keys(vault).await?;
-        let mut tables: Vec<_> = self.shared.installed(vault).await?.values().cloned().collect();
+        let mut tables: Vec<_> = self
+            .shared
+            .installed(vault)
+            .await?
+            .values()
+            .filter(|t| !crate::system::is_system_table(&t.name))
+            .cloned()
+            .collect();
         tables.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(tables)
     }
 
-    /// One installed table.
+    /// One installed table, or one of the [system tables](crate::system).
     pub async fn table(&self, vault: VaultId, table: &TableName) -> Result<Arc<InstalledTable>, StorageError> {
         self.shared.vault_keys(vault).await?;
         self.shared.table(vault, table).await
@@ -492,7 +501,11 @@ impl Shared {
             return Ok(t.clone());
         }
         let rows = self.db.installed_tables(vault).await?;
-        let mut map = HashMap::new();
+        // Every live vault has the system tables; nothing installs them.
+        let mut map: HashMap<TableName, Arc<InstalledTable>> = crate::system::installed_tables()
+            .iter()
+            .map(|t| (t.name.clone(), t.clone()))
+            .collect();
         for (name, version) in rows {
             let schema = {
                 let registry = self.registry.read().expect("registry lock");

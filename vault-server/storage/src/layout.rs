@@ -35,7 +35,7 @@ impl VaultPrefix {
 
     /// The key of a new data file of `table` at `schema_version`.
     pub fn table_file(&self, table: &TableName, schema_version: u32, file: Ulid) -> Result<Path, StorageError> {
-        if !is_identifier(&table.schema) || !is_identifier(&table.table) {
+        if !crate::system::is_stored_name(&table.schema) || !is_identifier(&table.table) {
             return Err(StorageError::KeyOutsidePrefix {
                 vault: self.vault,
                 key: table.to_string(),

@@ -19,6 +19,7 @@ pub mod layout;
 mod maintain;
 pub mod manifest;
 pub mod row;
+pub mod system;
 mod tail;
 
 pub use commit::Op;

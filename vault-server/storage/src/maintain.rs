@@ -23,6 +23,12 @@ use crate::manifest::{DataFile, Manifest};
 /// an older manifest.
 const REPLACED_FILE_GRACE: Duration = Duration::from_secs(120);
 
+/// A table name from the tail index (system tables included).
+fn stored_table_name(table: &str) -> Result<TableName, StorageError> {
+    crate::system::parse_stored_table_name(table)
+        .ok_or_else(|| StorageError::Corrupt(format!("invalid table name `{table}`")))
+}
+
 /// The background worker: flushes on a timer or when a table's tail grows
 /// past the threshold, compacts what it flushed, and purges deleted vaults.
 pub(crate) async fn run(shared: Arc<Shared>) {
@@ -91,7 +97,7 @@ async fn commit_manifest(
 /// Writes a table's waiting log tail to new data files, committing a
 /// manifest version after each file.
 pub(crate) async fn flush_table(shared: &Arc<Shared>, vault: VaultId, table: &str) -> Result<(), StorageError> {
-    let name: TableName = table.parse().map_err(|e| StorageError::Corrupt(format!("{e}")))?;
+    let name = stored_table_name(table)?;
     let keys = shared.vault_keys(vault).await?;
     let installed = shared.table(vault, &name).await?;
     let prefix = VaultPrefix::new(vault);
@@ -142,7 +148,7 @@ pub(crate) async fn compact_table(
     table: &str,
     force: bool,
 ) -> Result<(), StorageError> {
-    let name: TableName = table.parse().map_err(|e| StorageError::Corrupt(format!("{e}")))?;
+    let name = stored_table_name(table)?;
     let keys = shared.vault_keys(vault).await?;
     let installed = shared.table(vault, &name).await?;
     let manifest = shared.manifest(vault, &keys, &name).await?;
@@ -206,7 +212,7 @@ pub(crate) async fn compact_table(
 
 /// Removes flushed log entries older than the sync window.
 pub(crate) async fn trim_log(shared: &Arc<Shared>, vault: VaultId, table: &str) -> Result<(), StorageError> {
-    let name: TableName = table.parse().map_err(|e| StorageError::Corrupt(format!("{e}")))?;
+    let name = stored_table_name(table)?;
     let keys = shared.vault_keys(vault).await?;
     let manifest = shared.manifest(vault, &keys, &name).await?;
     let cutoff = now_micros() - shared.options.log_retention.as_micros() as i64;

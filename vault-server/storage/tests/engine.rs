@@ -582,3 +582,54 @@ async fn background_worker_flushes_when_the_tail_grows() {
     assert_eq!(flushed, 150, "the background flusher wrote every row to a file");
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn system_tables_are_in_every_vault_but_not_listed() {
+    use coffer_storage::system::{SYSTEM_APP, access_log_table};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path()).await;
+    // An existing vault with a schema, and one with nothing installed.
+    let vault = vault_with_contacts(&engine).await;
+    let bare = engine.create_vault().await.unwrap();
+    let log = access_log_table();
+    let system = AppId::new(SYSTEM_APP);
+    let entry = |i: i64| {
+        obj(json!({
+            "at": "2025-11-23T08:02:00.000001Z",
+            "app": format!("app-{i}"),
+            "operation": "read",
+            "tables": ["contacts.people"],
+            "rows": i,
+            "outcome": "ok",
+        }))
+    };
+    for v in [vault, bare] {
+        let names: Vec<TableName> = engine.tables(v).await.unwrap().iter().map(|t| t.name.clone()).collect();
+        assert!(!names.contains(&log), "{names:?}");
+        assert_eq!(engine.table(v, &log).await.unwrap().name, log);
+        // Written, flushed, compacted and read back like any table.
+        for round in 0..3 {
+            let row = engine.insert(v, &system, &log, entry(round)).await.unwrap();
+            assert_eq!(row.created_by, SYSTEM_APP);
+            engine.flush_table(v, &log).await.unwrap();
+        }
+        engine.compact_table(v, &log).await.unwrap();
+        let last = engine.insert(v, &system, &log, entry(3)).await.unwrap();
+        let snapshot = engine.snapshot(v, &log).await.unwrap();
+        assert_eq!(snapshot.manifest.files.len(), 1);
+        assert_eq!(snapshot.manifest.files[0].rows, 3);
+        assert_eq!(snapshot.tail.num_rows(), 1);
+        assert_eq!(
+            engine.get(v, &log, &last.id).await.unwrap().unwrap().values["app"],
+            json!("app-3")
+        );
+        // Its data files sit under the vault's prefix like every other table's.
+        assert!(engine.table_bytes(v, &log).await.unwrap() > 0);
+    }
+    // No other name starting with `_` is a table.
+    assert!(matches!(
+        engine.table(vault, &TableName::new("_other", "t")).await,
+        Err(StorageError::TableNotFound(_))
+    ));
+    engine.shutdown().await;
+}

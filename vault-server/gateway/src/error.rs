@@ -1,0 +1,225 @@
+//! What the gateway refuses or fails with. Each error has a stable problem
+//! code (the last part of its RFC 9457 `type`), an HTTP status and, where an
+//! app can act on it, machine-readable members (`required`, `column`, …).
+
+use coffer_auth::Denied;
+use coffer_storage::StorageError;
+use serde_json::{Map, Value, json};
+
+/// Everything a gateway request can end with other than success.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No usable token: missing, malformed, expired, badly signed, revoked,
+    /// or minted for a grant version that changed since.
+    #[error("{reason}")]
+    InvalidToken {
+        /// The refusal's short code (`expired`, `revoked`, …).
+        code: &'static str,
+        /// The same in plain words.
+        reason: String,
+    },
+    /// The token names the table but not this action (or not these columns
+    /// for a write).
+    #[error("the token does not allow `{required}`")]
+    MissingRight {
+        /// The right the request needs, in scope syntax.
+        required: String,
+    },
+    /// The table does not exist, or the token does not name it (the two are
+    /// indistinguishable on purpose).
+    #[error("table `{0}` does not exist")]
+    TableNotFound(String),
+    /// The row does not exist, or is outside the token's rows.
+    #[error("row `{id}` of `{table}` does not exist")]
+    RowNotFound {
+        /// The table.
+        table: String,
+        /// The row id.
+        id: String,
+    },
+    /// The column does not exist, or the token does not name it.
+    #[error("column `{column}` does not exist in `{table}`")]
+    UnknownColumn {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+    },
+    /// A filter, order, limit or cursor that does not parse.
+    #[error("parameter `{parameter}`: {reason}")]
+    InvalidFilter {
+        /// The query parameter.
+        parameter: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A request body that is not the JSON asked for.
+    #[error("{0}")]
+    InvalidBody(String),
+    /// A value of the wrong type, a missing required column, a bad id.
+    #[error("{reason}")]
+    InvalidRow {
+        /// The offending column.
+        column: String,
+        /// What is wrong, with the table.
+        reason: String,
+    },
+    /// `if_seq` did not match, or an insert named an existing id.
+    #[error("{reason}")]
+    Conflict {
+        /// What happened.
+        reason: String,
+        /// The row as it is now, limited to what the token may read (`null`
+        /// when deleted or not readable).
+        current: Value,
+    },
+    /// The request body is larger than the server accepts.
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// SQL that does not parse or plan, or is not allowed.
+    #[error("{0}")]
+    InvalidSql(String),
+    /// The server failed; nothing was changed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// The stable problem code, e.g. `missing-right`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::InvalidToken { .. } => "invalid-token",
+            GatewayError::MissingRight { .. } => "missing-right",
+            GatewayError::TableNotFound(_) => "table-not-found",
+            GatewayError::RowNotFound { .. } => "row-not-found",
+            GatewayError::UnknownColumn { .. } => "unknown-column",
+            GatewayError::InvalidFilter { .. } => "invalid-filter",
+            GatewayError::InvalidBody(_) => "invalid-body",
+            GatewayError::InvalidRow { .. } => "invalid-row",
+            GatewayError::Conflict { .. } => "conflict",
+            GatewayError::InvalidSql(_) => "invalid-sql",
+            GatewayError::BodyTooLarge { .. } => "body-too-large",
+            GatewayError::Internal(_) => "server-error",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::InvalidToken { .. } => 401,
+            GatewayError::MissingRight { .. } => 403,
+            GatewayError::TableNotFound(_) | GatewayError::RowNotFound { .. } => 404,
+            GatewayError::UnknownColumn { .. }
+            | GatewayError::InvalidFilter { .. }
+            | GatewayError::InvalidBody(_)
+            | GatewayError::InvalidSql(_) => 400,
+            GatewayError::InvalidRow { .. } => 422,
+            GatewayError::Conflict { .. } => 409,
+            GatewayError::BodyTooLarge { .. } => 413,
+            GatewayError::Internal(_) => 500,
+        }
+    }
+
+    /// A short human title for the problem type.
+    pub fn title(&self) -> &'static str {
+        match self {
+            GatewayError::InvalidToken { .. } => "The access token is not valid",
+            GatewayError::MissingRight { .. } => "The grant does not allow this",
+            GatewayError::TableNotFound(_) => "No such table",
+            GatewayError::RowNotFound { .. } => "No such row",
+            GatewayError::UnknownColumn { .. } => "No such column",
+            GatewayError::InvalidFilter { .. } => "Invalid query parameter",
+            GatewayError::InvalidBody(_) => "Invalid request body",
+            GatewayError::InvalidRow { .. } => "Invalid row",
+            GatewayError::Conflict { .. } => "The row changed",
+            GatewayError::InvalidSql(_) => "Invalid SQL",
+            GatewayError::BodyTooLarge { .. } => "Request body too large",
+            GatewayError::Internal(_) => "Server error",
+        }
+    }
+
+    /// The problem's extension members.
+    pub fn extensions(&self) -> Map<String, Value> {
+        let v = match self {
+            GatewayError::InvalidToken { code, .. } => json!({ "reason": code }),
+            GatewayError::MissingRight { required } => json!({ "required": required }),
+            GatewayError::TableNotFound(table) => json!({ "table": table }),
+            GatewayError::RowNotFound { table, id } => json!({ "table": table, "id": id }),
+            GatewayError::UnknownColumn { table, column } => json!({ "table": table, "column": column }),
+            GatewayError::InvalidFilter { parameter, .. } => json!({ "parameter": parameter }),
+            GatewayError::InvalidRow { column, .. } => json!({ "column": column }),
+            GatewayError::Conflict { current, .. } => json!({ "current": current }),
+            GatewayError::BodyTooLarge { limit } => json!({ "limit": limit }),
+            GatewayError::InvalidBody(_) | GatewayError::InvalidSql(_) | GatewayError::Internal(_) => json!({}),
+        };
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    /// The RFC 9457 problem document.
+    pub fn to_problem(&self) -> Value {
+        let mut doc = Map::new();
+        doc.insert("type".into(), format!("urn:coffer:problem:{}", self.code()).into());
+        doc.insert("title".into(), self.title().into());
+        doc.insert("status".into(), self.status().into());
+        let detail = match self {
+            GatewayError::Internal(_) => "The server could not finish this request; nothing was changed.".to_owned(),
+            other => other.to_string(),
+        };
+        doc.insert("detail".into(), detail.into());
+        doc.extend(self.extensions());
+        Value::Object(doc)
+    }
+
+    pub(crate) fn invalid_token(denied: &Denied) -> Self {
+        GatewayError::InvalidToken {
+            code: denied.kind.code(),
+            reason: denied.reason.clone(),
+        }
+    }
+
+    pub(crate) fn filter(parameter: &str, reason: impl Into<String>) -> Self {
+        GatewayError::InvalidFilter {
+            parameter: parameter.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
+        GatewayError::Internal(e.to_string())
+    }
+}
+
+impl From<StorageError> for GatewayError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::InvalidRow { table, column, reason } => GatewayError::InvalidRow {
+                reason: format!("{table}: column `{column}`: {reason}"),
+                column,
+            },
+            StorageError::RowNotFound { table, id } => GatewayError::RowNotFound {
+                table: table.to_string(),
+                id,
+            },
+            StorageError::TableNotFound(t) => GatewayError::TableNotFound(t.to_string()),
+            StorageError::RowExists { table, id } => GatewayError::Conflict {
+                reason: format!("{table}: row `{id}` already exists"),
+                current: Value::Null,
+            },
+            e @ StorageError::Conflict { .. } => GatewayError::Conflict {
+                reason: e.to_string(),
+                current: Value::Null,
+            },
+            StorageError::VaultDeleted(_) | StorageError::VaultNotFound(_) => GatewayError::InvalidToken {
+                code: "revoked",
+                reason: "the vault no longer exists".into(),
+            },
+            other => GatewayError::Internal(other.to_string()),
+        }
+    }
+}
