@@ -280,16 +280,100 @@ pub struct AccessLogRow {
     pub time: TimeView,
     /// The app's name.
     pub app: String,
-    /// What the app did, in words, e.g. "Read rows" or "SQL query".
-    pub operation: String,
-    /// The tables it touched, e.g. `contacts.people`.
-    pub tables: Vec<String>,
-    /// Rows returned or written.
-    pub rows: u64,
-    /// How it ended, e.g. "Allowed" or "Refused: not granted".
+    /// What the app did, in words, e.g. "Read 12 rows from contacts.people"
+    /// or "Tried to add rows to notes.notes".
+    pub summary: String,
+    /// How it ended, e.g. "Allowed" or "Refused: not allowed".
     pub outcome: String,
     /// Whether it succeeded; a failure also gets a visible "Refused" style.
     pub ok: bool,
+}
+
+impl AccessLogRow {
+    /// A logged request in plain words.
+    ///
+    /// `operation` is `read`, `insert`, `update`, `delete` or `describe`
+    /// (listing the tables an app may use); any other word is shown as it
+    /// is. `tables` are `schema.table` names, `rows` the rows returned (read)
+    /// or written, `outcome` is `ok` or the request's problem code
+    /// (`missing-right`, `table-not-found`, `server-error`, …). For example
+    /// `read`, `[contacts.people]`, 12, `ok` reads "Read 12 rows from
+    /// contacts.people", "Allowed"; the same refused with `missing-right`
+    /// reads "Tried to read contacts.people", "Refused: not allowed".
+    pub fn describe(
+        time: TimeView,
+        app: impl Into<String>,
+        operation: &str,
+        tables: &[String],
+        rows: u64,
+        outcome: &str,
+    ) -> Self {
+        let ok = outcome == "ok";
+        let names = join_names(tables);
+        let on = |word: &str| {
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!(" {word} {names}")
+            }
+        };
+        let count = match rows {
+            1 => "1 row".to_owned(),
+            n => format!("{n} rows"),
+        };
+        let summary = match (operation, ok) {
+            ("read", true) => format!("Read {count}{}", on("from")),
+            ("insert", true) => format!("Added {count}{}", on("to")),
+            ("update", true) => format!("Changed {count}{}", on("in")),
+            ("delete", true) => format!("Deleted {count}{}", on("from")),
+            ("describe", true) => "Listed the tables it may use".to_owned(),
+            ("read", false) if names.is_empty() => "Tried to read your data".to_owned(),
+            ("read", false) => format!("Tried to read {names}"),
+            ("insert", false) => format!("Tried to add rows{}", on("to")),
+            ("update", false) => format!("Tried to change rows{}", on("in")),
+            ("delete", false) => format!("Tried to delete rows{}", on("from")),
+            ("describe", false) => "Tried to list the tables it may use".to_owned(),
+            (other, true) if names.is_empty() => format!("Made a request (\"{other}\", {count})"),
+            (other, true) => format!("Used {names} (\"{other}\", {count})"),
+            (other, false) if names.is_empty() => format!("Tried a request (\"{other}\")"),
+            (other, false) => format!("Tried to use {names} (\"{other}\")"),
+        };
+        Self {
+            time,
+            app: app.into(),
+            summary,
+            outcome: outcome_words(outcome),
+            ok,
+        }
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn join_names(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// A request's outcome in a few words: "Allowed", "Refused: …" or "Failed: …".
+fn outcome_words(code: &str) -> String {
+    let words = match code {
+        "ok" => return "Allowed".to_owned(),
+        "server-error" => return "Failed: server error".to_owned(),
+        "missing-right" => "not allowed",
+        "table-not-found" => "table not shared",
+        "unknown-column" => "column not shared",
+        "row-not-found" => "no such row",
+        "invalid-token" => "access expired or revoked",
+        "invalid-filter" | "invalid-body" | "invalid-sql" => "invalid request",
+        "invalid-row" => "invalid data",
+        "conflict" => "row had changed",
+        "body-too-large" => "request too large",
+        other => return format!("Refused: {}", other.replace(['-', '_'], " ")),
+    };
+    format!("Refused: {words}")
 }
 
 /// One entry of the access log's app filter.
@@ -338,6 +422,9 @@ pub struct DashboardPage {
     pub apps: Vec<ConnectedApp>,
     /// The access log entries to show, newest first.
     pub access_log: Vec<AccessLogRow>,
+    /// The access log could not be read: the page says so rather than
+    /// showing an empty log.
+    pub access_log_unavailable: bool,
     /// The app the log is filtered by (an [`AppChoice::value`]), if any.
     pub filter_app: Option<String>,
     /// The apps the log can be filtered by.

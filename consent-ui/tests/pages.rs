@@ -439,10 +439,27 @@ fn dashboard_lists_apps_access_log_and_filter() {
 
     // The log: a table with a caption and column headers, and a GET filter.
     assert!(html.contains("<caption id=\"log-caption\">Requests from all apps, newest first</caption>"));
-    for th in ["Time", "App", "Operation", "Tables", "Rows", "Outcome"] {
+    for th in ["Time", "App", "What it did", "Outcome"] {
         assert!(html.contains(&format!(">{th}</th>")), "{th}");
     }
-    assert!(html.contains("Refused: not allowed"));
+    // In plain words, newest first, refusals marked.
+    let read = html
+        .find("<td>Read 214 rows from contacts.people</td>")
+        .expect("read entry");
+    let added = html
+        .find("<td>Added 1 row to calendar.events</td>")
+        .expect("insert entry");
+    let refused = html
+        .find("<td>Tried to read contacts.people and health.measurements</td>")
+        .expect("refused entry");
+    assert!(read < added && added < refused, "in the order given");
+    assert!(html.contains(r#"<span class="outcome outcome-refused">Refused: not allowed</span>"#));
+    assert_eq!(
+        html.matches(r#"<span class="outcome outcome-ok">Allowed</span>"#)
+            .count(),
+        2
+    );
+    assert!(!html.contains("could not be read"));
     let (filter, inner) = forms.iter().find(|(f, _)| f.attr("method") == Some("get")).unwrap();
     assert_eq!(filter.attr("action"), Some("/dashboard#access-log"));
     let select = inner.iter().find(|t| t.name == "select").unwrap();
@@ -457,6 +474,78 @@ fn dashboard_lists_apps_access_log_and_filter() {
         .unwrap();
     assert!(filtered.contains(r#"<option value="app_quicknotes" selected>Quick Notes</option>"#));
     assert!(filtered.contains("Quick Notes has not used your vault yet."));
+
+    // A log that could not be read says so, rather than "not used yet".
+    let unavailable = Pages::new()
+        .dashboard(&DashboardPage {
+            access_log: Vec::new(),
+            access_log_unavailable: true,
+            ..sample::dashboard()
+        })
+        .unwrap();
+    assert!(unavailable.contains("The access log could not be read just now."));
+    assert!(!unavailable.contains("used your vault yet") && !unavailable.contains("<table"));
+}
+
+#[test]
+fn access_log_rows_in_plain_words() {
+    let t = || TimeView::new("2025-11-23T08:02:00Z", "23 Nov 2025, 08:02 UTC");
+    let people = ["contacts.people".to_owned()];
+    let two = ["contacts.people".to_owned(), "notes.notes".to_owned()];
+    let three = [two[0].clone(), two[1].clone(), "tasks.items".to_owned()];
+    let row = |op: &str, tables: &[String], rows: u64, outcome: &str| {
+        let r = AccessLogRow::describe(t(), "Quick Notes", op, tables, rows, outcome);
+        assert_eq!(r.app, "Quick Notes");
+        assert_eq!(r.ok, outcome == "ok");
+        (r.summary, r.outcome)
+    };
+    let s = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    assert_eq!(
+        row("read", &people, 12, "ok"),
+        s("Read 12 rows from contacts.people", "Allowed")
+    );
+    assert_eq!(
+        row("read", &two, 1, "ok").0,
+        "Read 1 row from contacts.people and notes.notes"
+    );
+    assert_eq!(
+        row("read", &three, 0, "ok").0,
+        "Read 0 rows from contacts.people, notes.notes and tasks.items"
+    );
+    assert_eq!(row("insert", &people, 1, "ok").0, "Added 1 row to contacts.people");
+    assert_eq!(row("update", &people, 3, "ok").0, "Changed 3 rows in contacts.people");
+    assert_eq!(row("delete", &people, 1, "ok").0, "Deleted 1 row from contacts.people");
+    assert_eq!(row("describe", &[], 0, "ok").0, "Listed the tables it may use");
+    assert_eq!(
+        row("read", &people, 0, "missing-right"),
+        s("Tried to read contacts.people", "Refused: not allowed")
+    );
+    assert_eq!(
+        row("insert", &people, 0, "table-not-found"),
+        s("Tried to add rows to contacts.people", "Refused: table not shared")
+    );
+    assert_eq!(
+        row("update", &people, 0, "conflict"),
+        s("Tried to change rows in contacts.people", "Refused: row had changed")
+    );
+    assert_eq!(
+        row("delete", &people, 0, "server-error"),
+        s("Tried to delete rows from contacts.people", "Failed: server error")
+    );
+    assert_eq!(
+        row("read", &[], 0, "invalid-filter"),
+        s("Tried to read your data", "Refused: invalid request")
+    );
+    // Nothing an app did is hidden: unknown words are shown as they are.
+    assert_eq!(
+        row("export", &people, 5, "ok").0,
+        "Used contacts.people (\"export\", 5 rows)"
+    );
+    assert_eq!(
+        row("export", &people, 0, "quota-exceeded"),
+        s("Tried to use contacts.people (\"export\")", "Refused: quota exceeded")
+    );
+    assert_eq!(row("export", &[], 2, "ok").0, "Made a request (\"export\", 2 rows)");
 }
 
 #[test]
@@ -621,12 +710,11 @@ fn evil_pages(pages: &Pages) -> Vec<(&'static str, String)> {
                     access_log: vec![AccessLogRow {
                         time: evil_time(),
                         app: s(),
-                        operation: s(),
-                        tables: vec![s()],
-                        rows: 1,
+                        summary: s(),
                         outcome: s(),
                         ok: false,
                     }],
+                    access_log_unavailable: false,
                     filter_app: Some(s()),
                     app_choices: vec![AppChoice { value: s(), label: s() }],
                     csrf_token: s(),

@@ -9,6 +9,9 @@ use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
 
+/// The data API's request body limit unless configured.
+pub const DEFAULT_API_BODY_LIMIT: usize = 1 << 20;
+
 /// Options of `coffer serve`. Every option can also be set by its
 /// environment variable or in the TOML file given by `--config`.
 #[derive(Args, Debug, Default)]
@@ -37,6 +40,9 @@ pub struct ServeArgs {
     /// [default: http://{listen address}].
     #[arg(long, env = "COFFER_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Largest request body the data API (`/v1`) accepts, in bytes [default: 1048576].
+    #[arg(long, env = "COFFER_API_BODY_LIMIT")]
+    pub api_body_limit: Option<usize>,
 }
 
 /// The options of the operator commands (`coffer user …`, `coffer app …`):
@@ -62,6 +68,7 @@ struct FileConfig {
     flush_rows: Option<i64>,
     log_retention_hours: Option<u64>,
     public_url: Option<String>,
+    api_body_limit: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -80,6 +87,8 @@ pub struct Config {
     /// The public base URL (OAuth issuer), without a trailing slash; `None`:
     /// `http://` and the address actually bound.
     pub public_url: Option<String>,
+    /// Largest data API request body, in bytes.
+    pub api_body_limit: usize,
 }
 
 impl Config {
@@ -114,6 +123,11 @@ impl Config {
                 .or(file.public_url)
                 .map(|u| check_public_url(&u))
                 .transpose()?,
+            api_body_limit: args
+                .api_body_limit
+                .or(file.api_body_limit)
+                .unwrap_or(DEFAULT_API_BODY_LIMIT)
+                .max(1024),
         })
     }
 

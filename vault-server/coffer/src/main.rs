@@ -2,19 +2,13 @@
 //! its users and apps.
 #![forbid(unsafe_code)]
 
-mod accounts;
-mod cli;
-mod config;
-mod server;
-mod services;
-mod web;
-
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::apps::AppCommand;
-use crate::cli::users::UserCommand;
-use crate::config::{Config, ServeArgs};
+use coffer::cli::apps::AppCommand;
+use coffer::cli::users::UserCommand;
+use coffer::config::{Config, ServeArgs};
+use coffer::{cli, server};
 
 /// Coffer: a user-owned personal data vault server.
 #[derive(Parser)]

@@ -55,11 +55,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         println!("Public URL (OAuth issuer): {base_url}");
     }
     let engine = services.engine.clone();
-    let app = web::router(AppState::new(services, &base_url));
+    let access_log = services.access_log.clone();
+    let app = web::router(AppState::new(services, &base_url).with_api_body_limit(config.api_body_limit));
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     cleanup.abort();
+    // The access log's last entries go to the engine before it stops.
+    access_log.flush().await;
     engine.shutdown().await;
     Ok(())
 }

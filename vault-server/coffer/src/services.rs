@@ -6,8 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use async_trait::async_trait;
 use coffer_auth::{RevocationView, RootKeyPair};
+use coffer_core::GrantId;
 use coffer_core::schema::registry::SchemaRegistry;
+use coffer_gateway::{AccessLog, ControlPlane, Gateway};
 use coffer_oauth::{OAuthConfig, OAuthServer, SchemaLookup};
 use coffer_storage::{Engine, EngineOptions, open_embedded};
 
@@ -23,6 +26,34 @@ pub struct Services {
     pub oauth: OAuthServer,
     /// The schemas grants are resolved against (the engine's registry).
     pub registry: Arc<SchemaRegistry>,
+    /// The vaults' access log (also reachable through the gateway).
+    pub access_log: AccessLog,
+    /// The query gateway the data API goes through.
+    pub gateway: Gateway,
+}
+
+/// The OAuth server as the gateway's control plane: grants the revocation
+/// view does not know yet are loaded from the control database, and each
+/// grant's last use is recorded for the dashboard.
+struct OAuthControl(OAuthServer);
+
+#[async_trait]
+impl ControlPlane for OAuthControl {
+    async fn sync_grant(&self, grant: GrantId) -> bool {
+        match self.0.sync_grant(grant).await {
+            Ok(known) => known,
+            Err(e) => {
+                tracing::warn!(%grant, error = %e, "loading a grant into the revocation view failed");
+                false
+            }
+        }
+    }
+
+    async fn touch_grant(&self, grant: GrantId) {
+        if let Err(e) = self.0.touch_grant(grant).await {
+            tracing::warn!(%grant, error = %e, "recording a grant's last use failed");
+        }
+    }
 }
 
 /// What opening created (first start of a data directory).
@@ -60,11 +91,20 @@ pub async fn open(data_dir: &Path, issuer: &str, options: EngineOptions) -> anyh
         config,
     )
     .context("setting up the OAuth server")?;
+    let access_log = AccessLog::start(engine.clone());
+    let gateway = Gateway::new(
+        engine.clone(),
+        oauth.authorizer().clone(),
+        Arc::new(OAuthControl(oauth.clone())),
+        access_log.clone(),
+    );
     Ok((
         Services {
             engine,
             oauth,
             registry,
+            access_log,
+            gateway,
         },
         Created {
             master_key: opened.created_master_key,

@@ -2,15 +2,21 @@
 //! words, when it was allowed and last used; "Change access" (untick lines
 //! to narrow) and "Revoke access" (one click, then a confirmation).
 //! Revoking stops the app's tokens at once and keeps every row it wrote.
+//! Below the apps, the vault's access log: the latest requests, newest
+//! first, in plain words, filterable by app (a GET form, `?app=`).
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use std::collections::HashMap;
+
 use coffer_consent_ui::{
-    ConnectedApp, DashboardActions, DashboardPage, RevokeConfirmPage, TimeView, fields, homepage_domain,
+    AccessLogRow, AppChoice, ConnectedApp, DashboardActions, DashboardPage, RevokeConfirmPage, TimeView, fields,
+    homepage_domain,
 };
-use coffer_core::GrantId;
+use coffer_core::{AppId, GrantId};
+use coffer_gateway::AccessEntry;
 use coffer_oauth::{Error, Grant, GrantWithApp};
 use serde::Deserialize;
 
@@ -28,11 +34,17 @@ pub const CHANGE_PATH: &str = "/dashboard/access";
 /// "Revoke access" form and its confirmation.
 pub const REVOKE_PATH: &str = "/dashboard/revoke";
 
-/// Which change the dashboard confirms after a redirect.
+/// Access log entries the dashboard shows.
+pub const ACCESS_LOG_ROWS: usize = 50;
+
+/// Which change the dashboard confirms after a redirect, and which app the
+/// access log is filtered by.
 #[derive(Deserialize)]
 pub struct NoticeQuery {
     revoked: Option<String>,
     changed: Option<String>,
+    /// [`fields::FILTER_APP`]: an app id, empty for every app.
+    app: Option<String>,
 }
 
 /// The domain the dashboard shows for an app: its homepage's, else its
@@ -84,17 +96,92 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap, Query(q): Q
             lines: describe(&state.services.registry, &g.grant.spec),
         });
     }
+    // The log filter: one of the apps offered, else every app.
+    let app_choices = app_choices(&grants);
+    let filter_app = q
+        .app
+        .as_deref()
+        .map(str::trim)
+        .filter(|a| app_choices.iter().any(|c| c.value == *a))
+        .map(AppId::new);
+    let (access_log, access_log_unavailable) = match state
+        .services
+        .access_log
+        .recent(user.vault_id, filter_app.as_ref(), ACCESS_LOG_ROWS)
+        .await
+    {
+        Ok(entries) => (log_rows(&state, &grants, entries).await, false),
+        Err(e) => {
+            tracing::warn!(vault = %user.vault_id, error = %e, "reading the access log failed");
+            (Vec::new(), true)
+        }
+    };
     let page = DashboardPage {
         user_email: user.email.clone(),
         apps,
-        access_log: Vec::new(),
-        filter_app: None,
-        app_choices: Vec::new(),
+        access_log,
+        access_log_unavailable,
+        filter_app: filter_app.map(|a| a.0),
+        app_choices,
         csrf_token: signed_in.session.csrf_token.clone(),
         actions: DashboardActions::default(),
         notice,
     };
     html(StatusCode::OK, state.pages.dashboard(&page))
+}
+
+/// The apps the access log can be filtered by: every app the user ever
+/// allowed (a revoked app's past requests stay in the log), by name; two
+/// apps of the same name also show their website.
+fn app_choices(grants: &[GrantWithApp]) -> Vec<AppChoice> {
+    let mut apps: Vec<&GrantWithApp> = Vec::new();
+    for g in grants {
+        if !apps.iter().any(|a| a.app.client_id == g.app.client_id) {
+            apps.push(g);
+        }
+    }
+    apps.iter()
+        .map(|g| {
+            let same_name = apps.iter().filter(|a| a.app.name == g.app.name).count() > 1;
+            let label = match (&g.app.homepage, same_name) {
+                (Some(home), true) => format!("{} ({})", g.app.name, homepage_domain(home)),
+                (None, true) => format!("{} ({})", g.app.name, g.app.client_id),
+                (_, false) => g.app.name.clone(),
+            };
+            AppChoice {
+                value: g.app.client_id.to_string(),
+                label,
+            }
+        })
+        .collect()
+}
+
+/// The access log in plain words, each app by its name.
+async fn log_rows(state: &AppState, grants: &[GrantWithApp], entries: Vec<AccessEntry>) -> Vec<AccessLogRow> {
+    let mut names: HashMap<AppId, String> = grants
+        .iter()
+        .map(|g| (g.app.client_id.clone(), g.app.name.clone()))
+        .collect();
+    let mut rows = Vec::with_capacity(entries.len());
+    for entry in entries {
+        if !names.contains_key(&entry.app) {
+            let name = match state.services.oauth.app(entry.app.as_str()).await {
+                Ok(app) => app.name,
+                Err(_) => "An app no longer registered".to_owned(),
+            };
+            names.insert(entry.app.clone(), name);
+        }
+        let tables: Vec<String> = entry.tables.iter().map(|t| t.to_string()).collect();
+        rows.push(AccessLogRow::describe(
+            TimeView::from_utc(entry.at),
+            names[&entry.app].clone(),
+            &entry.operation,
+            &tables,
+            entry.rows,
+            &entry.outcome,
+        ));
+    }
+    rows
 }
 
 /// The signed-in user and their grant named by the form, after the CSRF

@@ -9,8 +9,10 @@
 //! | [`consent`] | `/oauth/authorize` (GET: consent page, POST: the answer) |
 //! | [`device`] | `/device`, `/device/decision` (RFC 8628 verification page) |
 //! | [`dashboard`] | `/dashboard`, `/dashboard/access`, `/dashboard/revoke` |
+//! | [`api`] | the data API under `/v1` (bearer capability tokens) |
 
 mod accounts;
+mod api;
 mod consent;
 mod dashboard;
 mod device;
@@ -61,6 +63,8 @@ pub struct AppState {
     pub sign_up_limit: Arc<Limiter>,
     /// Device codes typed per session (user codes have about 34.6 bits).
     pub device_limit: Arc<Limiter>,
+    /// Largest data API request body, in bytes.
+    pub api_body_limit: usize,
 }
 
 impl AppState {
@@ -76,13 +80,20 @@ impl AppState {
             sign_in_limit: Arc::new(Limiter::new(30, Duration::from_secs(15 * 60))),
             sign_up_limit: Arc::new(Limiter::new(10, Duration::from_secs(60 * 60))),
             device_limit: Arc::new(Limiter::new(10, Duration::from_secs(10 * 60))),
+            api_body_limit: crate::config::DEFAULT_API_BODY_LIMIT,
         }
+    }
+
+    /// The same with the data API's request body limit set to `bytes`.
+    pub fn with_api_body_limit(mut self, bytes: usize) -> Self {
+        self.api_body_limit = bytes;
+        self
     }
 }
 
 /// Every route of the server.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let pages = Router::new()
         .route("/", get(accounts::home))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -106,8 +117,11 @@ pub fn router(state: AppState) -> Router {
         .route(dashboard::PATH, get(dashboard::page))
         .route(dashboard::CHANGE_PATH, post(dashboard::change_access))
         .route(dashboard::REVOKE_PATH, post(dashboard::revoke))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    Router::new()
+        .merge(pages)
+        .merge(api::router(state.api_body_limit))
         .fallback(respond::not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(map_response(security_headers))
         .with_state(state)
 }

@@ -1,0 +1,54 @@
+//! `GET /v1/schemas` and `GET /v1/tables`: what the token can see.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use coffer_gateway::describe;
+
+use super::openapi::{Problem, SchemasDoc, TablesDoc};
+use super::{Done, authenticate, finish};
+use crate::web::AppState;
+
+/// The granted tables of each schema, with the columns the token may use.
+#[utoipa::path(
+    get, path = "/v1/schemas", tag = "describe",
+    responses(
+        (status = 200, description = "Schemas, tables and columns this token can see", body = SchemasDoc),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn schemas(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let caller = match authenticate(&state, &headers).await {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let result = describe::schemas(&caller).await.map(|body| Done {
+        status: StatusCode::OK,
+        body: Some(body),
+        rows: 0,
+    });
+    finish(&state, &caller, "describe", Vec::new(), result)
+}
+
+/// Each granted table with, per action, its columns and rows.
+#[utoipa::path(
+    get, path = "/v1/tables", tag = "describe",
+    responses(
+        (status = 200, description = "Granted tables and what each action may touch", body = TablesDoc),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn tables(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let caller = match authenticate(&state, &headers).await {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let result = describe::tables(&caller).await.map(|body| Done {
+        status: StatusCode::OK,
+        body: Some(body),
+        rows: 0,
+    });
+    finish(&state, &caller, "describe", Vec::new(), result)
+}

@@ -1,0 +1,265 @@
+//! `/v1/tables/{table}/rows` and `/v1/tables/{table}/rows/{id}`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use coffer_core::{Seq, TableName};
+use coffer_gateway::filter::ListQuery;
+use coffer_gateway::rows::{self, table_name};
+use coffer_gateway::{Caller, GatewayError};
+use coffer_storage::Values;
+use serde_json::{Value, json};
+
+use super::openapi::{Problem, RowsPage};
+use super::{Done, authenticate, finish, json_body, query_pairs};
+use crate::web::AppState;
+
+/// Runs `op` for an authenticated caller on the table named in the path and
+/// records it; `op` returns what to answer.
+async fn on_table<F, Fut>(state: &AppState, headers: &HeaderMap, table: &str, operation: &str, op: F) -> Response
+where
+    F: FnOnce(Caller, TableName) -> Fut,
+    Fut: Future<Output = Result<Done, GatewayError>>,
+{
+    let caller = match authenticate(state, headers).await {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let (tables, result) = match table_name(table) {
+        Ok(t) => (vec![t.clone()], op(caller.clone(), t).await),
+        Err(e) => (Vec::new(), Err(e)),
+    };
+    finish(state, &caller, operation, tables, result)
+}
+
+/// `if_seq` from the query string.
+fn if_seq(raw: Option<&str>) -> Result<Option<Seq>, GatewayError> {
+    for (k, v) in query_pairs(raw)? {
+        if k == "if_seq" {
+            return v
+                .parse::<i64>()
+                .map(|n| Some(Seq(n)))
+                .map_err(|_| GatewayError::InvalidFilter {
+                    parameter: "if_seq".into(),
+                    reason: format!("`{v}` is not a sequence number"),
+                });
+        }
+    }
+    Ok(None)
+}
+
+fn object(value: Value) -> Result<Values, GatewayError> {
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(GatewayError::InvalidBody(
+            "expected a JSON object of column values".into(),
+        )),
+    }
+}
+
+/// Lists rows: filters `col=op.value`, `select`, `order`, `limit`, `cursor`.
+#[utoipa::path(
+    get, path = "/v1/tables/{table}/rows", tag = "rows",
+    params(
+        ("table" = String, Path, description = "`schema.table`, e.g. `contacts.people`"),
+        ("select" = Option<String>, Query, description = "Columns, comma-separated (`id` is always included)"),
+        ("order" = Option<String>, Query, description = "`col[.asc|.desc][.nullsfirst|.nullslast]`, comma-separated"),
+        ("limit" = Option<u32>, Query, description = "Rows per page, 1 to 1000 (default 100)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("filters" = Option<String>, Query, description = "Any column as `col=[not.]op.value`: eq, neq, gt, gte, lt, lte, like, ilike, in.(…), is.null|true|false"),
+    ),
+    responses(
+        (status = 200, description = "A page of rows", body = RowsPage),
+        (status = 400, description = "Bad filter, order, limit, cursor or column", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The grant does not allow reading", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such table (or not granted)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(table): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    on_table(&state, &headers, &table, "read", |caller, table| async move {
+        let query = ListQuery::parse(&query_pairs(raw.as_deref())?)?;
+        let page = rows::list(&caller, &table, &query).await?;
+        let n = page.rows.len() as u64;
+        Ok(Done {
+            status: StatusCode::OK,
+            body: Some(json!({ "rows": page.rows, "next_cursor": page.next_cursor })),
+            rows: n,
+        })
+    })
+    .await
+}
+
+/// One row by id.
+#[utoipa::path(
+    get, path = "/v1/tables/{table}/rows/{id}", tag = "rows",
+    params(
+        ("table" = String, Path, description = "`schema.table`"),
+        ("id" = String, Path, description = "The row id"),
+        ("select" = Option<String>, Query, description = "Columns, comma-separated"),
+    ),
+    responses(
+        (status = 200, description = "The row", body = Object),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The grant does not allow reading", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such table or row", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((table, id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    on_table(&state, &headers, &table, "read", |caller, table| async move {
+        let mut select = None;
+        for (k, v) in query_pairs(raw.as_deref())? {
+            match k.as_str() {
+                "select" => select = Some(v.split(',').map(|c| c.trim().to_owned()).collect::<Vec<_>>()),
+                other => {
+                    return Err(GatewayError::InvalidFilter {
+                        parameter: other.to_owned(),
+                        reason: "a single row takes only `select`".into(),
+                    });
+                }
+            }
+        }
+        let row = rows::get(&caller, &table, &id, select.as_deref()).await?;
+        Ok(Done {
+            status: StatusCode::OK,
+            body: Some(Value::Object(row)),
+            rows: 1,
+        })
+    })
+    .await
+}
+
+/// Inserts one row (an object) or a batch (an array), atomically.
+#[utoipa::path(
+    post, path = "/v1/tables/{table}/rows", tag = "rows",
+    params(("table" = String, Path, description = "`schema.table`")),
+    request_body(content = Object, description = "A row (object of column values; `id` optional) or an array of rows"),
+    responses(
+        (status = 201, description = "The row written, or `{\"rows\": [...]}` for a batch", body = Object),
+        (status = 400, description = "Bad body or unknown column", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The grant does not allow creating (these columns)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such table (or not granted)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A row with this id exists", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A value does not fit its column", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn insert(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(table): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = json_body(&state, body);
+    on_table(&state, &headers, &table, "insert", |caller, table| async move {
+        let (batch, values) = match body? {
+            Value::Array(items) => (true, items.into_iter().map(object).collect::<Result<Vec<_>, _>>()?),
+            other => (false, vec![object(other)?]),
+        };
+        let mut written = rows::insert(&caller, &table, values).await?;
+        let n = written.len() as u64;
+        let body = if batch {
+            json!({ "rows": written })
+        } else {
+            Value::Object(written.pop().unwrap_or_default())
+        };
+        Ok(Done {
+            status: StatusCode::CREATED,
+            body: Some(body),
+            rows: n,
+        })
+    })
+    .await
+}
+
+/// Changes some columns of a row (`null` clears one).
+#[utoipa::path(
+    patch, path = "/v1/tables/{table}/rows/{id}", tag = "rows",
+    params(
+        ("table" = String, Path, description = "`schema.table`"),
+        ("id" = String, Path, description = "The row id"),
+        ("if_seq" = Option<i64>, Query, description = "Change only if the row's `_seq` is this"),
+    ),
+    request_body(content = Object, description = "Column values to change"),
+    responses(
+        (status = 200, description = "The row after the change", body = Object),
+        (status = 400, description = "Bad body or unknown column", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The grant does not allow updating (these columns)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such table or row", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The row changed; `current` holds it", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A value does not fit its column", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((table, id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = json_body(&state, body);
+    on_table(&state, &headers, &table, "update", |caller, table| async move {
+        let expected = if_seq(raw.as_deref())?;
+        let patch = object(body?)?;
+        let row = rows::update(&caller, &table, &id, patch, expected).await?;
+        Ok(Done {
+            status: StatusCode::OK,
+            body: Some(Value::Object(row)),
+            rows: 1,
+        })
+    })
+    .await
+}
+
+/// Deletes a row.
+#[utoipa::path(
+    delete, path = "/v1/tables/{table}/rows/{id}", tag = "rows",
+    params(
+        ("table" = String, Path, description = "`schema.table`"),
+        ("id" = String, Path, description = "The row id"),
+        ("if_seq" = Option<i64>, Query, description = "Delete only if the row's `_seq` is this"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The grant does not allow deleting", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such table or row", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The row changed; `current` holds it", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((table, id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    on_table(&state, &headers, &table, "delete", |caller, table| async move {
+        let expected = if_seq(raw.as_deref())?;
+        rows::delete(&caller, &table, &id, expected).await?;
+        Ok(Done {
+            status: StatusCode::NO_CONTENT,
+            body: None,
+            rows: 1,
+        })
+    })
+    .await
+}
