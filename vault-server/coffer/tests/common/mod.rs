@@ -36,17 +36,25 @@ impl Drop for Server {
 impl Server {
     /// Starts a server on a new data directory and waits until it serves.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with these extra environment variables (e.g.
+    /// `COFFER_API_BODY_LIMIT`).
+    pub fn start_with(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_coffer"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .env("COFFER_LOG", "warn")
             .env_remove("COFFER_PUBLIC_URL")
             .env_remove("COFFER_CONFIG")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start coffer");
+            .env_remove("COFFER_API_BODY_LIMIT")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped());
+        let mut child = command.spawn().expect("start coffer");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let base = loop {
             let line = lines.next().expect("coffer exited before serving").unwrap();
@@ -373,4 +381,429 @@ pub async fn oauth_post(
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
     };
     (status, headers, json)
+}
+
+// ---------------------------------------------------------------------------
+// Apps, tokens and the data API (`/v1`).
+
+/// The redirect URI of the test apps: a loopback address nobody listens on
+/// (the tests read the `Location` header instead of following it).
+pub const APP_REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+/// A client that keeps cookies, never follows redirects and sends from the
+/// loopback address `ip` (every 127.0.0.0/8 address reaches the server on
+/// Linux), so each simulated user has their own sign-up and sign-in budget.
+pub fn client_from(ip: std::net::IpAddr) -> Client {
+    Client::builder()
+        .cookie_store(true)
+        .redirect(Policy::none())
+        .no_proxy()
+        .local_address(ip)
+        .build()
+        .unwrap()
+}
+
+/// `127.0.0.n`.
+pub fn loopback(n: u8) -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, n))
+}
+
+impl Server {
+    /// A browser whose requests come from `127.0.0.n`.
+    pub fn browser_from(&self, n: u8) -> Browser {
+        Browser {
+            client: client_from(loopback(n)),
+            base: self.base.clone(),
+        }
+    }
+
+    /// Signs up `email` from `127.0.0.n`; the returned browser is signed in.
+    pub async fn new_user(&self, email: &str, n: u8) -> Browser {
+        let browser = self.browser_from(n);
+        let page = browser.sign_up(email, None).await;
+        assert_eq!(page.status, StatusCode::OK, "sign-up of {email}: {}", page.body);
+        browser
+    }
+
+    /// A public app named `name` with the test redirect URI; its client id.
+    pub fn app(&self, name: &str) -> String {
+        self.public_app(name, APP_REDIRECT)
+    }
+
+    /// An API client holding `token`.
+    pub fn api(&self, token: &str) -> Api {
+        Api::new(&self.base, token)
+    }
+}
+
+/// What the token endpoint answered.
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: Option<String>,
+    pub scope: String,
+}
+
+impl Tokens {
+    fn from_json(body: &Value) -> Tokens {
+        Tokens {
+            access: body["access_token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{body}"))
+                .to_owned(),
+            refresh: body["refresh_token"].as_str().map(str::to_owned),
+            scope: body["scope"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+}
+
+/// Runs the authorization code flow for `client_id` and the signed-in user of
+/// `browser`: authorize with PKCE S256, answer the consent page (ticking
+/// `tick`, or every line when `None`; skipped when the server goes straight
+/// back because everything was allowed before), read the code from the
+/// redirect and exchange it at the token endpoint.
+pub async fn authorize_app(browser: &Browser, client_id: &str, scope: &str, tick: Option<&[&str]>) -> Tokens {
+    let (verifier, challenge) = pkce();
+    let page = browser
+        .visit(&authorize_path(client_id, APP_REDIRECT, scope, Some(&challenge)))
+        .await;
+    let location = if page.status == StatusCode::OK {
+        let lines = page.lines();
+        assert!(!lines.is_empty(), "no consent lines for {scope}: {}", page.body);
+        let ticked: Vec<String> = match tick {
+            Some(t) => t.iter().map(|s| (*s).to_owned()).collect(),
+            None => lines,
+        };
+        let csrf = page.hidden("csrf_token").expect("consent form has a CSRF token");
+        let request_id = page.hidden("request_id").expect("consent form has a request id");
+        let mut form = vec![("csrf_token", csrf.as_str()), ("request_id", request_id.as_str())];
+        form.extend(ticked.iter().map(|l| ("line", l.as_str())));
+        form.push(("decision", "allow"));
+        let answer = browser.post("/oauth/authorize", &form).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "consent answer: {}", answer.body);
+        answer.location().unwrap().to_owned()
+    } else {
+        assert_eq!(
+            page.status,
+            StatusCode::SEE_OTHER,
+            "authorize for {scope}: {}",
+            page.body
+        );
+        page.location().unwrap().to_owned()
+    };
+    assert!(location.starts_with(APP_REDIRECT), "{location}");
+    let code = query_param(&location, "code").unwrap_or_else(|| panic!("no code in {location}"));
+    let (status, _, body) = oauth_post(
+        &browser.client,
+        &format!("{}/oauth/token", browser.base),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", APP_REDIRECT),
+            ("client_id", client_id),
+            ("code_verifier", &verifier),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "token exchange: {body}");
+    Tokens::from_json(&body)
+}
+
+/// Exchanges a refresh token; the status and the JSON answer.
+pub async fn refresh_tokens(base: &str, client_id: &str, refresh: &str) -> (StatusCode, Value) {
+    let (status, _, body) = oauth_post(
+        &client(),
+        &format!("{base}/oauth/token"),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", client_id),
+        ],
+        &[],
+    )
+    .await;
+    (status, body)
+}
+
+/// Refreshes and expects new tokens.
+pub async fn refreshed(base: &str, client_id: &str, refresh: &str) -> Tokens {
+    let (status, body) = refresh_tokens(base, client_id, refresh).await;
+    assert_eq!(status, StatusCode::OK, "refresh: {body}");
+    Tokens::from_json(&body)
+}
+
+/// The dashboard card of the app named `app_name`: its grant id and lines.
+pub fn dashboard_card(dashboard: &Page, app_name: &str) -> (String, Vec<String>) {
+    let heading = format!(">{app_name}</h3>");
+    let card = dashboard
+        .body
+        .split("<li class=\"app-card\">")
+        .skip(1)
+        .find(|card| card.contains(&heading))
+        .unwrap_or_else(|| panic!("no dashboard card for {app_name}: {}", dashboard.body));
+    let card = &card[..card.find("class=\"revoke-form\"").unwrap_or(card.len())];
+    let grant_id = input_values(card, "grant_id").into_iter().next().expect("grant id");
+    (grant_id, input_values(card, "line"))
+}
+
+/// "Change access" on the dashboard: keeps only `lines` ticked for `app_name`.
+pub async fn narrow_on_dashboard(browser: &Browser, app_name: &str, lines: &[&str]) {
+    let dashboard = browser.visit("/dashboard").await;
+    assert_eq!(dashboard.status, StatusCode::OK);
+    let csrf = dashboard.hidden("csrf_token").unwrap();
+    let (grant_id, _) = dashboard_card(&dashboard, app_name);
+    let mut form = vec![("csrf_token", csrf.as_str()), ("grant_id", grant_id.as_str())];
+    form.extend(lines.iter().map(|l| ("line", *l)));
+    let answer = browser.post("/dashboard/access", &form).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "change access: {}", answer.body);
+}
+
+/// "Revoke access" on the dashboard, confirmed.
+pub async fn revoke_on_dashboard(browser: &Browser, app_name: &str) {
+    let dashboard = browser.visit("/dashboard").await;
+    let csrf = dashboard.hidden("csrf_token").unwrap();
+    let (grant_id, _) = dashboard_card(&dashboard, app_name);
+    let answer = browser
+        .post(
+            "/dashboard/revoke",
+            &[("csrf_token", &csrf), ("grant_id", &grant_id), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "revoke: {}", answer.body);
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn pct(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `path?k=v&…`, every key and value percent-encoded.
+pub fn with_query(path: &str, query: &[(&str, &str)]) -> String {
+    if query.is_empty() {
+        return path.to_owned();
+    }
+    let q: Vec<String> = query.iter().map(|(k, v)| format!("{}={}", pct(k), pct(v))).collect();
+    format!("{path}?{}", q.join("&"))
+}
+
+/// `/v1/tables/{table}/rows` with a query.
+pub fn rows_path(table: &str, query: &[(&str, &str)]) -> String {
+    with_query(&format!("/v1/tables/{table}/rows"), query)
+}
+
+/// `/v1/tables/{table}/rows/{id}` with a query.
+pub fn row_path(table: &str, id: &str, query: &[(&str, &str)]) -> String {
+    with_query(&format!("/v1/tables/{table}/rows/{}", pct(id)), query)
+}
+
+/// One answer of the data API.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    /// The body as JSON (`Null` when empty or not JSON; see `text`).
+    pub body: Value,
+    pub headers: HeaderMap,
+    /// The body as received.
+    pub text: String,
+}
+
+impl Reply {
+    /// The problem `type` (empty when there is none).
+    pub fn problem(&self) -> &str {
+        self.body["type"].as_str().unwrap_or_default()
+    }
+
+    /// The `Content-Type` header.
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// Asserts a status (printing the body when it differs).
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Self {
+        assert_eq!(self.status.as_u16(), status, "unexpected answer: {}", self.text);
+        self
+    }
+
+    /// Asserts an RFC 9457 problem answer: the status, `application/problem+json`,
+    /// the problem type `urn:coffer:problem:{kind}`, and the members every
+    /// problem has.
+    #[track_caller]
+    pub fn expect_problem(&self, status: u16, kind: &str) -> &Self {
+        assert_eq!(
+            (self.status.as_u16(), self.problem()),
+            (status, format!("urn:coffer:problem:{kind}").as_str()),
+            "unexpected answer: {}",
+            self.text
+        );
+        assert!(
+            self.content_type().starts_with("application/problem+json"),
+            "problem content type, got {:?}: {}",
+            self.content_type(),
+            self.text
+        );
+        assert_eq!(self.body["status"], status, "`status` member: {}", self.text);
+        assert!(self.body["title"].is_string(), "`title` member: {}", self.text);
+        assert!(self.body["detail"].is_string(), "`detail` member: {}", self.text);
+        self
+    }
+
+    /// The `rows` array of a list answer.
+    #[track_caller]
+    pub fn rows(&self) -> &Vec<Value> {
+        self.body["rows"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no rows in {}", self.text))
+    }
+
+    /// The ids of the `rows` of a list answer, in order.
+    #[track_caller]
+    pub fn ids(&self) -> Vec<String> {
+        self.rows()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// A small client of the data API holding one bearer token.
+#[derive(Clone)]
+pub struct Api {
+    pub client: Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Api {
+    /// A client of the server at `base` sending `token`.
+    pub fn new(base: &str, token: &str) -> Api {
+        Api {
+            client: Client::builder().no_proxy().build().unwrap(),
+            base: base.to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    /// The same client with another token.
+    pub fn with_token(&self, token: &str) -> Api {
+        Api {
+            client: self.client.clone(),
+            base: self.base.clone(),
+            token: token.to_owned(),
+        }
+    }
+
+    /// Sends a request: `auth` is the whole `Authorization` header (none when
+    /// `None`), `body` raw bytes with `content_type`.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Reply {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(a) = auth {
+            request = request.header(reqwest::header::AUTHORIZATION, a);
+        }
+        if let Some((content_type, bytes)) = body {
+            request = request.header(reqwest::header::CONTENT_TYPE, content_type).body(bytes);
+        }
+        let response = request.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            body,
+            headers,
+            text,
+        }
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    /// A request with the bearer token and an optional JSON body.
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Reply {
+        let body = body.map(|b| ("application/json", serde_json::to_vec(b).unwrap()));
+        self.send(method, path, Some(&self.bearer()), body).await
+    }
+
+    /// A request with the bearer token and a raw body.
+    pub async fn raw(&self, method: reqwest::Method, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
+        self.send(method, path, Some(&self.bearer()), Some((content_type, body)))
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Reply {
+        self.call(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// `POST /v1/sql`.
+    pub async fn sql(&self, sql: &str, params: &[Value]) -> Reply {
+        self.post("/v1/sql", &serde_json::json!({"sql": sql, "params": params}))
+            .await
+    }
+
+    /// Every row of `table` the token may read, following `next_cursor`
+    /// (with the filters in `query`), checking no page repeats a row.
+    pub async fn all_rows(&self, table: &str, query: &[(&str, &str)]) -> Vec<Value> {
+        let mut rows: Vec<Value> = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10_000 {
+            let mut q = query.to_vec();
+            if let Some(c) = &cursor {
+                q.push(("cursor", c));
+            }
+            let page = self.get(&rows_path(table, &q)).await;
+            page.expect(200);
+            for row in page.rows() {
+                assert!(
+                    !rows.iter().any(|r| r["id"] == row["id"]),
+                    "row {} on two pages of {table}",
+                    row["id"]
+                );
+                rows.push(row.clone());
+            }
+            match page.body["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => {
+                    assert!(
+                        page.body.get("next_cursor").is_some(),
+                        "a page has `next_cursor` (null at the end): {}",
+                        page.text
+                    );
+                    return rows;
+                }
+            }
+        }
+        panic!("paging through {table} never ended");
+    }
 }
