@@ -1,8 +1,12 @@
 //! `coffer-bench`: runs the same workloads against Coffer's storage engine
 //! and against PostgreSQL (a table with a `vault_id` column, primary-key
 //! index and row-level security), in one run, and prints both figures with
-//! their ratio.
+//! their ratio. The HTTP section ([`http`]) does the same through the whole
+//! server: the `/v1` data API over HTTP beside PostgreSQL row-level security
+//! over its wire protocol.
 #![forbid(unsafe_code)]
+
+mod http;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,18 +39,29 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     seconds: u64,
     /// Run only the provisioning and write workloads.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "http_only")]
     writes_only: bool,
+    /// Run only the HTTP section: the `/v1` data API of an in-process server
+    /// beside PostgreSQL with row-level security, and the token-check cost.
+    #[arg(long)]
+    http_only: bool,
+    /// Concurrent clients in the HTTP section (one keep-alive connection
+    /// each; as many PostgreSQL connections).
+    #[arg(long, default_value_t = 64)]
+    http_clients: usize,
     /// Point reads measured.
     #[arg(long, default_value_t = 20_000)]
     reads: usize,
 }
 
+/// The figures of a run: one row per workload, printed as a table at the end.
 struct Report {
+    /// Workload, Coffer's figure, PostgreSQL's figure, the comparison.
     rows: Vec<(String, String, String, String)>,
 }
 
 impl Report {
+    /// Records a figure measured on both sides and prints it.
     fn add(&mut self, what: &str, coffer: f64, pg: f64, unit: &str, higher_is_better: bool) {
         let ratio = if higher_is_better { coffer / pg } else { pg / coffer };
         self.rows.push((
@@ -58,6 +73,19 @@ impl Report {
         println!("  {what}: coffer {} {unit}, postgres {} {unit}", fmt(coffer), fmt(pg));
     }
 
+    /// Records a figure that has no PostgreSQL counterpart and prints it;
+    /// `note` fills the comparison column.
+    fn single(&mut self, what: &str, coffer: f64, unit: &str, note: &str) {
+        self.rows.push((
+            what.to_owned(),
+            format!("{} {unit}", fmt(coffer)),
+            "-".to_owned(),
+            note.to_owned(),
+        ));
+        println!("  {what}: coffer {} {unit}", fmt(coffer));
+    }
+
+    /// Prints the table.
     fn print(&self) {
         println!("\n| workload | Coffer | PostgreSQL | Coffer vs PG |");
         println!("|---|---|---|---|");
@@ -67,6 +95,7 @@ impl Report {
     }
 }
 
+/// A figure with two decimals below 100, none from 100.
 fn fmt(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0}")
@@ -181,6 +210,7 @@ impl<R: Rng> AuditLog<R> {
     }
 }
 
+/// The `p` quantile of sorted latencies, in µs.
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1e6
@@ -190,7 +220,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let pg = PgPoolOptions::new()
-        .max_connections(70)
+        .max_connections(70.max(args.http_clients as u32 + 1))
         .connect(&args.pg)
         .await
         .with_context(|| {
@@ -199,6 +229,23 @@ async fn main() -> anyhow::Result<()> {
                 args.pg
             )
         })?;
+    let mut report = Report { rows: Vec::new() };
+    if !args.http_only {
+        storage_workloads(&args, &pg, &mut report).await?;
+    }
+    if !args.writes_only {
+        println!("HTTP data API (an in-process server, {} clients)", args.http_clients);
+        http::run(&args, &pg, &mut report).await?;
+    }
+    report.print();
+    Ok(())
+}
+
+/// The storage engine's workloads beside PostgreSQL's: vault provisioning,
+/// single-row writes, then (unless `--writes-only`) bulk load, bytes on
+/// disk, point reads and an aggregate.
+async fn storage_workloads(args: &Args, pg: &PgPool, report: &mut Report) -> anyhow::Result<()> {
+    let pg = pg.clone();
     let dir = tempfile::tempdir()?;
     let mut registry = SchemaRegistry::builtin()?;
     registry.insert(audit_schema(), "bench")?;
@@ -215,7 +262,6 @@ async fn main() -> anyhow::Result<()> {
     engine.install_schema(vault, "notes", None).await?;
     setup_pg(&pg).await?;
     let pg_vault = VaultId::generate().to_string();
-    let mut report = Report { rows: Vec::new() };
 
     println!("vault provisioning");
     let mut c_lat = Vec::new();
@@ -269,7 +315,6 @@ async fn main() -> anyhow::Result<()> {
     }
 
     if args.writes_only {
-        report.print();
         engine.shutdown().await;
         return Ok(());
     }
@@ -389,7 +434,6 @@ async fn main() -> anyhow::Result<()> {
         false,
     );
 
-    report.print();
     engine.shutdown().await;
     Ok(())
 }
