@@ -120,13 +120,43 @@ test('sign up, consent with one line unticked, narrowed grant on the dashboard, 
     'calendar.events:read+create+update:own contacts.people(birthday,display_name,email,photo):read',
   );
 
-  // The dashboard shows the narrowed grant in plain words.
-  await page.goto(`${coffer.base}/dashboard`);
+  // The app uses its token on the data API: it adds an event, reads people,
+  // and is refused the notes the user unticked.
+  const api = (method, path, body) =>
+    fetch(`${coffer.base}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${tokens.body.access_token}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    }).then(async (r) => ({ status: r.status, body: await r.json() }));
+  const added = await api('POST', '/v1/tables/calendar.events/rows', {
+    title: 'Dentist',
+    starts_at: '2026-12-01T09:30:00Z',
+  });
+  assert.equal(added.status, 201, JSON.stringify(added.body));
+  assert.equal(added.body._created_by, clientId);
+  const people = await api('GET', '/v1/tables/contacts.people/rows');
+  assert.equal(people.status, 200, JSON.stringify(people.body));
+  const refused = await api('GET', '/v1/tables/notes.notes/rows');
+  assert.equal(refused.status, 404);
+  assert.equal(refused.body.type, 'urn:coffer:problem:table-not-found');
+
+  // The dashboard shows the narrowed grant in plain words, and what the app
+  // did in the access log, newest first (entries are written within a
+  // fraction of a second: reload until they are there).
+  let logged = false;
+  for (let attempt = 0; attempt < 20 && !logged; attempt++) {
+    await page.goto(`${coffer.base}/dashboard`);
+    logged = (await page.getByText('Added 1 row to calendar.events').count()) > 0;
+    if (!logged) await page.waitForTimeout(250);
+  }
+  assert.ok(logged, 'the access log shows the insert');
   await page.getByRole('heading', { name: 'Your vault' }).waitFor();
   await page.getByRole('heading', { name: 'Notes Pro' }).waitFor();
   assert.equal(await page.getByRole('checkbox').count(), 2);
   assert.equal(await page.getByText('See your notes').count(), 0);
   await page.getByText('See the people in your address book').waitFor();
+  await page.getByText('Read 0 rows from contacts.people').waitFor();
+  await page.getByText('Tried to read notes.notes').waitFor();
   await page.screenshot({ path: join(shots, 'dashboard.png'), fullPage: true });
 
   // Signed out elsewhere, a request inside the grant needs only a sign-in:
