@@ -12,18 +12,18 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use coffer_auth::{Access, Action, Authorized, ColumnSet, RowScope};
 use coffer_core::{Seq, TableName};
 use coffer_query::VaultTableProvider;
-use coffer_query::base_context;
+use coffer_query::{LazySchema, TableOpener, base_context};
 use coffer_storage::arrow_codec::arrow_type;
 use coffer_storage::{InstalledTable, Mutation, Op, Values};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, SchemaProvider, Session, TableProvider};
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, Session, TableProvider};
 use datafusion::common::DFSchema;
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -79,77 +79,27 @@ pub fn confined_context(caller: &Caller, target: Option<(&TableName, Use)>) -> R
         }
     }
     for (schema, tables) in schemas {
-        let uses = tables
-            .iter()
-            .map(|t| {
-                let name = TableName::new(&schema, t);
-                let u = match target {
-                    Some((target, u)) if *target == name => u,
-                    _ => Use::Read,
-                };
-                (t.clone(), u)
+        let (caller, name) = (caller.clone(), schema.clone());
+        let target = target.map(|(t, u)| (t.clone(), u));
+        let open: TableOpener = Arc::new(move |table| {
+            let (caller, table) = (caller.clone(), TableName::new(&name, table));
+            let table_use = match &target {
+                Some((t, u)) if *t == table => *u,
+                _ => Use::Read,
+            };
+            Box::pin(async move {
+                let provider = ConfinedTable::open(&caller, &table, table_use)
+                    .await
+                    .map_err(df_error)?;
+                Ok(Arc::new(provider) as Arc<dyn TableProvider>)
             })
-            .collect();
+        });
         catalog
-            .register_schema(
-                &schema,
-                Arc::new(ConfinedSchema {
-                    caller: caller.clone(),
-                    schema: schema.clone(),
-                    tables: uses,
-                    opened: Mutex::default(),
-                }),
-            )
+            .register_schema(&schema, Arc::new(LazySchema::new(schema.clone(), tables, open)))
             .map_err(GatewayError::internal)?;
     }
     ctx.register_catalog("vault", catalog);
     Ok(ctx)
-}
-
-/// One schema of the confined catalog: the granted tables of one Coffer schema.
-struct ConfinedSchema {
-    caller: Caller,
-    schema: String,
-    tables: HashMap<String, Use>,
-    /// Tables opened in this session (a self-join sees one snapshot).
-    opened: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
-}
-
-impl fmt::Debug for ConfinedSchema {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ConfinedSchema({})", self.schema)
-    }
-}
-
-#[async_trait]
-impl SchemaProvider for ConfinedSchema {
-    fn table_names(&self) -> Vec<String> {
-        self.tables.keys().cloned().collect()
-    }
-
-    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let Some(&table_use) = self.tables.get(name) else {
-            return Ok(None);
-        };
-        if let Some(p) = self.opened.lock().expect("opened").get(name) {
-            return Ok(Some(p.clone()));
-        }
-        let table = TableName::new(&self.schema, name);
-        let provider: Arc<dyn TableProvider> = Arc::new(
-            ConfinedTable::open(&self.caller, &table, table_use)
-                .await
-                .map_err(df_error)?,
-        );
-        self.opened
-            .lock()
-            .expect("opened")
-            .insert(name.to_owned(), provider.clone());
-        Ok(Some(provider))
-    }
-
-    fn table_exist(&self, name: &str) -> bool {
-        self.tables.contains_key(name)
-    }
 }
 
 /// One table as a request may see it.
@@ -326,20 +276,20 @@ impl ConfinedTable {
         }
         Ok(batches)
     }
+}
 
-    async fn commit(&self, mutations: Vec<Mutation>) -> Result<u64> {
-        let n = mutations.len() as u64;
-        if n == 0 {
-            return Ok(0);
-        }
-        self.caller
+/// Commits `mutations` as one atomic, durable write; returns how many.
+async fn commit(caller: &Caller, mutations: Vec<Mutation>) -> Result<u64> {
+    let n = mutations.len() as u64;
+    if n > 0 {
+        caller
             .gateway()
             .engine()
-            .write(self.caller.vault(), self.caller.app(), mutations)
+            .write(caller.vault(), caller.app(), mutations)
             .await
             .map_err(|e| df_error(e.into()))?;
-        Ok(n)
     }
+    Ok(n)
 }
 
 /// A one-row `count` result, as DataFusion's DML statements return.
@@ -418,7 +368,7 @@ impl TableProvider for ConfinedTable {
                 op: Op::Delete { id, if_seq: Some(seq) },
             })
             .collect();
-        count_plan(self.commit(mutations).await?)
+        count_plan(commit(&self.caller, mutations).await?)
     }
 
     async fn update(
@@ -473,7 +423,7 @@ impl TableProvider for ConfinedTable {
                 });
             }
         }
-        count_plan(self.commit(mutations).await?)
+        count_plan(commit(&self.caller, mutations).await?)
     }
 }
 
@@ -538,10 +488,6 @@ impl DataSink for InsertSink {
         self.caller
             .check(&self.table.name, Action::Create, &given)
             .map_err(df_error)?;
-        let n = rows.len() as u64;
-        if n == 0 {
-            return Ok(0);
-        }
         let mutations = rows
             .into_iter()
             .map(|values| Mutation {
@@ -549,13 +495,7 @@ impl DataSink for InsertSink {
                 op: Op::Insert { values },
             })
             .collect();
-        self.caller
-            .gateway()
-            .engine()
-            .write(self.caller.vault(), self.caller.app(), mutations)
-            .await
-            .map_err(|e| df_error(e.into()))?;
-        Ok(n)
+        commit(&self.caller, mutations).await
     }
 }
 

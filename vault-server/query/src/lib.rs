@@ -6,4 +6,4 @@ mod provider;
 mod session;
 
 pub use provider::VaultTableProvider;
-pub use session::{QueryError, VaultQuery, base_context};
+pub use session::{LazySchema, QueryError, TableOpener, VaultQuery, base_context};

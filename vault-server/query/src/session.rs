@@ -16,6 +16,7 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::parser::ParserError;
+use futures::future::BoxFuture;
 
 use crate::provider::{STORE_URL, VaultTableProvider};
 
@@ -80,16 +81,18 @@ impl VaultQuery {
                 .push(t.name.table.clone());
         }
         for (schema, tables) in schemas {
-            catalog.register_schema(
-                &schema,
-                Arc::new(VaultSchema {
-                    engine: self.engine.clone(),
-                    vault: self.vault,
-                    schema: schema.clone(),
-                    tables,
-                    opened: Mutex::default(),
-                }),
-            )?;
+            let (engine, vault, name) = (self.engine.clone(), self.vault, schema.clone());
+            let open: TableOpener = Arc::new(move |table| {
+                let (engine, table) = (engine.clone(), TableName::new(&name, table));
+                Box::pin(async move {
+                    let snapshot = engine
+                        .snapshot(vault, &table)
+                        .await
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    Ok(Arc::new(VaultTableProvider::new(snapshot)?) as Arc<dyn TableProvider>)
+                })
+            });
+            catalog.register_schema(&schema, Arc::new(LazySchema::new(schema.clone(), tables, open)))?;
         }
         ctx.register_catalog("vault", catalog);
         Ok(ctx)
@@ -107,42 +110,52 @@ impl VaultQuery {
     }
 }
 
-/// One Coffer schema of a vault, as a DataFusion schema.
-struct VaultSchema {
-    engine: Engine,
-    vault: VaultId,
+/// Opens one table of a [`LazySchema`] by name.
+pub type TableOpener =
+    Arc<dyn Fn(String) -> BoxFuture<'static, Result<Arc<dyn TableProvider>, DataFusionError>> + Send + Sync>;
+
+/// A DataFusion schema over a fixed list of tables, each opened (for a vault
+/// table: snapshotted) the first time a query of the session names it, and
+/// once only, so a self-join sees one snapshot.
+pub struct LazySchema {
     schema: String,
     tables: Vec<String>,
-    /// Providers already snapshotted in this session (a self-join sees one snapshot).
+    open: TableOpener,
     opened: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
 }
 
-impl fmt::Debug for VaultSchema {
+impl LazySchema {
+    /// A schema named `schema` holding `tables`, opened with `open`.
+    pub fn new(schema: impl Into<String>, tables: Vec<String>, open: TableOpener) -> Self {
+        LazySchema {
+            schema: schema.into(),
+            tables,
+            open,
+            opened: Mutex::default(),
+        }
+    }
+}
+
+impl fmt::Debug for LazySchema {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "VaultSchema({})", self.schema)
+        write!(f, "LazySchema({})", self.schema)
     }
 }
 
 #[async_trait]
-impl SchemaProvider for VaultSchema {
+impl SchemaProvider for LazySchema {
     fn table_names(&self) -> Vec<String> {
         self.tables.clone()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
-        if !self.tables.iter().any(|t| t == name) {
+        if !self.table_exist(name) {
             return Ok(None);
         }
         if let Some(p) = self.opened.lock().expect("opened").get(name) {
             return Ok(Some(p.clone()));
         }
-        let table = TableName::new(&self.schema, name);
-        let snapshot = self
-            .engine
-            .snapshot(self.vault, &table)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let provider: Arc<dyn TableProvider> = Arc::new(VaultTableProvider::new(snapshot)?);
+        let provider = (self.open)(name.to_owned()).await?;
         self.opened
             .lock()
             .expect("opened")
