@@ -4,14 +4,12 @@
 //! → refresh, with rotation (a used refresh token is refused and revokes the
 //! family).
 
-mod common;
-
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::common::*;
 use coffer_auth::{Action, Authorizer, DeniedKind, GrantStatus, Request, RevocationView, RootPublicKey};
 use coffer_core::schema::TableName;
-use common::*;
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{
     AuthUrl, AuthorizationCode, ClientId, CsrfToken, PkceCodeChallenge, RedirectUrl, RequestTokenError, Scope,

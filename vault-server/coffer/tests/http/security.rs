@@ -5,9 +5,7 @@
 //! session cookie's attributes; PKCE required; sign-in throttling; OAuth
 //! errors as RFC 6749 JSON with `WWW-Authenticate` on 401.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";

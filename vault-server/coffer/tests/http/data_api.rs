@@ -4,11 +4,9 @@
 //! conditional writes), column and `own` row grants, SQL, bad input, and the
 //! OpenAPI description.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const PEOPLE: &str = "contacts.people";

@@ -3,11 +3,9 @@
 //! dynamic registration, introspection and revocation, DPoP, and the
 //! operator commands.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -3,14 +3,12 @@
 //! checked against a model of what each token may see and do. Set
 //! `COFFER_TEST_SEED` to replay a seed (it is printed on failure).
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
@@ -102,9 +100,9 @@ fn spec(table: &str) -> &'static TableSpec {
 fn schema_columns() -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     for text in [
-        include_str!("../../../schemas/contacts.json"),
-        include_str!("../../../schemas/tasks.json"),
-        include_str!("../../../schemas/notes.json"),
+        include_str!("../../../../schemas/contacts.json"),
+        include_str!("../../../../schemas/tasks.json"),
+        include_str!("../../../../schemas/notes.json"),
     ] {
         let schema: Value = serde_json::from_str(text).unwrap();
         for table in schema["tables"].as_array().unwrap() {

@@ -2,7 +2,6 @@
 //! on a temporary data directory, run its operator commands, and act like a
 //! browser (a cookie store; redirects followed by hand so every `Location`
 //! can be checked).
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;

@@ -1,0 +1,11 @@
+//! HTTP-level tests against the real `coffer` binary, one module per area,
+//! in one test binary (one link instead of one per file).
+
+#[allow(dead_code)]
+mod common;
+mod data_api;
+mod flows;
+mod isolation;
+mod oauth_client;
+mod security;
+mod serve;
