@@ -11,10 +11,17 @@
 //!    the authority facts narrowed by the attenuation blocks' `limit_*` facts,
 //!    which gives the precise denial kind;
 //! 4. biscuit's own authorizer over the token, with the request as facts
-//!    (`request_vault`, `operation`, `table`, `column`, `time`): the authority
-//!    facts must allow the request and every block's checks must pass. This
-//!    is the authoritative decision; facts added by attenuation blocks are
-//!    invisible to its policies, so no block can widen a token.
+//!    (`request_vault`, `operation`, `table`, `column`, `time`, and
+//!    `dpop_jkt` when the request proved possession of a DPoP key): the
+//!    authority facts must allow the request and every block's checks must
+//!    pass. This is the authoritative decision; facts added by attenuation
+//!    blocks are invisible to its policies, so no block can widen a token.
+//!
+//! A token bound to a DPoP key (RFC 9449) carries `cnf_jkt("<thumbprint>")`
+//! and `check if dpop_jkt("<thumbprint>")` in a block the OAuth server
+//! appends; [`VerifiedToken::dpop_jkt`] reports the thumbprint, and a request
+//! that did not prove that key ([`Request::with_dpop_jkt`]) is refused
+//! ([`DeniedKind::DpopRequired`]).
 //!
 //! Steps 1–2 run on every check, cached or not, so a revocation or an expiry
 //! takes effect on the very next request.
@@ -53,6 +60,9 @@ pub struct Request {
     pub columns: Vec<String>,
     /// The current time (the server clock).
     pub now: DateTime<Utc>,
+    /// The RFC 7638 thumbprint of the DPoP key the request proved possession
+    /// of (RFC 9449), if it carried a valid proof.
+    pub dpop_jkt: Option<String>,
 }
 
 impl Request {
@@ -64,6 +74,7 @@ impl Request {
             action,
             columns: Vec::new(),
             now,
+            dpop_jkt: None,
         }
     }
 
@@ -74,6 +85,13 @@ impl Request {
         S: Into<String>,
     {
         self.columns = columns.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The same request, made with a valid DPoP proof of the key with
+    /// thumbprint `jkt` (verified by the caller).
+    pub fn with_dpop_jkt(mut self, jkt: impl Into<String>) -> Self {
+        self.dpop_jkt = Some(jkt.into());
         self
     }
 
@@ -122,6 +140,9 @@ pub enum DeniedKind {
     /// The revocation view does not know the token's grant; the caller may
     /// load it from the control database and check again.
     UnknownGrant,
+    /// The token is bound to a DPoP key (RFC 9449) and the request did not
+    /// prove possession of that key.
+    DpopRequired,
     /// A check appended by a holder (in a form this server does not
     /// recognise) refuses the request.
     Restricted {
@@ -143,6 +164,7 @@ impl DeniedKind {
             DeniedKind::Revoked => "revoked",
             DeniedKind::GrantChanged { .. } => "grant_changed",
             DeniedKind::UnknownGrant => "unknown_grant",
+            DeniedKind::DpopRequired => "dpop_required",
             DeniedKind::Restricted { .. } => "restricted",
         }
     }
@@ -178,6 +200,13 @@ impl Denied {
         Denied::new(
             DeniedKind::Expired,
             format!("the access token expired at {}; get a new one", at.to_rfc3339()),
+        )
+    }
+
+    fn dpop_required() -> Self {
+        Denied::new(
+            DeniedKind::DpopRequired,
+            "the access token is bound to a DPoP key; the request must carry a DPoP proof of that key",
         )
     }
 
@@ -258,6 +287,7 @@ pub struct VerifiedToken {
     authority: GrantSpec,
     effective: GrantSpec,
     revocation_ids: Vec<Vec<u8>>,
+    dpop_jkt: Option<String>,
 }
 
 impl fmt::Debug for VerifiedToken {
@@ -271,6 +301,7 @@ impl fmt::Debug for VerifiedToken {
             .field("expires_at", &self.expires_at)
             .field("grant", &self.effective.to_scope_string())
             .field("blocks", &self.biscuit.block_count())
+            .field("dpop_jkt", &self.dpop_jkt)
             .finish_non_exhaustive()
     }
 }
@@ -328,6 +359,13 @@ impl VerifiedToken {
     /// How many blocks the token has (1 = not attenuated).
     pub fn block_count(&self) -> usize {
         self.biscuit.block_count()
+    }
+
+    /// The RFC 7638 thumbprint of the DPoP key the token is bound to (its
+    /// `cnf_jkt`), if it is bound. Every request with a bound token must
+    /// prove possession of that key ([`Request::with_dpop_jkt`]).
+    pub fn dpop_jkt(&self) -> Option<&str> {
+        self.dpop_jkt.as_deref()
     }
 }
 
@@ -430,6 +468,11 @@ impl Authorizer {
                 "the access token is for another vault",
             ));
         }
+        if let Some(bound) = token.dpop_jkt.as_deref()
+            && request.dpop_jkt.as_deref() != Some(bound)
+        {
+            return Err(Denied::dpop_required());
+        }
         let access = token
             .effective
             .access(&request.table, request.action)
@@ -439,8 +482,9 @@ impl Authorizer {
         }
         // A token of one block is what `mint` wrote, signed with the root
         // key: its facts are in `effective` and its one check (expiry) was
-        // checked above, so Datalog would decide the same. Only blocks that
-        // holders appended need the Datalog run (it costs tens of µs).
+        // checked above, so Datalog would decide the same. Only appended
+        // blocks (attenuations, a DPoP binding) need the Datalog run (it
+        // costs tens of µs).
         if token.biscuit.block_count() > 1 {
             self.run_datalog(&token.biscuit, request)
                 .map_err(|e| classify(e, request))?;
@@ -472,6 +516,9 @@ impl Authorizer {
         );
         for c in req.user_columns() {
             builder = authorizer_merge!(builder, r#"column({c});"#);
+        }
+        if let Some(jkt) = req.dpop_jkt.as_deref() {
+            builder = authorizer_merge!(builder, r#"dpop_jkt({jkt});"#);
         }
         builder.build(biscuit)?.authorize().map(|_| ())
     }
@@ -519,7 +566,9 @@ fn classify(e: biscuit_auth::error::Token, req: &Request) -> Denied {
             Denied::new(DeniedKind::Expired, "the access token has expired; get a new one")
         }
         Some(FailedCheck::Block(FailedBlockCheck { rule, .. })) => {
-            if rule.contains("limit_columns") {
+            if rule.contains("dpop_jkt(") {
+                Denied::dpop_required()
+            } else if rule.contains("limit_columns") {
                 Denied::column(req, &first_column())
             } else if rule.contains("limit_expires_at") || rule.contains("time(") {
                 Denied::new(DeniedKind::Expired, "the access token has expired; get a new one")
@@ -769,6 +818,17 @@ fn read_token(biscuit: Biscuit, limits: AuthorizerLimits) -> Result<VerifiedToke
             .map_err(Denied::malformed)?;
     }
 
+    // The DPoP binding (RFC 9449 `cnf.jkt`), from any block: a block can
+    // only bind an unbound token (which only restricts it), never unbind one.
+    let mut bound = BTreeSet::new();
+    for t in unary(query(&mut a, rule!("data($j) <- cnf_jkt($j)"), true)?) {
+        bound.insert(string(&t, "cnf_jkt")?);
+    }
+    if bound.len() > 1 {
+        return Err(Denied::malformed("it is bound to two different DPoP keys"));
+    }
+    let dpop_jkt = bound.pop_first();
+
     let revocation_ids = biscuit.revocation_identifiers();
     Ok(VerifiedToken {
         biscuit,
@@ -781,6 +841,7 @@ fn read_token(biscuit: Biscuit, limits: AuthorizerLimits) -> Result<VerifiedToke
         authority,
         effective,
         revocation_ids,
+        dpop_jkt,
     })
 }
 
@@ -885,6 +946,68 @@ mod tests {
             matches!(&denied.kind, DeniedKind::Restricted { check } if check.contains("operation(\"delete\")")),
             "{denied:?}"
         );
+    }
+
+    /// A token bound the way the OAuth server binds one: an appended block
+    /// with the key's thumbprint and a check for the proven one.
+    fn bind(token: &str, root: &RootKeyPair, jkt: &str) -> String {
+        Biscuit::from_base64(token, root.public_key().0)
+            .unwrap()
+            .append(block!(r#"cnf_jkt({jkt}); check if dpop_jkt({jkt});"#))
+            .unwrap()
+            .to_base64()
+            .unwrap()
+    }
+
+    #[test]
+    fn bound_tokens_need_a_proof_of_their_key() {
+        let (root, authz, claims) = setup();
+        let token = bind(&mint(&root, &claims).unwrap(), &root, "key-1");
+        let verified = authz.verify(&token).unwrap();
+        assert_eq!(verified.dpop_jkt(), Some("key-1"));
+        assert_eq!(verified.block_count(), 2);
+        let read = Request::new(claims.vault, t("contacts.people"), Action::Read, Utc::now()).with_columns(["name"]);
+
+        let allowed = authz.check(&verified, &read.clone().with_dpop_jkt("key-1")).unwrap();
+        assert_eq!(allowed.app, claims.app);
+        for request in [read.clone(), read.clone().with_dpop_jkt("key-2")] {
+            let denied = authz.check(&verified, &request).unwrap_err();
+            assert_eq!(denied.kind, DeniedKind::DpopRequired, "{denied:?}");
+            assert_eq!(denied.kind.code(), "dpop_required");
+        }
+
+        // The Datalog layer on its own enforces the binding too.
+        let biscuit = Biscuit::from_base64(&token, authz.root.0).unwrap();
+        assert!(
+            authz
+                .run_datalog(&biscuit, &read.clone().with_dpop_jkt("key-1"))
+                .is_ok()
+        );
+        assert!(authz.run_datalog(&biscuit, &read).is_err());
+        let err = authz
+            .run_datalog(&biscuit, &read.clone().with_dpop_jkt("key-2"))
+            .unwrap_err();
+        assert_eq!(classify(err, &read).kind, DeniedKind::DpopRequired);
+    }
+
+    #[test]
+    fn unbound_tokens_ignore_a_proven_key() {
+        let (root, authz, claims) = setup();
+        let verified = authz.verify(&mint(&root, &claims).unwrap()).unwrap();
+        assert_eq!(verified.dpop_jkt(), None);
+        let read = Request::new(claims.vault, t("contacts.people"), Action::Read, Utc::now()).with_dpop_jkt("key-1");
+        assert!(authz.check(&verified, &read).is_ok());
+    }
+
+    #[test]
+    fn a_token_bound_to_two_keys_is_malformed() {
+        let (root, authz, claims) = setup();
+        let once = bind(&mint(&root, &claims).unwrap(), &root, "key-1");
+        // The same key twice is still one binding.
+        let same = bind(&once, &root, "key-1");
+        assert_eq!(authz.verify(&same).unwrap().dpop_jkt(), Some("key-1"));
+        let twice = bind(&once, &root, "key-2");
+        assert_eq!(authz.verify(&twice).unwrap_err().kind, DeniedKind::Malformed);
     }
 
     #[test]

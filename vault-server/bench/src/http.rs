@@ -600,12 +600,14 @@ fn uncached_checks(services: &Services, token: &str, vault: VaultId) -> anyhow::
 async fn gateway_checks(services: &Services, token: &str) -> anyhow::Result<Vec<Duration>> {
     let gateway = &services.gateway;
     let table: TableName = TABLE.parse().map_err(|e| anyhow!("{TABLE}: {e}"))?;
-    // The HTTP requests already verified this token; make sure it is cached.
-    gateway.authenticate(token).await?;
+    // The HTTP requests already verified this (bearer) token; make sure it
+    // is cached.
+    let credentials = token.into();
+    gateway.authenticate(&credentials).await?;
     let mut lat = Vec::with_capacity(TOKEN_CHECKS);
     for _ in 0..TOKEN_CHECKS {
         let t = Instant::now();
-        let caller = gateway.authenticate(token).await?;
+        let caller = gateway.authenticate(&credentials).await?;
         caller.check(&table, Action::Create, &COLUMNS)?;
         lat.push(t.elapsed());
     }

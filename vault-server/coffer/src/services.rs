@@ -11,7 +11,7 @@ use coffer_auth::{RevocationView, RootKeyPair};
 use coffer_core::GrantId;
 use coffer_core::schema::registry::SchemaRegistry;
 use coffer_gateway::{AccessLog, ControlPlane, Gateway};
-use coffer_oauth::{OAuthConfig, OAuthServer, SchemaLookup};
+use coffer_oauth::{DpopProof, ErrorCode, OAuthConfig, OAuthServer, SchemaLookup};
 use coffer_storage::{Engine, EngineOptions, open_embedded};
 
 /// The root key's file in the data directory, beside `master.key`.
@@ -33,8 +33,10 @@ pub struct Services {
 }
 
 /// The OAuth server as the gateway's control plane: grants the revocation
-/// view does not know yet are loaded from the control database, and each
-/// grant's last use is recorded for the dashboard.
+/// view does not know yet are loaded from the control database, each
+/// grant's last use is recorded for the dashboard, and DPoP proofs of data
+/// API requests are verified (their `jti`s share the token endpoint's replay
+/// store).
 struct OAuthControl(OAuthServer);
 
 #[async_trait]
@@ -53,6 +55,25 @@ impl ControlPlane for OAuthControl {
         if let Err(e) = self.0.touch_grant(grant).await {
             tracing::warn!(%grant, error = %e, "recording a grant's last use failed");
         }
+    }
+
+    async fn verify_dpop(
+        &self,
+        proof_jwt: &str,
+        method: &str,
+        url: &str,
+        access_token: &str,
+    ) -> Result<String, String> {
+        let proof = DpopProof::new(proof_jwt, method, url);
+        self.0
+            .verify_dpop_for_resource(&proof, access_token)
+            .await
+            .map_err(|e| {
+                if e.code() == ErrorCode::ServerError {
+                    tracing::warn!(error = %e, "verifying a DPoP proof failed");
+                }
+                e.description()
+            })
     }
 }
 

@@ -24,5 +24,5 @@ pub mod sql;
 pub mod values;
 
 pub use access_log::{AccessEntry, AccessLog};
-pub use caller::{Caller, ControlPlane, Gateway};
+pub use caller::{Caller, ControlPlane, Credentials, DpopHeader, Gateway, Scheme};
 pub use error::GatewayError;

@@ -9,7 +9,7 @@ use coffer_auth::{Authorizer, GrantStatus, RevocationView, RootKeyPair, ScopeSet
 use coffer_core::schema::registry::SchemaRegistry;
 use coffer_core::{AppId, GrantId, Seq, TableName, VaultId};
 use coffer_gateway::filter::ListQuery;
-use coffer_gateway::{AccessLog, Caller, ControlPlane, Gateway, GatewayError, rows, sql};
+use coffer_gateway::{AccessLog, Caller, ControlPlane, Credentials, Gateway, GatewayError, rows, sql};
 use coffer_storage::{Embedded, Engine, EngineOptions, Values, open_embedded};
 use serde_json::{Value, json};
 
@@ -21,6 +21,9 @@ impl ControlPlane for NoControl {
         false
     }
     async fn touch_grant(&self, _grant: GrantId) {}
+    async fn verify_dpop(&self, _proof: &str, _method: &str, _url: &str, _token: &str) -> Result<String, String> {
+        Err("no DPoP in these tests".into())
+    }
 }
 
 struct World {
@@ -80,7 +83,7 @@ impl World {
         self.view.set_grant(id, 1, GrantStatus::Active);
         let claims = TokenClaims::new(vault, AppId::new(app), id, 1, grant, Utc::now(), TimeDelta::minutes(5));
         let token = mint(&self.root, &claims).unwrap();
-        self.gateway.authenticate(&token).await.unwrap()
+        self.gateway.authenticate(&Credentials::bearer(token)).await.unwrap()
     }
 }
 

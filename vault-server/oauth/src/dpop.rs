@@ -1,5 +1,6 @@
-//! DPoP (RFC 9449): verifying proofs at the token and PAR endpoints, and
-//! binding capability tokens to the proof key.
+//! DPoP (RFC 9449): verifying proofs at the token and PAR endpoints and at
+//! the data API (the resource server), and binding capability tokens to the
+//! proof key.
 //!
 //! # How an access token is bound
 //!
@@ -15,10 +16,12 @@
 //!
 //! The check passes only if the verifier supplies the fact
 //! `dpop_jkt("<thumbprint>")`, which a resource server does after verifying
-//! the DPoP proof of the request. `coffer_auth::Authorizer` does not supply
-//! it yet, so a bound token is refused there (`restricted`) until the
-//! gateway learns DPoP: fail-closed. The thumbprint is also recorded in
-//! `access_tokens.dpop_jkt` and reported by introspection as `cnf.jkt`.
+//! the DPoP proof of the request ([`OAuthServer::verify_dpop_for_resource`],
+//! which also checks `ath`, the hash of the access token): the gateway
+//! passes the proven thumbprint to `coffer_auth::Request::with_dpop_jkt`.
+//! A bound token without a proof of its key is refused. The thumbprint is
+//! also recorded in `access_tokens.dpop_jkt` and reported by introspection as
+//! `cnf.jkt`.
 
 use std::fmt;
 
@@ -31,7 +34,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use url::Url;
 
-use crate::util::micros;
+use crate::util::{micros, sha256_b64};
 use crate::{Error, OAuthServer};
 
 /// Longest DPoP proof accepted, in bytes.
@@ -77,6 +80,9 @@ struct Claims {
     htu: String,
     iat: i64,
     jti: String,
+    /// base64url SHA-256 of the access token; required at a resource server.
+    #[serde(default)]
+    ath: Option<String>,
 }
 
 /// The URL without query and fragment, normalized by the URL parser
@@ -159,6 +165,23 @@ impl OAuthServer {
     /// database until the proof is too old). Returns the key's RFC 7638
     /// SHA-256 thumbprint. Any failure is `invalid_dpop_proof`.
     pub async fn verify_dpop(&self, proof: &DpopProof) -> Result<String, Error> {
+        self.check_dpop(proof, None).await
+    }
+
+    /// Verifies a DPoP proof that came with a request to a protected resource
+    /// (the data API) presenting `access_token` (RFC 9449 §4.3 and §7.1):
+    /// everything [`OAuthServer::verify_dpop`] checks, and the `ath` claim,
+    /// which must be the base64url SHA-256 of `access_token`. Returns the
+    /// key's thumbprint, which the caller compares with the token's binding.
+    /// Any failure is `invalid_dpop_proof`.
+    pub async fn verify_dpop_for_resource(&self, proof: &DpopProof, access_token: &str) -> Result<String, Error> {
+        self.check_dpop(proof, Some(access_token)).await
+    }
+
+    /// The checks of both: `access_token` is the token the proof must be
+    /// bound to through `ath` (resource requests only). The `jti` is recorded
+    /// last, so a proof refused for any other reason is not burnt.
+    async fn check_dpop(&self, proof: &DpopProof, access_token: Option<&str>) -> Result<String, Error> {
         let bad = Error::invalid_dpop;
         if proof.jwt.len() > MAX_DPOP_PROOF_LEN {
             return Err(bad("the DPoP proof is too long"));
@@ -195,6 +218,15 @@ impl OAuthServer {
         }
         if claims.jti.is_empty() || claims.jti.len() > MAX_JTI_LEN {
             return Err(bad("the DPoP proof needs a jti of 1 to 256 bytes"));
+        }
+        if let Some(token) = access_token {
+            match claims.ath {
+                None => return Err(bad("the DPoP proof has no ath (the hash of the access token)")),
+                Some(ath) if ath != sha256_b64(token.as_bytes()) => {
+                    return Err(bad("the DPoP proof's ath does not match the access token"));
+                }
+                Some(_) => {}
+            }
         }
         let jkt = jwk
             .thumbprint(ThumbprintHash::SHA256)

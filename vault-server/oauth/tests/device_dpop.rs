@@ -237,11 +237,11 @@ async fn dpop_binds_tokens_and_refresh_needs_the_same_key() {
     assert_eq!(tokens.token_type, "DPoP");
     let jkt = thumbprint(&key);
 
-    // Used as a bearer token at a gateway that does not check DPoP: refused.
+    // Checked without a proof of its key (as a bearer token): refused.
     let denied = env
         .check(&user, &tokens.access_token, "notes.notes", Action::Read)
         .unwrap_err();
-    assert!(matches!(denied.kind, DeniedKind::Restricted { .. }), "{denied:?}");
+    assert_eq!(denied.kind, DeniedKind::DpopRequired, "{denied:?}");
     // With a proof of the right key it passes; of another key it does not.
     assert!(accepts_with_proof_of(&env, &tokens.access_token, &jkt));
     assert!(!accepts_with_proof_of(
@@ -281,6 +281,83 @@ async fn dpop_binds_tokens_and_refresh_needs_the_same_key() {
         .unwrap();
     assert_eq!(rotated.token_type, "DPoP");
     assert!(accepts_with_proof_of(&env, &rotated.access_token, &jkt));
+}
+
+#[tokio::test]
+async fn resource_proofs_carry_the_access_token_hash() {
+    let env = env().await;
+    let user = env.user("ada@example.org").await;
+    let app = env.public_app().await;
+    let client = ClientCredentials::public(app.client_id.as_str());
+    let key = DpopKey::ed25519();
+    let now = env.server.now().timestamp();
+    let (code, verifier) = env.code(&user, &app, "notes.notes:read").await;
+    let tokens = env
+        .server
+        .exchange_code(
+            &client,
+            &code,
+            Some(REDIRECT),
+            &verifier,
+            Some(&key.proof_at(endpoints::TOKEN, now)),
+        )
+        .await
+        .unwrap();
+    let access = tokens.access_token.as_str();
+    let ath = URL_SAFE_NO_PAD.encode(Sha256::digest(access.as_bytes()));
+    let path = "/v1/tables/notes.notes/rows";
+    let check = |proof: coffer_oauth::DpopProof| {
+        let server = env.server.clone();
+        async move { server.verify_dpop_for_resource(&proof, access).await }
+    };
+
+    // A fresh proof with the right htm, htu and ath: the key's thumbprint,
+    // which the authorizer accepts as the proven key.
+    let good = key.proof_for("GET", path, now, Some(&ath));
+    let jkt = check(good.clone()).await.unwrap();
+    assert_eq!(jkt, thumbprint(&key));
+    let verified = env.server.authorizer().verify(access).unwrap();
+    assert_eq!(verified.dpop_jkt(), Some(jkt.as_str()));
+    let request = coffer_auth::Request::new(
+        user.vault_id,
+        "notes.notes".parse().unwrap(),
+        Action::Read,
+        env.server.now(),
+    );
+    assert!(
+        env.server
+            .authorizer()
+            .check(&verified, &request.clone().with_dpop_jkt(&jkt))
+            .is_ok()
+    );
+    assert_eq!(
+        env.server.authorizer().check(&verified, &request).unwrap_err().kind,
+        DeniedKind::DpopRequired
+    );
+
+    // Replayed.
+    assert_eq!(check(good).await.unwrap_err().code(), ErrorCode::InvalidDpopProof);
+    // No ath, the hash of another token, not a hash at all.
+    let other = URL_SAFE_NO_PAD.encode(Sha256::digest(b"another token"));
+    for ath in [None, Some(other.as_str()), Some("not-a-hash")] {
+        let err = check(key.proof_for("GET", path, now, ath)).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidDpopProof, "{ath:?}");
+        assert!(err.description().contains("ath"), "{}", err.description());
+    }
+    // The other checks still apply: method, URL, iat.
+    let mut p = key.proof_for("GET", path, now, Some(&ath));
+    p.method = "POST".into();
+    assert_eq!(check(p).await.unwrap_err().code(), ErrorCode::InvalidDpopProof);
+    let p = key.proof_for("GET", "/v1/tables/tasks.items/rows", now, Some(&ath));
+    let p = coffer_oauth::DpopProof::new(p.jwt, "GET", format!("{ISSUER}{path}"));
+    assert_eq!(check(p).await.unwrap_err().code(), ErrorCode::InvalidDpopProof);
+    let p = key.proof_for("GET", path, now - 120, Some(&ath));
+    assert_eq!(check(p).await.unwrap_err().code(), ErrorCode::InvalidDpopProof);
+    // A proof refused for its ath is not burnt: the token endpoint's check
+    // (which does not look at ath) still accepts it once.
+    let p = key.proof_for("POST", endpoints::TOKEN, now, Some(&other));
+    assert_eq!(check(p.clone()).await.unwrap_err().code(), ErrorCode::InvalidDpopProof);
+    assert_eq!(env.server.verify_dpop(&p).await.unwrap(), jkt);
 }
 
 #[tokio::test]

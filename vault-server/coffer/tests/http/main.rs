@@ -4,6 +4,7 @@
 #[allow(dead_code)]
 mod common;
 mod data_api;
+mod dpop;
 mod flows;
 mod isolation;
 mod oauth_client;

@@ -226,16 +226,24 @@ impl DpopKey {
 
     /// A proof for `POST {ISSUER}{path}` at `iat`.
     pub fn proof_at(&self, path: &str, iat: i64) -> DpopProof {
+        self.proof_for("POST", path, iat, None)
+    }
+
+    /// A proof for `method {ISSUER}{path}` at `iat`, with `ath` if given.
+    pub fn proof_for(&self, method: &str, path: &str, iat: i64, ath: Option<&str>) -> DpopProof {
         let mut header = jsonwebtoken::Header::new(self.alg);
         header.typ = Some("dpop+jwt".into());
         header.jwk = Some(self.jwk.clone());
-        let claims = serde_json::json!({
-            "htm": "POST",
+        let mut claims = serde_json::json!({
+            "htm": method,
             "htu": format!("{ISSUER}{path}"),
             "iat": iat,
             "jti": URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()),
         });
+        if let Some(ath) = ath {
+            claims["ath"] = ath.into();
+        }
         let jwt = jsonwebtoken::encode(&header, &claims, &self.key).unwrap();
-        DpopProof::new(jwt, "POST", format!("{ISSUER}{path}"))
+        DpopProof::new(jwt, method, format!("{ISSUER}{path}"))
     }
 }

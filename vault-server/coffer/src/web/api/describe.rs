@@ -1,12 +1,12 @@
 //! `GET /v1/schemas` and `GET /v1/tables`: what the token can see.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use coffer_gateway::describe;
 
 use super::openapi::{Problem, SchemasDoc, TablesDoc};
-use super::{Done, authenticate, finish};
+use super::{ApiCredentials, Done, authenticate, finish};
 use crate::web::AppState;
 
 /// The granted tables of each schema, with the columns the token may use.
@@ -18,8 +18,8 @@ use crate::web::AppState;
     ),
     security(("bearer" = []))
 )]
-pub async fn schemas(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let caller = match authenticate(&state, &headers).await {
+pub async fn schemas(State(state): State<AppState>, credentials: ApiCredentials) -> Response {
+    let caller = match authenticate(&state, &credentials).await {
         Ok(c) => c,
         Err(response) => return response,
     };
@@ -40,8 +40,8 @@ pub async fn schemas(State(state): State<AppState>, headers: HeaderMap) -> Respo
     ),
     security(("bearer" = []))
 )]
-pub async fn tables(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let caller = match authenticate(&state, &headers).await {
+pub async fn tables(State(state): State<AppState>, credentials: ApiCredentials) -> Response {
+    let caller = match authenticate(&state, &credentials).await {
         Ok(c) => c,
         Err(response) => return response,
     };

@@ -1,5 +1,7 @@
-//! The data API under `/v1`: apps read and write the vault with a bearer
-//! capability token. Handlers are thin: they authenticate, parse, call the
+//! The data API under `/v1`: apps read and write the vault with a
+//! capability token, sent as `Authorization: Bearer <token>` or, for a token
+//! bound to a DPoP key (RFC 9449), as `Authorization: DPoP <token>` with a
+//! `DPoP` proof header. Handlers are thin: they authenticate, parse, call the
 //! query gateway (`coffer-gateway`, the one code path every front end
 //! shares), answer JSON or RFC 9457 problem JSON, and record the request in
 //! the vault's access log.
@@ -16,16 +18,19 @@ mod openapi;
 mod rows;
 mod sql;
 
+use std::convert::Infallible;
+
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
 use coffer_core::TableName;
-use coffer_gateway::{AccessEntry, Caller, GatewayError};
+use coffer_gateway::{AccessEntry, Caller, Credentials, DpopHeader, GatewayError, Scheme};
 use serde_json::Value;
 
 use super::AppState;
@@ -47,9 +52,10 @@ pub fn router(body_limit: usize) -> Router<AppState> {
         .layer(DefaultBodyLimit::max(body_limit))
 }
 
-/// A problem JSON response (RFC 9457) for `error`; a 401 says how to
-/// authenticate (RFC 6750 §3). Server failures are logged.
-pub fn problem(error: &GatewayError) -> Response {
+/// A problem JSON response (RFC 9457) for `error` of a request that sent its
+/// token with `scheme`; a 401 says how to authenticate (RFC 6750 §3, or a
+/// DPoP challenge, RFC 9449 §7.1). Server failures are logged.
+pub fn problem(error: &GatewayError, scheme: Scheme) -> Response {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if status.is_server_error() {
         tracing::error!(error = %error, "data API request failed");
@@ -61,12 +67,28 @@ pub fn problem(error: &GatewayError) -> Response {
     )
         .into_response();
     if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"coffer\", error=\"invalid_token\""),
-        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge(error, scheme));
     }
     response
+}
+
+/// The `WWW-Authenticate` challenge of a 401: DPoP (with the algorithms
+/// proofs may use) when the proof was refused, the token needs one, or the
+/// request used the DPoP scheme; Bearer otherwise.
+fn challenge(error: &GatewayError, scheme: Scheme) -> HeaderValue {
+    let code = match error {
+        GatewayError::InvalidToken { code, .. } => *code,
+        _ => "",
+    };
+    HeaderValue::from_static(match (code, scheme) {
+        ("invalid_dpop_proof", _) => "DPoP realm=\"coffer\", error=\"invalid_dpop_proof\", algs=\"ES256 EdDSA\"",
+        ("dpop_required", _) | (_, Scheme::Dpop) => {
+            "DPoP realm=\"coffer\", error=\"invalid_token\", algs=\"ES256 EdDSA\""
+        }
+        (_, Scheme::Bearer) => "Bearer realm=\"coffer\", error=\"invalid_token\"",
+    })
 }
 
 /// A JSON response.
@@ -74,22 +96,76 @@ fn json(status: StatusCode, body: &Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-/// Authenticates the request's bearer token.
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Response> {
-    let token = headers
+/// The credentials a data API request carried, read from its
+/// `Authorization` and `DPoP` headers, method and path (or why they are
+/// unusable, answered by [`authenticate`]).
+pub(super) struct ApiCredentials(Result<Credentials, GatewayError>);
+
+impl FromRequestParts<AppState> for ApiCredentials {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
+        // The API's routes are merged into the root router (not nested), so
+        // the URI's path is the path the client addressed.
+        Ok(ApiCredentials(credentials(
+            state,
+            &parts.headers,
+            parts.method.as_str(),
+            parts.uri.path(),
+        )))
+    }
+}
+
+/// Reads `Authorization: Bearer <token>` or `Authorization: DPoP <token>`
+/// with the `DPoP` proof, which must be for `method {base_url}{path}`
+/// (RFC 9449 §4.3). No or another scheme is an empty bearer token (refused
+/// as missing).
+fn credentials(state: &AppState, headers: &HeaderMap, method: &str, path: &str) -> Result<Credentials, GatewayError> {
+    let invalid_proof = |reason: &str| GatewayError::InvalidToken {
+        code: "invalid_dpop_proof",
+        reason: reason.to_owned(),
+    };
+    let (scheme, token) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        .and_then(|v| v.split_once(' '))
+        .unwrap_or_default();
+    if !scheme.eq_ignore_ascii_case("dpop") {
+        let token = if scheme.eq_ignore_ascii_case("bearer") {
+            token
+        } else {
+            ""
+        };
+        return Ok(Credentials::bearer(token));
+    }
+    let mut proofs = headers.get_all("dpop").iter();
+    let proof = proofs.next();
+    if proofs.next().is_some() {
+        return Err(invalid_proof("send one DPoP header"));
+    }
+    let proof = proof
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| invalid_proof("the DPoP header is not a JWT"))
+                .map(|jwt| DpopHeader {
+                    jwt: jwt.to_owned(),
+                    method: method.to_owned(),
+                    url: format!("{}{path}", state.base_url),
+                })
         })
-        .unwrap_or("");
+        .transpose()?;
+    Ok(Credentials::dpop(token, proof))
+}
+
+/// Authenticates the request's credentials.
+async fn authenticate(state: &AppState, credentials: &ApiCredentials) -> Result<Caller, Response> {
+    let credentials = credentials.0.as_ref().map_err(|e| problem(e, Scheme::Dpop))?;
     state
         .services
         .gateway
-        .authenticate(token)
+        .authenticate(credentials)
         .await
-        .map_err(|e| problem(&e))
+        .map_err(|e| problem(&e, credentials.scheme))
 }
 
 /// What a handler did, for the answer and the access log.
@@ -115,7 +191,14 @@ fn finish(
             };
             (response, done.rows, "ok")
         }
-        Err(e) => (problem(&e), 0, e.code()),
+        Err(e) => {
+            let scheme = if caller.dpop_jkt().is_some() {
+                Scheme::Dpop
+            } else {
+                Scheme::Bearer
+            };
+            (problem(&e, scheme), 0, e.code())
+        }
     };
     state.services.gateway.access_log().record(
         caller.vault(),

@@ -3,7 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use coffer_core::{Seq, TableName};
 use coffer_gateway::filter::ListQuery;
@@ -13,17 +13,23 @@ use coffer_storage::Values;
 use serde_json::{Value, json};
 
 use super::openapi::{Problem, RowsPage};
-use super::{Done, authenticate, finish, json_body, query_pairs};
+use super::{ApiCredentials, Done, authenticate, finish, json_body, query_pairs};
 use crate::web::AppState;
 
 /// Runs `op` for an authenticated caller on the table named in the path and
 /// records it; `op` returns what to answer.
-async fn on_table<F, Fut>(state: &AppState, headers: &HeaderMap, table: &str, operation: &str, op: F) -> Response
+async fn on_table<F, Fut>(
+    state: &AppState,
+    credentials: &ApiCredentials,
+    table: &str,
+    operation: &str,
+    op: F,
+) -> Response
 where
     F: FnOnce(Caller, TableName) -> Fut,
     Fut: Future<Output = Result<Done, GatewayError>>,
 {
-    let caller = match authenticate(state, headers).await {
+    let caller = match authenticate(state, credentials).await {
         Ok(c) => c,
         Err(response) => return response,
     };
@@ -81,11 +87,11 @@ fn object(value: Value) -> Result<Values, GatewayError> {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    credentials: ApiCredentials,
     Path(table): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    on_table(&state, &headers, &table, "read", |caller, table| async move {
+    on_table(&state, &credentials, &table, "read", |caller, table| async move {
         let query = ListQuery::parse(&query_pairs(raw.as_deref())?)?;
         let page = rows::list(&caller, &table, &query).await?;
         let n = page.rows.len() as u64;
@@ -116,11 +122,11 @@ pub async fn list(
 )]
 pub async fn get(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    credentials: ApiCredentials,
     Path((table, id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    on_table(&state, &headers, &table, "read", |caller, table| async move {
+    on_table(&state, &credentials, &table, "read", |caller, table| async move {
         let mut select = None;
         for (k, v) in query_pairs(raw.as_deref())? {
             match k.as_str() {
@@ -162,12 +168,12 @@ pub async fn get(
 )]
 pub async fn insert(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    credentials: ApiCredentials,
     Path(table): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body = json_body(&state, body);
-    on_table(&state, &headers, &table, "insert", |caller, table| async move {
+    on_table(&state, &credentials, &table, "insert", |caller, table| async move {
         let (batch, values) = match body? {
             Value::Array(items) => (true, items.into_iter().map(object).collect::<Result<Vec<_>, _>>()?),
             other => (false, vec![object(other)?]),
@@ -210,13 +216,13 @@ pub async fn insert(
 )]
 pub async fn update(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    credentials: ApiCredentials,
     Path((table, id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body = json_body(&state, body);
-    on_table(&state, &headers, &table, "update", |caller, table| async move {
+    on_table(&state, &credentials, &table, "update", |caller, table| async move {
         let expected = if_seq(raw.as_deref())?;
         let patch = object(body?)?;
         let row = rows::update(&caller, &table, &id, patch, expected).await?;
@@ -248,11 +254,11 @@ pub async fn update(
 )]
 pub async fn delete(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    credentials: ApiCredentials,
     Path((table, id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    on_table(&state, &headers, &table, "delete", |caller, table| async move {
+    on_table(&state, &credentials, &table, "delete", |caller, table| async move {
         let expected = if_seq(raw.as_deref())?;
         rows::delete(&caller, &table, &id, expected).await?;
         Ok(Done {

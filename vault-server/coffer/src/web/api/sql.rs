@@ -3,14 +3,14 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use coffer_gateway::GatewayError;
 use coffer_gateway::sql;
 use serde_json::{Value, json};
 
 use super::openapi::{Problem, SqlRequest, SqlResponse};
-use super::{Done, authenticate, finish, json_body};
+use super::{ApiCredentials, Done, authenticate, finish, json_body};
 use crate::web::AppState;
 
 /// Runs one SELECT, INSERT, UPDATE or DELETE over the granted tables.
@@ -30,10 +30,10 @@ use crate::web::AppState;
 )]
 pub async fn execute(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    credentials: ApiCredentials,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let caller = match authenticate(&state, &headers).await {
+    let caller = match authenticate(&state, &credentials).await {
         Ok(c) => c,
         Err(response) => return response,
     };
