@@ -21,6 +21,8 @@ fi
 if [ ! -d tests/browser/node_modules ]; then
     (cd tests/browser && npm ci --no-audit --no-fund)
 fi
-# The tests start target/debug/coffer (built by `cargo test` above).
-cargo build -p coffer
+# The tests start target/debug/coffer, which `cargo test` above built for
+# the HTTP-level tests. (A separate `cargo build -p coffer` would resolve
+# features differently and rebuild DataFusion for minutes.)
+test -x target/debug/coffer
 node --test tests/browser/
