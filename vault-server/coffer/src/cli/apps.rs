@@ -5,6 +5,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use coffer_oauth::{App, GrantType, NewApp, TokenEndpointAuthMethod};
 use serde_json::json;
 
+use super::ListArgs;
 use super::with_services;
 use crate::config::DataArgs;
 
@@ -66,16 +67,6 @@ pub struct RegisterArgs {
     #[arg(long, default_value = "")]
     pub scope: String,
     /// Print the registration as JSON.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub data: DataArgs,
-}
-
-/// Options of `coffer app list`.
-#[derive(Args)]
-pub struct ListArgs {
-    /// Print JSON (an array) instead of a table.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

@@ -5,10 +5,21 @@
 pub mod apps;
 pub mod users;
 
+use clap::Args;
 use coffer_storage::EngineOptions;
 
 use crate::config::{Config, DataArgs};
 use crate::services::{self, Services};
+
+/// Options of the `list` commands (`coffer user list`, `coffer app list`).
+#[derive(Args)]
+pub struct ListArgs {
+    /// Print JSON (an array) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
 
 /// Opens the data directory for an operator command, runs `f`, then shuts
 /// the engine down.

@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use super::ListArgs;
 use super::with_services;
 use crate::accounts::create_account;
 use crate::config::DataArgs;
@@ -28,16 +29,6 @@ pub struct CreateArgs {
     #[arg(long)]
     pub email: String,
     /// Print the new user as JSON.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub data: DataArgs,
-}
-
-/// Options of `coffer user list`.
-#[derive(Args)]
-pub struct ListArgs {
-    /// Print JSON (an array) instead of a table.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
