@@ -2,7 +2,16 @@
 //! "change access" forms repeat the `line` field, and OAuth requests must
 //! not repeat any parameter (RFC 6749 §3.1), so both need every pair.
 
+use std::collections::HashSet;
+
 use serde::de::DeserializeOwned;
+
+/// Most parameters an OAuth request may carry. The largest real request (an
+/// authorization request with PKCE, DPoP, `authorization_details` and client
+/// authentication) has about fifteen; anything past this is refused before
+/// it is looked at further, so a request with thousands of keys costs no more
+/// than reading it once.
+pub const MAX_OAUTH_PARAMS: usize = 64;
 
 /// The decoded pairs of an `application/x-www-form-urlencoded` body or query.
 #[derive(Debug, Default)]
@@ -29,19 +38,25 @@ impl FormPairs {
             .collect()
     }
 
-    /// A key given more than once, if any.
+    /// A key given more than once, if any (one pass over the pairs).
     pub fn repeated(&self) -> Option<&str> {
-        self.0
-            .iter()
-            .enumerate()
-            .find(|(i, (k, _))| self.0[..*i].iter().any(|(other, _)| other == k))
-            .map(|(_, (k, _))| k.as_str())
+        let mut seen = HashSet::with_capacity(self.0.len());
+        self.0.iter().map(|(k, _)| k.as_str()).find(|k| !seen.insert(*k))
     }
 }
 
-/// Decodes an OAuth request (form body or query) into `T`, refusing a
-/// repeated parameter and an undecodable body with `invalid_request`.
+/// Decodes an OAuth request (form body or query) into `T`, refusing more
+/// than [`MAX_OAUTH_PARAMS`] parameters, a repeated parameter and an
+/// undecodable body with `invalid_request`. Linear in the size of the input.
 pub fn oauth_params<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, coffer_oauth::Error> {
+    // Count before decoding anything: `&` separates pairs (empty pieces are
+    // skipped by the decoder, so they are not counted either).
+    let count = bytes.split(|b| *b == b'&').filter(|piece| !piece.is_empty()).count();
+    if count > MAX_OAUTH_PARAMS {
+        return Err(coffer_oauth::Error::invalid_request(format!(
+            "too many parameters ({count}); an OAuth request has at most {MAX_OAUTH_PARAMS}"
+        )));
+    }
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes)
         .map_err(|_| coffer_oauth::Error::invalid_request("the request body is not form-encoded"))?;
     if let Some(key) = FormPairs(pairs).repeated() {
@@ -79,5 +94,30 @@ mod tests {
         let err = oauth_params::<P>(b"a=1&a=2").err().unwrap();
         assert_eq!(err.code(), coffer_oauth::ErrorCode::InvalidRequest);
         assert!(err.description().contains("`a` is repeated"));
+    }
+
+    #[test]
+    fn many_parameters_are_refused_quickly() {
+        #[derive(serde::Deserialize)]
+        struct P {
+            #[allow(dead_code)]
+            a: Option<String>,
+        }
+        let at_limit: Vec<String> = (0..MAX_OAUTH_PARAMS).map(|i| format!("k{i}=v")).collect();
+        assert!(oauth_params::<P>(at_limit.join("&").as_bytes()).is_ok());
+        let many: Vec<String> = (0..50_000).map(|i| format!("k{i}=v")).collect();
+        let started = std::time::Instant::now();
+        let err = oauth_params::<P>(many.join("&").as_bytes()).err().unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_millis(200));
+        assert_eq!(err.code(), coffer_oauth::ErrorCode::InvalidRequest);
+        assert!(
+            err.description().contains("too many parameters (50000)"),
+            "{}",
+            err.description()
+        );
+        // The repeat check is linear too: 50,000 distinct keys in one form.
+        let started = std::time::Instant::now();
+        assert_eq!(FormPairs::parse(many.join("&").as_bytes()).repeated(), None);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 }
