@@ -284,6 +284,7 @@ pub struct VerifiedToken {
     grant_version: u64,
     issued_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
+    authority_expires_at: DateTime<Utc>,
     authority: GrantSpec,
     effective: GrantSpec,
     revocation_ids: Vec<Vec<u8>>,
@@ -336,6 +337,16 @@ impl VerifiedToken {
     /// expiries.
     pub fn expires_at(&self) -> DateTime<Utc> {
         self.expires_at
+    }
+
+    /// When the token it was attenuated from expires: the authority block's
+    /// own expiry, ignoring attenuations. Every token sharing the authority
+    /// block's revocation id (the first of
+    /// [`revocation_ids`](VerifiedToken::revocation_ids)) is dead by then, so
+    /// a revocation of that id must be kept until this time, not just until
+    /// [`expires_at`](VerifiedToken::expires_at).
+    pub fn authority_expires_at(&self) -> DateTime<Utc> {
+        self.authority_expires_at
     }
 
     /// What the token allows after its attenuations (those in the form
@@ -838,6 +849,7 @@ fn read_token(biscuit: Biscuit, limits: AuthorizerLimits) -> Result<VerifiedToke
         grant_version,
         issued_at,
         expires_at,
+        authority_expires_at: token_expires_at,
         authority,
         effective,
         revocation_ids,

@@ -506,7 +506,10 @@ impl OAuthServer {
     }
 
     /// RFC 7009: revokes a refresh token (with its whole family and the
-    /// family's access tokens) or an access token. Tokens that are unknown,
+    /// family's access tokens) or an access token. Revoking an access token
+    /// attenuated by its holder revokes the token it was attenuated from
+    /// too (they share the authority block's revocation id), until that
+    /// token's own expiry. Tokens that are unknown,
     /// malformed or issued to another client are ignored (the answer is the
     /// same, so nothing leaks).
     pub async fn revoke(&self, client: &ClientCredentials, token: &str) -> Result<(), Error> {
@@ -534,7 +537,12 @@ impl OAuthServer {
                 .bind(id)
                 .execute(&self.pool)
                 .await?;
-            self.publish_revoked_ids(vec![(id.clone(), verified.expires_at())]);
+            // The id is the authority block's: it covers the token this one
+            // was attenuated from (and every other attenuation of it), which
+            // may live longer than this token. Keep the revocation until the
+            // authority block's own expiry, or the parent comes back to life
+            // when the attenuated token's (earlier) expiry prunes the id.
+            self.publish_revoked_ids(vec![(id.clone(), verified.authority_expires_at())]);
         }
         Ok(())
     }

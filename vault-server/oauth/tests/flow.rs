@@ -1090,3 +1090,35 @@ async fn metadata_lists_endpoints_and_the_root_key() {
         serde_json::json!({"error": "invalid_grant", "error_description": "a 'quoted' thing"})
     );
 }
+
+#[tokio::test]
+async fn revoking_an_attenuated_token_revokes_its_parent_until_the_parents_expiry() {
+    let env = env().await;
+    let user = env.user("ada@example.org").await;
+    let app = env.public_app().await;
+    let parent = env.tokens(&user, &app, "notes.notes:read").await.access_token;
+    // The holder hands out a copy that lives one minute; the parent lives ten.
+    let child = coffer_auth::attenuate(
+        &parent,
+        &coffer_auth::Attenuation::new().expires_at(env.server.now() + TimeDelta::minutes(1)),
+    )
+    .unwrap();
+    env.check(&user, &child, "notes.notes", Action::Read).unwrap();
+
+    let client = ClientCredentials::public(app.client_id.as_str());
+    env.server.revoke(&client, &child).await.unwrap();
+    for token in [&parent, &child] {
+        let denied = env.check(&user, token, "notes.notes", Action::Read).unwrap_err();
+        assert_eq!(denied.kind, DeniedKind::Revoked, "{denied:?}");
+    }
+
+    // Past the child's expiry the server prunes expired revocations (every
+    // minute); the parent, still within its own lifetime, stays revoked.
+    env.advance(TimeDelta::minutes(2));
+    env.server.revocation_view().prune(env.server.now());
+    let denied = env.check(&user, &parent, "notes.notes", Action::Read).unwrap_err();
+    assert_eq!(denied.kind, DeniedKind::Revoked, "{denied:?}");
+    // After the parent's own expiry the entry may go: nothing it covers lives.
+    env.advance(TimeDelta::minutes(9));
+    assert_eq!(env.server.revocation_view().prune(env.server.now()), 1);
+}
