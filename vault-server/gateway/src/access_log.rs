@@ -6,10 +6,13 @@
 //! vault has it, no scope can name it, and its rows are written by the
 //! reserved app [`SYSTEM_APP`] (`coffer`).
 //!
-//! [`AccessLog::record`] only queues the entry (a bounded queue; when it is
-//! full the entry is dropped, counted and logged). A background appender
-//! takes what is queued, waits up to [`LINGER`] for more, groups the entries
-//! per vault and writes each vault's batch with one [`Engine::write`]; the
+//! [`AccessLog::record`] only queues the entry. Each vault has its own
+//! bounded queue ([`VAULT_QUEUE_CAPACITY`]): an app that floods one vault
+//! with requests fills only that vault's queue, never another vault's. When
+//! a vault's queue is full its new entries are dropped, counted per vault
+//! ([`AccessLog::dropped`], shown on the user's dashboard) and logged. A
+//! background appender takes what is queued, waits up to [`LINGER`] for
+//! more, and writes each vault's batch with one [`Engine::write`]; the
 //! writes of one round go to the engine together, so its committer appends
 //! them in one transaction. A burst of requests costs about one commit,
 //! whatever the number of requests and vaults. The price: a crash loses the
@@ -17,8 +20,8 @@
 //! [`AccessLog::flush`] waits until everything recorded before it is durable.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -35,15 +38,17 @@ use datafusion::error::DataFusionError;
 use datafusion::prelude::{col, lit};
 use futures::StreamExt;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
-/// Entries the queue holds before [`AccessLog::record`] starts dropping.
-pub const QUEUE_CAPACITY: usize = 16 * 1024;
+/// Entries one vault's queue holds before [`AccessLog::record`] starts
+/// dropping that vault's entries. The appender empties every queue each
+/// round (at least every [`LINGER`]), so only a vault receiving thousands
+/// of requests a tenth of a second reaches it. Memory is bounded by this
+/// times the number of vaults with requests in flight.
+pub const VAULT_QUEUE_CAPACITY: usize = 4096;
 /// How long the appender waits for more entries after the first one of a
 /// round, before it writes (a flush request cuts the wait short).
 pub const LINGER: Duration = Duration::from_millis(100);
-/// Most entries the appender writes in one round.
-const MAX_ROUND: usize = 4096;
 /// Vault batches of one round handed to the engine at the same time.
 const CONCURRENT_VAULTS: usize = 256;
 
@@ -69,12 +74,12 @@ pub struct AccessEntry {
 /// Counters of an [`AccessLog`], since it started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AccessLogStats {
-    /// Entries accepted into the queue.
+    /// Entries accepted into a queue.
     pub recorded: u64,
     /// Entries written to their vault.
     pub written: u64,
-    /// Entries dropped: the queue was full, the vault was deleted, or the
-    /// write failed.
+    /// Entries dropped: their vault's queue was full, the vault was
+    /// deleted, or the write failed.
     pub dropped: u64,
     /// Vault batches written ([`Engine::write`] calls).
     pub batches: u64,
@@ -86,62 +91,108 @@ struct Counters {
     written: AtomicU64,
     dropped: AtomicU64,
     batches: AtomicU64,
-    /// Set while the queue overflows, so that one warning covers a burst.
+    /// Set while some vault's queue overflows, so that one warning covers a
+    /// burst.
     overflowing: AtomicBool,
 }
 
-enum Message {
-    Entry(VaultId, AccessEntry),
-    Flush(oneshot::Sender<()>),
+/// What waits for the appender: each vault's entries, and flush requests.
+#[derive(Default)]
+struct Queues {
+    vaults: HashMap<VaultId, Vec<AccessEntry>>,
+    waiters: Vec<oneshot::Sender<()>>,
+    /// Every [`AccessLog`] handle is gone: write what is left, then stop.
+    closed: bool,
+}
+
+/// The state the handles and the appender share.
+#[derive(Default)]
+struct Shared {
+    queues: Mutex<Queues>,
+    /// Wakes the appender (a permit is kept when it is not waiting).
+    wake: Notify,
+    counters: Counters,
+    /// Entries dropped per vault since start.
+    dropped: Mutex<HashMap<VaultId, u64>>,
+}
+
+impl Shared {
+    // Each critical section is a few map operations that cannot leave the
+    // state half-updated, so a poisoned lock is still usable.
+    fn queues(&self) -> MutexGuard<'_, Queues> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count_dropped(&self, vault: VaultId, n: u64) {
+        self.counters.dropped.fetch_add(n, Ordering::Relaxed);
+        *self
+            .dropped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(vault)
+            .or_default() += n;
+    }
+}
+
+/// Tells the appender to finish once the last [`AccessLog`] clone is gone.
+struct Handle(Arc<Shared>);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.0.queues().closed = true;
+        self.0.wake.notify_one();
+    }
 }
 
 /// The access log of every vault of one engine. Cheap to clone; all clones
-/// share one queue and one background appender.
+/// share the queues and one background appender.
 #[derive(Clone)]
 pub struct AccessLog {
     engine: Engine,
-    queue: mpsc::Sender<Message>,
-    counters: Arc<Counters>,
+    shared: Arc<Shared>,
+    _handle: Arc<Handle>,
 }
 
 impl AccessLog {
     /// Starts the log: spawns the background appender on the current tokio
     /// runtime (so call it inside one). The appender stops once every clone
-    /// of the returned log is dropped.
+    /// of the returned log is dropped (after writing what is queued).
     pub fn start(engine: coffer_storage::Engine) -> AccessLog {
-        let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let counters = Arc::new(Counters::default());
-        tokio::spawn(append(engine.clone(), rx, counters.clone()));
+        let shared = Arc::new(Shared::default());
+        tokio::spawn(append(engine.clone(), shared.clone()));
         AccessLog {
             engine,
-            queue,
-            counters,
+            _handle: Arc::new(Handle(shared.clone())),
+            shared,
         }
     }
 
     /// Records one request of an app to `vault`. Never blocks and never
-    /// fails the request: the entry is queued for the appender. The queue is
-    /// bounded ([`QUEUE_CAPACITY`]); when it is full the entry is dropped,
-    /// counted in [`AccessLogStats::dropped`], and a warning is logged.
+    /// fails the request: the entry is queued for the appender. Each vault's
+    /// queue is bounded ([`VAULT_QUEUE_CAPACITY`]); when it is full the entry
+    /// is dropped, counted for the vault ([`AccessLog::dropped`]) and in
+    /// [`AccessLogStats::dropped`], and a warning is logged. Other vaults'
+    /// entries are not affected.
     pub fn record(&self, vault: VaultId, entry: AccessEntry) {
-        match self.queue.try_send(Message::Entry(vault, entry)) {
-            Ok(()) => {
-                self.counters.recorded.fetch_add(1, Ordering::Relaxed);
+        let shared = &self.shared;
+        {
+            let mut queues = shared.queues();
+            let queue = queues.vaults.entry(vault).or_default();
+            if queue.len() < VAULT_QUEUE_CAPACITY {
+                queue.push(entry);
+                shared.counters.recorded.fetch_add(1, Ordering::Relaxed);
+                drop(queues);
+                shared.wake.notify_one();
+                return;
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                let dropped = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if !self.counters.overflowing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        dropped_so_far = dropped,
-                        capacity = QUEUE_CAPACITY,
-                        "access log queue is full: dropping entries until it drains"
-                    );
-                }
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%vault, "access log appender has stopped: entry dropped");
-            }
+        }
+        shared.count_dropped(vault, 1);
+        if !shared.counters.overflowing.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                %vault,
+                capacity = VAULT_QUEUE_CAPACITY,
+                "a vault's access log queue is full: dropping its entries until it drains"
+            );
         }
     }
 
@@ -152,9 +203,21 @@ impl AccessLog {
     /// [`Engine::shutdown`].
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
-        if self.queue.send(Message::Flush(done)).await.is_ok() {
-            let _ = wait.await;
-        }
+        self.shared.queues().waiters.push(done);
+        self.shared.wake.notify_one();
+        let _ = wait.await;
+    }
+
+    /// Entries of `vault` dropped since the log started (its queue was
+    /// full, or writing them failed). The dashboard shows it to the user.
+    pub fn dropped(&self, vault: VaultId) -> u64 {
+        self.shared
+            .dropped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&vault)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The latest `limit` entries of a vault's log, newest first; `app`
@@ -210,7 +273,7 @@ impl AccessLog {
 
     /// Counters since [`AccessLog::start`].
     pub fn stats(&self) -> AccessLogStats {
-        let c = &self.counters;
+        let c = &self.shared.counters;
         AccessLogStats {
             recorded: c.recorded.load(Ordering::Relaxed),
             written: c.written.load(Ordering::Relaxed),
@@ -220,72 +283,64 @@ impl AccessLog {
     }
 }
 
-/// The background appender: one round at a time, take what is queued (the
-/// first entry, then whatever arrives within [`LINGER`], up to
-/// [`MAX_ROUND`]; a flush request ends the wait), write it, then answer
-/// the flush requests of the round.
-async fn append(engine: Engine, mut rx: mpsc::Receiver<Message>, counters: Arc<Counters>) {
-    while let Some(first) = rx.recv().await {
-        let mut round = Round::default();
-        round.take(first);
-        let deadline = tokio::time::Instant::now() + LINGER;
-        while round.taken < MAX_ROUND {
-            let next = match rx.try_recv() {
-                Ok(message) => Some(message),
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
-                // Linger for more, unless somebody waits for this round.
-                Err(mpsc::error::TryRecvError::Empty) if round.waiters.is_empty() => {
-                    tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
+/// The background appender: one round at a time, wait for an entry (or a
+/// flush request), linger up to [`LINGER`] for more unless a flush request
+/// waits, take every vault's queue, write it, then answer the flush
+/// requests taken with it.
+async fn append(engine: Engine, shared: Arc<Shared>) {
+    loop {
+        loop {
+            {
+                let queues = shared.queues();
+                if !queues.vaults.is_empty() || !queues.waiters.is_empty() {
+                    break;
                 }
-                Err(mpsc::error::TryRecvError::Empty) => None,
-            };
-            let Some(message) = next else { break };
-            round.take(message);
+                if queues.closed {
+                    return;
+                }
+            }
+            shared.wake.notified().await;
         }
-        write_round(&engine, round.entries, &counters).await;
-        counters.overflowing.store(false, Ordering::Relaxed);
-        for done in round.waiters {
+        let deadline = tokio::time::Instant::now() + LINGER;
+        loop {
+            {
+                let queues = shared.queues();
+                if !queues.waiters.is_empty() || queues.closed {
+                    break;
+                }
+            }
+            if tokio::time::timeout_at(deadline, shared.wake.notified()).await.is_err() {
+                break;
+            }
+        }
+        let (vaults, waiters) = {
+            let mut queues = shared.queues();
+            (std::mem::take(&mut queues.vaults), std::mem::take(&mut queues.waiters))
+        };
+        write_round(&engine, vaults, &shared).await;
+        shared.counters.overflowing.store(false, Ordering::Relaxed);
+        for done in waiters {
             let _ = done.send(());
-        }
-    }
-}
-
-/// What the appender took from the queue in one round.
-#[derive(Default)]
-struct Round {
-    entries: Vec<(VaultId, AccessEntry)>,
-    waiters: Vec<oneshot::Sender<()>>,
-    taken: usize,
-}
-
-impl Round {
-    fn take(&mut self, message: Message) {
-        self.taken += 1;
-        match message {
-            Message::Entry(vault, entry) => self.entries.push((vault, entry)),
-            Message::Flush(done) => self.waiters.push(done),
         }
     }
 }
 
 /// Writes one round: one [`Engine::write`] per vault, all handed to the
 /// engine at once so that its committer commits them together.
-async fn write_round(engine: &Engine, entries: Vec<(VaultId, AccessEntry)>, counters: &Counters) {
-    if entries.is_empty() {
-        return;
-    }
-    let mut per_vault: HashMap<VaultId, Vec<Mutation>> = HashMap::new();
+async fn write_round(engine: &Engine, vaults: HashMap<VaultId, Vec<AccessEntry>>, shared: &Shared) {
+    let counters = &shared.counters;
     let table = access_log_table();
-    for (vault, entry) in entries {
-        per_vault.entry(vault).or_default().push(Mutation {
-            table: table.clone(),
-            op: Op::Insert { values: row(&entry) },
-        });
-    }
     let app = AppId::new(SYSTEM_APP);
-    futures::stream::iter(per_vault)
-        .map(|(vault, mutations)| {
+    futures::stream::iter(vaults)
+        .map(|(vault, entries)| {
             let app = &app;
+            let mutations: Vec<Mutation> = entries
+                .iter()
+                .map(|entry| Mutation {
+                    table: table.clone(),
+                    op: Op::Insert { values: row(entry) },
+                })
+                .collect();
             async move {
                 let n = mutations.len() as u64;
                 match engine.write(vault, app, mutations).await {
@@ -294,7 +349,7 @@ async fn write_round(engine: &Engine, entries: Vec<(VaultId, AccessEntry)>, coun
                         counters.batches.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => {
-                        counters.dropped.fetch_add(n, Ordering::Relaxed);
+                        shared.count_dropped(vault, n);
                         match e {
                             StorageError::VaultDeleted(_) | StorageError::VaultNotFound(_) => {
                                 tracing::warn!(%vault, entries = n, "access log entries for a deleted vault dropped");

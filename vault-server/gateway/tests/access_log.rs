@@ -326,3 +326,44 @@ fn the_system_table_cannot_be_granted() {
         .unwrap();
     assert!(spec.check_against(lookup).is_err());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_flood_into_one_vault_never_drops_another_vaults_entries() {
+    use coffer_gateway::access_log::VAULT_QUEUE_CAPACITY;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path()).await;
+    let flooded = engine.create_vault().await.unwrap();
+    let quiet = engine.create_vault().await.unwrap();
+    let log = AccessLog::start(engine.clone());
+
+    // On one thread, without yielding, the appender cannot drain anything:
+    // the flooding app overfills its vault's queue four times over.
+    let flood = 4 * VAULT_QUEUE_CAPACITY;
+    for i in 0..flood {
+        log.record(
+            flooded,
+            entry("flooder", now(), "read", &["notes.notes"], i as u64, "ok"),
+        );
+    }
+    log.record(quiet, entry("calm-app", now(), "read", &["contacts.people"], 1, "ok"));
+    log.flush().await;
+
+    // The other vault's entry is there; the flooded vault's losses are
+    // counted for that vault (for its dashboard), and only for it.
+    let quiet_log = log.recent(quiet, None, 10).await.unwrap();
+    assert_eq!(quiet_log.len(), 1);
+    assert_eq!(quiet_log[0].app, AppId::new("calm-app"));
+    assert_eq!(log.dropped(quiet), 0);
+    let lost = (flood - VAULT_QUEUE_CAPACITY) as u64;
+    assert_eq!(log.dropped(flooded), lost);
+    let stats = log.stats();
+    assert_eq!(stats.dropped, lost, "{stats:?}");
+    assert_eq!(stats.written, VAULT_QUEUE_CAPACITY as u64 + 1, "{stats:?}");
+
+    // Once drained, the flooded vault's queue takes entries again.
+    log.record(flooded, entry("flooder", now(), "read", &["notes.notes"], 0, "ok"));
+    log.flush().await;
+    assert_eq!(log.dropped(flooded), lost);
+    drop(log);
+    engine.shutdown().await;
+}
