@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use coffer_auth::ScopeSet;
 use coffer_core::{AppId, UserId};
 use serde::{Deserialize, Serialize};
+use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
 use url::{Host, Url};
 
 use crate::util::{ct_eq, echo, from_micros, hash, json_strings, micros, new_secret};
@@ -201,6 +202,35 @@ impl App {
     }
 }
 
+/// Whether `c` may not appear in what the consent page shows of an app
+/// (name, URLs): control and format characters (Unicode categories Cc, Cf:
+/// bidirectional overrides and isolates such as U+202E and U+2066–U+2069,
+/// zero-width spaces and joiners, soft hyphens, …), private-use, surrogate
+/// and unassigned code points, and line and paragraph separators. Each can
+/// make the text shown differ from the text stored, or hide part of it.
+pub fn is_confusable_char(c: char) -> bool {
+    c.general_category_group() == GeneralCategoryGroup::Other
+        || matches!(
+            c.general_category(),
+            GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
+        )
+}
+
+/// Refuses `text` when it holds a character of [`is_confusable_char`],
+/// naming the first one by its code point (never echoing the text).
+fn refuse_confusable(field: &str, text: &str) -> Result<(), Error> {
+    match text.chars().find(|c| is_confusable_char(*c)) {
+        Some(c) => Err(Error::oauth(
+            ErrorCode::InvalidClientMetadata,
+            format!(
+                "{field} contains the invisible or control character U+{:04X}; use visible characters only",
+                u32::from(c)
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn is_loopback_http(u: &Url) -> bool {
     u.scheme() == "http"
         && match u.host() {
@@ -328,16 +358,22 @@ impl NewApp {
         let meta = |d: String| Error::oauth(ErrorCode::InvalidClientMetadata, d);
         self.name = self.name.trim().to_owned();
         let chars = self.name.chars().count();
-        if chars == 0 || chars > MAX_NAME_CHARS || self.name.chars().any(char::is_control) {
+        if chars == 0 || chars > MAX_NAME_CHARS {
             return Err(meta(format!(
-                "the client name must have 1 to {MAX_NAME_CHARS} characters and no control characters"
+                "the client name must have 1 to {MAX_NAME_CHARS} characters"
             )));
         }
+        refuse_confusable("client_name", &self.name)?;
         if let Some(h) = &self.homepage {
+            refuse_confusable("client_uri", h)?;
             validate_https_url("client_uri", h)?;
         }
         if let Some(l) = &self.logo_url {
+            refuse_confusable("logo_uri", l)?;
             validate_https_url("logo_uri", l)?;
+        }
+        for uri in &self.redirect_uris {
+            refuse_confusable("redirect_uri", uri)?;
         }
         if self.grant_types.is_empty() {
             self.grant_types = vec![GrantType::AuthorizationCode, GrantType::RefreshToken];
@@ -653,8 +689,27 @@ impl OAuthServer {
 
     /// RFC 7591 dynamic client registration: validates the metadata
     /// (`invalid_redirect_uri`, `invalid_client_metadata`) and registers the
-    /// app with no registering user.
+    /// app with no registering user. Refused with `access_denied` (403) when
+    /// open registration is off ([`crate::OAuthConfig::open_registration`])
+    /// or when the server already keeps
+    /// [`max_open_registrations`](crate::OAuthConfig::max_open_registrations)
+    /// apps without a registering user.
     pub async fn register_client(&self, metadata: ClientMetadata) -> Result<ClientRegistrationResponse, Error> {
+        if !self.config.open_registration {
+            return Err(Error::oauth(
+                ErrorCode::AccessDenied,
+                "this server does not accept app registrations: ask its operator to register the app",
+            ));
+        }
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM apps WHERE registered_by IS NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        if u64::try_from(stored).unwrap_or(u64::MAX) >= self.config.max_open_registrations {
+            return Err(Error::oauth(
+                ErrorCode::AccessDenied,
+                "this server accepts no more app registrations: ask its operator to register the app",
+            ));
+        }
         let meta = |d: String| Error::oauth(ErrorCode::InvalidClientMetadata, d);
         let auth_method = match metadata.token_endpoint_auth_method.as_deref() {
             None => TokenEndpointAuthMethod::ClientSecretBasic,

@@ -140,6 +140,14 @@ pub struct OAuthConfig {
     pub dpop_iat_window: TimeDelta,
     /// Listed as `scopes_supported` in the metadata (omitted when empty).
     pub scopes_supported: Vec<String>,
+    /// Whether anyone may register an app at the registration endpoint
+    /// (RFC 7591). When `false`, [`OAuthServer::register_client`] refuses
+    /// and the metadata lists no `registration_endpoint`; operators still
+    /// register apps with [`OAuthServer::register_app`] (default `true`).
+    pub open_registration: bool,
+    /// Most apps without a registering user the server keeps; past it,
+    /// open registration refuses new apps (default 1000).
+    pub max_open_registrations: u64,
 }
 
 impl OAuthConfig {
@@ -158,6 +166,8 @@ impl OAuthConfig {
             login_window: TimeDelta::minutes(15),
             dpop_iat_window: TimeDelta::seconds(60),
             scopes_supported: Vec::new(),
+            open_registration: true,
+            max_open_registrations: 1000,
         }
     }
 }
@@ -225,6 +235,12 @@ impl OAuthServer {
     /// The same server reading time from `clock`.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The same server with open registration (RFC 7591) turned on or off.
+    pub fn with_open_registration(mut self, open: bool) -> Self {
+        Arc::make_mut(&mut self.config).open_registration = open;
         self
     }
 

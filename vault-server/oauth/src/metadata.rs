@@ -57,6 +57,11 @@ impl OAuthServer {
             "require_pushed_authorization_requests": false,
             "coffer_biscuit_public_key": self.root.public_key().to_hex(),
         });
+        if !self.config.open_registration
+            && let Some(map) = doc.as_object_mut()
+        {
+            map.remove("registration_endpoint");
+        }
         if !self.config.scopes_supported.is_empty()
             && let Some(map) = doc.as_object_mut()
         {

@@ -1122,3 +1122,88 @@ async fn revoking_an_attenuated_token_revokes_its_parent_until_the_parents_expir
     env.advance(TimeDelta::minutes(9));
     assert_eq!(env.server.revocation_view().prune(env.server.now()), 1);
 }
+
+fn registration(name: &str) -> ClientMetadata {
+    ClientMetadata {
+        redirect_uris: vec![REDIRECT.into()],
+        token_endpoint_auth_method: Some("none".into()),
+        client_name: Some(name.into()),
+        ..ClientMetadata::default()
+    }
+}
+
+#[tokio::test]
+async fn registration_refuses_invisible_and_bidi_characters() {
+    let env = env().await;
+    for (what, name) in [
+        ("right-to-left override", "Notes \u{202E}orP"),
+        ("zero-width space", "No\u{200B}tes"),
+        ("first strong isolate", "Notes \u{2068}Pro\u{2069}"),
+        ("left-to-right isolate", "\u{2066}Notes"),
+        ("byte order mark", "\u{FEFF}Notes"),
+        ("soft hyphen", "No\u{AD}tes"),
+        ("control character", "Notes\u{7}"),
+        ("line separator", "Notes\u{2028}Pro"),
+        ("private use", "Notes \u{E000}"),
+    ] {
+        let err = env.server.register_client(registration(name)).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidClientMetadata, "{what}");
+        assert!(
+            err.description().contains("client_name"),
+            "{what}: {}",
+            err.description()
+        );
+        assert!(err.description().contains("U+"), "{what}: {}", err.description());
+    }
+    let mut uri = registration("Notes Pro");
+    uri.client_uri = Some("https://notes.example/\u{202E}lmth.xedni".into());
+    let err = env.server.register_client(uri).await.unwrap_err();
+    assert!(err.description().contains("client_uri"), "{}", err.description());
+    // Letters of any script, marks and emoji are fine.
+    for name in ["Notizen für Ärzte", "ノート", "Ma\u{301}rkdown", "Notes 📝", "دفتر"] {
+        env.server.register_client(registration(name)).await.unwrap();
+    }
+    // Operators' registrations follow the same rule.
+    let err = env
+        .server
+        .register_app(NewApp::public("Notes\u{202E}", vec![REDIRECT.into()]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidClientMetadata);
+}
+
+#[tokio::test]
+async fn open_registration_can_be_turned_off_and_is_capped() {
+    let env = env_with(|c| c.max_open_registrations = 2).await;
+    assert!(env.server.authorization_server_metadata()["registration_endpoint"].is_string());
+    env.server.register_client(registration("One")).await.unwrap();
+    env.server.register_client(registration("Two")).await.unwrap();
+    let err = env.server.register_client(registration("Three")).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AccessDenied);
+    assert_eq!(err.http_status(), 403);
+    assert!(
+        err.description().contains("no more app registrations"),
+        "{}",
+        err.description()
+    );
+
+    let closed = env.server.clone().with_open_registration(false);
+    let err = closed.register_client(registration("Four")).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AccessDenied);
+    assert!(
+        err.description().contains("does not accept app registrations"),
+        "{}",
+        err.description()
+    );
+    assert!(
+        closed
+            .authorization_server_metadata()
+            .get("registration_endpoint")
+            .is_none()
+    );
+    // Operators still register apps.
+    closed
+        .register_app(NewApp::public("Operator's app", vec![REDIRECT.into()]))
+        .await
+        .unwrap();
+}
