@@ -11,6 +11,12 @@ use serde::Deserialize;
 
 /// The data API's request body limit unless configured.
 pub const DEFAULT_API_BODY_LIMIT: usize = 1 << 20;
+/// Time a client has to send a request's headers unless configured, in seconds.
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// Time one request may take (body, handler, response head) unless configured, in seconds.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+/// Open HTTP connections at once unless configured.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// Options of `coffer serve`. Every option can also be set by its
 /// environment variable or in the TOML file given by `--config`.
@@ -43,6 +49,17 @@ pub struct ServeArgs {
     /// Largest request body the data API (`/v1`) accepts, in bytes [default: 1048576].
     #[arg(long, env = "COFFER_API_BODY_LIMIT")]
     pub api_body_limit: Option<usize>,
+    /// Close a connection whose client has not sent a request's headers
+    /// within this many seconds (also an idle keep-alive connection) [default: 10].
+    #[arg(long, env = "COFFER_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Answer 503 to a request not done within this many seconds [default: 30].
+    #[arg(long, env = "COFFER_REQUEST_TIMEOUT_SECS")]
+    pub request_timeout_secs: Option<u64>,
+    /// Most HTTP connections open at once; further clients wait in the
+    /// listen backlog [default: 1024].
+    #[arg(long, env = "COFFER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 /// The options of the operator commands (`coffer user …`, `coffer app …`):
@@ -69,6 +86,9 @@ struct FileConfig {
     log_retention_hours: Option<u64>,
     public_url: Option<String>,
     api_body_limit: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
+    request_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -89,6 +109,12 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Largest data API request body, in bytes.
     pub api_body_limit: usize,
+    /// Time a client has to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Time one request may take.
+    pub request_timeout: Duration,
+    /// Most HTTP connections open at once.
+    pub max_connections: usize,
 }
 
 impl Config {
@@ -128,6 +154,23 @@ impl Config {
                 .or(file.api_body_limit)
                 .unwrap_or(DEFAULT_API_BODY_LIMIT)
                 .max(1024),
+            header_read_timeout: Duration::from_secs(
+                args.header_read_timeout_secs
+                    .or(file.header_read_timeout_secs)
+                    .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT_SECS)
+                    .max(1),
+            ),
+            request_timeout: Duration::from_secs(
+                args.request_timeout_secs
+                    .or(file.request_timeout_secs)
+                    .unwrap_or(DEFAULT_REQUEST_TIMEOUT_SECS)
+                    .max(1),
+            ),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS)
+                .max(1),
         })
     }
 
@@ -197,6 +240,31 @@ mod tests {
         })
         .unwrap_err();
         assert!(format!("{err:#}").contains("data_dirr"), "{err:#}");
+    }
+
+    #[test]
+    fn http_limits_from_flag_or_file_or_defaults() {
+        let default = Config::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(default.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(default.request_timeout, Duration::from_secs(30));
+        assert_eq!(default.max_connections, 1024);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coffer.toml");
+        std::fs::write(
+            &path,
+            "header_read_timeout_secs = 3\nrequest_timeout_secs = 7\nmax_connections = 50\n",
+        )
+        .unwrap();
+        let config = Config::resolve(ServeArgs {
+            config: Some(path),
+            max_connections: Some(60),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(config.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(config.request_timeout, Duration::from_secs(7));
+        assert_eq!(config.max_connections, 60);
     }
 
     #[test]

@@ -1,11 +1,29 @@
 //! `coffer serve`: opens the data directory, builds the OAuth server,
 //! starts the periodic clean-up, and serves HTTP until Ctrl-C or SIGTERM.
+//!
+//! The HTTP listener is hyper's HTTP/1 connection builder rather than
+//! `axum::serve`, for the limits `axum::serve` does not expose (decision
+//! 0015): a header read timeout, a whole-request timeout and a cap on open
+//! connections.
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::Router;
+use axum::body::{Body, HttpBody};
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use coffer_storage::EngineOptions;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::config::Config;
 use crate::services::{self, ROOT_KEY_FILE, Services};
@@ -57,14 +75,128 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let engine = services.engine.clone();
     let access_log = services.access_log.clone();
     let app = web::router(AppState::new(services, &base_url).with_api_body_limit(config.api_body_limit));
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let limits = HttpLimits {
+        header_read_timeout: config.header_read_timeout,
+        request_timeout: config.request_timeout,
+        max_connections: config.max_connections,
+    };
+    serve_http(listener, app, limits, shutdown_signal()).await;
     cleanup.abort();
     // The access log's last entries go to the engine before it stops.
     access_log.flush().await;
     engine.shutdown().await;
     Ok(())
+}
+
+/// The limits the HTTP listener puts on clients.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// A connection whose client has not sent a complete request head this
+    /// long after the server started waiting for it (a new connection, or
+    /// an idle keep-alive one) is closed (hyper's `header_read_timeout`).
+    pub header_read_timeout: Duration,
+    /// A request not answered within this time gets a 503 problem
+    /// (tower-http's `TimeoutLayer`; covers reading the body and the handler).
+    pub request_timeout: Duration,
+    /// At most this many connections are served at once; the next client
+    /// waits in the listen backlog until one closes.
+    pub max_connections: usize,
+}
+
+/// Serves `app` on `listener` over HTTP/1.1 with `limits` until `shutdown`
+/// completes, then stops accepting, lets the requests in flight finish and
+/// closes idle connections. Handlers see the peer address as
+/// `ConnectInfo<SocketAddr>`.
+pub async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let secs = limits.request_timeout.as_secs();
+    let app = app
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            limits.request_timeout,
+        ))
+        .layer(axum::middleware::map_response(move |response: Response| async move {
+            timeout_problem(secs, response)
+        }));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // A permit first: at the limit, connections wait in the backlog
+        // rather than being accepted and left unserved.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Per-connection errors (reset before accept) and
+                    // resource exhaustion (EMFILE): log, pause, go on.
+                    tracing::debug!(error = %e, "accepting a connection failed");
+                    if !is_connection_error(&e) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = app.clone().map_request(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request.map(Body::new)
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Gives `TimeoutLayer`'s empty 503 a problem body. 503 rather than 408:
+/// the time is mostly the server's (a handler or query), and clients repeat
+/// a 408 on their own, which would run the same slow request again.
+/// Only an empty 503 without a content type is taken for the timeout's.
+fn timeout_problem(secs: u64, response: Response) -> Response {
+    let empty =
+        response.headers().get(header::CONTENT_TYPE).is_none() && response.body().size_hint().exact() == Some(0);
+    if response.status() != StatusCode::SERVICE_UNAVAILABLE || !empty {
+        return response;
+    }
+    let body = serde_json::json!({
+        "type": "urn:coffer:problem:request-timeout",
+        "title": "Request took too long",
+        "status": 503,
+        "detail": format!("the server stopped this request after {secs} s; try a smaller request"),
+    });
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+/// Errors of one connection that do not affect accepting the next.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
 }
 
 /// Drops expired revoked token ids from the revocation view every minute,

@@ -10,3 +10,4 @@ mod isolation;
 mod oauth_client;
 mod security;
 mod serve;
+mod timeouts;
