@@ -12,6 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::error::StorageError;
+use crate::private::{FILE_MODE, create_private_file, set_mode_if_exists};
 
 /// Microseconds since the Unix epoch, now.
 pub fn now_micros() -> i64 {
@@ -71,7 +72,17 @@ pub struct ControlDb {
 impl ControlDb {
     /// Opens (creating if needed) the SQLite control database at `path` and
     /// brings its schema up to date.
+    ///
+    /// The file is created mode 0600 before SQLite opens it, so that the
+    /// `-wal` and `-shm` files SQLite creates beside it (with the database
+    /// file's mode) are private too; existing files are made 0600.
     pub async fn open_sqlite(path: &Path) -> Result<Self, StorageError> {
+        create_private_file(path)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            set_mode_if_exists(Path::new(&side), FILE_MODE)?;
+        }
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)

@@ -5,6 +5,8 @@
 //! {data_dir}/control.db      SQLite control database (+ WAL)
 //! {data_dir}/objects/        local-filesystem object store (vaults/{id}/…)
 //! ```
+//!
+//! Every directory in it is mode 0700 and every file 0600 ([`crate::private`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use crate::control::ControlDb;
 use crate::crypto::MasterKey;
 use crate::engine::{Engine, EngineOptions};
 use crate::error::StorageError;
+use crate::private::create_private_dir;
 
 /// What opening the embedded engine found or created.
 pub struct Embedded {
@@ -31,9 +34,9 @@ pub async fn open_embedded(
     registry: SchemaRegistry,
     options: EngineOptions,
 ) -> Result<Embedded, StorageError> {
-    std::fs::create_dir_all(data_dir)?;
+    create_private_dir(data_dir)?;
     let objects_dir = data_dir.join("objects");
-    std::fs::create_dir_all(&objects_dir)?;
+    create_private_dir(&objects_dir)?;
     let (master, created_master_key) = MasterKey::load_or_create(&data_dir.join("master.key"))?;
     let db = ControlDb::open_sqlite(&data_dir.join("control.db")).await?;
     let store = Arc::new(LocalFileSystem::new_with_prefix(&objects_dir)?);

@@ -34,6 +34,7 @@ use crate::arrow_codec::{DELETED, ID, SEQ};
 use crate::crypto::VaultKeys;
 use crate::error::StorageError;
 use crate::manifest::DataFile;
+use crate::private::{DIR_MODE, FILE_MODE, set_mode};
 
 /// Footer metadata key of the keyed id bloom filter. The footer is
 /// encrypted, so the filter is readable only with the vault key.
@@ -75,10 +76,14 @@ impl Objects {
                 file.push(part.as_ref());
             }
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                // The store creates files and directories with the umask's
+                // modes; the data directory is private (decision 0016).
+                set_mode(&file, FILE_MODE)?;
                 std::fs::File::open(&file)?.sync_all()?;
                 // Make the new directory entries durable too.
                 let mut dir = file.parent();
                 while let Some(d) = dir {
+                    set_mode(d, DIR_MODE)?;
                     std::fs::File::open(d)?.sync_all()?;
                     if d.file_name().is_some_and(|n| n == "vaults") {
                         break;

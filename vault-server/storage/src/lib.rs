@@ -18,6 +18,7 @@ pub mod files;
 pub mod layout;
 mod maintain;
 pub mod manifest;
+pub mod private;
 pub mod row;
 pub mod system;
 mod tail;
