@@ -1,7 +1,11 @@
 //! Creating an account: the vault first (with every built-in schema
 //! installed), then the user who owns it. Used by the sign-up page and by
-//! `coffer user create`.
+//! `coffer user create`. Deleting one (`coffer user delete`): the vault's
+//! key is shredded, the account's OAuth rows removed, the vault's files and
+//! rows purged, and the control database's log checkpointed, so that
+//! nothing the vault held can be recovered from the data directory.
 
+use anyhow::Context;
 use coffer_oauth::{Error, User};
 
 use crate::services::Services;
@@ -37,4 +41,40 @@ pub async fn create_account(services: &Services, email: &str, password: &str) ->
         tracing::warn!(%vault, error = %e, "could not delete the vault of a failed sign-up");
     }
     result
+}
+
+/// Deletes `user`'s account and erases their vault (decision 0017):
+///
+/// 1. the vault's wrapped data key is deleted (the crypto-shred) and the
+///    control database's write-ahead log checkpointed;
+/// 2. the user, their grants, tokens, codes and sessions are deleted;
+/// 3. every object under the vault's prefix, its commit log, manifests and
+///    installed tables are deleted, and the log checkpointed again.
+///
+/// The control database runs with `secure_delete`, so deleted rows are
+/// zeroed in the database file. Every step can be run again: an operator
+/// repeats the command after a failure. A server running on the same data
+/// directory stops serving the vault from its caches within one flush
+/// interval.
+pub async fn delete_account(services: &Services, user: &User) -> anyhow::Result<()> {
+    let engine = &services.engine;
+    let vault = user.vault_id;
+    engine
+        .delete_vault(vault)
+        .await
+        .with_context(|| format!("deleting vault {vault}"))?;
+    match services.oauth.delete_account(user.id).await {
+        Ok(_) | Err(Error::NotFound(_)) => {}
+        Err(e) => return Err(anyhow::anyhow!("{e}")).context("deleting the account's grants and tokens"),
+    }
+    engine
+        .purge_deleted()
+        .await
+        .with_context(|| format!("removing the files and rows of vault {vault}"))?;
+    engine
+        .control()
+        .checkpoint()
+        .await
+        .context("checkpointing the control database")?;
+    Ok(())
 }

@@ -415,3 +415,71 @@ impl OAuthServer {
             .collect()
     }
 }
+
+impl OAuthServer {
+    /// Deletes a user's account and every row the authorization server keeps
+    /// about it, in one transaction: its grants, their token families,
+    /// refresh tokens, access token records, authorization and device codes,
+    /// its sessions and sign-in failures, and the user; apps it registered
+    /// stay but no longer name it. The grants leave this process's
+    /// revocation view, so their tokens are refused from now on. The user's
+    /// vault is not touched: delete it with the storage engine (erasure of
+    /// an account is `coffer::accounts::delete_account`). Pushed
+    /// authorization requests name an app, never a user, and expire within
+    /// minutes; they are not looked at. Returns how many rows went (the
+    /// user's included); a user that does not exist is `NotFound`.
+    pub async fn delete_account(&self, user: UserId) -> Result<u64, Error> {
+        let id = user.to_string();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let email_key: String = sqlx::query_scalar("SELECT email_key FROM users WHERE id = ?")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(Error::NotFound("user"))?;
+        let grants: Vec<String> = sqlx::query_scalar("SELECT id FROM grants WHERE user_id = ?")
+            .bind(&id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut rows = 0;
+        // Children before parents (foreign keys are on).
+        for sql in [
+            "DELETE FROM access_tokens WHERE user_id = ?1 \
+             OR grant_id IN (SELECT id FROM grants WHERE user_id = ?1)",
+            "DELETE FROM refresh_tokens WHERE family_id IN (SELECT id FROM token_families WHERE user_id = ?1) \
+             OR grant_id IN (SELECT id FROM grants WHERE user_id = ?1)",
+            "DELETE FROM authorization_codes WHERE user_id = ?1",
+            "DELETE FROM device_codes WHERE user_id = ?1 \
+             OR grant_id IN (SELECT id FROM grants WHERE user_id = ?1)",
+            "DELETE FROM token_families WHERE user_id = ?1",
+            "DELETE FROM sessions WHERE user_id = ?1",
+        ] {
+            rows += sqlx::query(sql).bind(&id).execute(&mut *tx).await?.rows_affected();
+        }
+        rows += sqlx::query("DELETE FROM grants WHERE user_id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        rows += sqlx::query("DELETE FROM login_attempts WHERE email_key = ?")
+            .bind(&email_key)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("UPDATE apps SET registered_by = NULL WHERE registered_by = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        rows += sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        for grant in grants {
+            if let Ok(grant) = grant.parse() {
+                self.revocation.remove_grant(grant);
+            }
+        }
+        Ok(rows)
+    }
+}

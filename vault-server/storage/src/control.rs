@@ -14,6 +14,11 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 use crate::error::StorageError;
 use crate::private::{FILE_MODE, create_private_file, set_mode_if_exists};
 
+/// How often a WAL checkpoint that readers keep from finishing is retried.
+const CHECKPOINT_ATTEMPTS: u32 = 50;
+/// Pause between those attempts.
+const CHECKPOINT_RETRY: Duration = Duration::from_millis(100);
+
 /// Microseconds since the Unix epoch, now.
 pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
@@ -75,7 +80,10 @@ impl ControlDb {
     ///
     /// The file is created mode 0600 before SQLite opens it, so that the
     /// `-wal` and `-shm` files SQLite creates beside it (with the database
-    /// file's mode) are private too; existing files are made 0600.
+    /// file's mode) are private too; existing files are made 0600. Every
+    /// connection runs with `secure_delete` on: deleted rows (a shredded
+    /// vault key, a purged vault's log) are overwritten with zeros rather
+    /// than left in free pages (decision 0017).
     pub async fn open_sqlite(path: &Path) -> Result<Self, StorageError> {
         create_private_file(path)?;
         for suffix in ["-wal", "-shm"] {
@@ -89,7 +97,8 @@ impl ControlDb {
             // FULL: a commit is on disk (WAL fsynced) before it returns.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
@@ -150,8 +159,31 @@ impl ControlDb {
         })
     }
 
+    /// Copies every committed page from the write-ahead log into the
+    /// database file and truncates the log to zero bytes
+    /// (`PRAGMA wal_checkpoint(TRUNCATE)`). With `secure_delete` on, this is
+    /// what removes deleted rows from the disk: until then, the log still
+    /// holds the pages as they were before the delete. Readers holding an
+    /// older snapshot make SQLite answer "busy"; the checkpoint is retried
+    /// for up to 5 s, then fails with [`StorageError::CheckpointBusy`].
+    pub async fn checkpoint(&self) -> Result<(), StorageError> {
+        for _ in 0..CHECKPOINT_ATTEMPTS {
+            // (busy, frames in the log, frames checkpointed)
+            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&self.pool)
+                .await?;
+            if busy == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(CHECKPOINT_RETRY).await;
+        }
+        Err(StorageError::CheckpointBusy)
+    }
+
     /// Crypto-shreds a vault: removes its wrapped key and marks it deleted,
-    /// in one transaction. Returns false if the vault did not exist.
+    /// in one transaction. Returns false if the vault did not exist. The
+    /// wrapped key is gone from the files only after a
+    /// [`ControlDb::checkpoint`].
     pub async fn shred_vault(&self, vault: VaultId) -> Result<bool, StorageError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM vault_keys WHERE vault_id = ?")
@@ -183,7 +215,8 @@ impl ControlDb {
     }
 
     /// Removes a deleted vault's remaining rows (log, manifests, tables) and
-    /// marks it purged. The vault row stays so that reads say "deleted".
+    /// marks it purged, then checkpoints the write-ahead log. The vault row
+    /// stays so that reads say "deleted".
     pub async fn purge_vault_rows(&self, vault: VaultId) -> Result<(), StorageError> {
         let mut tx = self.begin_write().await?;
         let id = vault.to_string();
@@ -200,7 +233,23 @@ impl ControlDb {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        self.checkpoint().await
+    }
+
+    /// Vaults deleted at or after `since` (µs since the epoch), for a
+    /// process whose caches must forget vaults another process deleted.
+    pub async fn vaults_deleted_since(&self, since: i64) -> Result<Vec<VaultId>, StorageError> {
+        let rows = sqlx::query("SELECT id FROM vaults WHERE deleted_at >= ?")
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                r.try_get::<String, _>("id")?
+                    .parse()
+                    .map_err(|e| StorageError::Corrupt(format!("{e}")))
+            })
+            .collect()
     }
 
     /// The stored definition of a schema version, as JSON text.

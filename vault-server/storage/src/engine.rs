@@ -132,6 +132,9 @@ pub(crate) struct Shared {
     pub shutdown: AtomicBool,
     /// Tells the committer to drain its queue and stop.
     pub stop_committer: Notify,
+    /// When the worker last looked for vaults deleted by another process
+    /// (µs since the epoch).
+    pub deletions_seen: Mutex<i64>,
 }
 
 fn lru<K: std::hash::Hash + Eq, V>(n: usize) -> Mutex<LruCache<K, V>> {
@@ -176,6 +179,7 @@ impl Engine {
             wake: Notify::new(),
             shutdown: Default::default(),
             stop_committer: Notify::new(),
+            deletions_seen: Mutex::new(crate::control::now_micros()),
             options,
         });
         let (tx, rx) = mpsc::channel(4096);
@@ -221,19 +225,20 @@ impl Engine {
     }
 
     /// Deletes a vault. The wrapped key is removed first (crypto-shred: from
-    /// then on nothing of the vault can be decrypted); the files under its
-    /// prefix are deleted in the background.
+    /// then on nothing of the vault can be decrypted), then the control
+    /// database's write-ahead log is checkpointed so that the wrapped key is
+    /// in no file any more (the database runs with `secure_delete`); the
+    /// files under its prefix, its log and its manifests are deleted in the
+    /// background ([`Engine::purge_deleted`]). A vault deleted already is
+    /// deleted again without error. A checkpoint that readers kept busy is
+    /// [`StorageError::CheckpointBusy`]; the vault is deleted all the same.
     pub async fn delete_vault(&self, vault: VaultId) -> Result<(), StorageError> {
         if !self.shared.db.shred_vault(vault).await? {
             return Err(StorageError::VaultNotFound(vault));
         }
-        self.shared.keys.lock().expect("key cache").pop(&vault);
-        self.shared.tables.lock().expect("table cache").pop(&vault);
-        self.shared.files.forget_prefix(&format!("vaults/{vault}/"));
-        self.shared.pages.forget_prefix(&format!("vaults/{vault}/"));
-        self.shared.tail.forget_vault(vault);
+        self.shared.forget_vault(vault);
         self.shared.wake.notify_one();
-        Ok(())
+        self.shared.db.checkpoint().await
     }
 
     /// Installs every table of schema `name` (latest version unless given)
@@ -477,6 +482,42 @@ pub fn new_row_id() -> String {
 }
 
 impl Shared {
+    /// Drops everything cached about a deleted vault: its keys, tables,
+    /// manifests, opened files, pages and tail.
+    pub(crate) fn forget_vault(&self, vault: VaultId) {
+        self.keys.lock().expect("key cache").pop(&vault);
+        self.tables.lock().expect("table cache").pop(&vault);
+        {
+            let mut manifests = self.manifests.lock().expect("manifest cache");
+            let stale: Vec<_> = manifests
+                .iter()
+                .filter(|((v, _), _)| *v == vault)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in stale {
+                manifests.pop(&key);
+            }
+        }
+        self.files.forget_prefix(&format!("vaults/{vault}/"));
+        self.pages.forget_prefix(&format!("vaults/{vault}/"));
+        self.tail.forget_vault(vault);
+    }
+
+    /// Forgets the vaults another process (an operator command) deleted
+    /// since the last call, so that this process stops serving them from
+    /// its caches.
+    pub(crate) async fn forget_deleted_elsewhere(&self) -> Result<(), StorageError> {
+        let since = *self.deletions_seen.lock().expect("deletions clock");
+        // Overlap by a minute: a deletion committed just before `since`
+        // by a slower clock is still seen.
+        let now = crate::control::now_micros();
+        for vault in self.db.vaults_deleted_since(since - 60_000_000).await? {
+            self.forget_vault(vault);
+        }
+        *self.deletions_seen.lock().expect("deletions clock") = now;
+        Ok(())
+    }
+
     /// The working keys of a live vault (unwrapping and caching them).
     pub async fn vault_keys(&self, vault: VaultId) -> Result<Arc<VaultKeys>, StorageError> {
         if let Some(k) = self.keys.lock().expect("key cache").get(&vault) {

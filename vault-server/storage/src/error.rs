@@ -78,6 +78,12 @@ pub enum StorageError {
     /// The control database failed.
     #[error("control database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The write-ahead log could not be checkpointed because readers kept
+    /// older snapshots open; deleted rows may still be in the log file.
+    #[error(
+        "control database: the write-ahead log could not be checkpointed (readers kept it busy); deleted data may remain in control.db-wal until the next checkpoint"
+    )]
+    CheckpointBusy,
     /// A database migration failed.
     #[error("control database migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),

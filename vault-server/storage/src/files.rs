@@ -113,6 +113,21 @@ impl Objects {
                 Err(e) => return Err(e.into()),
             }
         }
+        // The local store leaves the (now empty) directories behind, and
+        // any staging file of a put that never finished: remove the tree.
+        if let Some(root) = &self.local_root {
+            let mut dir = root.clone();
+            for part in prefix.parts() {
+                dir.push(part.as_ref());
+            }
+            if dir != *root {
+                match tokio::fs::remove_dir_all(&dir).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         Ok(n)
     }
 

@@ -38,6 +38,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         if shared.shutdown.load(Ordering::SeqCst) {
             return;
         }
+        if let Err(e) = shared.forget_deleted_elsewhere().await {
+            tracing::warn!(error = %e, "looking for deleted vaults failed");
+        }
         if let Err(e) = flush_pending(&shared, 1).await {
             tracing::warn!(error = %e, "flush failed");
         }
@@ -226,7 +229,7 @@ pub(crate) async fn purge_deleted(shared: &Arc<Shared>) -> Result<(), StorageErr
     for vault in shared.db.vaults_to_purge().await? {
         let removed = shared.objects.delete_prefix(&VaultPrefix::new(vault).path()).await?;
         shared.db.purge_vault_rows(vault).await?;
-        shared.tail.forget_vault(vault);
+        shared.forget_vault(vault);
         tracing::info!(%vault, objects = removed, "purged deleted vault");
     }
     Ok(())

@@ -1,4 +1,4 @@
-//! `coffer user create` and `coffer user list`.
+//! `coffer user create`, `coffer user list` and `coffer user delete`.
 
 use std::io::{BufRead, IsTerminal};
 
@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::ListArgs;
 use super::with_services;
-use crate::accounts::create_account;
+use crate::accounts::{create_account, delete_account};
 use crate::config::DataArgs;
 
 /// `coffer user …`
@@ -20,6 +20,22 @@ pub enum UserCommand {
     Create(CreateArgs),
     /// List every user: id, email, vault, creation time.
     List(ListArgs),
+    /// Delete a user and erase their vault: its data key is shredded, its
+    /// files, rows, grants and tokens deleted. Cannot be undone.
+    Delete(DeleteArgs),
+}
+
+/// Options of `coffer user delete`.
+#[derive(Args)]
+pub struct DeleteArgs {
+    /// The user's email address (ignoring case).
+    #[arg(long)]
+    pub email: String,
+    /// Confirm: the vault and everything in it is erased for good.
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
 }
 
 /// Options of `coffer user create`.
@@ -40,6 +56,7 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::Create(args) => create(args).await,
         UserCommand::List(args) => list(args).await,
+        UserCommand::Delete(args) => delete(args).await,
     }
 }
 
@@ -103,6 +120,30 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
                 u.created_at.format("%Y-%m-%d %H:%M:%S UTC")
             );
         }
+        Ok(())
+    })
+    .await
+}
+
+async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
+    if !args.yes {
+        bail!(
+            "deleting {} erases their vault for good; run again with --yes to confirm",
+            args.email
+        );
+    }
+    let email = args.email;
+    with_services(args.data, |services| async move {
+        let key = email.trim().to_lowercase();
+        let users = services.oauth.list_users().await.context("listing users")?;
+        let Some(user) = users.into_iter().find(|u| u.email.trim().to_lowercase() == key) else {
+            bail!("there is no user with the email {email}");
+        };
+        delete_account(&services, &user).await?;
+        println!(
+            "Deleted user {} (id {}) and erased vault {}",
+            user.email, user.id, user.vault_id
+        );
         Ok(())
     })
     .await

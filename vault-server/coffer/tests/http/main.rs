@@ -5,6 +5,7 @@
 mod common;
 mod data_api;
 mod dpop;
+mod erasure;
 mod flows;
 mod isolation;
 mod oauth_client;
