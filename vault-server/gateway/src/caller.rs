@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use coffer_auth::{Action, Authorized, Authorizer, DeniedKind, GrantSpec, Request, Revoked, VerifiedToken};
+use coffer_auth::{Action, Authorized, Authorizer, DeniedKind, GrantSpec, Request, Revoked, RowScope, VerifiedToken};
 use coffer_core::{AppId, GrantId, TableName, VaultId};
 use coffer_storage::Engine;
 use lru::LruCache;
@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::access_log::AccessLog;
 use crate::error::GatewayError;
+use crate::limits::{Limiter, RequestLimits};
 
 /// Verified tokens kept in memory (each a few kilobytes).
 const TOKEN_CACHE_ENTRIES: usize = 10_000;
@@ -148,11 +149,24 @@ struct Inner {
     access_log: AccessLog,
     tokens: Mutex<LruCache<[u8; 32], Arc<VerifiedToken>>>,
     touched: Mutex<HashMap<GrantId, Instant>>,
+    limiter: Limiter,
 }
 
 impl Gateway {
-    /// A gateway over `engine`, deciding with `authorizer`.
+    /// A gateway over `engine`, deciding with `authorizer`, with the default
+    /// [`RequestLimits`].
     pub fn new(engine: Engine, authorizer: Authorizer, control: Arc<dyn ControlPlane>, access_log: AccessLog) -> Self {
+        Self::with_limits(engine, authorizer, control, access_log, RequestLimits::default())
+    }
+
+    /// A gateway whose queries run within `limits`.
+    pub fn with_limits(
+        engine: Engine,
+        authorizer: Authorizer,
+        control: Arc<dyn ControlPlane>,
+        access_log: AccessLog,
+        limits: RequestLimits,
+    ) -> Self {
         Gateway {
             inner: Arc::new(Inner {
                 engine,
@@ -161,8 +175,14 @@ impl Gateway {
                 access_log,
                 tokens: Mutex::new(LruCache::new(NonZeroUsize::new(TOKEN_CACHE_ENTRIES).expect("non-zero"))),
                 touched: Mutex::default(),
+                limiter: Limiter::new(limits),
             }),
         }
+    }
+
+    /// The limits queries run within.
+    pub fn limits(&self) -> &RequestLimits {
+        self.inner.limiter.limits()
     }
 
     /// The storage engine.
@@ -298,6 +318,16 @@ impl Gateway {
     }
 }
 
+/// What a write may reach and answer.
+#[derive(Debug)]
+pub struct WriteAccess {
+    /// The rows the write may reach: the action's scope narrowed by the read
+    /// scope.
+    pub scope: RowScope,
+    /// What the token may read of the table (`None`: nothing).
+    pub read: Option<Authorized>,
+}
+
 /// An authenticated request: the token's vault, app and grant. Cheap to clone.
 #[derive(Clone)]
 pub struct Caller {
@@ -396,6 +426,36 @@ impl Caller {
             Err(GatewayError::MissingRight { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Checks `action` on `table` and narrows its row scope to the rows the
+    /// token may also read: a write answers only what the caller may read,
+    /// and its conditions run over rows the caller may both read and write.
+    /// (A token that may not read the table at all keeps the action's
+    /// scope; its writes answer no user column.)
+    pub fn write_access(
+        &self,
+        table: &TableName,
+        action: Action,
+        columns: &[&str],
+    ) -> Result<WriteAccess, GatewayError> {
+        let authorized = self.check(table, action, columns)?;
+        let read = self.read_access(table)?;
+        let own =
+            authorized.row_scope() == RowScope::Own || read.as_ref().is_some_and(|r| r.row_scope() == RowScope::Own);
+        Ok(WriteAccess {
+            scope: if own { RowScope::Own } else { RowScope::All },
+            read,
+        })
+    }
+
+    /// Runs a query of this caller within the gateway's limits: its grant's
+    /// concurrent queries, the server's, and the time limit.
+    pub async fn bounded<T>(
+        &self,
+        query: impl std::future::Future<Output = Result<T, GatewayError>>,
+    ) -> Result<T, GatewayError> {
+        self.gateway.inner.limiter.run(self.token.grant_id(), query).await
     }
 
     fn validate(&self) -> Result<(), Revoked> {

@@ -4,11 +4,16 @@
 //! an ungranted table is not in the catalog, an ungranted column is not in
 //! the table's schema, and the owner filter is part of every scan.
 //!
-//! The same tables take SQL writes: `INSERT` goes through a sink that
-//! commits the rows with the storage engine; `UPDATE` and `DELETE` scan the
-//! matching rows (with the action's row scope) and commit one change per row,
-//! each conditional on the version scanned, so a concurrent change is a
-//! conflict rather than a lost update.
+//! The owner filter runs inside the scan, below a barrier the query's own
+//! expressions cannot cross, so nothing of the caller's runs on a row it may
+//! not see (see `coffer_query::FilterBarrier`).
+//!
+//! The same tables compute SQL writes: `INSERT` rows are checked against the
+//! create right; `UPDATE` and `DELETE` find the rows that meet the
+//! statement's condition among those the token may both read and write, and
+//! produce one change per row, each conditional on the version read, so a
+//! concurrent change is a conflict rather than a lost update. The SQL module
+//! commits them.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,21 +26,17 @@ use coffer_query::VaultTableProvider;
 use coffer_query::{LazySchema, TableOpener, base_context};
 use coffer_storage::arrow_codec::arrow_type;
 use coffer_storage::{InstalledTable, Mutation, Op, Values};
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, Session, TableProvider};
 use datafusion::common::DFSchema;
 use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, col, lit};
-use datafusion::physical_plan::expressions::Column;
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, collect};
+use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr, execute_stream};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
@@ -69,7 +70,8 @@ pub(crate) fn df_error(e: GatewayError) -> DataFusionError {
 /// Builds a DataFusion session whose only catalog is the caller's confined
 /// view of its vault. `target` is the table an `INSERT` writes, if any.
 pub fn confined_context(caller: &Caller, target: Option<(&TableName, Use)>) -> Result<SessionContext, GatewayError> {
-    let ctx = base_context(caller.gateway().engine()).map_err(GatewayError::internal)?;
+    let ctx =
+        base_context(caller.gateway().engine(), &caller.gateway().limits().query).map_err(GatewayError::internal)?;
     let catalog = Arc::new(MemoryCatalogProvider::new());
     let mut schemas: HashMap<String, Vec<String>> = HashMap::new();
     for t in caller.grant().tables() {
@@ -213,9 +215,17 @@ impl ConfinedTable {
         })
     }
 
-    /// Scans the rows `scope` allows, filtered exactly by `filters`,
-    /// producing the exposed columns `projection` (all when `None`).
-    async fn scan_exact(
+    /// The trusted condition that keeps a scan within `scope`: for `own`,
+    /// the rows this app created.
+    fn restriction(&self, scope: RowScope) -> Option<Expr> {
+        (scope == RowScope::Own).then(|| col("_created_by").eq(lit(self.caller.app().as_str())))
+    }
+
+    /// The rows within `scope`, as the exposed columns `projection` (all when
+    /// `None`), with `filters` used for pruning. The rows come out of a
+    /// [`coffer_query::FilterBarrier`]: none of the query's expressions has
+    /// run on a row outside `scope`.
+    async fn scan_within(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
@@ -228,75 +238,190 @@ impl ConfinedTable {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
         };
-        let mut inner_projection: Vec<usize> = wanted
+        let inner_projection: Vec<usize> = wanted
             .iter()
             .map(|&i| inner_schema.index_of(self.schema.field(i).name()))
             .collect::<Result<_, _>>()?;
-        let mut conditions: Vec<Expr> = filters.to_vec();
-        if scope == RowScope::Own {
-            conditions.push(col("_created_by").eq(lit(self.caller.app().as_str())));
-        }
-        // Columns the exact filters read, after the wanted ones.
-        for c in conditions.iter().flat_map(|f| f.column_refs()) {
-            let i = inner_schema.index_of(&c.name)?;
-            if !inner_projection.contains(&i) {
-                inner_projection.push(i);
-            }
-        }
-        let mut plan = inner.scan(state, Some(&inner_projection), &conditions, None).await?;
-        if let Some(predicate) = conditions.into_iter().reduce(Expr::and) {
-            let df_schema = DFSchema::try_from(plan.schema().as_ref().clone())?;
-            let predicate = state.create_physical_expr(predicate, &df_schema)?;
-            plan = Arc::new(FilterExec::try_new(predicate, plan)?);
-        }
-        if inner_projection.len() > wanted.len() {
-            let schema = plan.schema();
-            let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = (0..wanted.len())
-                .map(|i| {
-                    let name = schema.field(i).name().clone();
-                    (Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>, name)
-                })
-                .collect();
-            plan = Arc::new(ProjectionExec::try_new(exprs, plan)?);
-        }
-        Ok(plan)
+        let restriction = self.restriction(scope);
+        inner
+            .scan_within(state, Some(&inner_projection), filters, restriction.as_ref())
+            .await
     }
 
-    /// Rows matching `filters` within the scope of `action`, as batches of
-    /// all exposed columns; refuses more than [`MAX_ROWS_PER_WRITE`].
-    async fn rows_to_change(&self, state: &dyn Session, filters: &[Expr], action: Action) -> Result<Vec<RecordBatch>> {
-        let authorized = self.caller.check(&self.table.name, action, &[]).map_err(df_error)?;
-        let plan = self.scan_exact(state, None, filters, authorized.row_scope()).await?;
-        let batches = collect(plan, state.task_ctx()).await?;
-        let n: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        if n > MAX_ROWS_PER_WRITE {
-            return Err(df_error(GatewayError::InvalidSql(format!(
-                "the statement would change {n} rows; one statement may change at most {MAX_ROWS_PER_WRITE}"
-            ))));
+    /// The rows within `scope` that meet `condition`, as batches of all
+    /// exposed columns; refuses more than [`MAX_ROWS_PER_WRITE`]. The
+    /// condition runs over those rows only.
+    async fn rows_matching(
+        &self,
+        state: &dyn Session,
+        condition: Option<&Expr>,
+        scope: RowScope,
+    ) -> Result<Vec<RecordBatch>, GatewayError> {
+        let pruning: Vec<Expr> = condition.into_iter().cloned().collect();
+        let mut plan = self
+            .scan_within(state, None, &pruning, scope)
+            .await
+            .map_err(crate::sql::from_datafusion)?;
+        if let Some(condition) = condition {
+            let df_schema = DFSchema::try_from(self.schema.as_ref().clone()).map_err(GatewayError::internal)?;
+            let predicate = physical(state, condition.clone(), &df_schema).map_err(crate::sql::from_datafusion)?;
+            plan = Arc::new(FilterExec::try_new(predicate, plan).map_err(crate::sql::from_datafusion)?);
+        }
+        let mut stream = execute_stream(plan, state.task_ctx()).map_err(crate::sql::from_datafusion)?;
+        let mut batches = Vec::new();
+        let mut n = 0;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(crate::sql::run_error)?;
+            n += batch.num_rows();
+            if n > MAX_ROWS_PER_WRITE {
+                return Err(GatewayError::QueryLimit(format!(
+                    "the statement would change more than {MAX_ROWS_PER_WRITE} rows; one statement may change at most {MAX_ROWS_PER_WRITE}"
+                )));
+            }
+            batches.push(batch);
         }
         Ok(batches)
     }
-}
 
-/// Commits `mutations` as one atomic, durable write; returns how many.
-async fn commit(caller: &Caller, mutations: Vec<Mutation>) -> Result<u64> {
-    let n = mutations.len() as u64;
-    if n > 0 {
-        caller
-            .gateway()
-            .engine()
-            .write(caller.vault(), caller.app(), mutations)
-            .await
-            .map_err(|e| df_error(e.into()))?;
+    /// The deletions of `DELETE … WHERE condition`: one per row the token
+    /// may both read and delete, each conditional on the version read.
+    pub(crate) async fn delete_where(
+        &self,
+        state: &dyn Session,
+        condition: Option<&Expr>,
+    ) -> Result<Vec<Mutation>, GatewayError> {
+        let access = self.caller.write_access(&self.table.name, Action::Delete, &[])?;
+        let batches = self.rows_matching(state, condition, access.scope).await?;
+        Ok(ids_and_seqs(&batches)
+            .into_iter()
+            .map(|(id, seq)| Mutation {
+                table: self.table.name.clone(),
+                op: Op::Delete { id, if_seq: Some(seq) },
+            })
+            .collect())
     }
-    Ok(n)
+
+    /// The changes of `UPDATE … SET assignments WHERE condition`: one per
+    /// row the token may both read and update, each conditional on the
+    /// version read. `assignments` lists every column; those assigned to
+    /// themselves stay unchanged.
+    pub(crate) async fn update_where(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        condition: Option<&Expr>,
+    ) -> Result<Vec<Mutation>, GatewayError> {
+        let changed: Vec<(String, Expr)> = assignments
+            .into_iter()
+            .filter(|(name, expr)| !matches!(expr, Expr::Column(c) if c.name == *name))
+            .collect();
+        let names: Vec<&str> = changed.iter().map(|(n, _)| n.as_str()).collect();
+        if let Some(system) = names.iter().find(|n| SYSTEM_COLUMNS.contains(n)) {
+            return Err(GatewayError::InvalidSql(format!(
+                "column `{system}` is maintained by the vault and cannot be set"
+            )));
+        }
+        let access = self.caller.write_access(&self.table.name, Action::Update, &names)?;
+        let batches = self.rows_matching(state, condition, access.scope).await?;
+        let df_schema = DFSchema::try_from(self.schema.as_ref().clone()).map_err(GatewayError::internal)?;
+        let exprs: Vec<(String, Arc<dyn PhysicalExpr>)> = changed
+            .into_iter()
+            .map(|(name, e)| Ok((name, physical(state, e, &df_schema)?)))
+            .collect::<Result<_>>()
+            .map_err(crate::sql::from_datafusion)?;
+        let mut mutations = Vec::new();
+        for batch in &batches {
+            let mut columns = Vec::with_capacity(exprs.len());
+            for (name, expr) in &exprs {
+                let array = expr
+                    .evaluate(batch)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+                    .map_err(crate::sql::run_error)?;
+                let field = self
+                    .table
+                    .arrow
+                    .field_with_name(name)
+                    .map_err(GatewayError::internal)?
+                    .clone();
+                columns.push((name, field, array));
+            }
+            let ids = batch.column(0).as_string::<i32>();
+            let seqs = batch.column(1).as_primitive::<Int64Type>();
+            for row in 0..batch.num_rows() {
+                let mut patch = Values::new();
+                for (name, field, array) in &columns {
+                    patch.insert((*name).clone(), to_json(field, array, row));
+                }
+                mutations.push(Mutation {
+                    table: self.table.name.clone(),
+                    op: Op::Update {
+                        id: ids.value(row).to_owned(),
+                        patch,
+                        if_seq: Some(Seq(seqs.value(row))),
+                    },
+                });
+            }
+        }
+        Ok(mutations)
+    }
+
+    /// The inserts of `INSERT INTO … ` whose rows are `batches` (the table's
+    /// insert columns): checks the create right for the columns given (not
+    /// null) in any row.
+    pub(crate) fn inserts(&self, batches: &[RecordBatch]) -> Result<Vec<Mutation>, GatewayError> {
+        let mut rows: Vec<Values> = Vec::new();
+        for batch in batches {
+            let schema = batch.schema();
+            for row in 0..batch.num_rows() {
+                let mut values = Values::new();
+                for (field, array) in schema.fields().iter().zip(batch.columns()) {
+                    if array.is_null(row) {
+                        continue;
+                    }
+                    // Type the value as the stored column, so `json` columns
+                    // come back as JSON.
+                    let stored = self.table.arrow.field_with_name(field.name()).unwrap_or(field.as_ref());
+                    values.insert(field.name().clone(), to_json(stored, array, row));
+                }
+                rows.push(values);
+            }
+            if rows.len() > MAX_ROWS_PER_WRITE {
+                return Err(GatewayError::QueryLimit(format!(
+                    "one statement may insert at most {MAX_ROWS_PER_WRITE} rows"
+                )));
+            }
+        }
+        let mut given: Vec<&str> = Vec::new();
+        for values in &rows {
+            for k in values.keys() {
+                if k != "id" && !given.contains(&k.as_str()) {
+                    given.push(k);
+                }
+            }
+        }
+        self.caller.check(&self.table.name, Action::Create, &given)?;
+        Ok(rows
+            .into_iter()
+            .map(|values| Mutation {
+                table: self.table.name.clone(),
+                op: Op::Insert { values },
+            })
+            .collect())
+    }
 }
 
-/// A one-row `count` result, as DataFusion's DML statements return.
-fn count_plan(n: u64) -> Result<Arc<dyn ExecutionPlan>> {
-    let schema = Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]));
-    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(UInt64Array::from(vec![n]))])?;
-    Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], schema, None)?)
+/// `expr` (from an analyzed but unoptimized plan) as a physical expression
+/// over `schema`: simplified first, as the optimizer would (some functions,
+/// like `coalesce`, exist only to be rewritten there). Simplifying an
+/// expression keeps its meaning: a condition that folds to `false` stays a
+/// condition.
+fn physical(state: &dyn Session, expr: Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+    let context = SimplifyContext::builder()
+        .with_schema(Arc::new(schema.clone()))
+        .with_current_time()
+        .build();
+    let simplified = ExprSimplifier::new(context).simplify(expr)?;
+    state.create_physical_expr(simplified, schema)
 }
 
 /// `(id, _seq)` of every row of `batches` (the first two exposed columns).
@@ -334,168 +459,11 @@ impl TableProvider for ConfinedTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let read = self.read.as_ref().ok_or_else(|| self.missing_read())?;
-        // The query's filters prune the Parquet scans and are applied here
-        // (DataFusion applies them again above: inexact pushdown); the owner
-        // filter is applied here only, and always.
-        self.scan_exact(state, projection, filters, read.row_scope()).await
-    }
-
-    async fn insert_into(
-        &self,
-        _state: &dyn Session,
-        input: Arc<dyn ExecutionPlan>,
-        insert_op: InsertOp,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if insert_op != InsertOp::Append {
-            return Err(df_error(GatewayError::InvalidSql(format!(
-                "{insert_op} is not supported; use INSERT INTO"
-            ))));
-        }
-        let sink = InsertSink {
-            caller: self.caller.clone(),
-            table: self.table.clone(),
-            schema: self.schema.clone(),
-        };
-        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
-    }
-
-    async fn delete_from(&self, state: &dyn Session, filters: Vec<Expr>) -> Result<Arc<dyn ExecutionPlan>> {
-        let batches = self.rows_to_change(state, &filters, Action::Delete).await?;
-        let mutations = ids_and_seqs(&batches)
-            .into_iter()
-            .map(|(id, seq)| Mutation {
-                table: self.table.name.clone(),
-                op: Op::Delete { id, if_seq: Some(seq) },
-            })
-            .collect();
-        count_plan(commit(&self.caller, mutations).await?)
-    }
-
-    async fn update(
-        &self,
-        state: &dyn Session,
-        assignments: Vec<(String, Expr)>,
-        filters: Vec<Expr>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        // DataFusion lists every column; the ones assigned to themselves are
-        // unchanged.
-        let changed: Vec<(String, Expr)> = assignments
-            .into_iter()
-            .filter(|(name, expr)| !matches!(expr, Expr::Column(c) if c.name == *name))
-            .collect();
-        let names: Vec<&str> = changed.iter().map(|(n, _)| n.as_str()).collect();
-        if let Some(system) = names.iter().find(|n| SYSTEM_COLUMNS.contains(n)) {
-            return Err(df_error(GatewayError::InvalidSql(format!(
-                "column `{system}` is maintained by the vault and cannot be set"
-            ))));
-        }
-        self.caller
-            .check(&self.table.name, Action::Update, &names)
-            .map_err(df_error)?;
-        let batches = self.rows_to_change(state, &filters, Action::Update).await?;
-        let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
-        let exprs: Vec<(String, Arc<dyn PhysicalExpr>)> = changed
-            .into_iter()
-            .map(|(name, e)| Ok((name, state.create_physical_expr(e, &df_schema)?)))
-            .collect::<Result<_>>()?;
-        let mut mutations = Vec::new();
-        for batch in &batches {
-            let mut columns = Vec::with_capacity(exprs.len());
-            for (name, expr) in &exprs {
-                let array = expr.evaluate(batch)?.into_array(batch.num_rows())?;
-                let field = self.table.arrow.field_with_name(name)?.clone();
-                columns.push((name, field, array));
-            }
-            let ids = batch.column(0).as_string::<i32>();
-            let seqs = batch.column(1).as_primitive::<Int64Type>();
-            for row in 0..batch.num_rows() {
-                let mut patch = Values::new();
-                for (name, field, array) in &columns {
-                    patch.insert((*name).clone(), to_json(field, array, row));
-                }
-                mutations.push(Mutation {
-                    table: self.table.name.clone(),
-                    op: Op::Update {
-                        id: ids.value(row).to_owned(),
-                        patch,
-                        if_seq: Some(Seq(seqs.value(row))),
-                    },
-                });
-            }
-        }
-        count_plan(commit(&self.caller, mutations).await?)
-    }
-}
-
-/// The sink of an `INSERT`: collects the rows, checks the create right for
-/// the columns given, and commits them in one atomic batch.
-struct InsertSink {
-    caller: Caller,
-    table: Arc<InstalledTable>,
-    schema: SchemaRef,
-}
-
-impl fmt::Debug for InsertSink {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "InsertSink({})", self.table.name)
-    }
-}
-
-impl DisplayAs for InsertSink {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "InsertSink: {}", self.table.name)
-    }
-}
-
-#[async_trait]
-impl DataSink for InsertSink {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    async fn write_all(&self, mut data: SendableRecordBatchStream, _context: &Arc<TaskContext>) -> Result<u64> {
-        let mut rows: Vec<Values> = Vec::new();
-        while let Some(batch) = data.next().await {
-            let batch = batch?;
-            let schema = batch.schema();
-            for row in 0..batch.num_rows() {
-                let mut values = Values::new();
-                for (field, array) in schema.fields().iter().zip(batch.columns()) {
-                    if array.is_null(row) {
-                        continue;
-                    }
-                    // Type the value as the stored column, so `json` columns
-                    // come back as JSON.
-                    let stored = self.table.arrow.field_with_name(field.name()).unwrap_or(field.as_ref());
-                    values.insert(field.name().clone(), to_json(stored, array, row));
-                }
-                rows.push(values);
-            }
-            if rows.len() > MAX_ROWS_PER_WRITE {
-                return Err(df_error(GatewayError::InvalidSql(format!(
-                    "one statement may insert at most {MAX_ROWS_PER_WRITE} rows"
-                ))));
-            }
-        }
-        let mut given: Vec<&str> = Vec::new();
-        for values in &rows {
-            for k in values.keys() {
-                if k != "id" && !given.contains(&k.as_str()) {
-                    given.push(k);
-                }
-            }
-        }
-        self.caller
-            .check(&self.table.name, Action::Create, &given)
-            .map_err(df_error)?;
-        let mutations = rows
-            .into_iter()
-            .map(|values| Mutation {
-                table: self.table.name.clone(),
-                op: Op::Insert { values },
-            })
-            .collect();
-        commit(&self.caller, mutations).await
+        // The owner filter is applied inside the scan, before anything of
+        // the query; the query's filters are applied above it by DataFusion
+        // (inexact pushdown) and used below it only for pruning and where
+        // they cannot fail.
+        self.scan_within(state, projection, filters, read.row_scope()).await
     }
 }
 

@@ -82,6 +82,22 @@ pub enum GatewayError {
     /// SQL that does not parse or plan, or is not allowed.
     #[error("{0}")]
     InvalidSql(String),
+    /// The query needs more than one request may use (memory, result size,
+    /// expression depth, number of filters, function output).
+    #[error("{0}")]
+    QueryLimit(String),
+    /// The query ran past the time limit and was stopped; nothing was changed.
+    #[error("the query ran longer than the limit of {seconds} s and was stopped; nothing was changed")]
+    QueryTimeout {
+        /// The limit in seconds.
+        seconds: f64,
+    },
+    /// The grant already runs as many queries as it may at once.
+    #[error("this app already runs {limit} queries on this vault at once; retry when one has finished")]
+    TooManyRequests {
+        /// Queries one grant may run at once.
+        limit: usize,
+    },
     /// The server failed; nothing was changed.
     #[error("{0}")]
     Internal(String),
@@ -102,6 +118,9 @@ impl GatewayError {
             GatewayError::Conflict { .. } => "conflict",
             GatewayError::InvalidSql(_) => "invalid-sql",
             GatewayError::BodyTooLarge { .. } => "body-too-large",
+            GatewayError::QueryLimit(_) => "query-limit",
+            GatewayError::QueryTimeout { .. } => "query-timeout",
+            GatewayError::TooManyRequests { .. } => "too-many-requests",
             GatewayError::Internal(_) => "server-error",
         }
     }
@@ -119,6 +138,9 @@ impl GatewayError {
             GatewayError::InvalidRow { .. } => 422,
             GatewayError::Conflict { .. } => 409,
             GatewayError::BodyTooLarge { .. } => 413,
+            GatewayError::QueryLimit(_) => 422,
+            GatewayError::TooManyRequests { .. } => 429,
+            GatewayError::QueryTimeout { .. } => 503,
             GatewayError::Internal(_) => 500,
         }
     }
@@ -137,6 +159,9 @@ impl GatewayError {
             GatewayError::Conflict { .. } => "The row changed",
             GatewayError::InvalidSql(_) => "Invalid SQL",
             GatewayError::BodyTooLarge { .. } => "Request body too large",
+            GatewayError::QueryLimit(_) => "The query exceeds a limit",
+            GatewayError::QueryTimeout { .. } => "The query took too long",
+            GatewayError::TooManyRequests { .. } => "Too many queries at once",
             GatewayError::Internal(_) => "Server error",
         }
     }
@@ -153,7 +178,12 @@ impl GatewayError {
             GatewayError::InvalidRow { column, .. } => json!({ "column": column }),
             GatewayError::Conflict { current, .. } => json!({ "current": current }),
             GatewayError::BodyTooLarge { limit } => json!({ "limit": limit }),
-            GatewayError::InvalidBody(_) | GatewayError::InvalidSql(_) | GatewayError::Internal(_) => json!({}),
+            GatewayError::QueryTimeout { seconds } => json!({ "limit_seconds": seconds }),
+            GatewayError::TooManyRequests { limit } => json!({ "limit": limit }),
+            GatewayError::InvalidBody(_)
+            | GatewayError::InvalidSql(_)
+            | GatewayError::QueryLimit(_)
+            | GatewayError::Internal(_) => json!({}),
         };
         match v {
             Value::Object(m) => m,
@@ -207,8 +237,10 @@ impl From<StorageError> for GatewayError {
                 id,
             },
             StorageError::TableNotFound(t) => GatewayError::TableNotFound(t.to_string()),
+            // The same answer whether or not the caller may see the row that
+            // holds the id, and nothing of that row.
             StorageError::RowExists { table, id } => GatewayError::Conflict {
-                reason: format!("{table}: row `{id}` already exists"),
+                reason: format!("{table}: the id `{id}` is already in use; choose another id or leave `id` out"),
                 current: Value::Null,
             },
             e @ StorageError::Conflict { .. } => GatewayError::Conflict {

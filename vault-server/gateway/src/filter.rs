@@ -16,6 +16,13 @@ use crate::error::GatewayError;
 pub const DEFAULT_LIMIT: usize = 100;
 /// Most rows a page may hold.
 pub const MAX_LIMIT: usize = 1000;
+/// Most filters one listing may combine (each is one more level of the
+/// condition's expression tree).
+pub const MAX_FILTERS: usize = 64;
+/// Most values one `in.(…)` list may hold.
+pub const MAX_IN_VALUES: usize = 1000;
+/// Most sort keys one `order` may name.
+pub const MAX_ORDER_KEYS: usize = 16;
 
 /// A parsed list request.
 #[derive(Clone, Debug, Default)]
@@ -141,7 +148,14 @@ impl ListQuery {
                         .ok_or_else(|| GatewayError::filter("limit", format!("expected 1 to {MAX_LIMIT}")))?;
                 }
                 "cursor" => q.cursor = Some(value.clone()),
-                column => q.filters.push(parse_filter(column, value)?),
+                column => {
+                    if q.filters.len() == MAX_FILTERS {
+                        return Err(GatewayError::QueryLimit(format!(
+                            "a listing may combine at most {MAX_FILTERS} filters"
+                        )));
+                    }
+                    q.filters.push(parse_filter(column, value)?)
+                }
             }
         }
         Ok(q)
@@ -290,6 +304,12 @@ fn sortable(field: &Field) -> bool {
 fn parse_order(value: &str) -> Result<Vec<OrderKey>, GatewayError> {
     let mut keys = Vec::new();
     for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if keys.len() == MAX_ORDER_KEYS {
+            return Err(GatewayError::filter(
+                "order",
+                format!("name at most {MAX_ORDER_KEYS} columns"),
+            ));
+        }
         let mut pieces = part.split('.');
         let column = pieces.next().unwrap_or_default().to_owned();
         let mut direction: Option<bool> = None;
@@ -405,6 +425,9 @@ fn parse_list(operand: &str) -> Result<Vec<String>, String> {
                 Some(',') => items.push(item),
                 Some(c) => return Err(format!("unexpected `{c}` after a quoted value")),
             }
+            if items.len() > MAX_IN_VALUES {
+                return Err(format!("`in.(…)` may list at most {MAX_IN_VALUES} values"));
+            }
         } else {
             let mut ended = true;
             for c in chars.by_ref() {
@@ -417,6 +440,9 @@ fn parse_list(operand: &str) -> Result<Vec<String>, String> {
             items.push(item);
             if ended {
                 break;
+            }
+            if items.len() > MAX_IN_VALUES {
+                return Err(format!("`in.(…)` may list at most {MAX_IN_VALUES} values"));
             }
         }
     }

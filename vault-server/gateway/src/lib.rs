@@ -19,10 +19,13 @@ pub mod catalog;
 pub mod describe;
 mod error;
 pub mod filter;
+mod limits;
 pub mod rows;
 pub mod sql;
 pub mod values;
 
 pub use access_log::{AccessEntry, AccessLog};
-pub use caller::{Caller, ControlPlane, Credentials, DpopHeader, Gateway, Scheme};
+pub use caller::{Caller, ControlPlane, Credentials, DpopHeader, Gateway, Scheme, WriteAccess};
+pub use coffer_query::QueryLimits;
 pub use error::GatewayError;
+pub use limits::RequestLimits;

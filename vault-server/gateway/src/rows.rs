@@ -17,6 +17,7 @@ use crate::caller::Caller;
 use crate::catalog::{ConfinedTable, SYSTEM_COLUMNS, Use};
 use crate::error::GatewayError;
 use crate::filter::ListQuery;
+use crate::sql::collect_bounded;
 use crate::values::batch_to_objects;
 
 /// Most rows one insert request may carry.
@@ -39,8 +40,12 @@ pub fn table_name(text: &str) -> Result<TableName, GatewayError> {
     text.parse().map_err(|_| GatewayError::TableNotFound(text.to_owned()))
 }
 
-/// Lists rows of `table` matching `query`.
+/// Lists rows of `table` matching `query`, within the gateway's limits.
 pub async fn list(caller: &Caller, table: &TableName, query: &ListQuery) -> Result<Page, GatewayError> {
+    caller.bounded(list_unbounded(caller, table, query)).await
+}
+
+async fn list_unbounded(caller: &Caller, table: &TableName, query: &ListQuery) -> Result<Page, GatewayError> {
     let confined = ConfinedTable::open(caller, table, Use::Read).await?;
     if confined.read_access().is_none() {
         return Err(missing(table, Action::Read));
@@ -75,7 +80,8 @@ pub async fn list(caller: &Caller, table: &TableName, query: &ListQuery) -> Resu
             read.push(k.column.clone());
         }
     }
-    let ctx = base_context(caller.gateway().engine()).map_err(GatewayError::internal)?;
+    let ctx =
+        base_context(caller.gateway().engine(), &caller.gateway().limits().query).map_err(GatewayError::internal)?;
     let mut df = ctx.read_table(Arc::new(confined)).map_err(plan_error)?;
     if let Some(p) = predicate {
         df = df.filter(p).map_err(plan_error)?;
@@ -88,7 +94,7 @@ pub async fn list(caller: &Caller, table: &TableName, query: &ListQuery) -> Resu
         .map_err(plan_error)?
         .limit(0, Some(query.limit + 1))
         .map_err(plan_error)?;
-    let batches = df.collect().await.map_err(plan_error)?;
+    let batches = collect_bounded(df, query.limit + 1).await?;
     let mut rows = Vec::new();
     for b in &batches {
         batch_to_objects(b, &mut rows);
@@ -159,7 +165,7 @@ pub async fn insert(caller: &Caller, table: &TableName, rows: Vec<Values>) -> Re
             op: Op::Insert { values },
         })
         .collect();
-    let written = write(caller, table, mutations).await?;
+    let written = write(caller, mutations).await?;
     let readable = readable(caller, table)?;
     Ok(written
         .iter()
@@ -186,30 +192,34 @@ pub async fn update(
         check_column(&installed, k)?;
     }
     let columns: Vec<&str> = patch.keys().map(String::as_str).collect();
-    let authorized = caller.check(table, Action::Update, &columns)?;
+    let access = caller.write_access(table, Action::Update, &columns)?;
     let op = |if_seq| Op::Update {
         id: id.to_owned(),
         patch: patch.clone(),
         if_seq,
     };
-    let row = change(caller, table, id, if_seq, authorized.row_scope(), op).await?;
-    let readable = readable(caller, table)?;
-    Ok(project(&row, &installed, readable.as_ref()))
+    let row = change(caller, table, id, if_seq, access.scope, op).await?;
+    Ok(project(
+        &row,
+        &installed,
+        access.read.as_ref().map(|r| &r.access.columns),
+    ))
 }
 
 /// Deletes row `id`.
 pub async fn delete(caller: &Caller, table: &TableName, id: &str, if_seq: Option<Seq>) -> Result<(), GatewayError> {
     open_for_write(caller, table).await?;
-    let authorized = caller.check(table, Action::Delete, &[])?;
+    let access = caller.write_access(table, Action::Delete, &[])?;
     let op = |if_seq| Op::Delete {
         id: id.to_owned(),
         if_seq,
     };
-    change(caller, table, id, if_seq, authorized.row_scope(), op).await?;
+    change(caller, table, id, if_seq, access.scope, op).await?;
     Ok(())
 }
 
-/// Applies an update or delete of row `id` within `scope`. For `own` scope
+/// Applies an update or delete of row `id` within `scope` (the action's
+/// rows that the token may also read). For `own` scope
 /// the row's owner is checked on the version read, and the write is made
 /// conditional on that version (retried if another write slipped in), so a
 /// row cannot change owner between the check and the write.
@@ -259,19 +269,13 @@ async fn open_for_write(caller: &Caller, table: &TableName) -> Result<Arc<Instal
     Ok(caller.gateway().engine().table(caller.vault(), table).await?)
 }
 
-async fn write(caller: &Caller, table: &TableName, mutations: Vec<Mutation>) -> Result<Vec<RowVersion>, GatewayError> {
+async fn write(caller: &Caller, mutations: Vec<Mutation>) -> Result<Vec<RowVersion>, GatewayError> {
     caller
         .gateway()
         .engine()
         .write(caller.vault(), caller.app(), mutations)
         .await
-        .map_err(|e| match e {
-            StorageError::RowExists { id, .. } => GatewayError::Conflict {
-                reason: format!("{table}: row `{id}` already exists"),
-                current: Value::Null,
-            },
-            other => other.into(),
-        })
+        .map_err(GatewayError::from)
 }
 
 /// A write error, with the row's current readable version for conflicts.

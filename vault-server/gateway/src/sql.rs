@@ -2,22 +2,35 @@
 //! aggregates, subqueries across granted tables), `INSERT`, `UPDATE` and
 //! `DELETE`, with `$n` parameters bound from JSON values, never spliced.
 
+use std::any::Any;
 use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use coffer_core::TableName;
+use coffer_storage::Mutation;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::error::ArrowError;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::dataframe::DataFrame;
+use datafusion::datasource::source_as_provider;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::{Expr, LogicalPlan, WriteOp};
+use datafusion::physical_plan::execute_stream;
+use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
-use datafusion::sql::sqlparser::ast::{Statement, TableObject};
+use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Query, Statement, TableObject, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use futures::StreamExt;
 use serde_json::Value;
 
 use crate::caller::Caller;
-use crate::catalog::{Use, confined_context};
+use crate::catalog::{ConfinedTable, MAX_ROWS_PER_WRITE, Use, confined_context};
 use crate::error::GatewayError;
 use crate::values::{batch_to_arrays, type_name};
 
@@ -76,13 +89,69 @@ pub struct SqlResult {
     pub row_count: u64,
 }
 
+/// Deepest expression nesting a statement may have (operators, function
+/// calls, `CASE`, subqueries). Past it the statement is refused before it is
+/// planned: planning, optimizing and even dropping an expression tree
+/// recurse over its depth.
+pub const MAX_EXPR_DEPTH: usize = 256;
+
+/// Statements longer than this are parsed on a thread with a large stack:
+/// a long chain like `1+1+1+…` parses into a tree as deep as it is long, and
+/// dropping that tree after refusing it recurses over its depth.
+const INLINE_PARSE_LEN: usize = 4 * 1024;
+
+/// A statement that parsed as one allowed statement.
+struct Parsed {
+    statement: DfStatement,
+    kind: StatementKind,
+    /// The table an `INSERT` writes.
+    target: Option<TableName>,
+    /// Whether an `UPDATE` or `DELETE` has a `WHERE` clause.
+    has_where: bool,
+}
+
 /// What `sql` would do, if it parses as one allowed statement.
 pub fn kind_of(sql: &str) -> Option<StatementKind> {
-    classify(sql).ok().map(|(_, kind, _)| kind)
+    match sql.len() {
+        n if n <= INLINE_PARSE_LEN => classify(sql).ok().map(|p| p.kind),
+        _ => {
+            // Enough to label a refused statement in the access log; no parse.
+            let word = sql.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+            Some(match word.as_str() {
+                "insert" => StatementKind::Insert,
+                "update" => StatementKind::Update,
+                "delete" => StatementKind::Delete,
+                _ => StatementKind::Read,
+            })
+        }
+    }
+}
+
+/// Parses `sql`: inline when short, else on a thread with a stack large
+/// enough for the deepest tree the length allows.
+async fn parse(sql: &str) -> Result<Parsed, GatewayError> {
+    if sql.len() <= INLINE_PARSE_LEN {
+        return classify(sql);
+    }
+    if sql.len() > MAX_SQL_LEN {
+        return Err(GatewayError::InvalidSql(format!(
+            "the statement is longer than {MAX_SQL_LEN} bytes"
+        )));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let text = sql.to_owned();
+    std::thread::Builder::new()
+        .name("coffer-sql-parse".into())
+        .stack_size(256 * 1024 * 1024)
+        .spawn(move || {
+            let _ = tx.send(classify(&text));
+        })
+        .map_err(GatewayError::internal)?;
+    rx.await.map_err(GatewayError::internal)?
 }
 
 /// Parses one statement and says what it is and which table it writes.
-fn classify(sql: &str) -> Result<(DfStatement, StatementKind, Option<TableName>), GatewayError> {
+fn classify(sql: &str) -> Result<Parsed, GatewayError> {
     if sql.len() > MAX_SQL_LEN {
         return Err(GatewayError::InvalidSql(format!(
             "the statement is longer than {MAX_SQL_LEN} bytes"
@@ -97,24 +166,72 @@ fn classify(sql: &str) -> Result<(DfStatement, StatementKind, Option<TableName>)
         )));
     }
     let statement = statements.pop_front().expect("one statement");
-    let (kind, target) = match &statement {
-        DfStatement::Statement(s) => match s.as_ref() {
-            Statement::Query(_) => (StatementKind::Read, None),
-            Statement::Insert(insert) => match &insert.table {
-                TableObject::TableName(name) => (StatementKind::Insert, Some(object_table(&name.to_string())?)),
-                _ => {
-                    return Err(GatewayError::InvalidSql(
-                        "INSERT takes a table name (`INSERT INTO schema.table …`)".into(),
-                    ));
-                }
-            },
-            Statement::Update(_) => (StatementKind::Update, None),
-            Statement::Delete(_) => (StatementKind::Delete, None),
-            _ => return Err(only_dml()),
+    let DfStatement::Statement(inner) = &statement else {
+        return Err(only_dml());
+    };
+    check_depth(inner)?;
+    let (kind, target, has_where) = match inner.as_ref() {
+        Statement::Query(_) => (StatementKind::Read, None, false),
+        Statement::Insert(insert) => match &insert.table {
+            TableObject::TableName(name) => (StatementKind::Insert, Some(object_table(&name.to_string())?), false),
+            _ => {
+                return Err(GatewayError::InvalidSql(
+                    "INSERT takes a table name (`INSERT INTO schema.table …`)".into(),
+                ));
+            }
         },
+        Statement::Update(update) => (StatementKind::Update, None, update.selection.is_some()),
+        Statement::Delete(delete) => (StatementKind::Delete, None, delete.selection.is_some()),
         _ => return Err(only_dml()),
     };
-    Ok((statement, kind, target))
+    Ok(Parsed {
+        statement,
+        kind,
+        target,
+        has_where,
+    })
+}
+
+/// Refuses a statement whose expressions or queries nest deeper than
+/// [`MAX_EXPR_DEPTH`]. The walk stops at the first level past the limit, so
+/// it never recurses deeper than that itself.
+fn check_depth(statement: &Statement) -> Result<(), GatewayError> {
+    struct Depth {
+        now: usize,
+    }
+    impl Visitor for Depth {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _: &SqlExpr) -> ControlFlow<()> {
+            self.now += 1;
+            if self.now > MAX_EXPR_DEPTH {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn post_visit_expr(&mut self, _: &SqlExpr) -> ControlFlow<()> {
+            self.now -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.now += 1;
+            if self.now > MAX_EXPR_DEPTH {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.now -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    match statement.visit(&mut Depth { now: 0 }) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(()) => Err(GatewayError::QueryLimit(format!(
+            "the statement nests expressions deeper than {MAX_EXPR_DEPTH} levels"
+        ))),
+    }
 }
 
 fn only_dml() -> GatewayError {
@@ -132,16 +249,64 @@ fn object_table(name: &str) -> Result<TableName, GatewayError> {
     Ok(TableName::new(schema, table))
 }
 
-/// Runs `sql` with `params` as `caller`.
+/// What a statement produced before anything is committed.
+enum Prepared {
+    /// A query's result.
+    Read(SqlResult),
+    /// A write's changes, to commit.
+    Write {
+        kind: StatementKind,
+        table: TableName,
+        mutations: Vec<Mutation>,
+    },
+}
+
+/// Runs `sql` with `params` as `caller`. Planning and evaluation run within
+/// the gateway's limits (time, concurrency, memory); a write's changes are
+/// then committed as one atomic, durable write, which is not cut short.
 pub async fn execute(caller: &Caller, sql: &str, params: &[Value]) -> Result<SqlResult, GatewayError> {
-    let (statement, kind, target) = classify(sql)?;
-    let target_use = target.as_ref().map(|t| (t, Use::Insert));
-    if let Some(t) = &target
+    let parsed = parse(sql).await?;
+    if let Some(t) = &parsed.target
         && !caller.names_table(t)
     {
         return Err(GatewayError::TableNotFound(t.to_string()));
     }
-    let ctx = confined_context(caller, target_use)?;
+    match caller.bounded(prepare(caller, parsed, params)).await? {
+        Prepared::Read(result) => Ok(result),
+        Prepared::Write { kind, table, mutations } => {
+            let n = mutations.len() as u64;
+            if n > 0 {
+                caller
+                    .gateway()
+                    .engine()
+                    .write(caller.vault(), caller.app(), mutations)
+                    .await
+                    .map_err(GatewayError::from)?;
+            }
+            Ok(SqlResult {
+                kind,
+                tables: vec![table],
+                columns: vec![ResultColumn {
+                    name: "count".into(),
+                    ty: "integer".into(),
+                }],
+                rows: vec![Value::Array(vec![n.into()])],
+                row_count: n,
+            })
+        }
+    }
+}
+
+/// Plans `parsed` over the caller's confined catalog and evaluates it: the
+/// rows of a query, or the changes of a write.
+async fn prepare(caller: &Caller, parsed: Parsed, params: &[Value]) -> Result<Prepared, GatewayError> {
+    let Parsed {
+        statement,
+        kind,
+        target,
+        has_where,
+    } = parsed;
+    let ctx = confined_context(caller, target.as_ref().map(|t| (t, Use::Insert)))?;
     let state = ctx.state();
     let plan = state.statement_to_plan(statement).await.map_err(from_datafusion)?;
     SQLOptions::new()
@@ -151,30 +316,73 @@ pub async fn execute(caller: &Caller, sql: &str, params: &[Value]) -> Result<Sql
         .verify_plan(&plan)
         .map_err(|e| GatewayError::InvalidSql(e.to_string()))?;
     let plan = bind(plan, params)?;
-    check_write_conditions(&plan)?;
+    check_reads(&plan)?;
+    let LogicalPlan::Dml(dml) = plan else {
+        return read(&ctx, plan, kind).await.map(Prepared::Read);
+    };
+    // Writes are evaluated here, not by DataFusion's DML planning: the
+    // analyzed (unoptimized) plan still holds the statement's condition as
+    // written, so a condition that folds to false or NULL stays one.
+    let plan = state
+        .analyzer()
+        .execute_and_check(LogicalPlan::Dml(dml), state.config_options(), |_, _| {})
+        .map_err(from_datafusion)?;
+    let LogicalPlan::Dml(dml) = plan else {
+        return Err(GatewayError::internal("the analyzer changed a write into another plan"));
+    };
+    let provider = source_as_provider(&dml.target).map_err(from_datafusion)?;
+    let table = (provider.as_ref() as &dyn Any)
+        .downcast_ref::<ConfinedTable>()
+        .ok_or_else(|| GatewayError::internal("a write's target is not a vault table"))?;
+    let mutations = match dml.op {
+        WriteOp::Insert(InsertOp::Append) => {
+            let input = ctx
+                .execute_logical_plan(dml.input.as_ref().clone())
+                .await
+                .map_err(from_datafusion)?;
+            let batches = collect_bounded(input, MAX_ROWS_PER_WRITE).await?;
+            table.inserts(&batches)?
+        }
+        WriteOp::Insert(other) => {
+            return Err(GatewayError::InvalidSql(format!(
+                "{other} is not supported; use INSERT INTO"
+            )));
+        }
+        WriteOp::Delete => {
+            let write = WritePlan::of(&dml.input, false, has_where)?;
+            table.delete_where(&state, write.condition.as_ref()).await?
+        }
+        WriteOp::Update => {
+            let write = WritePlan::of(&dml.input, true, has_where)?;
+            table
+                .update_where(&state, write.assignments, write.condition.as_ref())
+                .await?
+        }
+        _ => return Err(only_dml()),
+    };
+    Ok(Prepared::Write {
+        kind,
+        table: table.name().clone(),
+        mutations,
+    })
+}
+
+/// Runs a query plan and collects its result (at most [`MAX_RESULT_ROWS`]).
+async fn read(ctx: &SessionContext, plan: LogicalPlan, kind: StatementKind) -> Result<SqlResult, GatewayError> {
     let tables = referenced_tables(&plan);
     let df = ctx.execute_logical_plan(plan).await.map_err(from_datafusion)?;
     let schema = df.schema().as_arrow().clone();
-    let df = if kind == StatementKind::Read {
-        df.limit(0, Some(MAX_RESULT_ROWS + 1)).map_err(from_datafusion)?
-    } else {
-        df
-    };
-    let batches = df.collect().await.map_err(from_datafusion)?;
+    let df = df.limit(0, Some(MAX_RESULT_ROWS + 1)).map_err(from_datafusion)?;
+    let batches = collect_bounded(df, MAX_RESULT_ROWS + 1).await?;
     let mut rows = Vec::new();
     for b in &batches {
         batch_to_arrays(b, &mut rows);
     }
     if rows.len() > MAX_RESULT_ROWS {
-        return Err(GatewayError::InvalidSql(format!(
+        return Err(GatewayError::QueryLimit(format!(
             "the result has more than {MAX_RESULT_ROWS} rows; add a LIMIT or use the rows API's pages"
         )));
     }
-    let row_count = if kind == StatementKind::Read {
-        rows.len() as u64
-    } else {
-        rows.first().and_then(|r| r.get(0)).and_then(Value::as_u64).unwrap_or(0)
-    };
     let columns = schema
         .fields()
         .iter()
@@ -187,9 +395,137 @@ pub async fn execute(caller: &Caller, sql: &str, params: &[Value]) -> Result<Sql
         kind,
         tables,
         columns,
+        row_count: rows.len() as u64,
         rows,
-        row_count,
     })
+}
+
+/// Largest result, in bytes of Arrow memory, one request may collect.
+pub const MAX_RESULT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Collects `df`'s batches, refusing more than `max_rows` rows or
+/// [`MAX_RESULT_BYTES`]; execution errors are described without the values
+/// they failed on.
+pub(crate) async fn collect_bounded(df: DataFrame, max_rows: usize) -> Result<Vec<RecordBatch>, GatewayError> {
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await.map_err(from_datafusion)?;
+    let mut stream = execute_stream(plan, task).map_err(run_error)?;
+    let (mut rows, mut bytes) = (0, 0);
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(run_error)?;
+        rows += batch.num_rows();
+        bytes += batch.get_array_memory_size();
+        if bytes > MAX_RESULT_BYTES {
+            return Err(GatewayError::QueryLimit(format!(
+                "the result is larger than {} MiB; select fewer columns or rows",
+                MAX_RESULT_BYTES >> 20
+            )));
+        }
+        batches.push(batch);
+        if rows > max_rows {
+            break;
+        }
+    }
+    Ok(batches)
+}
+
+/// An `UPDATE` or `DELETE` as the gateway runs it: the condition (the
+/// statement's `WHERE`, exactly) and, for `UPDATE`, every column's new value.
+struct WritePlan {
+    condition: Option<Expr>,
+    assignments: Vec<(String, Expr)>,
+}
+
+impl WritePlan {
+    /// Reads the analyzed input of a DML node: `[Projection] → Filter* →
+    /// [SubqueryAlias] → TableScan`, nothing else. The condition and the
+    /// values may use the target table's columns only: no other table, no
+    /// subquery, no aggregate.
+    fn of(input: &LogicalPlan, update: bool, has_where: bool) -> Result<WritePlan, GatewayError> {
+        let refused = || {
+            GatewayError::InvalidSql(
+                "UPDATE and DELETE may only use the columns of the table written (no joins or subqueries)".into(),
+            )
+        };
+        let mut node = input;
+        let mut assignments = Vec::new();
+        if update {
+            let LogicalPlan::Projection(projection) = node else {
+                return Err(refused());
+            };
+            for e in &projection.expr {
+                let (name, value) = match e {
+                    Expr::Alias(alias) => (alias.name.clone(), alias.expr.as_ref().clone()),
+                    Expr::Column(c) => (c.name.clone(), e.clone()),
+                    _ => return Err(refused()),
+                };
+                if !row_local(&value) {
+                    return Err(refused());
+                }
+                assignments.push((name, unnormalize_col(value)));
+            }
+            node = projection.input.as_ref();
+        }
+        let mut conditions = Vec::new();
+        loop {
+            match node {
+                LogicalPlan::Filter(filter) => {
+                    if !row_local(&filter.predicate) {
+                        return Err(refused());
+                    }
+                    conditions.push(unnormalize_col(filter.predicate.clone()));
+                    node = filter.input.as_ref();
+                }
+                LogicalPlan::SubqueryAlias(alias) => node = alias.input.as_ref(),
+                LogicalPlan::TableScan(scan) if scan.filters.is_empty() => break,
+                _ => return Err(refused()),
+            }
+        }
+        if has_where && conditions.is_empty() {
+            return Err(GatewayError::internal(
+                "the statement's WHERE clause was lost in planning",
+            ));
+        }
+        Ok(WritePlan {
+            condition: conditions.into_iter().reduce(Expr::and),
+            assignments,
+        })
+    }
+}
+
+/// Whether `expr` reads only the current row: no subquery of any kind, no
+/// aggregate or window, no outer reference.
+fn row_local(expr: &Expr) -> bool {
+    !expr
+        .exists(|e| {
+            Ok(!matches!(
+                e,
+                Expr::Alias(_)
+                    | Expr::Column(_)
+                    | Expr::Literal(..)
+                    | Expr::BinaryExpr(_)
+                    | Expr::Like(_)
+                    | Expr::SimilarTo(_)
+                    | Expr::Not(_)
+                    | Expr::IsNotNull(_)
+                    | Expr::IsNull(_)
+                    | Expr::IsTrue(_)
+                    | Expr::IsFalse(_)
+                    | Expr::IsUnknown(_)
+                    | Expr::IsNotTrue(_)
+                    | Expr::IsNotFalse(_)
+                    | Expr::IsNotUnknown(_)
+                    | Expr::Negative(_)
+                    | Expr::Between(_)
+                    | Expr::Case(_)
+                    | Expr::Cast(_)
+                    | Expr::TryCast(_)
+                    | Expr::ScalarFunction(_)
+                    | Expr::InList(_)
+            ))
+        })
+        .unwrap_or(true)
 }
 
 /// Binds `$1…$n` to `params`, each cast to the type the plan expects.
@@ -231,44 +567,25 @@ fn bind(plan: LogicalPlan, params: &[Value]) -> Result<LogicalPlan, GatewayError
         .map_err(|e| GatewayError::InvalidSql(e.to_string()))
 }
 
-/// `UPDATE` and `DELETE` conditions may use the target table's columns
-/// only: no other table, no subquery. (DataFusion hands a table provider
-/// only the conditions on the target's own columns; a condition on another
-/// table would be dropped and the write would reach more rows than asked.)
-fn check_write_conditions(plan: &LogicalPlan) -> Result<(), GatewayError> {
-    let LogicalPlan::Dml(dml) = plan else {
-        return Ok(());
-    };
-    if !matches!(dml.op, WriteOp::Update | WriteOp::Delete) {
-        return Ok(());
-    }
-    let mut scans = 0;
-    let mut subqueries = false;
-    let _ = dml.input.apply_with_subqueries(|node| {
-        if matches!(node, LogicalPlan::TableScan(_)) {
-            scans += 1;
-        }
-        for e in node.expressions() {
-            if e.exists(|x| {
-                Ok(matches!(
-                    x,
-                    Expr::Exists(_) | Expr::InSubquery(_) | Expr::ScalarSubquery(_)
-                ))
-            })
-            .unwrap_or(true)
-            {
-                subqueries = true;
-            }
+/// Refuses a plan that scans a table the token may not read, before it is
+/// optimized (the optimizer may fold a scan away, and the answer must not
+/// depend on that).
+fn check_reads(plan: &LogicalPlan) -> Result<(), GatewayError> {
+    let mut refused = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = source_as_provider(&scan.source)
+            && let Some(table) = (provider.as_ref() as &dyn Any).downcast_ref::<ConfinedTable>()
+            && table.read_access().is_none()
+        {
+            refused = Some(GatewayError::MissingRight {
+                required: format!("{}:read", table.name()),
+            });
+            return Ok(TreeNodeRecursion::Stop);
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    if scans != 1 || subqueries {
-        return Err(GatewayError::InvalidSql(
-            "UPDATE and DELETE conditions may only use the columns of the table written (no joins or subqueries)"
-                .into(),
-        ));
-    }
-    Ok(())
+    refused.map_or(Ok(()), Err)
 }
 
 /// The vault tables a plan scans or writes (subqueries included).
@@ -303,13 +620,9 @@ pub(crate) fn from_datafusion(e: DataFusionError) -> GatewayError {
             },
         },
         DataFusionError::Context(_, inner) => from_datafusion(*inner),
-        DataFusionError::Shared(shared) => match shared.find_root() {
-            DataFusionError::External(inner) => match inner.downcast_ref::<GatewayError>() {
-                Some(g) => GatewayError::InvalidSql(g.to_string()),
-                None => GatewayError::Internal(inner.to_string()),
-            },
-            other => GatewayError::InvalidSql(other.to_string()),
-        },
+        // Shared errors come from running plans (a join's build side).
+        e @ DataFusionError::Shared(_) => run_error(e),
+        DataFusionError::ResourcesExhausted(m) => resources(&m),
         DataFusionError::IoError(_)
         | DataFusionError::ObjectStore(_)
         | DataFusionError::ParquetError(_)
@@ -322,6 +635,56 @@ pub(crate) fn from_datafusion(e: DataFusionError) -> GatewayError {
             }
         }
     }
+}
+
+/// Maps an error raised while a plan *runs*. Such errors can depend on the
+/// values the plan met, so their text is never passed on: the caller learns
+/// the kind of failure only. (The gateway's own errors, resource limits and
+/// server failures pass as they are; a server failure's text is logged, not
+/// answered.)
+pub(crate) fn run_error(e: DataFusionError) -> GatewayError {
+    let what = match e {
+        DataFusionError::External(inner) => match inner.downcast::<GatewayError>() {
+            Ok(g) => return *g,
+            Err(other) => match other.downcast::<DataFusionError>() {
+                Ok(df) => return run_error(*df),
+                Err(other) => return GatewayError::Internal(other.to_string()),
+            },
+        },
+        DataFusionError::Context(_, inner) => return run_error(*inner),
+        DataFusionError::Shared(shared) => match shared.find_root() {
+            DataFusionError::External(inner) => match inner.downcast_ref::<GatewayError>() {
+                Some(g) => return GatewayError::InvalidSql(g.to_string()),
+                None => return GatewayError::Internal(inner.to_string()),
+            },
+            DataFusionError::ResourcesExhausted(m) => return resources(m),
+            _ => "a value could not be processed",
+        },
+        DataFusionError::ResourcesExhausted(m) => return resources(&m),
+        DataFusionError::ArrowError(e, _) => match *e {
+            ArrowError::CastError(_) | ArrowError::ParseError(_) => {
+                "a value could not be converted to the type asked for"
+            }
+            ArrowError::DivideByZero => "division by zero",
+            ArrowError::ArithmeticOverflow(_) => "arithmetic overflow",
+            ArrowError::IoError(..) | ArrowError::ExternalError(_) => {
+                return GatewayError::Internal(e.to_string());
+            }
+            _ => "a value could not be processed",
+        },
+        e @ (DataFusionError::IoError(_)
+        | DataFusionError::ObjectStore(_)
+        | DataFusionError::ParquetError(_)
+        | DataFusionError::Internal(_)) => return GatewayError::Internal(e.to_string()),
+        _ => "a value could not be processed",
+    };
+    GatewayError::InvalidSql(format!(
+        "the statement failed while running: {what} (the value is not shown)"
+    ))
+}
+
+fn resources(message: &str) -> GatewayError {
+    GatewayError::QueryLimit(format!("the query needs more than one request may use: {message}"))
 }
 
 /// The table named by DataFusion's "table '…' not found".
@@ -337,14 +700,14 @@ mod tests {
 
     #[test]
     fn classifies_statements() {
-        assert_eq!(classify("SELECT 1").unwrap().1, StatementKind::Read);
-        let (_, kind, target) = classify("INSERT INTO \"contacts\".people (name) VALUES ('a')").unwrap();
-        assert_eq!(kind, StatementKind::Insert);
-        assert_eq!(target.unwrap(), TableName::new("contacts", "people"));
-        assert_eq!(
-            classify("DELETE FROM contacts.people WHERE id = 'x'").unwrap().1,
-            StatementKind::Delete
-        );
+        assert_eq!(classify("SELECT 1").unwrap().kind, StatementKind::Read);
+        let insert = classify("INSERT INTO \"contacts\".people (name) VALUES ('a')").unwrap();
+        assert_eq!(insert.kind, StatementKind::Insert);
+        assert_eq!(insert.target.unwrap(), TableName::new("contacts", "people"));
+        let delete = classify("DELETE FROM contacts.people WHERE id = 'x'").unwrap();
+        assert_eq!(delete.kind, StatementKind::Delete);
+        assert!(delete.has_where);
+        assert!(!classify("DELETE FROM contacts.people").unwrap().has_where);
         for bad in [
             "SELECT 1; SELECT 2",
             "",
@@ -356,7 +719,19 @@ mod tests {
             "EXPLAIN SELECT 1",
             "SELEC 1",
         ] {
-            assert_eq!(classify(bad).unwrap_err().code(), "invalid-sql", "{bad}");
+            assert_eq!(
+                classify(bad).map(|p| p.kind).unwrap_err().code(),
+                "invalid-sql",
+                "{bad}"
+            );
         }
+    }
+
+    #[test]
+    fn refuses_deep_nesting_before_planning() {
+        let shallow = format!("SELECT 1{}", "+1".repeat(MAX_EXPR_DEPTH - 2));
+        assert!(classify(&shallow).is_ok());
+        let deep = format!("SELECT 1{}", "+1".repeat(MAX_EXPR_DEPTH + 1));
+        assert_eq!(classify(&deep).map(|p| p.kind).unwrap_err().code(), "query-limit");
     }
 }

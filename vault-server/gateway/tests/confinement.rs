@@ -1,111 +1,13 @@
 //! The gateway in-process: a real storage engine, real tokens, and every
 //! operation checked against what the token may see.
 
-use std::sync::Arc;
+mod common;
 
-use async_trait::async_trait;
-use chrono::{TimeDelta, Utc};
-use coffer_auth::{Authorizer, GrantStatus, RevocationView, RootKeyPair, ScopeSet, TokenClaims, mint};
-use coffer_core::schema::registry::SchemaRegistry;
-use coffer_core::{AppId, GrantId, Seq, TableName, VaultId};
-use coffer_gateway::filter::ListQuery;
-use coffer_gateway::{AccessLog, Caller, ControlPlane, Credentials, Gateway, GatewayError, rows, sql};
-use coffer_storage::{Embedded, Engine, EngineOptions, Values, open_embedded};
+use coffer_core::{Seq, TableName};
+use coffer_gateway::{GatewayError, rows, sql};
+use coffer_storage::Values;
+use common::*;
 use serde_json::{Value, json};
-
-struct NoControl;
-
-#[async_trait]
-impl ControlPlane for NoControl {
-    async fn sync_grant(&self, _grant: GrantId) -> bool {
-        false
-    }
-    async fn touch_grant(&self, _grant: GrantId) {}
-    async fn verify_dpop(&self, _proof: &str, _method: &str, _url: &str, _token: &str) -> Result<String, String> {
-        Err("no DPoP in these tests".into())
-    }
-}
-
-struct World {
-    _dir: tempfile::TempDir,
-    engine: Engine,
-    gateway: Gateway,
-    root: RootKeyPair,
-    view: Arc<RevocationView>,
-    registry: SchemaRegistry,
-    vault: VaultId,
-}
-
-impl World {
-    async fn new() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = SchemaRegistry::builtin().unwrap();
-        let opts = EngineOptions {
-            background: false,
-            ..EngineOptions::default()
-        };
-        let Embedded { engine, .. } = open_embedded(dir.path(), registry.clone(), opts).await.unwrap();
-        let vault = engine.create_vault().await.unwrap();
-        for schema in ["contacts", "notes", "tasks"] {
-            engine.install_schema(vault, schema, None).await.unwrap();
-        }
-        let root = RootKeyPair::generate();
-        let view = Arc::new(RevocationView::new());
-        let authorizer = Authorizer::new(root.public_key(), view.clone());
-        let gateway = Gateway::new(
-            engine.clone(),
-            authorizer,
-            Arc::new(NoControl),
-            AccessLog::start(engine.clone()),
-        );
-        World {
-            _dir: dir,
-            engine,
-            gateway,
-            root,
-            view,
-            registry,
-            vault,
-        }
-    }
-
-    /// A caller for `app` holding `scope` on the world's vault.
-    async fn caller(&self, app: &str, scope: &str) -> Caller {
-        self.caller_in(self.vault, app, scope).await
-    }
-
-    async fn caller_in(&self, vault: VaultId, app: &str, scope: &str) -> Caller {
-        let grant = ScopeSet::parse(scope)
-            .unwrap()
-            .resolve(|name| self.registry.latest(name))
-            .unwrap();
-        let id = GrantId::generate();
-        self.view.set_grant(id, 1, GrantStatus::Active);
-        let claims = TokenClaims::new(vault, AppId::new(app), id, 1, grant, Utc::now(), TimeDelta::minutes(5));
-        let token = mint(&self.root, &claims).unwrap();
-        self.gateway.authenticate(&Credentials::bearer(token)).await.unwrap()
-    }
-}
-
-fn people() -> TableName {
-    TableName::new("contacts", "people")
-}
-
-fn values(v: Value) -> Values {
-    v.as_object().unwrap().clone()
-}
-
-fn query(pairs: &[(&str, &str)]) -> ListQuery {
-    let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
-    ListQuery::parse(&pairs).unwrap()
-}
-
-async fn all_rows(caller: &Caller, table: &TableName) -> Vec<rows::Row> {
-    rows::list(caller, table, &query(&[("limit", "1000")]))
-        .await
-        .unwrap()
-        .rows
-}
 
 #[tokio::test]
 async fn column_grant_never_returns_other_columns() {

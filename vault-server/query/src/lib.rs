@@ -2,8 +2,12 @@
 //! merge-on-read table provider per (vault, table).
 #![forbid(unsafe_code)]
 
+mod barrier;
+mod limits;
 mod provider;
 mod session;
 
-pub use provider::VaultTableProvider;
+pub use barrier::FilterBarrier;
+pub use limits::QueryLimits;
+pub use provider::{VaultTableProvider, is_infallible};
 pub use session::{LazySchema, QueryError, TableOpener, VaultQuery, base_context};

@@ -7,6 +7,16 @@
 //! Filters and projections are pushed into the Parquet scans (row-group,
 //! page and row pruning) — safe because shadowing is computed from the
 //! newer sources' ids, never from filtered output.
+//!
+//! Rows a caller may not see never meet the caller's expressions: a
+//! provider may carry a trusted *row restriction* (the owner filter of an
+//! `own` grant), applied inside every source next to the tombstone and
+//! shadowing filters; a query's own filters reach the sources only when they
+//! cannot fail on any value ([`is_infallible`]); and the provider's output
+//! passes through a [`FilterBarrier`], through which the physical optimizer
+//! cannot push a query's filters down to the rows below. So an expression
+//! that errors, casts or divides runs on visible rows only, and its error
+//! can tell nothing about the others (nor about superseded versions).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -36,6 +46,8 @@ use datafusion::physical_plan::expressions::Column;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
+
+use crate::barrier::FilterBarrier;
 use object_store::path::Path;
 use parquet::encryption::decrypt::FileDecryptionProperties;
 use parquet::encryption::encrypt::FileEncryptionProperties;
@@ -79,6 +91,51 @@ impl VaultTableProvider {
             visible,
             decryption,
         })
+    }
+}
+
+/// Whether `expr` evaluates without error on every possible value of the
+/// columns it reads: columns, literals, comparisons, boolean logic, null
+/// tests, `IN` lists, `BETWEEN` and `LIKE` (casts of literals only). Only
+/// such filters are evaluated below a provider's [`FilterBarrier`], where
+/// they meet rows the query cannot see; anything else (casts of columns,
+/// arithmetic, functions) runs above it.
+pub fn is_infallible(expr: &Expr) -> bool {
+    use datafusion::logical_expr::Operator;
+    match expr {
+        Expr::Column(_) | Expr::Literal(..) => true,
+        Expr::BinaryExpr(b) => {
+            matches!(
+                b.op,
+                Operator::Eq
+                    | Operator::NotEq
+                    | Operator::Lt
+                    | Operator::LtEq
+                    | Operator::Gt
+                    | Operator::GtEq
+                    | Operator::And
+                    | Operator::Or
+                    | Operator::IsDistinctFrom
+                    | Operator::IsNotDistinctFrom
+            ) && is_infallible(&b.left)
+                && is_infallible(&b.right)
+        }
+        Expr::Not(e)
+        | Expr::IsNull(e)
+        | Expr::IsNotNull(e)
+        | Expr::IsTrue(e)
+        | Expr::IsFalse(e)
+        | Expr::IsUnknown(e)
+        | Expr::IsNotTrue(e)
+        | Expr::IsNotFalse(e)
+        | Expr::IsNotUnknown(e) => is_infallible(e),
+        Expr::Between(b) => is_infallible(&b.expr) && is_infallible(&b.low) && is_infallible(&b.high),
+        Expr::InList(l) => is_infallible(&l.expr) && l.list.iter().all(is_infallible),
+        Expr::Like(l) => {
+            is_infallible(&l.expr) && matches!(l.pattern.as_ref(), Expr::Literal(..)) && l.escape_char.is_none()
+        }
+        Expr::Cast(c) => matches!(c.expr.as_ref(), Expr::Literal(..)),
+        _ => false,
     }
 }
 
@@ -137,6 +194,22 @@ impl TableProvider for VaultTableProvider {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.scan_within(state, projection, filters, None).await
+    }
+}
+
+impl VaultTableProvider {
+    /// The scan of [`TableProvider::scan`], with the rows restricted to those
+    /// meeting `restriction`: a trusted predicate over the stored columns
+    /// that cannot fail on any value (the owner filter of an `own` grant). It
+    /// is applied inside every source, before anything of the query runs.
+    pub async fn scan_within(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        restriction: Option<&Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let stored = self.snapshot.table.arrow.clone();
         let stored_df = DFSchema::try_from(stored.as_ref().clone())?;
         // Stored columns each source must produce: the projection, the
@@ -145,8 +218,15 @@ impl TableProvider for VaultTableProvider {
             Some(p) => p.iter().map(|&i| self.visible[i]).collect(),
             None => self.visible.clone(),
         };
+        // Below the barrier run only the trusted restriction and the
+        // query's filters that cannot fail (for pruning and row filtering).
+        let below: Vec<Expr> = restriction
+            .into_iter()
+            .chain(filters.iter().filter(|f| is_infallible(f)))
+            .cloned()
+            .collect();
         let mut read: BTreeSet<usize> = wanted.iter().copied().collect();
-        for f in filters {
+        for f in &below {
             for c in f.column_refs() {
                 if let Ok(i) = stored.index_of(&c.name) {
                     read.insert(i);
@@ -158,7 +238,12 @@ impl TableProvider for VaultTableProvider {
         let read: Vec<usize> = read.into_iter().collect();
         let read_schema = Arc::new(stored.project(&read)?);
         let read_df = DFSchema::try_from(read_schema.as_ref().clone())?;
-        let pushed = filters.iter().cloned().reduce(Expr::and);
+        let pushed = below.iter().cloned().reduce(Expr::and);
+        // What every source keeps: live rows within the restriction.
+        let live = match restriction {
+            Some(r) => not(col("_deleted")).and(r.clone()),
+            None => not(col("_deleted")),
+        };
 
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         // The tail shadows every file.
@@ -174,7 +259,7 @@ impl TableProvider for VaultTableProvider {
         };
         if tail.num_rows() > 0 {
             let exec = MemorySourceConfig::try_new_exec(&[vec![tail.clone()]], stored.clone(), Some(read.clone()))?;
-            let visible = state.create_physical_expr(not(col("_deleted")), &read_df)?;
+            let visible = state.create_physical_expr(live.clone(), &read_df)?;
             inputs.push(Arc::new(FilterExec::try_new(visible, exec)?));
         }
         let objects = &self.snapshot.objects;
@@ -193,7 +278,7 @@ impl TableProvider for VaultTableProvider {
                     shadow.extend(ids.iter().map(String::as_str).filter(|id| file.may_contain(id)));
                 }
             }
-            let mut predicate = not(col("_deleted"));
+            let mut predicate = live.clone();
             if !shadow.is_empty() {
                 predicate = predicate.and(in_list(col("id"), shadow.iter().map(|s| lit(*s)).collect(), true));
             }
@@ -242,6 +327,7 @@ impl TableProvider for VaultTableProvider {
                 (Arc::new(Column::new(&name, pos)) as _, name)
             })
             .collect();
-        Ok(Arc::new(ProjectionExec::try_new(exprs, union)?))
+        let projected = Arc::new(ProjectionExec::try_new(exprs, union)?);
+        Ok(Arc::new(FilterBarrier::new(projected)))
     }
 }

@@ -12,12 +12,14 @@ use coffer_storage::{Engine, StorageError};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, SchemaProvider, TableProvider};
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::parser::ParserError;
 use futures::future::BoxFuture;
 
+use crate::limits::QueryLimits;
 use crate::provider::{STORE_URL, VaultTableProvider};
 
 /// Errors of the query layer.
@@ -39,14 +41,27 @@ impl From<ParserError> for QueryError {
 
 /// A DataFusion session with no catalog of its own (no default catalog, no
 /// information_schema, no URL tables) that can read the engine's object
-/// store. Callers register the one catalog a query may reach.
-pub fn base_context(engine: &Engine) -> Result<SessionContext, DataFusionError> {
-    let config = SessionConfig::new()
+/// store, bounded by `limits`: a memory pool and no disk spilling, no table
+/// functions (`range`, `generate_series`), no recursive CTEs, and bounded
+/// versions of the functions whose output outgrows their input. Callers
+/// register the one catalog a query may reach.
+pub fn base_context(engine: &Engine, limits: &QueryLimits) -> Result<SessionContext, DataFusionError> {
+    let mut config = SessionConfig::new()
         .with_default_catalog_and_schema("vault", "public")
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(false)
         .with_target_partitions(2);
-    let ctx = SessionContext::new_with_config(config);
+    config.options_mut().execution.enable_recursive_ctes = false;
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(limits.runtime()?)
+        .with_default_features()
+        .with_table_functions(HashMap::new())
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    for f in limits.bounded_functions() {
+        ctx.register_udf(f);
+    }
     ctx.register_object_store(
         ObjectStoreUrl::parse(STORE_URL)?.as_ref(),
         engine.objects().store().clone(),
@@ -71,7 +86,7 @@ impl VaultQuery {
     /// installed tables, as `schema.table`. No information_schema, no DDL,
     /// no URL tables: the catalog is all a query can reach.
     pub async fn context(&self) -> Result<SessionContext, QueryError> {
-        let ctx = base_context(&self.engine)?;
+        let ctx = base_context(&self.engine, &QueryLimits::default())?;
         let catalog = Arc::new(MemoryCatalogProvider::new());
         let mut schemas: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for t in self.engine.tables(self.vault).await? {
