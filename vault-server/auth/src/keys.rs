@@ -59,6 +59,37 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {
 /// Key files are small; anything larger is not a key.
 const MAX_KEY_FILE_BYTES: u64 = 16 * 1024;
 
+/// Refuses a secret key file (at `path`, with metadata `meta`) that users
+/// other than its owner may read or write: any group or other permission
+/// bit is [`KeyError::InsecurePermissions`]. The root key and the storage
+/// master key are both checked with it. Does nothing on non-Unix systems.
+pub fn check_private_permissions(path: &Path, meta: &fs::Metadata) -> Result<(), KeyError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::InsecurePermissions {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, meta);
+    Ok(())
+}
+
+/// [`check_private_permissions`] for the file at `path`, if it exists
+/// (a missing file is fine: it is created private).
+pub fn check_private_file(path: &Path) -> Result<(), KeyError> {
+    match fs::metadata(path) {
+        Ok(meta) => check_private_permissions(path, &meta),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error(path)(e)),
+    }
+}
+
 /// The root key pair: signs capability tokens.
 pub struct RootKeyPair {
     key: KeyPair,
@@ -131,17 +162,7 @@ impl RootKeyPair {
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let mut file = fs::File::open(path).map_err(io_error(path))?;
         let meta = file.metadata().map_err(io_error(path))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(KeyError::InsecurePermissions {
-                    path: path.to_owned(),
-                    mode,
-                });
-            }
-        }
+        check_private_permissions(path, &meta)?;
         if !meta.is_file() || meta.len() > MAX_KEY_FILE_BYTES {
             return Err(KeyError::InvalidPrivateKey { path: path.to_owned() });
         }

@@ -16,6 +16,8 @@ use coffer_storage::{Engine, EngineOptions, open_embedded};
 
 /// The root key's file in the data directory, beside `master.key`.
 pub const ROOT_KEY_FILE: &str = "root.key";
+/// The storage master key's file in the data directory.
+pub const MASTER_KEY_FILE: &str = "master.key";
 
 /// An opened data directory.
 #[derive(Clone)]
@@ -87,9 +89,15 @@ pub struct Created {
 
 /// Opens the embedded engine in `data_dir` and builds the OAuth server with
 /// `issuer` on its control database. Creates the master key and the root key
-/// (both mode 0600) on first start.
+/// (both mode 0600) on first start, and refuses either when users other than
+/// its owner may read or write it.
 pub async fn open(data_dir: &Path, issuer: &str, options: EngineOptions) -> anyhow::Result<(Services, Created)> {
     let registry = SchemaRegistry::builtin().context("loading built-in schemas")?;
+    // The master key unwraps every vault's data key: refuse it, as the root
+    // key, when other users may read or write it (the same check).
+    let master_path = data_dir.join(MASTER_KEY_FILE);
+    coffer_auth::keys::check_private_file(&master_path)
+        .with_context(|| format!("loading the master key {}", master_path.display()))?;
     let opened = open_embedded(data_dir, registry, options)
         .await
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
