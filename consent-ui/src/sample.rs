@@ -63,6 +63,7 @@ pub fn sign_in() -> SignInPage {
         throttled: Some("Too many attempts. Try again in 5 minutes.".into()),
         sign_up_href: "/sign-up".into(),
         next: None,
+        notice: None,
     }
 }
 
@@ -74,7 +75,8 @@ pub fn consent() -> ConsentPage {
             "Birthday Reminders",
             "https://birthdays.example.com/about",
             Some(SAMPLE_LOGO.into()),
-        ),
+        )
+        .with_redirect_uri("https://birthdays.example.com/oauth/callback"),
         lines: vec![
             line(
                 "contacts.people",
@@ -96,7 +98,8 @@ pub fn consent_incremental() -> ConsentPage {
     let mut already = line("tasks.items", &["read"], None, false);
     already.already_granted = true;
     ConsentPage {
-        app: AppView::new("Focus Timer", "https://focus.example.net", None),
+        app: AppView::new("Focus Timer", "https://focus.example.net", None)
+            .with_redirect_uri("https://focus-timer.example.org/callback"),
         lines: vec![already, line("tasks.items", &["create", "update"], None, true)],
         existing: vec![line("tasks.lists", &["read"], None, false)],
         csrf_token: CSRF_TOKEN.into(),
@@ -186,6 +189,7 @@ pub fn dashboard() -> DashboardPage {
             ),
         ],
         access_log_unavailable: false,
+        access_log_dropped: 0,
         filter_app: None,
         app_choices: vec![
             AppChoice {

@@ -22,19 +22,47 @@ pub struct AppView {
     /// `data:image/…` URLs are shown; anything else is left out and a
     /// placeholder with the name's first letter is shown instead.
     pub logo_url: Option<String>,
+    /// The host the user's answer (the authorization code) is sent to: the
+    /// redirect URI's. The consent page always shows it when there is one,
+    /// because it, not the homepage, says who gets the access. `None` on the
+    /// device flow, where the device polls for its token.
+    pub redirect_domain: Option<String>,
+    /// Whether the homepage is on the redirect host (the same host, or one
+    /// differing only by a leading `www.`). The homepage is whatever the app
+    /// registered, so the page marks one on another host as not verified.
+    pub homepage_verified: bool,
 }
 
 impl AppView {
     /// An app view whose [`homepage_domain`](AppView::homepage_domain) is
-    /// taken from `homepage` with [`homepage_domain`].
+    /// taken from `homepage` with [`homepage_domain`]. An empty `homepage`
+    /// means the app gave none. Without a redirect URI
+    /// ([`AppView::with_redirect_uri`]) the homepage is not verified.
     pub fn new(name: impl Into<String>, homepage: impl Into<String>, logo_url: Option<String>) -> Self {
         let homepage = homepage.into();
         Self {
             name: name.into(),
-            homepage_domain: homepage_domain(&homepage),
+            homepage_domain: if homepage.trim().is_empty() {
+                String::new()
+            } else {
+                homepage_domain(&homepage)
+            },
             homepage,
             logo_url,
+            redirect_domain: None,
+            homepage_verified: false,
         }
+    }
+
+    /// The same app, answering to `redirect_uri`: sets
+    /// [`redirect_domain`](AppView::redirect_domain) and whether the homepage
+    /// is verified by it.
+    pub fn with_redirect_uri(mut self, redirect_uri: &str) -> Self {
+        let redirect = homepage_domain(redirect_uri);
+        let bare = |host: &str| host.strip_prefix("www.").unwrap_or(host).to_owned();
+        self.homepage_verified = !self.homepage_domain.is_empty() && bare(&self.homepage_domain) == bare(&redirect);
+        self.redirect_domain = Some(redirect);
+        self
     }
 }
 
@@ -166,6 +194,9 @@ pub struct SignInPage {
     /// Where to continue after signing in, sent back as field
     /// [`crate::fields::NEXT`].
     pub next: Option<String>,
+    /// A neutral message above the form, e.g. after a sign-up: "Now sign in
+    /// with the email and password you chose."
+    pub notice: Option<String>,
 }
 
 /// The consent page: an app asks for access to the user's vault.
@@ -425,6 +456,10 @@ pub struct DashboardPage {
     /// The access log could not be read: the page says so rather than
     /// showing an empty log.
     pub access_log_unavailable: bool,
+    /// Requests to this vault that could not be written to its access log
+    /// since the server started (too many at once); the page says so when
+    /// it is not zero.
+    pub access_log_dropped: u64,
     /// The app the log is filtered by (an [`AppChoice::value`]), if any.
     pub filter_app: Option<String>,
     /// The apps the log can be filtered by.

@@ -248,6 +248,49 @@ fn every_control_has_a_label_and_ids_are_unique() {
 }
 
 #[test]
+fn consent_page_marks_a_website_off_the_redirect_host_as_not_verified() {
+    let pages = Pages::new();
+    let mut page = sample::consent();
+    // A registration that borrows another site's homepage: the code goes
+    // to the attacker's host, which the page names; the homepage is marked.
+    page.app = AppView::new("Birthday Reminders", "https://birthdays.example.com", None)
+        .with_redirect_uri("https://evil.example.net/cb");
+    let html = pages.consent(&page).unwrap();
+    assert!(
+        html.contains(r#"Your answer goes to: <strong class="domain">evil.example.net</strong>"#),
+        "{html}"
+    );
+    assert!(html.contains("(not verified: not where your answer goes)"), "{html}");
+    assert!(
+        html.contains(r#"Allow only if <strong class="domain">evil.example.net</strong>"#),
+        "{html}"
+    );
+
+    // `www.` on either side is the same site.
+    let same = AppView::new("A", "https://www.notes.example/about", None).with_redirect_uri("https://notes.example/cb");
+    assert!(same.homepage_verified);
+    // A look-alike or a parent domain is not.
+    for redirect in [
+        "https://notes.example.evil.net/cb",
+        "https://example/cb",
+        "http://127.0.0.1:9/cb",
+    ] {
+        let view = AppView::new("A", "https://notes.example", None).with_redirect_uri(redirect);
+        assert!(!view.homepage_verified, "{redirect}");
+    }
+    // No homepage: nothing to verify, the redirect host is still shown.
+    page.app = AppView::new("A", "", None).with_redirect_uri("https://a.example/cb");
+    let html = pages.consent(&page).unwrap();
+    assert!(!html.contains("Website:"), "{html}");
+    assert!(html.contains(r#"Your answer goes to: <strong class="domain">a.example</strong>"#));
+    // The device flow has no redirect: the homepage is shown as not verified.
+    page.app = AppView::new("A", "https://a.example", None);
+    let html = pages.consent(&page).unwrap();
+    assert!(html.contains("(not verified)"), "{html}");
+    assert!(!html.contains("Your answer goes to"), "{html}");
+}
+
+#[test]
 fn consent_page_lists_lines_with_labels_and_sensitive_columns() {
     let page = sample::consent();
     let html = Pages::new().consent(&page).unwrap();
@@ -259,6 +302,9 @@ fn consent_page_lists_lines_with_labels_and_sensitive_columns() {
     assert_eq!(img.attr("src"), Some(sample::SAMPLE_LOGO));
     assert_eq!(img.attr("alt"), Some("Logo of Birthday Reminders"));
     assert!(html.contains(r#"<strong class="domain">birthdays.example.com</strong>"#));
+    // Where the answer goes is shown; a homepage on that host is verified.
+    assert!(html.contains("Your answer goes to:"), "{html}");
+    assert!(!html.contains("not verified"), "{html}");
 
     // One ticked checkbox per line, each with a matching <label for>.
     let boxes: Vec<&Tag> = all
@@ -377,6 +423,15 @@ fn sign_in_has_throttle_message_and_sign_up_link() {
         })
         .unwrap();
     assert!(!quiet.contains("role=\"alert\""));
+    let after_sign_up = Pages::new()
+        .sign_in(&SignInPage {
+            error: None,
+            throttled: None,
+            notice: Some("Now sign in with the email and password you chose.".into()),
+            ..sample::sign_in()
+        })
+        .unwrap();
+    assert!(after_sign_up.contains("Now sign in with the email and password you chose."));
 }
 
 #[test]
@@ -485,6 +540,24 @@ fn dashboard_lists_apps_access_log_and_filter() {
         .unwrap();
     assert!(unavailable.contains("The access log could not be read just now."));
     assert!(!unavailable.contains("used your vault yet") && !unavailable.contains("<table"));
+
+    // Entries the server could not write are counted, never hidden.
+    assert!(
+        !Pages::new()
+            .dashboard(&sample::dashboard())
+            .unwrap()
+            .contains("could not be written")
+    );
+    let dropped = Pages::new()
+        .dashboard(&DashboardPage {
+            access_log_dropped: 12,
+            ..sample::dashboard()
+        })
+        .unwrap();
+    assert!(
+        dropped.contains("12 requests to your vault could not be written to this log"),
+        "{dropped}"
+    );
 }
 
 #[test]
@@ -620,6 +693,8 @@ fn evil_pages(pages: &Pages) -> Vec<(&'static str, String)> {
         homepage: s(),
         homepage_domain: s(),
         logo_url: Some(format!("https://x.example/{EVIL}")),
+        redirect_domain: Some(s()),
+        homepage_verified: false,
     };
     let mut granted = evil_line();
     granted.already_granted = true;
@@ -662,6 +737,7 @@ fn evil_pages(pages: &Pages) -> Vec<(&'static str, String)> {
                     throttled: Some(s()),
                     sign_up_href: s(),
                     next: Some(s()),
+                    notice: Some(s()),
                 })
                 .unwrap(),
         ),
@@ -715,6 +791,7 @@ fn evil_pages(pages: &Pages) -> Vec<(&'static str, String)> {
                         ok: false,
                     }],
                     access_log_unavailable: false,
+                    access_log_dropped: 3,
                     filter_app: Some(s()),
                     app_choices: vec![AppChoice { value: s(), label: s() }],
                     csrf_token: s(),
