@@ -82,13 +82,19 @@ test('sign up, consent with one line unticked, narrowed grant on the dashboard, 
   await assert.doesNotReject(page.getByRole('heading', { name: 'Sign in to your vault' }).waitFor());
   await page.getByRole('link', { name: 'Create an account' }).click();
 
-  // Sign up: the account comes with a vault.
+  // Sign up: the account comes with a vault. Sign-up answers the same
+  // whether or not the address is taken, so the new user signs in next.
   await page.getByRole('heading', { name: 'Create your account' }).waitFor();
   await page.getByLabel('Email address').fill(EMAIL);
   await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
   await page.getByLabel('Type the password again').fill(PASSWORD);
-  const consentResponse = page.waitForResponse((r) => r.url().includes('/oauth/authorize') && r.status() === 200);
   await page.getByRole('button', { name: 'Create account' }).click();
+  await page.getByRole('heading', { name: 'Sign in to your vault' }).waitFor();
+  await page.getByText('Now sign in with the email address and password you chose.').waitFor();
+  await page.getByLabel('Email address').fill(EMAIL);
+  await page.getByLabel('Password').fill(PASSWORD);
+  const consentResponse = page.waitForResponse((r) => r.url().includes('/oauth/authorize') && r.status() === 200);
+  await page.getByRole('button', { name: 'Sign in' }).click();
 
   // The consent page names the app and asks line by line.
   await page.getByRole('heading', { name: 'Notes Pro wants to use your data' }).waitFor();

@@ -60,6 +60,11 @@ pub struct ServeArgs {
     /// listen backlog [default: 1024].
     #[arg(long, env = "COFFER_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Whether apps may register themselves at /oauth/register (RFC 7591).
+    /// With `false` only `coffer app register` adds apps, and the metadata
+    /// no longer lists a registration endpoint [default: true].
+    #[arg(long, env = "COFFER_OPEN_REGISTRATION")]
+    pub open_registration: Option<bool>,
 }
 
 /// The options of the operator commands (`coffer user …`, `coffer app …`):
@@ -89,6 +94,7 @@ struct FileConfig {
     header_read_timeout_secs: Option<u64>,
     request_timeout_secs: Option<u64>,
     max_connections: Option<usize>,
+    open_registration: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -115,6 +121,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Most HTTP connections open at once.
     pub max_connections: usize,
+    /// Whether `/oauth/register` accepts registrations from anyone.
+    pub open_registration: bool,
 }
 
 impl Config {
@@ -171,6 +179,7 @@ impl Config {
                 .or(file.max_connections)
                 .unwrap_or(DEFAULT_MAX_CONNECTIONS)
                 .max(1),
+            open_registration: args.open_registration.or(file.open_registration).unwrap_or(true),
         })
     }
 
@@ -232,6 +241,23 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/from/file"));
         assert_eq!(config.flush_rows, 20);
         assert_eq!(config.listen.port(), 8484);
+        assert!(config.open_registration, "open registration is on by default");
+
+        std::fs::write(&path, "open_registration = false\n").unwrap();
+        let closed = Config::resolve(ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!closed.open_registration);
+        let reopened = Config::resolve(ServeArgs {
+            config: Some(path.clone()),
+            open_registration: Some(true),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(reopened.open_registration, "the flag wins over the file");
+
 
         std::fs::write(&path, "data_dirr = 1\n").unwrap();
         let err = Config::resolve(ServeArgs {

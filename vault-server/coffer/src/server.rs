@@ -74,7 +74,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let engine = services.engine.clone();
     let access_log = services.access_log.clone();
-    let app = web::router(AppState::new(services, &base_url).with_api_body_limit(config.api_body_limit));
+    let app = web::router(
+        AppState::new(services, &base_url)
+            .with_api_body_limit(config.api_body_limit)
+            .with_open_registration(config.open_registration),
+    );
     let limits = HttpLimits {
         header_read_timeout: config.header_read_timeout,
         request_timeout: config.request_timeout,

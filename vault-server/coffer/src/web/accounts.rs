@@ -1,7 +1,15 @@
 //! Sign-up (creates the user's vault), sign-in (Argon2id, throttled), and
 //! sign-out.
+//!
+//! Sign-up does not say whether an email address already has an account
+//! (decision 0020): a valid sign-up form gets the same answer either way,
+//! after the same minimum time — a redirect to the sign-in page with a
+//! neutral notice, and no session. A new address has its account by then;
+//! for a taken one nothing changed, and its owner signs in with their own
+//! password as usual.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Query, State};
@@ -16,17 +24,28 @@ use super::AppState;
 use super::forms::FormPairs;
 use super::respond::{self, csrf_refused, html, see_other};
 use super::session::{
-    self, FORM_COOKIE, SESSION_COOKIE, is_token, random_token, safe_next, same, set_cookie, with_next,
+    self, form_cookie, is_token, random_token, safe_next, same, session_cookie, set_cookie, with_next,
 };
 use crate::accounts::create_account;
 
 /// Shortest password accepted (`coffer-oauth` enforces it).
 const MIN_PASSWORD_CHARS: usize = 8;
 
-/// The `next` query parameter of the sign-up and sign-in pages.
+/// The least time a valid sign-up takes to answer, whether it created an
+/// account or found the address taken, so that the time does not tell the
+/// two apart (creating a vault and hashing the password take well under it).
+pub const SIGN_UP_ANSWER_TIME: Duration = Duration::from_millis(1500);
+
+/// What the sign-in page says after a sign-up, whatever happened.
+pub const SIGNED_UP_NOTICE: &str = "Now sign in with the email address and password you chose. \
+     If this address already had an account, nothing was changed: sign in with that account's password.";
+
+/// The query of the sign-up and sign-in pages: `next`, and `signed_up=1`
+/// when the sign-in page follows a sign-up.
 #[derive(Deserialize)]
 pub struct NextQuery {
     next: Option<String>,
+    signed_up: Option<String>,
 }
 
 /// `/`: the dashboard (which sends visitors to sign in).
@@ -36,19 +55,19 @@ pub async fn home() -> Response {
 
 /// The form cookie's token, reused while valid; the header to set when new.
 fn form_token(state: &AppState, headers: &HeaderMap) -> (String, Option<axum::http::HeaderValue>) {
-    match session::cookie(headers, FORM_COOKIE).filter(|t| is_token(t)) {
+    match session::cookie(headers, form_cookie(state)).filter(|t| is_token(t)) {
         Some(token) => (token, None),
         None => {
             let token = random_token();
-            let cookie = set_cookie(state, FORM_COOKIE, &token, None);
+            let cookie = set_cookie(state, form_cookie(state), &token, None);
             (token, Some(cookie))
         }
     }
 }
 
 /// Whether a sign-up or sign-in form carries the form cookie's token.
-fn form_csrf_ok(headers: &HeaderMap, form: &FormPairs) -> bool {
-    match (session::cookie(headers, FORM_COOKIE), form.get(fields::CSRF)) {
+fn form_csrf_ok(state: &AppState, headers: &HeaderMap, form: &FormPairs) -> bool {
+    match (session::cookie(headers, form_cookie(state)), form.get(fields::CSRF)) {
         (Some(cookie), Some(field)) => is_token(&cookie) && same(&cookie, field),
         _ => false,
     }
@@ -107,7 +126,18 @@ fn sign_in_view(token: String, next: Option<String>, email: String) -> SignInPag
         throttled: None,
         sign_up_href: with_next("/sign-up", next.as_deref()),
         next,
+        notice: None,
     }
+}
+
+/// The sign-in page after a sign-up, keeping `next`.
+fn after_sign_up(next: Option<&str>) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("signed_up", "1");
+    if let Some(n) = next {
+        query.append_pair("next", n);
+    }
+    format!("/sign-in?{}", query.finish())
 }
 
 /// Starts a session for `user` and continues to `next` (or the dashboard).
@@ -119,10 +149,10 @@ async fn start_session(state: &AppState, user: &coffer_oauth::User, next: Option
             let headers = response.headers_mut();
             headers.append(
                 header::SET_COOKIE,
-                set_cookie(state, SESSION_COOKIE, &new.token, Some(max_age)),
+                set_cookie(state, session_cookie(state), &new.token, Some(max_age)),
             );
             // The form token has done its job; a new one comes with the next form.
-            headers.append(header::SET_COOKIE, set_cookie(state, FORM_COOKIE, "", Some(0)));
+            headers.append(header::SET_COOKIE, set_cookie(state, form_cookie(state), "", Some(0)));
             response
         }
         Err(e) => respond::server_error(state, &e),
@@ -141,16 +171,19 @@ pub async fn sign_up_page(State(state): State<AppState>, headers: HeaderMap, Que
     with_cookie(html(StatusCode::OK, state.pages.sign_up(&page)), cookie)
 }
 
-/// `POST /sign-up`: creates the vault and the account, then signs in.
+/// `POST /sign-up`: creates the vault and the account, then sends the
+/// visitor to sign in. A taken address gets the very same answer (see the
+/// module documentation).
 pub async fn sign_up(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let started = tokio::time::Instant::now();
     let form = FormPairs::parse(&body);
     let next = safe_next(form.get(fields::NEXT));
-    if !form_csrf_ok(&headers, &form) {
+    if !form_csrf_ok(&state, &headers, &form) {
         return csrf_refused(&state, &with_next("/sign-up", next.as_deref()));
     }
     let (token, _) = form_token(&state, &headers);
@@ -174,9 +207,11 @@ pub async fn sign_up(
             ));
         } else {
             match create_account(&state.services, &email, password).await {
-                Ok(user) => return start_session(&state, &user, next).await,
-                Err(Error::EmailTaken) => {
-                    errors.email = Some("An account with this email address already exists. Sign in instead.".into())
+                // The same answer, at the same time, for a new address and
+                // a taken one.
+                Ok(_) | Err(Error::EmailTaken) => {
+                    tokio::time::sleep_until(started + SIGN_UP_ANSWER_TIME).await;
+                    return see_other(&after_sign_up(next.as_deref()));
                 }
                 Err(Error::InvalidEmail) => errors.email = Some("Enter an email address like name@example.org.".into()),
                 Err(Error::InvalidPassword(why)) => errors.password = Some(capitalized(&why)),
@@ -205,7 +240,10 @@ fn capitalized(s: &str) -> String {
 pub async fn sign_in_page(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<NextQuery>) -> Response {
     let (token, cookie) = form_token(&state, &headers);
     let next = safe_next(q.next.as_deref());
-    let page = sign_in_view(token, next.clone(), String::new());
+    let mut page = sign_in_view(token, next.clone(), String::new());
+    if q.signed_up.as_deref() == Some("1") {
+        page.notice = Some(SIGNED_UP_NOTICE.into());
+    }
     let response = with_cookie(html(StatusCode::OK, state.pages.sign_in(&page)), cookie);
     allow_app_targets(&state, response, next.as_deref()).await
 }
@@ -220,7 +258,7 @@ pub async fn sign_in(
 ) -> Response {
     let form = FormPairs::parse(&body);
     let next = safe_next(form.get(fields::NEXT));
-    if !form_csrf_ok(&headers, &form) {
+    if !form_csrf_ok(&state, &headers, &form) {
         return csrf_refused(&state, &with_next("/sign-in", next.as_deref()));
     }
     let (token, _) = form_token(&state, &headers);
@@ -278,8 +316,9 @@ pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap, body: B
         return respond::server_error(&state, &e);
     }
     let mut response = see_other("/sign-in");
-    response
-        .headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&state, SESSION_COOKIE, "", Some(0)));
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&state, session_cookie(&state), "", Some(0)),
+    );
     response.into_response()
 }

@@ -10,7 +10,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use coffer_auth::GrantSpec;
-use coffer_consent_ui::{AppView, ConsentLine, ConsentPage, fields, homepage_domain};
+use coffer_consent_ui::{AppView, ConsentLine, ConsentPage, fields};
 use coffer_oauth::{App, AuthorizeError, AuthorizeParams, ConsentCheck, Error, endpoints};
 
 use super::AppState;
@@ -20,23 +20,18 @@ use super::respond::{self, csrf_refused, error_page, html, see_other};
 use super::session::{self, to_sign_in};
 
 /// How the consent page names and identifies the app. Anyone can register
-/// any name, so the page also shows a domain: the app's homepage, or else
-/// where the code would go (the redirect URI's host).
+/// any name and any homepage, so the page always shows where the code would
+/// go (the redirect URI's host), and marks a homepage on another host as not
+/// verified.
 pub fn app_view(app: &App, redirect_uri: Option<&str>) -> AppView {
-    match (&app.homepage, redirect_uri) {
-        (Some(home), _) => AppView::new(app.name.clone(), home.clone(), app.logo_url.clone()),
-        (None, Some(uri)) => AppView {
-            name: app.name.clone(),
-            homepage: String::new(),
-            homepage_domain: homepage_domain(uri),
-            logo_url: app.logo_url.clone(),
-        },
-        (None, None) => AppView {
-            name: app.name.clone(),
-            homepage: String::new(),
-            homepage_domain: "no website given".into(),
-            logo_url: app.logo_url.clone(),
-        },
+    let view = AppView::new(
+        app.name.clone(),
+        app.homepage.clone().unwrap_or_default(),
+        app.logo_url.clone(),
+    );
+    match redirect_uri {
+        Some(uri) => view.with_redirect_uri(uri),
+        None => view,
     }
 }
 

@@ -121,6 +121,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap, Query(q): Q
         apps,
         access_log,
         access_log_unavailable,
+        access_log_dropped: state.services.access_log.dropped(user.vault_id),
         filter_app: filter_app.map(|a| a.0),
         app_choices,
         csrf_token: signed_in.session.csrf_token.clone(),

@@ -1,6 +1,13 @@
 //! The device verification page (RFC 8628 §3.3): a signed-in user types the
 //! code a CLI or another device shows, sees the consent page, and answers.
-//! Codes typed are limited per session (a user code has about 34.6 bits).
+//!
+//! A user code has about 34.6 bits, so look-ups are limited: codes typed per
+//! session, and failed look-ups of all sessions together (one attacker with
+//! many sessions gets no more guesses). The consent page's answer carries a
+//! random id bound to the session that looked the code up, never the code
+//! itself: `POST /device/decision` answers only a code this session just
+//! typed, so it cannot be used to try codes, nor to approve or deny a flow
+//! whose code was learned some other way.
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -16,11 +23,14 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use super::consent::{app_view, approved_spec, consent_lines, signed_out};
 use super::forms::FormPairs;
-use super::respond::{self, csrf_refused, html};
+use super::respond::{self, csrf_refused, error_page, html};
 use super::session::{self, SignedIn, to_sign_in};
 
 /// Where the device consent page posts.
 pub const DECISION_PATH: &str = "/device/decision";
+
+/// The key of the shared failed look-ups limit.
+const GLOBAL: &str = "all sessions";
 
 /// `?user_code=` from `verification_uri_complete`.
 #[derive(Deserialize)]
@@ -85,25 +95,45 @@ pub async fn enter_code(State(state): State<AppState>, headers: HeaderMap, body:
         page.error = Some(error);
         html(status, state.pages.device(&page))
     };
-    if let Err(wait) = state.device_limit.hit(&session_key(&signed_in)) {
-        return retry(
+    let session = session_key(&signed_in);
+    let too_many = |wait: std::time::Duration| {
+        retry(
             format!(
-                "You typed too many codes. Wait {} minutes, then try again.",
+                "Too many codes were typed. Wait {} minutes, then try again.",
                 wait.as_secs().div_ceil(60).max(1)
             ),
             StatusCode::TOO_MANY_REQUESTS,
-        );
+        )
+    };
+    if let Err(wait) = state.device_failures.check(GLOBAL) {
+        return too_many(wait);
+    }
+    if let Err(wait) = state.device_limit.hit(&session) {
+        return too_many(wait);
     }
     let oauth = &state.services.oauth;
     let request = match oauth.device_lookup(&typed).await {
         Ok(r) => r,
         Err(Error::NotFound(_)) => {
+            // Counted only when it failed: people who type their code right
+            // never use up the shared budget.
+            let _ = state.device_failures.hit(GLOBAL);
             return retry(
                 "We don't know that code, or it has expired. Check it on your device and type it again.".into(),
                 StatusCode::BAD_REQUEST,
             );
         }
         Err(e) => return respond::server_error(&state, &e),
+    };
+    let Some(request_id) = state.device_bindings.bind(&session, &request.user_code) else {
+        return error_page(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is busy",
+            "Too many device codes are waiting for an answer right now.",
+            Some("Try again in a few minutes."),
+            None,
+        );
     };
     let user = signed_in.session.user.id;
     let (check, app) = match tokio::try_join!(
@@ -119,7 +149,7 @@ pub async fn enter_code(State(state): State<AppState>, headers: HeaderMap, body:
         lines,
         existing,
         csrf_token: signed_in.session.csrf_token.clone(),
-        request_id: request.user_code,
+        request_id,
         form_action: DECISION_PATH.into(),
     };
     html(StatusCode::OK, state.pages.consent(&page))
@@ -138,13 +168,20 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap, body: Byt
     }
     let oauth = &state.services.oauth;
     let user = signed_in.session.user.id;
-    let code = form.get(fields::REQUEST_ID).unwrap_or("");
     let expired = || {
         html(
             StatusCode::BAD_REQUEST,
             state.pages.device(&view(&signed_in, DeviceState::Expired)),
         )
     };
+    // Only a code this session looked up on the device page, once.
+    let Some(code) = form
+        .get(fields::REQUEST_ID)
+        .and_then(|id| state.device_bindings.take(id, &session_key(&signed_in)))
+    else {
+        return expired();
+    };
+    let code = code.as_str();
     let request = match oauth.device_lookup(code).await {
         Ok(r) => r,
         Err(Error::NotFound(_)) => return expired(),

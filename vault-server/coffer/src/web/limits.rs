@@ -1,6 +1,6 @@
 //! In-memory limits and short-lived state of one server process: a sliding
-//! window rate limiter, and the authorization requests waiting for the
-//! consent page's answer.
+//! window rate limiter, the authorization requests waiting for the consent
+//! page's answer, and the device codes each browser session looked up.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -26,6 +26,21 @@ impl Limiter {
             max: max.max(1),
             window,
             events: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether an event for `key` would be allowed now, without counting
+    /// one: `Err` with the time until one is.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(queue) = events.get(key) else {
+            return Ok(());
+        };
+        let live: Vec<&Instant> = queue.iter().filter(|t| now.duration_since(**t) < self.window).collect();
+        match live.first() {
+            Some(oldest) if live.len() >= self.max => Err(self.window.saturating_sub(now.duration_since(**oldest))),
+            _ => Ok(()),
         }
     }
 
@@ -132,9 +147,116 @@ impl PendingStore {
     }
 }
 
+/// Device codes one session may have looked up and not answered yet.
+const MAX_DEVICE_CODES_PER_SESSION: usize = 5;
+
+struct Binding {
+    session: String,
+    user_code: String,
+    expires: Instant,
+}
+
+/// The device codes each browser session looked up on the device page,
+/// under random single-use ids. The consent form of the device flow carries
+/// such an id, never the user code itself, so `POST /device/decision`
+/// answers only a code this session just typed (and had checked against the
+/// look-up limits), not any code guessed or learned elsewhere.
+pub struct DeviceBindings {
+    lifetime: Duration,
+    capacity: usize,
+    entries: Mutex<HashMap<String, Binding>>,
+}
+
+impl DeviceBindings {
+    /// Bindings kept for `lifetime`, at most `capacity` at once.
+    pub fn new(lifetime: Duration, capacity: usize) -> Self {
+        DeviceBindings {
+            lifetime,
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Binds `user_code` to `session` (a key derived from the session
+    /// token); returns the id for the consent form, or `None` when full.
+    /// Past [`MAX_DEVICE_CODES_PER_SESSION`], the session's oldest goes.
+    pub fn bind(&self, session: &str, user_code: &str) -> Option<String> {
+        let id = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, b| b.expires > now);
+        let mine: Vec<(String, Instant)> = entries
+            .iter()
+            .filter(|(_, b)| b.session == session)
+            .map(|(id, b)| (id.clone(), b.expires))
+            .collect();
+        if mine.len() >= MAX_DEVICE_CODES_PER_SESSION
+            && let Some((oldest, _)) = mine.iter().min_by_key(|(_, expires)| *expires)
+        {
+            entries.remove(oldest);
+        }
+        if entries.len() >= self.capacity {
+            return None;
+        }
+        entries.insert(
+            id.clone(),
+            Binding {
+                session: session.to_owned(),
+                user_code: user_code.to_owned(),
+                expires: now + self.lifetime,
+            },
+        );
+        Some(id)
+    }
+
+    /// Takes the user code bound under `id` to `session` (once, before it
+    /// expires); `None` for an id of another session, unknown or expired.
+    pub fn take(&self, id: &str, session: &str) -> Option<String> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(id) {
+            Some(b) if b.session == session && b.expires > Instant::now() => entries.remove(id).map(|b| b.user_code),
+            Some(b) if b.expires <= Instant::now() => {
+                entries.remove(id);
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_codes_are_bound_to_the_session_that_looked_them_up() {
+        let bindings = DeviceBindings::new(Duration::from_secs(60), 100);
+        let id = bindings.bind("session-a", "BCDF-GHJK").unwrap();
+        assert_eq!(bindings.take(&id, "session-b"), None, "another session");
+        assert_eq!(
+            bindings.take("BCDF-GHJK", "session-a"),
+            None,
+            "the code itself is no id"
+        );
+        assert_eq!(bindings.take(&id, "session-a").as_deref(), Some("BCDF-GHJK"));
+        assert_eq!(bindings.take(&id, "session-a"), None, "single use");
+        let first = bindings.bind("session-a", "A").unwrap();
+        for _ in 0..MAX_DEVICE_CODES_PER_SESSION {
+            std::thread::sleep(Duration::from_millis(1));
+            bindings.bind("session-a", "B").unwrap();
+        }
+        assert_eq!(bindings.take(&first, "session-a"), None, "the oldest went");
+    }
+
+    #[test]
+    fn check_does_not_count() {
+        let limiter = Limiter::new(1, Duration::from_secs(60));
+        assert!(limiter.check("a").is_ok());
+        assert!(limiter.check("a").is_ok());
+        assert!(limiter.hit("a").is_ok());
+        assert!(limiter.check("a").is_err());
+        assert!(limiter.check("b").is_ok());
+    }
 
     #[test]
     fn limiter_refuses_past_max_and_keys_are_separate() {

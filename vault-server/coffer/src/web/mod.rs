@@ -38,7 +38,7 @@ use coffer_oauth::endpoints;
 
 use crate::services::Services;
 
-pub use limits::{Limiter, PendingStore};
+pub use limits::{DeviceBindings, Limiter, PendingStore};
 
 /// Largest request body accepted (forms, OAuth requests, registrations).
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -63,6 +63,14 @@ pub struct AppState {
     pub sign_up_limit: Arc<Limiter>,
     /// Device codes typed per session (user codes have about 34.6 bits).
     pub device_limit: Arc<Limiter>,
+    /// Failed device code look-ups of all sessions together: one attacker
+    /// with many sessions (or many accounts) still gets few guesses.
+    pub device_failures: Arc<Limiter>,
+    /// The device codes each session looked up, which are the only ones
+    /// `POST /device/decision` answers.
+    pub device_bindings: Arc<DeviceBindings>,
+    /// Dynamic client registrations per client address.
+    pub register_limit: Arc<Limiter>,
     /// Largest data API request body, in bytes.
     pub api_body_limit: usize,
 }
@@ -80,6 +88,9 @@ impl AppState {
             sign_in_limit: Arc::new(Limiter::new(30, Duration::from_secs(15 * 60))),
             sign_up_limit: Arc::new(Limiter::new(10, Duration::from_secs(60 * 60))),
             device_limit: Arc::new(Limiter::new(10, Duration::from_secs(10 * 60))),
+            device_failures: Arc::new(Limiter::new(DEVICE_FAILURES_PER_WINDOW, Duration::from_secs(10 * 60))),
+            device_bindings: Arc::new(DeviceBindings::new(Duration::from_secs(10 * 60), 10_000)),
+            register_limit: Arc::new(Limiter::new(REGISTRATIONS_PER_HOUR, Duration::from_secs(60 * 60))),
             api_body_limit: crate::config::DEFAULT_API_BODY_LIMIT,
         }
     }
@@ -89,10 +100,26 @@ impl AppState {
         self.api_body_limit = bytes;
         self
     }
+
+    /// The same with open registration (`/oauth/register`) on or off.
+    pub fn with_open_registration(mut self, open: bool) -> Self {
+        self.services.oauth = self.services.oauth.clone().with_open_registration(open);
+        self
+    }
 }
+
+/// Failed device code look-ups, of all sessions together, per 10 minutes.
+/// A user code has about 34.6 bits and lives 10 minutes, so at this rate
+/// guessing one of a few codes alive at once takes many thousands of years;
+/// a person who mistypes a code is far below it.
+pub const DEVICE_FAILURES_PER_WINDOW: usize = 100;
+
+/// Dynamic client registrations per client address per hour.
+pub const REGISTRATIONS_PER_HOUR: usize = 20;
 
 /// Every route of the server.
 pub fn router(state: AppState) -> Router {
+    let hsts = state.secure_cookies;
     let pages = Router::new()
         .route("/", get(accounts::home))
         .route("/healthz", get(health::healthz))
@@ -122,7 +149,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pages)
         .merge(api::router(state.api_body_limit))
         .fallback(respond::not_found)
-        .layer(map_response(security_headers))
+        .layer(map_response(move |response: Response| security_headers(response, hsts)))
         .with_state(state)
 }
 
@@ -143,9 +170,18 @@ async fn stylesheet() -> impl IntoResponse {
 /// one: the consent page adds the app's origin to `form-action`), and
 /// `X-Frame-Options` for older browsers,
 /// `nosniff`, no referrer, and `Cache-Control: no-store` unless the handler
-/// chose a cache policy (only the stylesheet does).
-async fn security_headers(mut response: Response) -> Response {
+/// chose a cache policy (only the stylesheet does). When the public URL is
+/// https, `Strict-Transport-Security` too (one year; not
+/// `includeSubDomains`: the other names under the host are not the
+/// server's to commit).
+async fn security_headers(mut response: Response, hsts: bool) -> Response {
     let headers = response.headers_mut();
+    if hsts {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
         headers.insert(
             header::CONTENT_SECURITY_POLICY,

@@ -5,8 +5,10 @@
 //! forms (no parameter may repeat), registration is JSON; errors are RFC 6749
 //! §5.2 JSON with the status `coffer-oauth` gives.
 
+use std::net::{IpAddr, SocketAddr};
+
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use coffer_oauth::{ClientAuthForm, ClientCredentials, ClientMetadata, DpopProof, Error, ErrorCode, endpoints};
@@ -176,9 +178,31 @@ pub async fn introspect(State(state): State<AppState>, headers: HeaderMap, body:
     }
 }
 
+/// The key registrations are counted by: an IPv4 address, or the /64 of an
+/// IPv6 address (one host usually holds a whole /64).
+fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 /// `POST /oauth/register` (RFC 7591): JSON in, 201 and the client's
 /// information out (the secret, for a confidential client, only here).
-pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// Throttled per client address ([`super::REGISTRATIONS_PER_HOUR`]); when
+/// the operator turned open registration off, 403 `access_denied`.
+pub async fn register(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -187,7 +211,28 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
                 .next()
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
         });
+    if state.services.oauth.config().open_registration
+        && let Err(wait) = state.register_limit.hit(&address_key(peer.ip()))
+    {
+        let secs = wait.as_secs().max(1);
+        let error = Error::oauth(
+            ErrorCode::TemporarilyUnavailable,
+            format!(
+                "too many app registrations from this address; try again in {} minute(s)",
+                secs.div_ceil(60)
+            ),
+        );
+        let mut response = json(StatusCode::TOO_MANY_REQUESTS, &error.to_json());
+        if let Ok(value) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
     let result = async {
+        if !state.services.oauth.config().open_registration {
+            // Refused before anything else is looked at.
+            return state.services.oauth.register_client(ClientMetadata::default()).await;
+        }
         if !is_json {
             return Err(Error::invalid_request("send the client metadata as application/json"));
         }

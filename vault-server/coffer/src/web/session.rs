@@ -6,6 +6,13 @@
 //! - `coffer_form`: a random token for the sign-up and sign-in forms, which
 //!   have no session yet (double-submit: the form must carry the cookie's
 //!   value, which another site can neither read nor set).
+//!
+//! When the public URL is https both names carry the `__Host-` prefix
+//! (`__Host-coffer_session`): browsers then accept the cookie only with
+//! `Secure`, `Path=/` and no `Domain`, so neither a plain-http page of the
+//! same host nor a sibling subdomain can set or overwrite it (cookie
+//! tossing). Over plain http (development on loopback) browsers refuse
+//! such cookies, so the plain names are used there.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
@@ -16,10 +23,32 @@ use coffer_oauth::{Error, Session};
 use super::AppState;
 use super::respond;
 
-/// The session cookie.
+/// The session cookie (over plain http).
 pub const SESSION_COOKIE: &str = "coffer_session";
-/// The sign-up / sign-in form cookie.
+/// The sign-up / sign-in form cookie (over plain http).
 pub const FORM_COOKIE: &str = "coffer_form";
+/// The session cookie when the public URL is https.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-coffer_session";
+/// The sign-up / sign-in form cookie when the public URL is https.
+pub const SECURE_FORM_COOKIE: &str = "__Host-coffer_form";
+
+/// The session cookie's name on this server.
+pub fn session_cookie(state: &AppState) -> &'static str {
+    if state.secure_cookies {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
+
+/// The form cookie's name on this server.
+pub fn form_cookie(state: &AppState) -> &'static str {
+    if state.secure_cookies {
+        SECURE_FORM_COOKIE
+    } else {
+        FORM_COOKIE
+    }
+}
 
 /// A cookie's value from the request's `Cookie` headers.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -78,7 +107,7 @@ impl SignedIn {
 
 /// The request's live session, if any. A database failure is a 500 page.
 pub async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Option<SignedIn>, Response> {
-    let Some(token) = cookie(headers, SESSION_COOKIE).filter(|t| is_token(t)) else {
+    let Some(token) = cookie(headers, session_cookie(state)).filter(|t| is_token(t)) else {
         return Ok(None);
     };
     match state.services.oauth.session(&token).await {

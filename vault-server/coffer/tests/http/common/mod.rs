@@ -309,6 +309,27 @@ impl Browser {
         }
         let answer = self.post("/sign-up", &fields).await;
         assert_eq!(answer.status, StatusCode::SEE_OTHER, "sign-up failed: {}", answer.body);
+        // Sign-up answers the same for a new and a taken address: the
+        // sign-in page, where the new account signs in.
+        let sign_in = self.follow(answer).await;
+        assert!(
+            sign_in.url.contains("/sign-in?signed_up=1"),
+            "sign-up leads to sign-in: {}",
+            sign_in.url
+        );
+        let csrf = sign_in.hidden("csrf_token").expect("sign-in form has a CSRF token");
+        let mut fields = vec![("csrf_token", csrf.as_str()), ("email", email), ("password", PASSWORD)];
+        let next_field = sign_in.hidden("next");
+        if let Some(n) = &next_field {
+            fields.push(("next", n));
+        }
+        let answer = self.post("/sign-in", &fields).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::SEE_OTHER,
+            "sign-in after sign-up failed: {}",
+            answer.body
+        );
         self.follow(answer).await
     }
 
