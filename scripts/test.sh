@@ -9,7 +9,17 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "== schemathesis (for the OpenAPI conformance test)"
+# A pinned schemathesis in a virtualenv kept between runs.
+venv="${COFFER_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/coffer-tests-venv}"
+if [ ! -x "$venv/bin/st" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet schemathesis==4.32.5
+fi
+export COFFER_SCHEMATHESIS="$venv/bin/st"
+
 echo "== cargo test"
+# The fuzz tests are bounded (COFFER_FUZZ_CASES statements, printed seed).
 cargo test --workspace
 
 echo "== browser tests (headless Chromium, playwright-core)"

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use coffer_gateway::RequestLimits;
+
 use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
@@ -65,6 +67,16 @@ pub struct ServeArgs {
     /// no longer lists a registration endpoint [default: true].
     #[arg(long, env = "COFFER_OPEN_REGISTRATION")]
     pub open_registration: Option<bool>,
+    /// Stop an app's query (SQL or listing) after this many seconds [default: 5].
+    #[arg(long, env = "COFFER_QUERY_TIMEOUT_SECS")]
+    pub query_timeout_secs: Option<u64>,
+    /// Memory one query's sorts, joins and aggregates may hold, in MiB
+    /// (nothing spills to disk) [default: 256].
+    #[arg(long, env = "COFFER_QUERY_MEMORY_MIB")]
+    pub query_memory_mib: Option<usize>,
+    /// Queries one app may run on one vault at once; more get 429 [default: 4].
+    #[arg(long, env = "COFFER_QUERIES_PER_APP")]
+    pub queries_per_app: Option<usize>,
 }
 
 /// The options of the operator commands (`coffer user …`, `coffer app …`):
@@ -95,6 +107,9 @@ struct FileConfig {
     request_timeout_secs: Option<u64>,
     max_connections: Option<usize>,
     open_registration: Option<bool>,
+    query_timeout_secs: Option<u64>,
+    query_memory_mib: Option<usize>,
+    queries_per_app: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -123,6 +138,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Whether `/oauth/register` accepts registrations from anyone.
     pub open_registration: bool,
+    /// Bounds of the data API's queries.
+    pub query_limits: RequestLimits,
 }
 
 impl Config {
@@ -133,6 +150,7 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let query_limits = query_limits(&args, &file);
         Ok(Self {
             data_dir: args
                 .data_dir
@@ -180,6 +198,7 @@ impl Config {
                 .unwrap_or(DEFAULT_MAX_CONNECTIONS)
                 .max(1),
             open_registration: args.open_registration.or(file.open_registration).unwrap_or(true),
+            query_limits,
         })
     }
 
@@ -223,6 +242,27 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
 }
 
+/// The query limits: flags and environment over the file over the defaults.
+fn query_limits(args: &ServeArgs, file: &FileConfig) -> RequestLimits {
+    let defaults = RequestLimits::default();
+    let mut query = defaults.query;
+    if let Some(mib) = args.query_memory_mib.or(file.query_memory_mib) {
+        query.memory_bytes = mib.max(16) << 20;
+    }
+    RequestLimits {
+        query_timeout: args
+            .query_timeout_secs
+            .or(file.query_timeout_secs)
+            .map_or(defaults.query_timeout, |s| Duration::from_secs(s.max(1))),
+        queries_per_grant: args
+            .queries_per_app
+            .or(file.queries_per_app)
+            .map_or(defaults.queries_per_grant, |n| n.max(1)),
+        query,
+        ..defaults
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,7 +298,6 @@ mod tests {
         .unwrap();
         assert!(reopened.open_registration, "the flag wins over the file");
 
-
         std::fs::write(&path, "data_dirr = 1\n").unwrap();
         let err = Config::resolve(ServeArgs {
             config: Some(path),
@@ -291,6 +330,29 @@ mod tests {
         assert_eq!(config.header_read_timeout, Duration::from_secs(3));
         assert_eq!(config.request_timeout, Duration::from_secs(7));
         assert_eq!(config.max_connections, 60);
+    }
+
+    #[test]
+    fn query_limits_from_flag_or_file_or_defaults() {
+        let default = Config::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(default.query_limits, RequestLimits::default());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coffer.toml");
+        std::fs::write(
+            &path,
+            "query_timeout_secs = 9\nquery_memory_mib = 64\nqueries_per_app = 2\n",
+        )
+        .unwrap();
+        let config = Config::resolve(ServeArgs {
+            config: Some(path),
+            queries_per_app: Some(3),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(config.query_limits.query_timeout, Duration::from_secs(9));
+        assert_eq!(config.query_limits.query.memory_bytes, 64 << 20);
+        assert_eq!(config.query_limits.queries_per_grant, 3, "the flag wins over the file");
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         log_retention: config.log_retention,
         ..EngineOptions::default()
     };
-    let (services, created) = services::open(&config.data_dir, &base_url, options).await?;
+    let (services, created) = services::open(&config.data_dir, &base_url, options, config.query_limits).await?;
     if created.master_key {
         println!("Created master key {}", config.data_dir.join("master.key").display());
     }

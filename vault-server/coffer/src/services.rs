@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use coffer_auth::{RevocationView, RootKeyPair};
 use coffer_core::GrantId;
 use coffer_core::schema::registry::SchemaRegistry;
-use coffer_gateway::{AccessLog, ControlPlane, Gateway};
+use coffer_gateway::{AccessLog, ControlPlane, Gateway, RequestLimits};
 use coffer_oauth::{DpopProof, ErrorCode, OAuthConfig, OAuthServer, SchemaLookup};
 use coffer_storage::{Engine, EngineOptions, open_embedded};
 
@@ -90,8 +90,13 @@ pub struct Created {
 /// Opens the embedded engine in `data_dir` and builds the OAuth server with
 /// `issuer` on its control database. Creates the master key and the root key
 /// (both mode 0600) on first start, and refuses either when users other than
-/// its owner may read or write it.
-pub async fn open(data_dir: &Path, issuer: &str, options: EngineOptions) -> anyhow::Result<(Services, Created)> {
+/// its owner may read or write it. The data API's queries run within `limits`.
+pub async fn open(
+    data_dir: &Path,
+    issuer: &str,
+    options: EngineOptions,
+    limits: RequestLimits,
+) -> anyhow::Result<(Services, Created)> {
     let registry = SchemaRegistry::builtin().context("loading built-in schemas")?;
     // The master key unwraps every vault's data key: refuse it, as the root
     // key, when other users may read or write it (the same check).
@@ -121,11 +126,12 @@ pub async fn open(data_dir: &Path, issuer: &str, options: EngineOptions) -> anyh
     )
     .context("setting up the OAuth server")?;
     let access_log = AccessLog::start(engine.clone());
-    let gateway = Gateway::new(
+    let gateway = Gateway::with_limits(
         engine.clone(),
         oauth.authorizer().clone(),
         Arc::new(OAuthControl(oauth.clone())),
         access_log.clone(),
+        limits,
     );
     Ok((
         Services {

@@ -142,7 +142,7 @@ async fn parse(sql: &str) -> Result<Parsed, GatewayError> {
     let text = sql.to_owned();
     std::thread::Builder::new()
         .name("coffer-sql-parse".into())
-        .stack_size(256 * 1024 * 1024)
+        .stack_size(64 * 1024 * 1024)
         .spawn(move || {
             let _ = tx.send(classify(&text));
         })
@@ -265,13 +265,18 @@ enum Prepared {
 /// the gateway's limits (time, concurrency, memory); a write's changes are
 /// then committed as one atomic, durable write, which is not cut short.
 pub async fn execute(caller: &Caller, sql: &str, params: &[Value]) -> Result<SqlResult, GatewayError> {
-    let parsed = parse(sql).await?;
-    if let Some(t) = &parsed.target
-        && !caller.names_table(t)
-    {
-        return Err(GatewayError::TableNotFound(t.to_string()));
-    }
-    match caller.bounded(prepare(caller, parsed, params)).await? {
+    let prepared = caller
+        .bounded(async {
+            let parsed = parse(sql).await?;
+            if let Some(t) = &parsed.target
+                && !caller.names_table(t)
+            {
+                return Err(GatewayError::TableNotFound(t.to_string()));
+            }
+            prepare(caller, parsed, params).await
+        })
+        .await?;
+    match prepared {
         Prepared::Read(result) => Ok(result),
         Prepared::Write { kind, table, mutations } => {
             let n = mutations.len() as u64;

@@ -33,7 +33,7 @@ where
         background: false,
         ..EngineOptions::default()
     };
-    let (services, created) = services::open(&config.data_dir, &issuer, options).await?;
+    let (services, created) = services::open(&config.data_dir, &issuer, options, config.query_limits).await?;
     if created.master_key {
         eprintln!("Created master key {}", config.data_dir.join("master.key").display());
     }

@@ -10,6 +10,8 @@ mod flows;
 mod hardening;
 mod isolation;
 mod oauth_client;
+mod query_limits;
+mod schemathesis;
 mod security;
 mod serve;
 mod timeouts;

@@ -107,6 +107,14 @@ fn help_explains_every_option() {
         "--flush-rows",
         "--log-retention-hours",
         "--public-url",
+        "--api-body-limit",
+        "--header-read-timeout-secs",
+        "--request-timeout-secs",
+        "--max-connections",
+        "--open-registration",
+        "--query-timeout-secs",
+        "--query-memory-mib",
+        "--queries-per-app",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
     }

@@ -57,7 +57,7 @@ pub fn router(body_limit: usize) -> Router<AppState> {
 /// DPoP challenge, RFC 9449 §7.1). Server failures are logged.
 pub fn problem(error: &GatewayError, scheme: Scheme) -> Response {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if status.is_server_error() {
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(error = %error, "data API request failed");
     }
     let mut response = (
@@ -70,6 +70,14 @@ pub fn problem(error: &GatewayError, scheme: Scheme) -> Response {
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, challenge(error, scheme));
+    }
+    if matches!(
+        error,
+        GatewayError::TooManyRequests { .. } | GatewayError::QueryTimeout { .. }
+    ) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
 }

@@ -39,8 +39,10 @@ pub struct RowsPage {
 
 /// A SQL request.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"sql": "SELECT id, title FROM notes.notes WHERE title LIKE $1", "params": ["%a%"]}))]
 pub struct SqlRequest {
     /// One statement; parameters as `$1`, `$2`, ….
+    #[schema(min_length = 1, max_length = 65536)]
     pub sql: String,
     /// The parameters' values.
     #[schema(value_type = Vec<Object>)]

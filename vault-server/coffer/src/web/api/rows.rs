@@ -69,10 +69,10 @@ fn object(value: Value) -> Result<Values, GatewayError> {
 #[utoipa::path(
     get, path = "/v1/tables/{table}/rows", tag = "rows",
     params(
-        ("table" = String, Path, description = "`schema.table`, e.g. `contacts.people`"),
+        ("table" = String, Path, description = "`schema.table`, e.g. `contacts.people`", example = "notes.notes"),
         ("select" = Option<String>, Query, description = "Columns, comma-separated (`id` is always included)"),
         ("order" = Option<String>, Query, description = "`col[.asc|.desc][.nullsfirst|.nullslast]`, comma-separated"),
-        ("limit" = Option<u32>, Query, description = "Rows per page, 1 to 1000 (default 100)"),
+        ("limit" = Option<u32>, Query, description = "Rows per page, 1 to 1000 (default 100)", minimum = 1, maximum = 1000),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
         ("filters" = Option<String>, Query, description = "Any column as `col=[not.]op.value`: eq, neq, gt, gte, lt, lte, like, ilike, in.(…), is.null|true|false"),
     ),
@@ -82,6 +82,9 @@ fn object(value: Value) -> Result<Values, GatewayError> {
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The grant does not allow reading", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such table (or not granted)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The query exceeds a limit (filters, memory, result size)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The app already runs its maximum of queries at once; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The query ran past the time limit and was stopped", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -108,12 +111,13 @@ pub async fn list(
 #[utoipa::path(
     get, path = "/v1/tables/{table}/rows/{id}", tag = "rows",
     params(
-        ("table" = String, Path, description = "`schema.table`"),
+        ("table" = String, Path, description = "`schema.table`", example = "notes.notes"),
         ("id" = String, Path, description = "The row id"),
         ("select" = Option<String>, Query, description = "Columns, comma-separated"),
     ),
     responses(
         (status = 200, description = "The row", body = Object),
+        (status = 400, description = "A `select` naming a column that does not exist (or is not granted)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The grant does not allow reading", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such table or row", body = Problem, content_type = "application/problem+json"),
@@ -152,7 +156,7 @@ pub async fn get(
 /// Inserts one row (an object) or a batch (an array), atomically.
 #[utoipa::path(
     post, path = "/v1/tables/{table}/rows", tag = "rows",
-    params(("table" = String, Path, description = "`schema.table`")),
+    params(("table" = String, Path, description = "`schema.table`", example = "notes.notes")),
     request_body(content = Object, description = "A row (object of column values; `id` optional) or an array of rows"),
     responses(
         (status = 201, description = "The row written, or `{\"rows\": [...]}` for a batch", body = Object),
@@ -198,7 +202,7 @@ pub async fn insert(
 #[utoipa::path(
     patch, path = "/v1/tables/{table}/rows/{id}", tag = "rows",
     params(
-        ("table" = String, Path, description = "`schema.table`"),
+        ("table" = String, Path, description = "`schema.table`", example = "notes.notes"),
         ("id" = String, Path, description = "The row id"),
         ("if_seq" = Option<i64>, Query, description = "Change only if the row's `_seq` is this"),
     ),
@@ -239,12 +243,13 @@ pub async fn update(
 #[utoipa::path(
     delete, path = "/v1/tables/{table}/rows/{id}", tag = "rows",
     params(
-        ("table" = String, Path, description = "`schema.table`"),
+        ("table" = String, Path, description = "`schema.table`", example = "notes.notes"),
         ("id" = String, Path, description = "The row id"),
         ("if_seq" = Option<i64>, Query, description = "Delete only if the row's `_seq` is this"),
     ),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 400, description = "An `if_seq` that is not a sequence number", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The grant does not allow deleting", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such table or row", body = Problem, content_type = "application/problem+json"),
