@@ -352,3 +352,41 @@ async fn one_grant_runs_a_bounded_number_of_queries_at_once() {
         vec![json!([100])]
     );
 }
+
+#[tokio::test]
+async fn memory_and_result_size_have_limits_with_clear_problems() {
+    let w = World::with_limits(RequestLimits {
+        query: QueryLimits {
+            memory_bytes: 4 * 1024 * 1024,
+            ..QueryLimits::default()
+        },
+        ..RequestLimits::default()
+    })
+    .await;
+    let app = w.caller("app", "notes.notes:read+create").await;
+    let many: Vec<_> = (0..300)
+        .map(|i| values(json!({"id": format!("n{i:03}"), "title": format!("a title of some length, number {i}")})))
+        .collect();
+    rows::insert(&app, &notes(), many).await.unwrap();
+    // 90,000 groups do not fit in 4 MiB; nothing spills to disk instead.
+    let e = run(
+        &app,
+        "SELECT a.title, b.title, count(*) FROM notes.notes a, notes.notes b GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 3",
+        &[],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), "query-limit", "{e}");
+    assert!(e.to_string().contains("more than one request may use"), "{e}");
+    // Each value is within the function limit; all of them are not.
+    let e = run(
+        &app,
+        "SELECT repeat('x', 200000) AS a, repeat('y', 200000) AS b FROM notes.notes",
+        &[],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), "query-limit", "{e}");
+    assert!(e.to_string().contains("MiB"), "{e}");
+    assert_eq!(e.status(), 422);
+}
