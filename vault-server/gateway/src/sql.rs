@@ -199,31 +199,33 @@ fn check_depth(statement: &Statement) -> Result<(), GatewayError> {
     struct Depth {
         now: usize,
     }
+    impl Depth {
+        fn enter(&mut self) -> ControlFlow<()> {
+            self.now += 1;
+            if self.now > MAX_EXPR_DEPTH {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn leave(&mut self) -> ControlFlow<()> {
+            self.now -= 1;
+            ControlFlow::Continue(())
+        }
+    }
     impl Visitor for Depth {
         type Break = ();
         fn pre_visit_expr(&mut self, _: &SqlExpr) -> ControlFlow<()> {
-            self.now += 1;
-            if self.now > MAX_EXPR_DEPTH {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
+            self.enter()
         }
         fn post_visit_expr(&mut self, _: &SqlExpr) -> ControlFlow<()> {
-            self.now -= 1;
-            ControlFlow::Continue(())
+            self.leave()
         }
         fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-            self.now += 1;
-            if self.now > MAX_EXPR_DEPTH {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
+            self.enter()
         }
         fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-            self.now -= 1;
-            ControlFlow::Continue(())
+            self.leave()
         }
     }
     match statement.visit(&mut Depth { now: 0 }) {

@@ -25,6 +25,14 @@ async fn run(caller: &Caller, text: &str, params: &[Value]) -> Result<sql::SqlRe
     sql::execute(caller, text, params).await
 }
 
+/// Inserts `n` notes titled `{title} {i}`.
+async fn insert_notes(app: &Caller, n: usize, title: &str) {
+    let notes_rows: Vec<_> = (0..n)
+        .map(|i| values(json!({"id": format!("n{i:03}"), "title": format!("{title} {i}")})))
+        .collect();
+    rows::insert(app, &notes(), notes_rows).await.unwrap();
+}
+
 /// Neither the error nor its problem document carries `secret`.
 fn assert_hides(e: &GatewayError, secret: &str) {
     let problem = e.to_problem().to_string();
@@ -286,10 +294,7 @@ async fn runaway_queries_are_stopped_with_a_clear_problem() {
     let w = World::with_limits(quick_limits()).await;
     let nothing = w.caller("nothing", "notes.notebooks(name):create").await;
     let app = w.caller("app", "notes.notes:read+create").await;
-    let many: Vec<_> = (0..200)
-        .map(|i| values(json!({"id": format!("n{i:03}"), "title": format!("title {i}")})))
-        .collect();
-    rows::insert(&app, &notes(), many).await.unwrap();
+    insert_notes(&app, 200, "title").await;
     for (caller, statement) in [
         (&nothing, "SELECT * FROM generate_series(1, 9000000000000000000)"),
         (&nothing, "SELECT sum(value) FROM range(1000000000000)"),
@@ -328,10 +333,7 @@ async fn runaway_queries_are_stopped_with_a_clear_problem() {
 async fn one_grant_runs_a_bounded_number_of_queries_at_once() {
     let w = World::with_limits(quick_limits()).await;
     let app = w.caller("app", "notes.notes:read+create").await;
-    let many: Vec<_> = (0..100)
-        .map(|i| values(json!({"id": format!("n{i:03}"), "title": format!("{i}")})))
-        .collect();
-    rows::insert(&app, &notes(), many).await.unwrap();
+    insert_notes(&app, 100, "note").await;
     let slow = "SELECT count(*) FROM notes.notes a, notes.notes b, notes.notes c, notes.notes d";
     let runs = (0..4).map(|_| {
         let app = app.clone();
@@ -364,10 +366,7 @@ async fn memory_and_result_size_have_limits_with_clear_problems() {
     })
     .await;
     let app = w.caller("app", "notes.notes:read+create").await;
-    let many: Vec<_> = (0..300)
-        .map(|i| values(json!({"id": format!("n{i:03}"), "title": format!("a title of some length, number {i}")})))
-        .collect();
-    rows::insert(&app, &notes(), many).await.unwrap();
+    insert_notes(&app, 300, "a title of some length, number").await;
     // 90,000 groups do not fit in 4 MiB; nothing spills to disk instead.
     let e = run(
         &app,
