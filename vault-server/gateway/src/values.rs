@@ -50,7 +50,8 @@ pub fn type_name(field: &Field) -> String {
 
 /// Value `row` of `array` (whose field is `field`) as JSON.
 pub fn to_json(field: &Field, array: &ArrayRef, row: usize) -> Value {
-    if array.is_null(row) {
+    // A `NullArray` has no validity buffer: `is_null` says false for it.
+    if array.is_null(row) || array.data_type() == &DataType::Null {
         return Value::Null;
     }
     let is_json = field.metadata().get(TYPE_METADATA_KEY).is_some_and(|t| t == "json");
@@ -149,5 +150,25 @@ pub fn batch_to_arrays(batch: &RecordBatch, out: &mut Vec<Value>) {
                 .map(|(field, array)| to_json(field, array, row))
                 .collect(),
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{NullArray, StringArray};
+
+    use super::*;
+
+    #[test]
+    fn nulls_are_json_null_whatever_the_array_type() {
+        let untyped: ArrayRef = Arc::new(NullArray::new(2));
+        let field = Field::new("z", DataType::Null, true);
+        assert_eq!(to_json(&field, &untyped, 1), Value::Null);
+        let text: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), None]));
+        let field = Field::new("t", DataType::Utf8, true);
+        assert_eq!(to_json(&field, &text, 0), Value::String("a".into()));
+        assert_eq!(to_json(&field, &text, 1), Value::Null);
     }
 }

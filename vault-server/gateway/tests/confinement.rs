@@ -407,3 +407,13 @@ async fn conditional_writes_report_the_current_row() {
         "row-not-found"
     );
 }
+
+#[tokio::test]
+async fn sql_nulls_come_back_as_json_null() {
+    let w = World::new().await;
+    let app = w.caller("app", "notes.notes:read").await;
+    let untyped = sql::execute(&app, "SELECT NULL AS z", &[]).await.unwrap();
+    assert_eq!(untyped.rows, vec![json!([null])]);
+    let bound = sql::execute(&app, "SELECT $1 AS v", &[Value::Null]).await.unwrap();
+    assert_eq!(bound.rows, vec![json!([null])]);
+}
