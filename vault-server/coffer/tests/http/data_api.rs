@@ -1871,6 +1871,49 @@ async fn openapi_describes_every_route() {
             assert!(item.get(*m).is_some(), "{m} {path} is not described");
         }
     }
+    // Every member a problem may carry is declared; `params` is optional.
+    let schemas = &doc.body["components"]["schemas"];
+    for member in [
+        "type",
+        "title",
+        "status",
+        "detail",
+        "required",
+        "reason",
+        "table",
+        "id",
+        "column",
+        "parameter",
+        "current",
+        "limit",
+        "limit_seconds",
+    ] {
+        assert!(
+            schemas["Problem"]["properties"].get(member).is_some(),
+            "Problem lacks `{member}`: {}",
+            schemas["Problem"]
+        );
+    }
+    let required: Vec<&str> = schemas["SqlRequest"]["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(required, ["sql"], "{}", schemas["SqlRequest"]);
+    // The statuses the server answers are declared.
+    for (path, method, status) in [
+        ("/v1/sql", "post", "413"),
+        ("/v1/sql", "post", "429"),
+        ("/v1/sql", "post", "503"),
+        ("/v1/tables/{}/rows/{}", "patch", "413"),
+        ("/v1/tables/{}/rows/{}", "delete", "400"),
+        ("/v1/tables/{}/rows/{}", "get", "400"),
+        ("/v1/tables/{}/rows", "get", "422"),
+    ] {
+        assert!(
+            documented[path][method]["responses"].get(status).is_some(),
+            "{method} {path} does not declare {status}"
+        );
+    }
     // The security scheme is a bearer token.
     let schemes = doc.body["components"]["securitySchemes"].as_object();
     assert!(

@@ -25,6 +25,25 @@ pub struct Problem {
     pub detail: String,
     /// For `missing-right`: the right to ask for, e.g. `contacts.people:update`.
     pub required: Option<String>,
+    /// For `invalid-token`: the refusal's short code (`expired`, `revoked`,
+    /// `grant_changed`, `dpop_required`, `invalid_dpop_proof`, …).
+    pub reason: Option<String>,
+    /// For `table-not-found`, `row-not-found` and `unknown-column`: the table.
+    pub table: Option<String>,
+    /// For `row-not-found`: the row id.
+    pub id: Option<String>,
+    /// For `unknown-column` and `invalid-row`: the column.
+    pub column: Option<String>,
+    /// For `invalid-filter`: the query parameter.
+    pub parameter: Option<String>,
+    /// For `conflict`: the row as it is now, limited to what the token may
+    /// read (`null` when deleted or not readable).
+    #[schema(value_type = Option<Object>)]
+    pub current: Option<Value>,
+    /// For `body-too-large` (bytes) and `too-many-requests` (queries at once).
+    pub limit: Option<u64>,
+    /// For `query-timeout`: the time limit in seconds.
+    pub limit_seconds: Option<f64>,
 }
 
 /// A page of rows.
@@ -44,9 +63,10 @@ pub struct SqlRequest {
     /// One statement; parameters as `$1`, `$2`, ….
     #[schema(min_length = 1, max_length = 65536)]
     pub sql: String,
-    /// The parameters' values.
-    #[schema(value_type = Vec<Object>)]
-    pub params: Vec<Value>,
+    /// The parameters' values (`$1` is the first): strings, numbers,
+    /// booleans or `null`; none when the statement has no parameters.
+    #[schema(value_type = Option<Vec<Value>>)]
+    pub params: Option<Vec<Value>>,
 }
 
 /// A result column.

@@ -214,6 +214,7 @@ pub async fn insert(
         (status = 403, description = "The grant does not allow updating (these columns)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such table or row", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The row changed; `current` holds it", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A value does not fit its column", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
