@@ -34,6 +34,22 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How often expired codes, sessions and the like are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
+/// What a person who just started the server does next, and the one file
+/// whose loss loses every vault.
+fn print_next_steps(config: &Config, base_url: &str) {
+    let data_dir = config.data_dir.display();
+    println!("Next:");
+    println!("  sign up (one vault per account):  {base_url}/sign-up");
+    println!(
+        "  register an app:                  coffer app register --data-dir {data_dir} --name NAME --redirect-uri URI"
+    );
+    println!("  data API: docs/guides/data-api.md, OpenAPI document at {base_url}/v1/openapi.json");
+    println!(
+        "Back up {}: every vault's data key is wrapped with it; losing it loses every vault.",
+        config.data_dir.join("master.key").display()
+    );
+}
+
 /// Runs the server.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -72,6 +88,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if config.public_url.is_some() {
         println!("Public URL (OAuth issuer): {base_url}");
     }
+    print_next_steps(&config, &base_url);
     let engine = services.engine.clone();
     let access_log = services.access_log.clone();
     let app = web::router(

@@ -49,6 +49,16 @@ fn start(data_dir: &std::path::Path) -> (Server, String, Vec<String>) {
             break rest.split('/').next().unwrap().to_owned();
         }
     };
+    // The next steps follow; the backup warning is the last line.
+    loop {
+        let line = lines.next().expect("coffer exited while starting").unwrap();
+        printed.push(line.clone());
+        if line.starts_with("Back up ") {
+            break;
+        }
+    }
+    // Keep draining stdout so the server never writes to a closed pipe.
+    std::thread::spawn(move || for _ in lines {});
     (Server(child), addr, printed)
 }
 
@@ -62,6 +72,18 @@ fn serve_creates_its_data_directory_and_answers_health_checks() {
         printed.iter().any(|l| l.contains("Created capability token root key")),
         "{printed:?}"
     );
+    // It says what to do next, and to back up the master key.
+    for expected in [
+        format!("http://{addr}/sign-up"),
+        "coffer app register".to_owned(),
+        format!("http://{addr}/v1/openapi.json"),
+        "losing it loses every vault".to_owned(),
+    ] {
+        assert!(
+            printed.iter().any(|l| l.contains(&expected)),
+            "no `{expected}` in {printed:?}"
+        );
+    }
     assert_eq!(get(&addr, "/healthz"), (200, "ok".to_owned()));
     // The metadata publishes the root public key and names this server.
     let (status, metadata) = get(&addr, "/.well-known/oauth-authorization-server");
