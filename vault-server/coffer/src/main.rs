@@ -2,6 +2,8 @@
 //! its users and apps.
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal;
+
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -14,6 +16,11 @@ use coffer::{cli, server};
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
+    /// What to log on standard error: `info` (one line per request and
+    /// what the server does), `warn`, `error`, or a tracing filter such as
+    /// `warn,coffer::request=info` [default: info].
+    #[arg(long, global = true, env = "COFFER_LOG")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,11 +39,15 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(cli.log_level.as_deref().unwrap_or("info"))
+        .map_err(|e| anyhow::anyhow!("--log-level: {e}"))?;
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Serve(args) => server::serve(Config::resolve(args)?).await,
         Command::User(command) => cli::users::run(command).await,
         Command::App(command) => cli::apps::run(command).await,

@@ -21,6 +21,7 @@ mod health;
 mod limits;
 mod lines;
 mod oauth;
+mod request_log;
 mod respond;
 mod session;
 
@@ -150,6 +151,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::router(state.api_body_limit))
         .fallback(respond::not_found)
         .layer(map_response(move |response: Response| security_headers(response, hsts)))
+        .layer(axum::middleware::from_fn(request_log::log_request))
         .with_state(state)
 }
 

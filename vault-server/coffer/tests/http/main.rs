@@ -11,6 +11,7 @@ mod hardening;
 mod isolation;
 mod oauth_client;
 mod query_limits;
+mod request_log;
 mod schemathesis;
 mod security;
 mod serve;

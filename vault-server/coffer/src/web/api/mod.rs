@@ -191,7 +191,7 @@ fn finish(
     tables: Vec<TableName>,
     result: Result<Done, GatewayError>,
 ) -> Response {
-    let (response, rows, outcome) = match result {
+    let (mut response, rows, outcome) = match result {
         Ok(done) => {
             let response = match &done.body {
                 Some(body) => json(done.status, body),
@@ -208,6 +208,9 @@ fn finish(
             (problem(&e, scheme), 0, e.code())
         }
     };
+    response
+        .extensions_mut()
+        .insert(super::request_log::AnsweredApp(caller.app().clone()));
     state.services.gateway.access_log().record(
         caller.vault(),
         AccessEntry {

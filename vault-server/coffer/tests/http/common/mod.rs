@@ -22,6 +22,9 @@ pub struct Server {
     pub base: String,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// What the server wrote to standard error, when started with
+    /// [`Server::start_logging`].
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
     _dir: tempfile::TempDir,
 }
 
@@ -41,6 +44,15 @@ impl Server {
     /// Starts a server with these extra environment variables (e.g.
     /// `COFFER_API_BODY_LIMIT`).
     pub fn start_with(env: &[(&str, &str)]) -> Self {
+        Self::spawn(env, false)
+    }
+
+    /// Starts a server logging at `info`, its standard error kept in `log`.
+    pub fn start_logging() -> Self {
+        Self::spawn(&[("COFFER_LOG", "info")], true)
+    }
+
+    fn spawn(env: &[(&str, &str)], capture_log: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let mut command = Command::new(env!("CARGO_BIN_EXE_coffer"));
@@ -53,7 +65,21 @@ impl Server {
             .env_remove("COFFER_API_BODY_LIMIT")
             .envs(env.iter().copied())
             .stdout(Stdio::piped());
+        if capture_log {
+            command.stderr(Stdio::piped());
+        }
         let mut child = command.spawn().expect("start coffer");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let base = loop {
             let line = lines.next().expect("coffer exited before serving").unwrap();
@@ -67,6 +93,7 @@ impl Server {
             child,
             base,
             data_dir,
+            log,
             _dir: dir,
         }
     }
