@@ -31,8 +31,9 @@ pub struct ServeArgs {
     /// [default: ./coffer-data].
     #[arg(long, env = "COFFER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address to listen on for HTTP [default: 127.0.0.1:8484].
-    #[arg(long, env = "COFFER_LISTEN")]
+    /// Address to listen on for HTTP, as IP:port (`localhost:port` is
+    /// 127.0.0.1) [default: 127.0.0.1:8484].
+    #[arg(long, env = "COFFER_LISTEN", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
     /// Flush waiting changes to data files at least this often, in seconds [default: 5].
     #[arg(long, env = "COFFER_FLUSH_INTERVAL_SECS")]
@@ -97,7 +98,7 @@ pub struct DataArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     data_dir: Option<PathBuf>,
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
     flush_interval_secs: Option<u64>,
     flush_rows: Option<i64>,
     log_retention_hours: Option<u64>,
@@ -156,10 +157,11 @@ impl Config {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("coffer-data")),
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8484))),
+            listen: match (args.listen, &file.listen) {
+                (Some(listen), _) => listen,
+                (None, Some(text)) => parse_listen(text).map_err(|e| anyhow::anyhow!("config file: `listen`: {e}"))?,
+                (None, None) => SocketAddr::from(([127, 0, 0, 1], 8484)),
+            },
             flush_interval: Duration::from_secs(
                 args.flush_interval_secs
                     .or(file.flush_interval_secs)
@@ -240,6 +242,29 @@ pub fn check_public_url(text: &str) -> anyhow::Result<String> {
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+/// A listen address: `IP:port`, `[IPv6]:port`, or `localhost:port` (the
+/// IPv4 loopback). A bare port or a host name is refused with the form to use.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Some(port) = text.strip_prefix("localhost:")
+        && let Ok(port) = port.parse::<u16>()
+    {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(port) = text.parse::<u16>() {
+        return Err(format!(
+            "`{port}` is a port, not an address: use IP:port, e.g. 127.0.0.1:{port} (this machine only) \
+             or 0.0.0.0:{port} (every interface)"
+        ));
+    }
+    Err(format!(
+        "`{text}` is not an address: use IP:port, e.g. 127.0.0.1:8484, or localhost:8484"
+    ))
 }
 
 /// The query limits: flags and environment over the file over the defaults.
@@ -330,6 +355,36 @@ mod tests {
         assert_eq!(config.header_read_timeout, Duration::from_secs(3));
         assert_eq!(config.request_timeout, Duration::from_secs(7));
         assert_eq!(config.max_connections, 60);
+    }
+
+    #[test]
+    fn listen_addresses_and_what_is_refused() {
+        assert_eq!(parse_listen("127.0.0.1:18485").unwrap().port(), 18485);
+        assert_eq!(parse_listen("[::1]:80").unwrap().port(), 80);
+        assert_eq!(
+            parse_listen("localhost:18485").unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 18485))
+        );
+        let port = parse_listen("18485").unwrap_err();
+        assert!(port.contains("IP:port") && port.contains("127.0.0.1:18485"), "{port}");
+        let host = parse_listen("vault.example:80").unwrap_err();
+        assert!(host.contains("IP:port"), "{host}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coffer.toml");
+        std::fs::write(&path, "listen = \"localhost:9000\"\n").unwrap();
+        let config = Config::resolve(ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 9000)));
+        std::fs::write(&path, "listen = \"9000\"\n").unwrap();
+        let err = Config::resolve(ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("IP:port"), "{err:#}");
     }
 
     #[test]

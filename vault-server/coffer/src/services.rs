@@ -87,6 +87,46 @@ pub struct Created {
     pub root_key: bool,
 }
 
+/// Refuses a data directory that cannot be one, naming the path and the fix:
+/// a file in its place (or in place of a parent), or one this user may not
+/// write. A missing directory is fine (it is created, parents too).
+fn check_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    let fix = "pass --data-dir (or COFFER_DATA_DIR) with a directory this user may write; it is created if missing";
+    let mut existing = data_dir;
+    loop {
+        match std::fs::metadata(existing) {
+            Ok(meta) if meta.is_dir() => break,
+            Ok(_) => anyhow::bail!(
+                "the data directory {} cannot be created: {} is a file, not a directory; {fix}",
+                data_dir.display(),
+                existing.display()
+            ),
+            Err(_) => match existing.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
+                _ => return Ok(()),
+            },
+        }
+    }
+    // Writable? A probe file, removed at once.
+    let probe = existing.join(".coffer-write-probe");
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => anyhow::bail!(
+            "the data directory {} is not writable ({} : {e}); {fix}",
+            data_dir.display(),
+            existing.display()
+        ),
+    }
+}
+
 /// Opens the embedded engine in `data_dir` and builds the OAuth server with
 /// `issuer` on its control database. Creates the master key and the root key
 /// (both mode 0600) on first start, and refuses either when users other than
@@ -97,6 +137,7 @@ pub async fn open(
     options: EngineOptions,
     limits: RequestLimits,
 ) -> anyhow::Result<(Services, Created)> {
+    check_data_dir(data_dir)?;
     let registry = SchemaRegistry::builtin().context("loading built-in schemas")?;
     // The master key unwraps every vault's data key: refuse it, as the root
     // key, when other users may read or write it (the same check).

@@ -115,6 +115,40 @@ fn serve_creates_its_data_directory_and_answers_health_checks() {
 }
 
 #[test]
+fn startup_errors_name_the_path_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let serve = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .arg("serve")
+            .args(args)
+            .env("COFFER_LOG", "warn")
+            .env_remove("COFFER_CONFIG")
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} started");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let listen = std::ffi::OsStr::new("--listen");
+    let any_port = std::ffi::OsStr::new("127.0.0.1:0");
+    let data = std::ffi::OsStr::new("--data-dir");
+    for path in [file.clone(), file.join("below")] {
+        let err = serve(&[listen, any_port, data, path.as_os_str()]);
+        assert!(
+            err.contains(&file.display().to_string()) && err.contains("is a file") && err.contains("--data-dir"),
+            "{err}"
+        );
+        assert_eq!(err.matches("is a file").count(), 1, "printed once: {err}");
+        assert!(!err.contains("backtrace"), "{err}");
+    }
+    let err = serve(&[listen, std::ffi::OsStr::new("18485")]);
+    assert!(err.contains("IP:port") && err.contains("127.0.0.1:18485"), "{err}");
+}
+
+#[test]
 fn help_explains_every_option() {
     let out = Command::new(env!("CARGO_BIN_EXE_coffer"))
         .args(["serve", "--help"])
