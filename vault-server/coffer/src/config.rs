@@ -147,10 +147,18 @@ impl Config {
     /// Resolves flags and environment (already merged by clap) over the
     /// TOML file over the defaults.
     pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
-        let file = match &args.config {
+        let mut file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        // A relative `data_dir` in the file is relative to the file, not to
+        // wherever the server happens to be started.
+        if let (Some(dir), Some(config)) = (&file.data_dir, &args.config)
+            && dir.is_relative()
+        {
+            let base = config.parent().unwrap_or(Path::new("."));
+            file.data_dir = Some(base.join(dir));
+        }
         let query_limits = query_limits(&args, &file);
         Ok(Self {
             data_dir: args
@@ -355,6 +363,27 @@ mod tests {
         assert_eq!(config.header_read_timeout, Duration::from_secs(3));
         assert_eq!(config.request_timeout, Duration::from_secs(7));
         assert_eq!(config.max_connections, 60);
+    }
+
+    #[test]
+    fn a_relative_data_dir_in_the_file_is_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coffer.toml");
+        std::fs::write(&path, "data_dir = \"vault-data\"\n").unwrap();
+        let config = Config::resolve(ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(config.data_dir, dir.path().join("vault-data"));
+        // A flag stays relative to the working directory, as any path argument.
+        let flagged = Config::resolve(ServeArgs {
+            config: Some(path),
+            data_dir: Some(PathBuf::from("here")),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(flagged.data_dir, PathBuf::from("here"));
     }
 
     #[test]
