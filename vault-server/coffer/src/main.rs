@@ -39,6 +39,10 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Everything this process creates is private to its user from the
+    // first byte: no window between creating a file and narrowing its mode
+    // (decision 0016).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     let filter = EnvFilter::try_new(cli.log_level.as_deref().unwrap_or("info"))
         .map_err(|e| anyhow::anyhow!("--log-level: {e}"))?;
