@@ -183,9 +183,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| Error::Internal(format!("password task failed: {e}")))
 }
 
-/// The address failures are counted by: IPv4 as is, IPv6 by its /64 (one
-/// host usually holds a whole /64), IPv4-mapped IPv6 as IPv4.
-fn throttle_key(ip: IpAddr) -> String {
+/// The key a client address is throttled by: IPv4 as is, IPv6 by its /64
+/// (one host usually holds a whole /64), IPv4-mapped IPv6 as IPv4. Used for
+/// failed sign-ins here and for registrations by the web layer.
+pub fn address_key(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -259,7 +260,7 @@ impl OAuthServer {
     /// time as a wrong password and counts as a failure.
     pub async fn sign_in(&self, email: &str, password: &str, client_ip: IpAddr) -> Result<User, Error> {
         let key = email_key(email);
-        let ip = throttle_key(client_ip);
+        let ip = address_key(client_ip);
         let now = self.now();
         let window = self.config.login_window;
         let max = i64::from(self.config.login_max_failures.max(1));

@@ -45,7 +45,7 @@ use coffer_auth::{Authorizer, MAX_TOKEN_LIFETIME, RevocationView, RootKeyPair};
 use coffer_core::schema::SchemaDef;
 use sqlx::SqlitePool;
 
-pub use accounts::{NewSession, Session, User};
+pub use accounts::{NewSession, Session, User, address_key};
 pub use apps::{
     App, ClientAuthForm, ClientCredentials, ClientKind, ClientMetadata, ClientRegistrationResponse, GrantType, NewApp,
     RegisteredApp, TokenEndpointAuthMethod,

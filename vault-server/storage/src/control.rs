@@ -205,13 +205,7 @@ impl ControlDb {
         let rows = sqlx::query("SELECT id FROM vaults WHERE deleted_at IS NOT NULL AND purged_at IS NULL")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                r.try_get::<String, _>("id")?
-                    .parse()
-                    .map_err(|e| StorageError::Corrupt(format!("{e}")))
-            })
-            .collect()
+        vault_ids(&rows)
     }
 
     /// Removes a deleted vault's remaining rows (log, manifests, tables) and
@@ -243,13 +237,7 @@ impl ControlDb {
             .bind(since)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                r.try_get::<String, _>("id")?
-                    .parse()
-                    .map_err(|e| StorageError::Corrupt(format!("{e}")))
-            })
-            .collect()
+        vault_ids(&rows)
     }
 
     /// The stored definition of a schema version, as JSON text.
@@ -522,4 +510,15 @@ impl ControlDb {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The `id` column of `rows` as vault ids.
+fn vault_ids(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<VaultId>, StorageError> {
+    rows.iter()
+        .map(|r| {
+            r.try_get::<String, _>("id")?
+                .parse()
+                .map_err(|e| StorageError::Corrupt(format!("{e}")))
+        })
+        .collect()
 }

@@ -5,7 +5,7 @@
 //! forms (no parameter may repeat), registration is JSON; errors are RFC 6749
 //! §5.2 JSON with the status `coffer-oauth` gives.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
@@ -178,21 +178,6 @@ pub async fn introspect(State(state): State<AppState>, headers: HeaderMap, body:
     }
 }
 
-/// The key registrations are counted by: an IPv4 address, or the /64 of an
-/// IPv6 address (one host usually holds a whole /64).
-fn address_key(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-    }
-}
-
 /// `POST /oauth/register` (RFC 7591): JSON in, 201 and the client's
 /// information out (the secret, for a confidential client, only here).
 /// Throttled per client address ([`super::REGISTRATIONS_PER_HOUR`]); when
@@ -212,7 +197,7 @@ pub async fn register(
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
         });
     if state.services.oauth.config().open_registration
-        && let Err(wait) = state.register_limit.hit(&address_key(peer.ip()))
+        && let Err(wait) = state.register_limit.hit(&coffer_oauth::address_key(peer.ip()))
     {
         let secs = wait.as_secs().max(1);
         let error = Error::oauth(

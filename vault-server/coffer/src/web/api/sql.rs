@@ -69,7 +69,7 @@ pub async fn execute(
             finish(&state, &caller, result.kind.as_str(), result.tables, Ok(done))
         }
         Err(e) => {
-            let kind = sql::kind_of(&sql).unwrap_or(sql::StatementKind::Read);
+            let kind = sql::kind_of(&sql);
             finish(&state, &caller, kind.as_str(), Vec::new(), Err(e))
         }
     }
