@@ -64,7 +64,7 @@ pub enum GatewayError {
         /// What is wrong, with the table.
         reason: String,
     },
-    /// `if_seq` did not match, or an insert named an existing id.
+    /// `if_seq` did not match: the row changed or was deleted since.
     #[error("{reason}")]
     Conflict {
         /// What happened.
@@ -72,6 +72,16 @@ pub enum GatewayError {
         /// The row as it is now, limited to what the token may read (`null`
         /// when deleted or not readable).
         current: Value,
+    },
+    /// An insert named an id already in use. The answer is the same whoever
+    /// holds the id (this app, another app, a row outside the token's grant)
+    /// and carries nothing of that row.
+    #[error("{table}: the id `{id}` is already in use; choose another id or leave `id` out")]
+    IdInUse {
+        /// The table written.
+        table: String,
+        /// The id the insert named.
+        id: String,
     },
     /// The request body is larger than the server accepts.
     #[error("the request body is larger than {limit} bytes")]
@@ -116,6 +126,7 @@ impl GatewayError {
             GatewayError::InvalidBody(_) => "invalid-body",
             GatewayError::InvalidRow { .. } => "invalid-row",
             GatewayError::Conflict { .. } => "conflict",
+            GatewayError::IdInUse { .. } => "id-in-use",
             GatewayError::InvalidSql(_) => "invalid-sql",
             GatewayError::BodyTooLarge { .. } => "body-too-large",
             GatewayError::QueryLimit(_) => "query-limit",
@@ -136,7 +147,7 @@ impl GatewayError {
             | GatewayError::InvalidBody(_)
             | GatewayError::InvalidSql(_) => 400,
             GatewayError::InvalidRow { .. } => 422,
-            GatewayError::Conflict { .. } => 409,
+            GatewayError::Conflict { .. } | GatewayError::IdInUse { .. } => 409,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::QueryLimit(_) => 422,
             GatewayError::TooManyRequests { .. } => 429,
@@ -157,6 +168,7 @@ impl GatewayError {
             GatewayError::InvalidBody(_) => "Invalid request body",
             GatewayError::InvalidRow { .. } => "Invalid row",
             GatewayError::Conflict { .. } => "The row changed",
+            GatewayError::IdInUse { .. } => "The id is in use",
             GatewayError::InvalidSql(_) => "Invalid SQL",
             GatewayError::BodyTooLarge { .. } => "Request body too large",
             GatewayError::QueryLimit(_) => "The query exceeds a limit",
@@ -177,6 +189,7 @@ impl GatewayError {
             GatewayError::InvalidFilter { parameter, .. } => json!({ "parameter": parameter }),
             GatewayError::InvalidRow { column, .. } => json!({ "column": column }),
             GatewayError::Conflict { current, .. } => json!({ "current": current }),
+            GatewayError::IdInUse { table, id } => json!({ "table": table, "id": id }),
             GatewayError::BodyTooLarge { limit } => json!({ "limit": limit }),
             GatewayError::QueryTimeout { seconds } => json!({ "limit_seconds": seconds }),
             GatewayError::TooManyRequests { limit } => json!({ "limit": limit }),
@@ -239,9 +252,9 @@ impl From<StorageError> for GatewayError {
             StorageError::TableNotFound(t) => GatewayError::TableNotFound(t.to_string()),
             // The same answer whether or not the caller may see the row that
             // holds the id, and nothing of that row.
-            StorageError::RowExists { table, id } => GatewayError::Conflict {
-                reason: format!("{table}: the id `{id}` is already in use; choose another id or leave `id` out"),
-                current: Value::Null,
+            StorageError::RowExists { table, id } => GatewayError::IdInUse {
+                table: table.to_string(),
+                id,
             },
             e @ StorageError::Conflict { .. } => GatewayError::Conflict {
                 reason: e.to_string(),

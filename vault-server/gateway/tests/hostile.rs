@@ -225,37 +225,40 @@ async fn writes_reach_and_answer_only_readable_rows() {
     let other = rows::get(&owner, &tasks(), "t-other", None).await.unwrap();
     assert_eq!(other["notes"], "private");
 
-    // An insert with a taken id answers the same, whoever holds the id.
-    let theirs = rows::insert(
-        &app,
-        &tasks(),
-        vec![values(json!({"id": "t-other", "title": "x", "completed": false}))],
-    )
-    .await
-    .unwrap_err();
-    let mine = rows::insert(
-        &app,
-        &tasks(),
-        vec![values(json!({"id": "t-mine", "title": "x", "completed": false}))],
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(theirs.code(), "conflict");
-    assert_eq!(
-        theirs.to_problem().to_string().replace("t-other", "ID"),
-        mine.to_problem().to_string().replace("t-mine", "ID")
-    );
-    assert_hides(&theirs, "private");
-    assert_hides(&theirs, "another app");
-    let sql_insert = run(
-        &app,
-        "INSERT INTO tasks.items (id, title, completed) VALUES ('t-other', 'x', false)",
-        &[],
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(sql_insert.code(), "conflict");
-    assert_hides(&sql_insert, "private");
+    // An insert with a taken id answers the same, whoever holds the id, by
+    // any route (one row, a batch, SQL): `id-in-use`, nothing of the row.
+    let taken = |id: &str| values(json!({"id": id, "title": "x", "completed": false}));
+    for id in ["t-other", "t-mine"] {
+        let single = rows::insert(&app, &tasks(), vec![taken(id)]).await.unwrap_err();
+        let batch = rows::insert(&app, &tasks(), vec![taken("t-fresh"), taken(id)])
+            .await
+            .unwrap_err();
+        let sql_insert = run(
+            &app,
+            "INSERT INTO tasks.items (id, title, completed) VALUES ($1, 'x', false)",
+            &[json!(id)],
+        )
+        .await
+        .unwrap_err();
+        let expected = json!({
+            "type": "urn:coffer:problem:id-in-use",
+            "title": "The id is in use",
+            "status": 409,
+            "detail": format!("tasks.items: the id `{id}` is already in use; choose another id or leave `id` out"),
+            "table": "tasks.items",
+            "id": id,
+        });
+        for (what, e) in [("single", &single), ("batch", &batch), ("sql", &sql_insert)] {
+            assert_eq!(e.to_problem(), expected, "{what} insert of `{id}`");
+            assert_hides(e, "private");
+            assert_hides(e, "another app");
+        }
+    }
+    // Nothing of the refused batch was written.
+    let e = rows::get(&owner, &tasks(), "t-fresh", None).await.unwrap_err();
+    assert_eq!(e.code(), "row-not-found");
+    let other = rows::get(&owner, &tasks(), "t-other", None).await.unwrap();
+    assert_eq!(other["title"], "another app's task");
 }
 
 #[tokio::test]
