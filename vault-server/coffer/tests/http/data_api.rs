@@ -635,14 +635,16 @@ async fn rows_api_filters_columns_order_pages_and_conditional_writes() {
     assert_eq!(remaining.len(), total - 2);
     assert!(!id_set(&remaining).contains(bake) && !id_set(&remaining).contains(bike));
 
-    // An insert naming an existing id is a conflict.
+    // An insert naming an existing id: the id is in use (not a conflict,
+    // whose `current: null` would say the row was deleted).
     let dup = api
         .post(
             &rows_path(ITEMS, &[]),
             &json!({"id": id_of["Buy milk"], "title": "dup", "completed": false}),
         )
         .await;
-    dup.expect_problem(409, "conflict");
+    dup.expect_problem(409, "id-in-use");
+    assert!(dup.body.get("current").is_none(), "{}", dup.text);
     assert_eq!(
         api.get(&row_path(ITEMS, &id_of["Buy milk"], &[])).await.body["title"],
         "Buy milk"
@@ -950,7 +952,7 @@ async fn own_scope_shows_and_changes_only_the_apps_rows() {
             &json!({"id": alpha_one, "display_name": "Overwrite"}),
         )
         .await;
-    assert!(taken.status.is_client_error(), "{}", taken.text);
+    taken.expect_problem(409, "id-in-use");
     assert_no_secret(&taken, &["Alpha One"], "insert with another app's id");
     let updated = c.sql("UPDATE contacts.people SET nickname = 'scanned'", &[]).await;
     updated.expect(200);
@@ -1007,6 +1009,74 @@ async fn own_scope_shows_and_changes_only_the_apps_rows() {
         .patch(&row_path(PEOPLE, card_one, &[]), &json!({"nickname": "d"}))
         .await;
     refused.expect_problem(403, "missing-right");
+}
+
+/// A problem answer with `id` replaced by a placeholder, to compare the
+/// answers about two ids.
+fn with_id_hidden(reply: &Reply, id: &str) -> Value {
+    serde_json::from_str(&reply.text.replace(id, "<ID>")).unwrap_or_else(|e| panic!("not JSON ({e}): {}", reply.text))
+}
+
+#[tokio::test]
+async fn a_taken_id_is_id_in_use_by_every_route_whoever_holds_it() {
+    let (server, user) = server_and_user().await;
+    let (_, a, _) = connect(&server, &user, "Alpha CRM", "contacts.people:read+create").await;
+    let (_, c, _) = connect(&server, &user, "Card Scanner", "contacts.people:read+create:own").await;
+    let theirs = a
+        .post(
+            &rows_path(PEOPLE, &[]),
+            &json!({"id": "p-alpha", "display_name": "Alpha Secret"}),
+        )
+        .await;
+    theirs.expect(201);
+    c.post(
+        &rows_path(PEOPLE, &[]),
+        &json!({"id": "p-card", "display_name": "Card"}),
+    )
+    .await
+    .expect(201);
+    // The other app's row does not exist for C.
+    c.get(&row_path(PEOPLE, "p-alpha", &[]))
+        .await
+        .expect_problem(404, "row-not-found");
+
+    let mut answers = Vec::new();
+    for id in ["p-alpha", "p-card"] {
+        let single = c
+            .post(&rows_path(PEOPLE, &[]), &json!({"id": id, "display_name": "New"}))
+            .await;
+        let batch = c
+            .post(
+                &rows_path(PEOPLE, &[]),
+                &json!([{"id": "p-fresh", "display_name": "Fresh"}, {"id": id, "display_name": "New"}]),
+            )
+            .await;
+        let sql = c
+            .sql(
+                "INSERT INTO contacts.people (id, display_name) VALUES ($1, 'New')",
+                &[json!(id)],
+            )
+            .await;
+        for (what, reply) in [("single", &single), ("batch", &batch), ("sql", &sql)] {
+            reply.expect_problem(409, "id-in-use");
+            assert!(reply.body.get("current").is_none(), "{what}: {}", reply.text);
+            assert_eq!(reply.body["id"], id, "{what}: {}", reply.text);
+            assert_eq!(reply.body["table"], PEOPLE, "{what}: {}", reply.text);
+            assert_no_secret(reply, &["Alpha", "Secret"], "insert with a taken id");
+            answers.push((format!("{what} {id}"), with_id_hidden(reply, id)));
+        }
+    }
+    // One answer, whoever holds the id and whichever route.
+    for (what, answer) in &answers[1..] {
+        assert_eq!(answer, &answers[0].1, "{what} differs from {}", answers[0].0);
+    }
+    // Nothing was written: not the batch's first row, not the taken rows.
+    let all = a.all_rows(PEOPLE, &[]).await;
+    assert_eq!(
+        id_set(&all),
+        BTreeSet::from(["p-alpha".to_owned(), "p-card".to_owned()])
+    );
+    assert!(all.iter().all(|r| r["display_name"] != "New"), "{all:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -1914,11 +1984,126 @@ async fn openapi_describes_every_route() {
             "{method} {path} does not declare {status}"
         );
     }
-    // The security scheme is a bearer token.
-    let schemes = doc.body["components"]["securitySchemes"].as_object();
+    // Two security schemes, a bearer token and a DPoP-bound one, and every
+    // operation takes either.
+    let schemes = doc.body["components"]["securitySchemes"]
+        .as_object()
+        .expect("securitySchemes");
+    let scheme_named = |scheme: &str| -> String {
+        let found: Vec<&String> = schemes
+            .iter()
+            .filter(|(_, v)| {
+                v["type"] == "http" && v["scheme"].as_str().is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+            })
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(found.len(), 1, "one `{scheme}` HTTP scheme: {schemes:?}");
+        found[0].clone()
+    };
+    let bearer = scheme_named("bearer");
+    let dpop = scheme_named("DPoP");
+    let dpop_text = schemes[&dpop]["description"].as_str().unwrap_or_default();
     assert!(
-        schemes.is_some_and(|s| s.values().any(|v| v["type"] == "http" && v["scheme"] == "bearer")),
-        "a bearer security scheme: {}",
-        doc.body["components"]["securitySchemes"]
+        dpop_text.contains("`DPoP` header") && dpop_text.contains("RFC 9449"),
+        "the DPoP scheme says how the proof is sent: {dpop_text:?}"
     );
+    let either = json!([{ bearer.as_str(): [] }, { dpop.as_str(): [] }]);
+    let mut operations = 0;
+    for (path, item) in &documented {
+        for (method, op) in item.as_object().unwrap() {
+            assert_eq!(op["security"], either, "{method} {path}: bearer or DPoP");
+            operations += 1;
+        }
+    }
+    assert_eq!(operations, 8, "every operation was checked");
+
+    // List filters: one free-form object exploded into `col=op.value`
+    // parameters (a list repeats the column), beside the named parameters.
+    let resolve = |schema: &Value| -> Value {
+        match schema["$ref"].as_str() {
+            Some(r) => {
+                let name = r.strip_prefix("#/components/schemas/").expect("a local $ref");
+                schemas[name].clone()
+            }
+            None => schema.clone(),
+        }
+    };
+    let params = documented["/v1/tables/{}/rows"]["get"]["parameters"]
+        .as_array()
+        .expect("list parameters");
+    let param = |name: &str| -> &Value {
+        params
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no `{name}` parameter: {params:?}"))
+    };
+    for name in ["select", "order", "cursor"] {
+        assert_eq!(param(name)["in"], "query");
+        assert_eq!(param(name)["schema"]["type"], "string", "{name}");
+    }
+    let limit = &param("limit")["schema"];
+    assert_eq!(
+        (&limit["minimum"], &limit["maximum"]),
+        (&json!(1), &json!(1000)),
+        "{limit}"
+    );
+    let free_form: Vec<&Value> = params.iter().filter(|p| p["schema"]["type"] == "object").collect();
+    assert_eq!(free_form.len(), 1, "one filters object: {params:?}");
+    let filters = free_form[0];
+    assert_eq!(
+        (&filters["in"], &filters["style"], &filters["explode"]),
+        (&json!("query"), &json!("form"), &json!(true)),
+        "{filters}"
+    );
+    let text = filters["description"].as_str().unwrap_or_default();
+    for needle in [
+        "given_name=eq.Ada&priority=gte.1&priority=lt.4",
+        "in.(",
+        "is.null",
+        "not.",
+    ] {
+        assert!(
+            text.contains(needle),
+            "the filters' description shows `{needle}`: {text}"
+        );
+    }
+    let value = resolve(&filters["schema"]["additionalProperties"]);
+    let alternatives: Vec<Value> = value["oneOf"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a string or a list of strings: {value}"))
+        .iter()
+        .map(|v| {
+            let mut v = resolve(v);
+            if let Some(o) = v.as_object_mut() {
+                o.remove("description");
+            }
+            v
+        })
+        .collect();
+    assert_eq!(
+        alternatives,
+        [
+            json!({"type": "string"}),
+            json!({"type": "array", "items": {"type": "string"}})
+        ],
+        "{value}"
+    );
+    // An insert takes one row or an array of rows.
+    let body =
+        resolve(&documented["/v1/tables/{}/rows"]["post"]["requestBody"]["content"]["application/json"]["schema"]);
+    let kinds: BTreeSet<&str> = body["oneOf"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v["type"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(kinds, BTreeSet::from(["array", "object"]), "{body}");
+    // The 409 of an insert is `id-in-use`, of a conditional write `conflict`.
+    let described = |path: &str, method: &str| documented[path][method]["responses"]["409"]["description"].to_string();
+    assert!(described("/v1/tables/{}/rows", "post").contains("id-in-use"));
+    assert!(described("/v1/sql", "post").contains("id-in-use"));
+    for method in ["patch", "delete"] {
+        assert!(
+            described("/v1/tables/{}/rows/{}", method).contains("conflict"),
+            "{method}"
+        );
+    }
 }

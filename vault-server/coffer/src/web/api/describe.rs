@@ -16,7 +16,7 @@ use crate::web::AppState;
         (status = 200, description = "Schemas, tables and columns this token can see", body = SchemasDoc),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("dpop" = []))
 )]
 pub async fn schemas(State(state): State<AppState>, credentials: ApiCredentials) -> Response {
     let caller = match authenticate(&state, &credentials).await {
@@ -38,7 +38,7 @@ pub async fn schemas(State(state): State<AppState>, credentials: ApiCredentials)
         (status = 200, description = "Granted tables and what each action may touch", body = TablesDoc),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("dpop" = []))
 )]
 pub async fn tables(State(state): State<AppState>, credentials: ApiCredentials) -> Response {
     let caller = match authenticate(&state, &credentials).await {

@@ -1,10 +1,13 @@
 //! The OpenAPI 3.1 document of the data API, generated from the handlers'
 //! annotations, served at `/v1/openapi.json`.
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
@@ -28,22 +31,61 @@ pub struct Problem {
     /// For `invalid-token`: the refusal's short code (`expired`, `revoked`,
     /// `grant_changed`, `dpop_required`, `invalid_dpop_proof`, …).
     pub reason: Option<String>,
-    /// For `table-not-found`, `row-not-found` and `unknown-column`: the table.
+    /// For `table-not-found`, `row-not-found`, `id-in-use` and
+    /// `unknown-column`: the table.
     pub table: Option<String>,
-    /// For `row-not-found`: the row id.
+    /// For `row-not-found`: the row id; for `id-in-use`: the id an insert
+    /// named that is already in use (whoever holds it; nothing of that row
+    /// is told).
     pub id: Option<String>,
     /// For `unknown-column` and `invalid-row`: the column.
     pub column: Option<String>,
     /// For `invalid-filter`: the query parameter.
     pub parameter: Option<String>,
-    /// For `conflict`: the row as it is now, limited to what the token may
-    /// read (`null` when deleted or not readable).
+    /// For `conflict` (an `if_seq` that did not match): the row as it is
+    /// now, limited to what the token may read (`null` when it was deleted
+    /// or is not readable). `id-in-use` has no `current`.
     #[schema(value_type = Option<Object>)]
     pub current: Option<Value>,
     /// For `body-too-large` (bytes) and `too-many-requests` (queries at once).
     pub limit: Option<u64>,
     /// For `query-timeout`: the time limit in seconds.
     pub limit_seconds: Option<f64>,
+}
+
+/// The description of the list filters, for generated clients and readers.
+pub const FILTERS_DESCRIPTION: &str = "Filters on columns, all of which must hold. Each member of this object is sent as \
+its own query parameter, `column=[not.]op.value` (`style: form`, `explode: true`: the name `filters` is \
+never sent), e.g. `?given_name=eq.Ada&priority=gte.1&priority=lt.4`. `op` is `eq`, `neq`, `gt`, `gte`, \
+`lt` or `lte` with a value typed by the column; `like` or `ilike` with a pattern (`*` or `%` any run \
+of characters, `_` one); `in.(a,b,\"c,d\")` (double quotes around a value holding `,` or `)`); or \
+`is.null`, `is.true`, `is.false`. `not.` negates any of them. A list of values filters the same \
+column more than once (`priority: [\"gte.1\", \"lt.4\"]` is a range). `select`, `order`, `limit` \
+and `cursor` are not column names. At most 64 filters and 1000 `in` values.";
+
+/// One filter's value, `[not.]op.value`, or a list of them for a column
+/// filtered more than once (each becomes its own `column=…` parameter).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code, reason = "describes the document; the handler reads the raw request")]
+pub enum FilterValue {
+    /// One filter on the column, e.g. `eq.Ada`.
+    One(String),
+    /// Several filters on the column, all of which must hold, e.g.
+    /// `["gte.1", "lt.4"]`.
+    Many(Vec<String>),
+}
+
+/// The body of an insert: one row (an object of column values, `id`
+/// optional), or a batch of rows (an array), written atomically.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code, reason = "describes the document; the handler reads the raw request")]
+pub enum InsertBody {
+    /// One row; the answer is the row written.
+    One(HashMap<String, Value>),
+    /// A batch; the answer is `{"rows": [...]}`, in the same order.
+    Many(Vec<HashMap<String, Value>>),
 }
 
 /// A page of rows.
@@ -107,6 +149,8 @@ pub struct TablesDoc {
     pub tables: Vec<Value>,
 }
 
+/// The `bearer` security scheme; `dpop` is added by [`document_json`]
+/// (utoipa has no `DPoP` HTTP scheme).
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -118,7 +162,9 @@ impl Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("biscuit")
-                    .description(Some("The capability token from the OAuth flow"))
+                    .description(Some(
+                        "The capability token from the OAuth flow: `Authorization: Bearer <access token>`",
+                    ))
                     .build(),
             ),
         );
@@ -139,13 +185,37 @@ impl Modify for BearerAuth {
         super::rows::delete,
         super::sql::execute,
     ),
-    components(schemas(Problem, RowsPage, SqlRequest, SqlColumn, SqlResponse, SchemasDoc, TablesDoc)),
+    components(schemas(Problem, RowsPage, FilterValue, InsertBody, SqlRequest, SqlColumn, SqlResponse, SchemasDoc, TablesDoc)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
 
+/// The `dpop` security scheme: a DPoP-bound token (RFC 9449).
+fn dpop_scheme() -> Value {
+    json!({
+        "type": "http",
+        "scheme": "DPoP",
+        "description": "A token bound to a DPoP key (RFC 9449): `Authorization: DPoP <access token>` \
+            with a `DPoP` header holding a fresh proof of that key for this request's method and URL \
+            (and `ath`, the token's hash). An unbound token may be sent this way too.",
+    })
+}
+
+/// The whole document as JSON: utoipa's, with the `dpop` scheme that every
+/// operation's security names beside `bearer`.
+pub fn document_json() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
+    if let Some(schemes) = doc
+        .pointer_mut("/components/securitySchemes")
+        .and_then(Value::as_object_mut)
+    {
+        schemes.insert("dpop".into(), dpop_scheme());
+    }
+    doc
+}
+
 /// Serves the document.
 pub async fn document() -> impl IntoResponse {
-    let body = ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into());
-    ([(header::CONTENT_TYPE, "application/json")], body)
+    static BODY: LazyLock<String> = LazyLock::new(|| document_json().to_string());
+    ([(header::CONTENT_TYPE, "application/json")], BODY.as_str())
 }

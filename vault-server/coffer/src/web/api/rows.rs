@@ -12,7 +12,7 @@ use coffer_gateway::{Caller, GatewayError};
 use coffer_storage::Values;
 use serde_json::{Value, json};
 
-use super::openapi::{Problem, RowsPage};
+use super::openapi::{FILTERS_DESCRIPTION, FilterValue, InsertBody, Problem, RowsPage};
 use super::{ApiCredentials, Done, authenticate, finish, json_body, query_pairs};
 use crate::web::AppState;
 
@@ -74,7 +74,7 @@ fn object(value: Value) -> Result<Values, GatewayError> {
         ("order" = Option<String>, Query, description = "`col[.asc|.desc][.nullsfirst|.nullslast]`, comma-separated"),
         ("limit" = Option<u32>, Query, description = "Rows per page, 1 to 1000 (default 100)", minimum = 1, maximum = 1000),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
-        ("filters" = Option<String>, Query, description = "Any column as `col=[not.]op.value`: eq, neq, gt, gte, lt, lte, like, ilike, in.(…), is.null|true|false"),
+        ("filters" = Option<HashMap<String, FilterValue>>, Query, style = Form, explode, description = FILTERS_DESCRIPTION),
     ),
     responses(
         (status = 200, description = "A page of rows", body = RowsPage),
@@ -86,7 +86,7 @@ fn object(value: Value) -> Result<Values, GatewayError> {
         (status = 429, description = "The app already runs its maximum of queries at once; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The query ran past the time limit and was stopped", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("dpop" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -122,7 +122,7 @@ pub async fn list(
         (status = 403, description = "The grant does not allow reading", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such table or row", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("dpop" = []))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -157,18 +157,18 @@ pub async fn get(
 #[utoipa::path(
     post, path = "/v1/tables/{table}/rows", tag = "rows",
     params(("table" = String, Path, description = "`schema.table`", example = "notes.notes")),
-    request_body(content = Object, description = "A row (object of column values; `id` optional) or an array of rows"),
+    request_body(content = InsertBody, description = "A row (object of column values; `id` optional) or an array of rows"),
     responses(
         (status = 201, description = "The row written, or `{\"rows\": [...]}` for a batch", body = Object),
         (status = 400, description = "Bad body or unknown column", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The grant does not allow creating (these columns)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such table (or not granted)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A row with this id exists", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`id-in-use`: a row with this id exists (the same answer whoever holds it)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A value does not fit its column", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("dpop" = []))
 )]
 pub async fn insert(
     State(state): State<AppState>,
@@ -213,11 +213,11 @@ pub async fn insert(
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The grant does not allow updating (these columns)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such table or row", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The row changed; `current` holds it", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`: the row changed (its `_seq` is not `if_seq`); `current` holds it as it is now, or `null` if it was deleted", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A value does not fit its column", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("dpop" = []))
 )]
 pub async fn update(
     State(state): State<AppState>,
@@ -254,9 +254,9 @@ pub async fn update(
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The grant does not allow deleting", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such table or row", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The row changed; `current` holds it", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`: the row changed (its `_seq` is not `if_seq`); `current` holds it as it is now, or `null` if it was deleted", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("dpop" = []))
 )]
 pub async fn delete(
     State(state): State<AppState>,

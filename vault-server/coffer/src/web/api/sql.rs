@@ -23,13 +23,13 @@ use crate::web::AppState;
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The grant does not allow this", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "A table that does not exist (or is not granted)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A row changed while the statement ran", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`id-in-use`: an `INSERT` named an id already in use (the same answer whoever holds it); `conflict`: a row changed while the statement ran", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A value does not fit its column, or the query exceeds a limit (depth, memory, result size)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "The app already runs its maximum of queries at once; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The query ran past the time limit and was stopped", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("dpop" = []))
 )]
 pub async fn execute(
     State(state): State<AppState>,
