@@ -28,8 +28,12 @@ if [ ! -x /usr/bin/chromium ]; then
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 fi
-if [ ! -d tests/browser/node_modules ]; then
+# Installed again whenever package-lock.json differs from the one the
+# present node_modules was installed from (its checksum is kept beside it).
+lock_sum="$(sha256sum tests/browser/package-lock.json | cut -d' ' -f1)"
+if [ "$(cat tests/browser/node_modules/.package-lock.sha256 2>/dev/null)" != "$lock_sum" ]; then
     (cd tests/browser && npm ci --no-audit --no-fund)
+    echo "$lock_sum" >tests/browser/node_modules/.package-lock.sha256
 fi
 # The tests start target/debug/coffer, which `cargo test` above built for
 # the HTTP-level tests. (A separate `cargo build -p coffer` would resolve

@@ -115,3 +115,52 @@ export async function oauthPost(url, form) {
   const text = await response.text();
   return { status: response.status, body: text ? JSON.parse(text) : null };
 }
+
+/**
+ * A user's vault and an app's token for `scope`, through the OAuth flow as
+ * a person allows it: creates the account with `coffer user create`,
+ * registers a public app with a loopback redirect URI, signs in and allows
+ * on the consent page in `browser`, and exchanges the code (PKCE).
+ * Resolves to { clientId, token } where `token` is the token response.
+ */
+export async function appToken(coffer, browser, { scope, name = 'Example App', email = 'ada@example.org' }) {
+  const password = 'correct horse battery staple';
+  coffer.cli(['user', 'create', '--email', email], `${password}\n`);
+  const app = JSON.parse(
+    coffer.cli(['app', 'register', '--name', name, '--redirect-uri', 'http://127.0.0.1/callback', '--json']),
+  );
+  const callback = await startCallback();
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    const { verifier, challenge } = pkce();
+    const query = new URLSearchParams({
+      response_type: 'code',
+      client_id: app.client_id,
+      redirect_uri: callback.url,
+      scope,
+      state: 'st',
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+    });
+    await page.goto(`${coffer.base}/oauth/authorize?${query}`);
+    await page.getByLabel('Email address').fill(email);
+    await page.getByLabel('Password').fill(password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    const back = callback.next();
+    await page.getByRole('button', { name: 'Allow' }).click();
+    const code = (await back).searchParams.get('code');
+    const token = await oauthPost(`${coffer.base}/oauth/token`, {
+      grant_type: 'authorization_code',
+      code,
+      redirect_uri: callback.url,
+      client_id: app.client_id,
+      code_verifier: verifier,
+    });
+    if (token.status !== 200) throw new Error(`token request answered ${token.status}: ${JSON.stringify(token.body)}`);
+    return { clientId: app.client_id, token: token.body };
+  } finally {
+    await context.close();
+    await callback.close();
+  }
+}
