@@ -13,7 +13,8 @@ use crate::config::DataArgs;
 #[derive(Subcommand)]
 pub enum AppCommand {
     /// Register an app (an OAuth client). Prints its client id, and for a
-    /// confidential app its secret, once.
+    /// confidential app its secret, once. `--print client-id` prints only
+    /// the id, for `CLIENT_ID=$(coffer app register … --print client-id)`.
     Register(RegisterArgs),
     /// List every registered app.
     List(ListArgs),
@@ -39,6 +40,14 @@ pub enum GrantArg {
     RefreshToken,
     /// Device authorization (RFC 8628), for CLIs and devices without a browser.
     DeviceCode,
+}
+
+/// One value of a registration `coffer app register --print` prints alone.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RegisteredValue {
+    /// The client id (a public app only: a confidential app's secret is
+    /// shown once, so it needs `--json` or the full output).
+    ClientId,
 }
 
 /// Options of `coffer app register`.
@@ -67,8 +76,12 @@ pub struct RegisterArgs {
     #[arg(long, default_value = "")]
     pub scope: String,
     /// Print the registration as JSON.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "print")]
     pub json: bool,
+    /// Print only this value and a newline, e.g. `--print client-id` for
+    /// `CLIENT_ID=$(coffer app register --name … --print client-id)`.
+    #[arg(long, value_enum, value_name = "VALUE")]
+    pub print: Option<RegisteredValue>,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -86,6 +99,13 @@ fn grant_types(app: &App) -> Vec<&'static str> {
 }
 
 async fn register(args: RegisterArgs) -> anyhow::Result<()> {
+    if args.print.is_some() && !matches!(args.auth_method, AuthMethod::None) {
+        // Checked before registering: the secret is shown only once.
+        anyhow::bail!(
+            "--print client-id would not show the secret of a confidential app, which is shown only once; \
+             use --json, or leave out --print"
+        );
+    }
     let new = NewApp {
         name: args.name,
         homepage: args.homepage,
@@ -109,6 +129,7 @@ async fn register(args: RegisterArgs) -> anyhow::Result<()> {
         registered_by: None,
     };
     let as_json = args.json;
+    let print = args.print;
     with_services(args.data, |services| async move {
         let registered = services
             .oauth
@@ -117,6 +138,10 @@ async fn register(args: RegisterArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("{}", e.description()))
             .context("registering the app")?;
         let app = &registered.app;
+        if let Some(RegisteredValue::ClientId) = print {
+            println!("{}", app.client_id);
+            return Ok(());
+        }
         if as_json {
             let mut value = json!(app);
             value["client_secret"] = json!(registered.client_secret);
