@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use coffer::cli::apps::AppCommand;
+use coffer::cli::token::TokenArgs;
 use coffer::cli::users::UserCommand;
 use coffer::config::{Config, ServeArgs};
 use coffer::{cli, server};
@@ -35,6 +36,9 @@ enum Command {
     /// Manage apps (OAuth clients): `register`, `list`.
     #[command(subcommand)]
     App(AppCommand),
+    /// Get an access token from a running server, for scripts
+    /// (device flow, or a refresh token).
+    Token(TokenArgs),
 }
 
 #[tokio::main]
@@ -55,5 +59,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => server::serve(Config::resolve(args)?).await,
         Command::User(command) => cli::users::run(command).await,
         Command::App(command) => cli::apps::run(command).await,
+        Command::Token(args) => cli::token::run(args).await,
     }
 }

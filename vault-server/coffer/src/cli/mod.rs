@@ -1,8 +1,10 @@
 //! The operator commands: `coffer user …` and `coffer app …`. They open the
 //! same data directory as `coffer serve` (without its background work), so
-//! they may run while the server runs.
+//! they may run while the server runs. `coffer token` is the exception: an
+//! OAuth client of a running server, over HTTP.
 
 pub mod apps;
+pub mod token;
 pub mod users;
 
 use clap::Args;

@@ -1,0 +1,314 @@
+//! `coffer token`: an access token for scripts and command-line tools, through the
+//! device authorization flow (RFC 8628) or a refresh token.
+//!
+//! Unlike the other operator commands it never opens the data directory: it
+//! is an OAuth client of a running server, over HTTP. Standard output carries
+//! only what was asked for (the access token, or the token response as JSON),
+//! so `TOKEN=$(coffer token …)` works; everything meant for the person
+//! running it goes to standard error.
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use coffer_oauth::endpoints;
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
+};
+use oauth2::{
+    ClientId, DeviceAuthorizationUrl, DeviceCodeErrorResponseType, EndpointNotSet, EndpointSet, ExtraTokenFields,
+    RefreshToken, RequestTokenError, Scope, StandardDeviceAuthorizationResponse, StandardErrorResponse,
+    StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// The server `coffer token` talks to when neither `--server` nor
+/// `COFFER_PUBLIC_URL` names one (`coffer serve`'s default address).
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8484";
+
+/// How long one HTTP request to the server may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Options of `coffer token`.
+#[derive(Args)]
+#[command(after_help = "\
+Device flow (the default): prints one line on standard error with the link to
+open in a browser signed in to Coffer, waits until access is allowed there,
+then prints the access token on standard output:
+
+  TOKEN=$(coffer token --client-id \"$CLIENT_ID\" --scope 'contacts.people:read+create')
+
+Refresh: prints the new access token and, on a second line, the new refresh
+token (a refresh token works once; keep the new one):
+
+  coffer token --client-id \"$CLIENT_ID\" --refresh-token \"$REFRESH\"
+
+Register the app first, as a device-flow client that may refresh:
+
+  CLIENT_ID=$(coffer app register --name 'My script' --grant-type device-code \\
+      --grant-type refresh-token --print client-id)")]
+pub struct TokenArgs {
+    /// The app's client id (from `coffer app register`; the app needs the
+    /// `device-code` grant type, and `refresh-token` to refresh).
+    #[arg(long, env = "COFFER_CLIENT_ID")]
+    pub client_id: String,
+    /// The access to ask for, e.g. `contacts.people:read+create`; several
+    /// separated by spaces [default: the app's registered scope]. With
+    /// `--refresh-token`: a narrower scope for the new access token.
+    #[arg(long, env = "COFFER_SCOPE")]
+    pub scope: Option<String>,
+    /// Refresh instead of asking the user: exchange this refresh token for
+    /// new tokens. The one given is used up.
+    #[arg(long, env = "COFFER_REFRESH_TOKEN", hide_env_values = true)]
+    pub refresh_token: Option<String>,
+    /// The server's public URL (as `coffer serve --public-url`).
+    #[arg(long, env = "COFFER_PUBLIC_URL", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// Print the whole token response as JSON (`access_token`, `token_type`,
+    /// `expires_in`, `refresh_token`, `scope`, …) instead of the access token.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Members of the token response the `oauth2` crate does not model
+/// (`authorization_details`), kept so `--json` prints them too.
+#[derive(Debug, Deserialize, Serialize)]
+struct OtherMembers {
+    #[serde(flatten)]
+    members: Map<String, Value>,
+}
+
+impl ExtraTokenFields for OtherMembers {}
+
+/// A token response as the server sends it.
+type Tokens = StandardTokenResponse<OtherMembers, BasicTokenType>;
+
+/// An OAuth client of one server: device authorization and token endpoints.
+type OAuthClient = oauth2::Client<
+    BasicErrorResponse,
+    Tokens,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointNotSet,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+/// Runs `coffer token`.
+pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
+    let server = args.server.trim_end_matches('/').to_owned();
+    let parsed = url::Url::parse(&server).map_err(|e| {
+        anyhow!("--server {server:?} is not a URL ({e}); give the server's public URL, e.g. {DEFAULT_SERVER}")
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        anyhow::bail!(
+            "--server {server:?} is not an http or https URL; give the server's public URL, e.g. {DEFAULT_SERVER}"
+        );
+    }
+    let endpoint = |path: &str| format!("{server}{path}");
+    let client: OAuthClient = oauth2::Client::new(ClientId::new(args.client_id.clone()))
+        .set_device_authorization_url(
+            DeviceAuthorizationUrl::new(endpoint(endpoints::DEVICE_AUTHORIZATION))
+                .context("the device endpoint URL")?,
+        )
+        .set_token_uri(TokenUrl::new(endpoint(endpoints::TOKEN)).context("the token endpoint URL")?);
+    // No redirects: an OAuth client must not be led to send its requests
+    // somewhere else.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .context("setting up the HTTP client")?;
+    let scopes: Vec<Scope> = args
+        .scope
+        .iter()
+        .flat_map(|s| s.split_whitespace())
+        .map(|s| Scope::new(s.to_owned()))
+        .collect();
+    let context = Failure {
+        server: &server,
+        client_id: &args.client_id,
+    };
+    let tokens = match &args.refresh_token {
+        Some(refresh) => {
+            let refresh = RefreshToken::new(refresh.trim().to_owned());
+            client
+                .exchange_refresh_token(&refresh)
+                .add_scopes(scopes)
+                .request_async(&http)
+                .await
+                .map_err(|e| context.explain(e, Step::Refresh))?
+        }
+        None => device_flow(&client, &http, scopes, &context).await?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&response_json(&tokens))?);
+    } else {
+        println!("{}", tokens.access_token().secret());
+        if args.refresh_token.is_some()
+            && let Some(refresh) = tokens.refresh_token()
+        {
+            println!("{}", refresh.secret());
+        }
+    }
+    Ok(())
+}
+
+/// Asks for a device code, tells the user where to allow access, and polls
+/// the token endpoint (at the server's `interval`, slower after
+/// `slow_down`, until `expires_in`) for the tokens.
+async fn device_flow(
+    client: &OAuthClient,
+    http: &reqwest::Client,
+    scopes: Vec<Scope>,
+    context: &Failure<'_>,
+) -> anyhow::Result<Tokens> {
+    let device: StandardDeviceAuthorizationResponse = client
+        .exchange_device_code()
+        .add_scopes(scopes)
+        .request_async(http)
+        .await
+        .map_err(|e| context.explain(e, Step::DeviceCode))?;
+    let code = device.user_code().secret();
+    let link = match device.verification_uri_complete() {
+        Some(complete) => complete.secret().to_owned(),
+        None => device.verification_uri().to_string(),
+    };
+    let minutes = device.expires_in().as_secs().div_ceil(60).max(1);
+    eprintln!(
+        "Open {link} in a browser signed in to Coffer to allow access (code {code}, valid {minutes} minute{}).",
+        if minutes == 1 { "" } else { "s" }
+    );
+    client
+        .exchange_device_access_token(&device)
+        .request_async(http, tokio::time::sleep, None)
+        .await
+        .map_err(|e| context.explain(e, Step::Poll { minutes }))
+}
+
+/// The token response as JSON, in the server's own form.
+fn response_json(tokens: &Tokens) -> Value {
+    let mut doc = Map::new();
+    doc.insert("access_token".into(), json!(tokens.access_token().secret()));
+    let token_type = match tokens.token_type() {
+        BasicTokenType::Bearer => "Bearer",
+        other => other.as_ref(),
+    };
+    doc.insert("token_type".into(), json!(token_type));
+    if let Some(expires_in) = tokens.expires_in() {
+        doc.insert("expires_in".into(), json!(expires_in.as_secs()));
+    }
+    if let Some(refresh) = tokens.refresh_token() {
+        doc.insert("refresh_token".into(), json!(refresh.secret()));
+    }
+    if let Some(scopes) = tokens.scopes() {
+        let scope: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+        doc.insert("scope".into(), json!(scope.join(" ")));
+    }
+    for (name, value) in &tokens.extra_fields().members {
+        doc.entry(name.clone()).or_insert_with(|| value.clone());
+    }
+    Value::Object(doc)
+}
+
+/// Which request failed.
+#[derive(Clone, Copy)]
+enum Step {
+    /// `POST /oauth/device`.
+    DeviceCode,
+    /// Polling the token endpoint with the device code.
+    Poll { minutes: u64 },
+    /// The refresh token grant.
+    Refresh,
+}
+
+/// What an error message needs to say what to do.
+struct Failure<'a> {
+    server: &'a str,
+    client_id: &'a str,
+}
+
+impl Failure<'_> {
+    /// An error of the `oauth2` crate as a message naming what to do.
+    fn explain<T>(
+        &self,
+        error: RequestTokenError<oauth2::HttpClientError<reqwest::Error>, StandardErrorResponse<T>>,
+        step: Step,
+    ) -> anyhow::Error
+    where
+        T: oauth2::ErrorResponseType + AsRef<str> + std::fmt::Display + Send + Sync + 'static,
+    {
+        let server = self.server;
+        match error {
+            RequestTokenError::ServerResponse(answer) => {
+                let code = answer.error().as_ref();
+                let said = answer
+                    .error_description()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                self.refusal(code, &said, step)
+            }
+            RequestTokenError::Request(e) => anyhow!(
+                "could not reach Coffer at {server}: {}. Is `coffer serve` running there? Name the server with --server or COFFER_PUBLIC_URL.",
+                error_chain(&e)
+            ),
+            RequestTokenError::Parse(e, _) => anyhow!(
+                "{server} did not answer like a Coffer server ({e}). Check --server: it is the server's public URL, e.g. {DEFAULT_SERVER}."
+            ),
+            RequestTokenError::Other(e) => anyhow!("talking to {server}: {e}"),
+        }
+    }
+
+    /// An OAuth error answer as a message naming what to do.
+    fn refusal(&self, code: &str, said: &str, step: Step) -> anyhow::Error {
+        let client_id = self.client_id;
+        let access_denied = DeviceCodeErrorResponseType::AccessDenied;
+        let expired_token = DeviceCodeErrorResponseType::ExpiredToken;
+        match (code, step) {
+            (c, _) if c == access_denied.as_ref() => anyhow!(
+                "access was denied in the browser{said}; no token was issued. Run `coffer token` again to ask again."
+            ),
+            (c, Step::Poll { minutes }) if c == expired_token.as_ref() => anyhow!(
+                "the code expired before access was allowed{said}: it is valid {minutes} minutes. Run `coffer token` again and open the new link in time."
+            ),
+            ("invalid_client", _) => anyhow!(
+                "the server knows no app with client id {client_id}{said}. Check --client-id (`coffer app list` shows the registered apps) and --server."
+            ),
+            ("unauthorized_client", Step::Refresh) => {
+                anyhow!("this app may not refresh tokens{said}. Register it with `--grant-type refresh-token` too.")
+            }
+            ("unauthorized_client", _) => anyhow!(
+                "this app may not use the device flow{said}. Register it with `coffer app register --grant-type device-code`."
+            ),
+            ("invalid_scope", _) => anyhow!(
+                "the scope was refused{said}. Ask for tables as `schema.table:action+action`, e.g. --scope 'contacts.people:read+create'."
+            ),
+            ("invalid_grant", Step::Refresh) => anyhow!(
+                "the refresh token was refused{said}: it expired, was revoked, or was already used (each works once). Get new tokens with `coffer token --client-id {client_id} --scope …`."
+            ),
+            ("slow_down" | "authorization_pending", _) => {
+                anyhow!("the server kept asking to wait{said}. Run `coffer token` again.")
+            }
+            (code, _) => anyhow!("the server refused: {code}{said}"),
+        }
+    }
+}
+
+/// An error and its sources, as one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}
