@@ -16,3 +16,4 @@ mod schemathesis;
 mod security;
 mod serve;
 mod timeouts;
+mod token_cli;

@@ -873,3 +873,54 @@ pub fn raw_request(addr: &str, head: &str) -> (u16, String) {
     let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
     (status, body)
 }
+
+// ---------------------------------------------------------------------------
+// The device flow's verification page (`/device`).
+
+/// Answers a device flow's user code in the signed-in `browser` as a person
+/// would after opening the `verification_uri_complete` link: the device page
+/// with the code filled in, the code posted, then the consent page answered
+/// with `decision` (`allow` ticks every line asked for; anything else denies).
+/// Returns the final page.
+pub async fn answer_device(browser: &Browser, user_code: &str, decision: &str) -> Page {
+    let link = format!(
+        "/device?{}",
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("user_code", user_code)
+            .finish()
+    );
+    let form_page = browser.visit(&link).await;
+    assert_eq!(form_page.status, StatusCode::OK, "device page: {}", form_page.body);
+    let csrf = form_page.hidden("csrf_token").expect("device page has a CSRF token");
+    let typed = form_page.hidden("user_code").expect("device page has a code field");
+    assert_eq!(typed, user_code, "the link fills the code in");
+    let consent = browser
+        .post("/device", &[("csrf_token", &csrf), ("user_code", &typed)])
+        .await;
+    assert_eq!(
+        consent.status,
+        StatusCode::OK,
+        "device code {user_code}: {}",
+        consent.body
+    );
+    let request_id = consent
+        .hidden("request_id")
+        .expect("device consent form has a request id");
+    let lines = consent.lines();
+    let mut form = vec![("csrf_token", csrf.as_str()), ("request_id", request_id.as_str())];
+    // No lines when everything asked for was allowed before.
+    if decision == "allow" {
+        form.extend(lines.iter().map(|l| ("line", l.as_str())));
+    }
+    form.push(("decision", decision));
+    let done = browser.post("/device/decision", &form).await;
+    assert_eq!(done.status, StatusCode::OK, "device decision: {}", done.body);
+    done
+}
+
+/// Allows a device flow's user code in the signed-in `browser`, granting
+/// every line asked for.
+pub async fn approve_device(browser: &Browser, user_code: &str) {
+    let done = answer_device(browser, user_code, "allow").await;
+    assert!(done.h1().contains("Your device is connected"), "{}", done.h1());
+}
