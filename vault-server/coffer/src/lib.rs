@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod server;
 pub mod services;
+mod unreadable_requests;
 pub mod web;
 
 pub use accounts::create_account;

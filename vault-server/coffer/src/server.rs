@@ -3,8 +3,8 @@
 //!
 //! The HTTP listener is hyper's HTTP/1 connection builder rather than
 //! `axum::serve`, for the limits `axum::serve` does not expose (decision
-//! 0015): a header read timeout, a whole-request timeout and a cap on open
-//! connections.
+//! 0015): a header read timeout, a whole-request timeout, a cap on open
+//! connections, and problem JSON for requests hyper cannot read.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +27,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::config::Config;
 use crate::services::{self, ROOT_KEY_FILE, Services};
+use crate::unreadable_requests::ProblemForUnreadable;
 use crate::web::{self, AppState};
 
 /// How often expired revocation entries are dropped from memory.
@@ -177,7 +178,10 @@ pub async fn serve_http(
             request.extensions_mut().insert(ConnectInfo(peer));
             request.map(Body::new)
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = builder.serve_connection(
+            TokioIo::new(ProblemForUnreadable::new(stream)),
+            TowerToHyperService::new(service),
+        );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -17,3 +17,4 @@ mod security;
 mod serve;
 mod timeouts;
 mod token_cli;
+mod unreadable_requests;
