@@ -127,7 +127,7 @@ pub struct SqlResponse {
     /// The columns.
     pub columns: Vec<SqlColumn>,
     /// The rows, each an array in column order.
-    #[schema(value_type = Vec<Vec<Object>>)]
+    #[schema(value_type = Vec<Vec<Value>>)]
     pub rows: Vec<Value>,
     /// Rows returned, or changed by a write.
     pub row_count: u64,

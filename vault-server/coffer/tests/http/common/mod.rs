@@ -14,6 +14,8 @@ use reqwest::redirect::Policy;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::Value;
 
+pub mod contract;
+
 /// The password every test user has.
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -506,6 +508,37 @@ impl Tokens {
     }
 }
 
+/// Opens an authorization request (a path or URL) in the signed-in
+/// `browser` and allows it on the consent page, ticking `tick` (every line
+/// when `None`; no page when the server goes straight back because
+/// everything was allowed before). Returns the redirect's `Location`.
+pub async fn consent(browser: &Browser, authorize: &str, tick: Option<&[&str]>) -> String {
+    let page = browser.visit(authorize).await;
+    if page.status != StatusCode::OK {
+        assert_eq!(
+            page.status,
+            StatusCode::SEE_OTHER,
+            "authorize {authorize}: {}",
+            page.body
+        );
+        return page.location().unwrap().to_owned();
+    }
+    let lines = page.lines();
+    assert!(!lines.is_empty(), "no consent lines for {authorize}: {}", page.body);
+    let ticked: Vec<String> = match tick {
+        Some(t) => t.iter().map(|s| (*s).to_owned()).collect(),
+        None => lines,
+    };
+    let csrf = page.hidden("csrf_token").expect("consent form has a CSRF token");
+    let request_id = page.hidden("request_id").expect("consent form has a request id");
+    let mut form = vec![("csrf_token", csrf.as_str()), ("request_id", request_id.as_str())];
+    form.extend(ticked.iter().map(|l| ("line", l.as_str())));
+    form.push(("decision", "allow"));
+    let answer = browser.post("/oauth/authorize", &form).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "consent answer: {}", answer.body);
+    answer.location().unwrap().to_owned()
+}
+
 /// Runs the authorization code flow for `client_id` and the signed-in user of
 /// `browser`: authorize with PKCE S256, answer the consent page (ticking
 /// `tick`, or every line when `None`; skipped when the server goes straight
@@ -513,33 +546,12 @@ impl Tokens {
 /// redirect and exchange it at the token endpoint.
 pub async fn authorize_app(browser: &Browser, client_id: &str, scope: &str, tick: Option<&[&str]>) -> Tokens {
     let (verifier, challenge) = pkce();
-    let page = browser
-        .visit(&authorize_path(client_id, APP_REDIRECT, scope, Some(&challenge)))
-        .await;
-    let location = if page.status == StatusCode::OK {
-        let lines = page.lines();
-        assert!(!lines.is_empty(), "no consent lines for {scope}: {}", page.body);
-        let ticked: Vec<String> = match tick {
-            Some(t) => t.iter().map(|s| (*s).to_owned()).collect(),
-            None => lines,
-        };
-        let csrf = page.hidden("csrf_token").expect("consent form has a CSRF token");
-        let request_id = page.hidden("request_id").expect("consent form has a request id");
-        let mut form = vec![("csrf_token", csrf.as_str()), ("request_id", request_id.as_str())];
-        form.extend(ticked.iter().map(|l| ("line", l.as_str())));
-        form.push(("decision", "allow"));
-        let answer = browser.post("/oauth/authorize", &form).await;
-        assert_eq!(answer.status, StatusCode::SEE_OTHER, "consent answer: {}", answer.body);
-        answer.location().unwrap().to_owned()
-    } else {
-        assert_eq!(
-            page.status,
-            StatusCode::SEE_OTHER,
-            "authorize for {scope}: {}",
-            page.body
-        );
-        page.location().unwrap().to_owned()
-    };
+    let location = consent(
+        browser,
+        &authorize_path(client_id, APP_REDIRECT, scope, Some(&challenge)),
+        tick,
+    )
+    .await;
     assert!(location.starts_with(APP_REDIRECT), "{location}");
     let code = query_param(&location, "code").unwrap_or_else(|| panic!("no code in {location}"));
     let (status, _, body) = oauth_post(
@@ -763,6 +775,7 @@ impl Api {
         auth: Option<&str>,
         body: Option<(&str, Vec<u8>)>,
     ) -> Reply {
+        let method_name = method.clone();
         let mut request = self.client.request(method, format!("{}{path}", self.base));
         if let Some(a) = auth {
             request = request.header(reqwest::header::AUTHORIZATION, a);
@@ -774,6 +787,17 @@ impl Api {
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();
+        let route = path.split('?').next().unwrap_or_default();
+        if route.starts_with("/v1/") && route != contract::DOCUMENT_PATH {
+            let content_type = headers
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            contract::of(&self.client, &self.base)
+                .await
+                .check(method_name.as_str(), route, status.as_u16(), content_type, &text)
+                .unwrap_or_else(|e| panic!("the answer breaks the OpenAPI document: {e}"));
+        }
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         Reply {
             status,
