@@ -7,6 +7,7 @@ mod data_api;
 mod dpop;
 mod erasure;
 mod flows;
+mod guides;
 mod hardening;
 mod isolation;
 mod oauth_client;
