@@ -1,26 +1,24 @@
-//! Renders every page with sample data into `consent-ui/preview/` (HTML files
-//! plus `coffer.css`), for review and screenshots:
+//! Renders every page with sample data (HTML files plus `coffer.css`), for
+//! review and screenshots, into `target/consent-preview/` or the folder
+//! given:
 //!
 //! ```sh
-//! cargo run -p coffer-consent-ui --example preview [OUT_DIR]
+//! cargo run --example preview [OUT_DIR]
 //! ```
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 
-use coffer_consent_ui::{Pages, sample, stylesheet};
+use coffer_consent_ui::sample::write_preview;
 
 fn main() -> std::io::Result<()> {
-    let out = std::env::args_os()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("preview"));
-    std::fs::create_dir_all(&out)?;
-    let pages = Pages::with_stylesheet_href("coffer.css");
-    for (name, html) in sample::render_all(&pages) {
-        std::fs::write(out.join(name), html)?;
-    }
-    std::fs::write(out.join("coffer.css"), stylesheet().1)?;
-    println!("wrote {}", out.display());
+    let out = std::env::args_os().nth(1).map(PathBuf::from).unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        target.join("consent-preview")
+    });
+    let written = write_preview(&out)?;
+    println!("wrote {} files to {}", written.len(), out.display());
     Ok(())
 }

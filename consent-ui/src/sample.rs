@@ -1,6 +1,7 @@
 //! Sample contexts for every page, built from the built-in schemas. The
-//! crate's tests render them, the `preview` example writes them to
-//! `consent-ui/preview/`, and the server's tests may use them too.
+//! crate's tests render them, the `preview` example writes them (into
+//! `target/consent-preview/` by default) with [`write_preview`], and the
+//! server's tests may use them too.
 
 use coffer_core::TableName;
 use coffer_core::schema::registry::SchemaRegistry;
@@ -285,4 +286,19 @@ pub fn render_all(pages: &crate::Pages) -> Vec<(&'static str, String)> {
         ("error.html", ok(pages.error(&error()))),
         ("done.html", ok(pages.done(&done()))),
     ]
+}
+
+/// Writes every sample page and the stylesheet into `dir` (created if
+/// missing), for review and screenshots; returns the file names written.
+pub fn write_preview(dir: &std::path::Path) -> std::io::Result<Vec<&'static str>> {
+    std::fs::create_dir_all(dir)?;
+    let pages = crate::Pages::with_stylesheet_href("coffer.css");
+    let mut written = Vec::new();
+    for (name, html) in render_all(&pages) {
+        std::fs::write(dir.join(name), html)?;
+        written.push(name);
+    }
+    std::fs::write(dir.join("coffer.css"), crate::stylesheet().1)?;
+    written.push("coffer.css");
+    Ok(written)
 }

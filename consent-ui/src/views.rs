@@ -401,6 +401,7 @@ fn outcome_words(code: &str) -> String {
         "invalid-filter" | "invalid-body" | "invalid-sql" => "invalid request",
         "invalid-row" => "invalid data",
         "conflict" => "row had changed",
+        "id-in-use" => "id already in use",
         "body-too-large" => "request too large",
         other => return format!("Refused: {}", other.replace(['-', '_'], " ")),
     };

@@ -602,6 +602,10 @@ fn access_log_rows_in_plain_words() {
         s("Tried to change rows in contacts.people", "Refused: row had changed")
     );
     assert_eq!(
+        row("insert", &people, 0, "id-in-use"),
+        s("Tried to add rows to contacts.people", "Refused: id already in use")
+    );
+    assert_eq!(
         row("delete", &people, 0, "server-error"),
         s("Tried to delete rows from contacts.people", "Failed: server error")
     );
@@ -927,23 +931,25 @@ fn field_names_match_the_templates() {
     }
 }
 
-/// The files in `consent-ui/preview/` are reviewable artifacts; keep them in
-/// step with the templates. Regenerate with
-/// `cargo run -p coffer-consent-ui --example preview`.
+/// The preview (every sample page and the stylesheet, as the `preview`
+/// example writes it) renders into a folder, each page linking the
+/// stylesheet written beside it.
 #[test]
-fn preview_files_are_current() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("preview");
-    if !dir.exists() {
-        return;
+fn the_preview_writes_every_page_and_the_stylesheet() {
+    let dir = std::env::temp_dir().join(format!("coffer-consent-preview-{}", std::process::id()));
+    let written = sample::write_preview(&dir).unwrap();
+    assert_eq!(written.len(), all_pages().len() + 1, "{written:?}");
+    for name in &written {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        if name.ends_with(".html") {
+            assert!(text.starts_with("<!doctype html>"), "{name}");
+            assert!(
+                text.contains(r#"href="coffer.css""#),
+                "{name} does not link the stylesheet"
+            );
+        } else {
+            assert_eq!(text.as_bytes(), coffer_consent_ui::stylesheet().1, "{name}");
+        }
     }
-    let regenerate = "out of date: run `cargo run -p coffer-consent-ui --example preview`";
-    for (name, html) in all_pages() {
-        let on_disk = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-        assert!(on_disk == html, "preview/{name} is {regenerate}");
-    }
-    let css = std::fs::read(dir.join("coffer.css")).unwrap_or_default();
-    assert!(
-        css == coffer_consent_ui::stylesheet().1,
-        "preview/coffer.css is {regenerate}"
-    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
