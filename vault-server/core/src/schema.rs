@@ -9,16 +9,27 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Names of the system columns every table carries, in storage order.
-pub const SYSTEM_COLUMNS: [&str; 7] = [
-    "id",
-    "_seq",
-    "_created_by",
-    "_updated_by",
-    "_created_at",
-    "_updated_at",
-    "_deleted",
-];
+/// The system columns every row shows, in this order, before its user
+/// columns: its id, the change that wrote this version, the apps that
+/// created and last updated it, and when.
+pub const VISIBLE_SYSTEM_COLUMNS: [&str; 6] =
+    ["id", "_seq", "_created_by", "_updated_by", "_created_at", "_updated_at"];
+
+/// The tombstone flag of a deleted row's last version: stored, never shown
+/// (tombstones are not rows).
+pub const DELETED_COLUMN: &str = "_deleted";
+
+/// Names of the system columns every table carries, in storage order: the
+/// [`VISIBLE_SYSTEM_COLUMNS`], then [`DELETED_COLUMN`].
+pub const SYSTEM_COLUMNS: [&str; 7] = {
+    let mut all = [DELETED_COLUMN; 7];
+    let mut i = 0;
+    while i < VISIBLE_SYSTEM_COLUMNS.len() {
+        all[i] = VISIBLE_SYSTEM_COLUMNS[i];
+        i += 1;
+    }
+    all
+};
 
 /// A schema definition, as written in a `schemas/*.json` file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use coffer_auth::{Access, Action, Authorized, ColumnSet, RowScope};
+use coffer_core::schema::VISIBLE_SYSTEM_COLUMNS;
 use coffer_core::{Seq, TableName};
 use coffer_query::VaultTableProvider;
 use coffer_query::{LazySchema, TableOpener, base_context};
@@ -43,10 +44,6 @@ use futures::StreamExt;
 use crate::caller::Caller;
 use crate::error::GatewayError;
 use crate::values::to_json;
-
-/// System columns every readable table exposes, in this order, before the
-/// user columns (`_deleted` is never exposed: tombstones are not rows).
-pub const SYSTEM_COLUMNS: [&str; 6] = ["id", "_seq", "_created_by", "_updated_by", "_created_at", "_updated_at"];
 
 /// Most rows one SQL write may change.
 pub const MAX_ROWS_PER_WRITE: usize = 10_000;
@@ -153,7 +150,7 @@ impl ConfinedTable {
                 Arc::new(Schema::new(fields))
             }
             Use::Read => {
-                let mut indices: Vec<usize> = SYSTEM_COLUMNS
+                let mut indices: Vec<usize> = VISIBLE_SYSTEM_COLUMNS
                     .iter()
                     .map(|c| installed.arrow.index_of(c))
                     .collect::<Result<_, _>>()
@@ -316,7 +313,7 @@ impl ConfinedTable {
             .filter(|(name, expr)| !matches!(expr, Expr::Column(c) if c.name == *name))
             .collect();
         let names: Vec<&str> = changed.iter().map(|(n, _)| n.as_str()).collect();
-        if let Some(system) = names.iter().find(|n| SYSTEM_COLUMNS.contains(n)) {
+        if let Some(system) = names.iter().find(|n| VISIBLE_SYSTEM_COLUMNS.contains(n)) {
             return Err(GatewayError::InvalidSql(format!(
                 "column `{system}` is maintained by the vault and cannot be set"
             )));

@@ -8,8 +8,8 @@ use coffer_core::TableName;
 use serde_json::{Value, json};
 
 use crate::caller::Caller;
-use crate::catalog::SYSTEM_COLUMNS;
 use crate::error::GatewayError;
+use coffer_core::schema::VISIBLE_SYSTEM_COLUMNS;
 
 const ACTIONS: [Action; 4] = [Action::Read, Action::Create, Action::Update, Action::Delete];
 
@@ -80,7 +80,7 @@ pub async fn schemas(caller: &Caller) -> Result<Value, GatewayError> {
             json!({ "name": name, "version": version, "description": description, "tables": tables })
         })
         .collect();
-    Ok(json!({ "schemas": schemas, "system_columns": SYSTEM_COLUMNS }))
+    Ok(json!({ "schemas": schemas, "system_columns": VISIBLE_SYSTEM_COLUMNS }))
 }
 
 /// `{"tables": [...]}`: each granted table with, per action, its columns and rows.

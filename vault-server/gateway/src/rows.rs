@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use coffer_auth::{Action, ColumnSet, RowScope};
+use coffer_core::schema::{SYSTEM_COLUMNS, VISIBLE_SYSTEM_COLUMNS};
 use coffer_core::{Seq, TableName};
 use coffer_query::base_context;
 use coffer_storage::{InstalledTable, Mutation, Op, RowVersion, StorageError, Values};
@@ -14,7 +15,7 @@ use datafusion::logical_expr::Expr;
 use serde_json::{Map, Value};
 
 use crate::caller::Caller;
-use crate::catalog::{ConfinedTable, SYSTEM_COLUMNS, Use};
+use crate::catalog::{ConfinedTable, Use};
 use crate::error::GatewayError;
 use crate::filter::ListQuery;
 use crate::sql::collect_bounded;
@@ -317,18 +318,18 @@ fn readable(caller: &Caller, table: &TableName) -> Result<Option<ColumnSet>, Gat
 /// (none when the token may not read the table).
 fn project(row: &RowVersion, table: &InstalledTable, readable: Option<&ColumnSet>) -> Row {
     let mut out = row.to_api_json(&table.def);
-    out.retain(|k, _| SYSTEM_COLUMNS.contains(&k.as_str()) || readable.is_some_and(|r| r.contains(k)));
+    out.retain(|k, _| VISIBLE_SYSTEM_COLUMNS.contains(&k.as_str()) || readable.is_some_and(|r| r.contains(k)));
     out
 }
 
 fn is_visible(table: &InstalledTable, readable: &ColumnSet, column: &str) -> bool {
-    SYSTEM_COLUMNS.contains(&column)
+    VISIBLE_SYSTEM_COLUMNS.contains(&column)
         || (table.def.columns.iter().any(|c| c.name == column) && readable.contains(column))
 }
 
 /// A written column must exist and not be a system column.
 fn check_column(table: &InstalledTable, column: &str) -> Result<(), GatewayError> {
-    if SYSTEM_COLUMNS.contains(&column) || column == "_deleted" {
+    if SYSTEM_COLUMNS.contains(&column) {
         return Err(GatewayError::InvalidRow {
             column: column.to_owned(),
             reason: format!("{}: column `{column}` is maintained by the vault", table.name),
