@@ -202,10 +202,7 @@ fn offered_device_code(line: &str) -> Option<String> {
 
 /// The last authorization URL in `printed`.
 fn authorization_url(printed: &str) -> Option<&str> {
-    printed
-        .split_whitespace()
-        .filter(|w| w.contains("/oauth/authorize?"))
-        .next_back()
+    printed.split_whitespace().rfind(|w| w.contains("/oauth/authorize?"))
 }
 
 /// Object members whose value differs from run to run: compared by JSON
