@@ -12,6 +12,9 @@ use ulid::Ulid;
 
 use crate::error::StorageError;
 
+/// The top-level segment every vault's prefix lies under.
+pub const VAULTS: &str = "vaults";
+
 /// The object-store prefix of one vault, `vaults/{vault_id}/`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VaultPrefix {
@@ -24,8 +27,13 @@ impl VaultPrefix {
     pub fn new(vault: VaultId) -> Self {
         Self {
             vault,
-            prefix: format!("vaults/{vault}/"),
+            prefix: format!("{VAULTS}/{vault}/"),
         }
+    }
+
+    /// The prefix as a key string, `vaults/{vault_id}/` (for matching keys).
+    pub fn as_str(&self) -> &str {
+        &self.prefix
     }
 
     /// The prefix as an object-store path (for listing and deleting).
@@ -82,6 +90,7 @@ mod tests {
     fn table_files_live_under_the_vault_prefix() {
         let vault = VaultId::generate();
         let prefix = VaultPrefix::new(vault);
+        assert_eq!(prefix.as_str(), format!("vaults/{vault}/"));
         let file = Ulid::new();
         let key = prefix
             .table_file(&TableName::new("contacts", "people"), 1, file)
