@@ -14,11 +14,13 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Connection, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::aad::log_aad;
 use crate::control::{ControlDb, LogAppend, now_micros};
 use crate::crypto::VaultKeys;
-use crate::engine::{InstalledTable, Shared, log_aad};
 use crate::error::StorageError;
+use crate::installed::InstalledTable;
 use crate::row::{RowVersion, Values, apply_patch, check_required};
+use crate::shared::Shared;
 
 /// Most mutations committed in one group.
 const MAX_GROUP_OPS: usize = 16 * 1024;

@@ -16,8 +16,9 @@ use object_store::local::LocalFileSystem;
 
 use crate::control::ControlDb;
 use crate::crypto::MasterKey;
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::Engine;
 use crate::error::StorageError;
+use crate::options::EngineOptions;
 use crate::private::create_private_dir;
 
 /// What opening the embedded engine found or created.

@@ -2,7 +2,6 @@
 //! statistics and page index, a keyed id bloom filter), reading them whole,
 //! and point lookups by id that read one page per column.
 
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,8 +30,10 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::arrow_codec::{DELETED, ID, SEQ};
+use crate::cache::{lru, pop_where};
 use crate::crypto::VaultKeys;
 use crate::error::StorageError;
+use crate::layout::VAULTS;
 use crate::manifest::DataFile;
 use crate::private::{DIR_MODE, FILE_MODE, set_mode};
 
@@ -85,7 +86,7 @@ impl Objects {
                 while let Some(d) = dir {
                     set_mode(d, DIR_MODE)?;
                     std::fs::File::open(d)?.sync_all()?;
-                    if d.file_name().is_some_and(|n| n == "vaults") {
+                    if d.file_name().is_some_and(|n| n == VAULTS) {
                         break;
                     }
                     dir = d.parent();
@@ -286,16 +287,8 @@ impl PageCache {
     /// Forgets every page of files under `prefix` (a deleted vault).
     pub fn forget_prefix(&self, prefix: &str) {
         let mut inner = self.inner.lock().expect("page cache");
-        let keys: Vec<_> = inner
-            .pages
-            .iter()
-            .filter(|(k, _)| k.0.starts_with(prefix))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in keys {
-            if let Some(old) = inner.pages.pop(&k) {
-                inner.bytes -= old.get_array_memory_size();
-            }
+        for old in pop_where(&mut inner.pages, |k| k.0.starts_with(prefix)) {
+            inner.bytes -= old.get_array_memory_size();
         }
     }
 
@@ -339,22 +332,14 @@ pub struct FileCache {
 impl FileCache {
     /// A cache holding at most `capacity` opened files.
     pub fn new(capacity: usize) -> Self {
-        Self {
-            files: Mutex::new(LruCache::new(NonZeroUsize::new(capacity.max(1)).expect("non-zero"))),
-        }
+        Self { files: lru(capacity) }
     }
 
     /// Forgets every file under `prefix` (a deleted vault).
     pub fn forget_prefix(&self, prefix: &str) {
-        let mut files = self.files.lock().expect("file cache lock");
-        let keys: Vec<String> = files
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in keys {
-            files.pop(&k);
-        }
+        pop_where(&mut self.files.lock().expect("file cache lock"), |k| {
+            k.starts_with(prefix)
+        });
     }
 
     /// Opens `file` (or returns the cached opening).

@@ -7,7 +7,9 @@
 //! of each row across files and the unflushed tail.
 #![forbid(unsafe_code)]
 
+mod aad;
 pub mod arrow_codec;
+mod cache;
 mod commit;
 pub mod control;
 pub mod crypto;
@@ -15,16 +17,21 @@ mod embedded;
 mod engine;
 pub mod error;
 pub mod files;
+mod installed;
 pub mod layout;
 mod maintain;
 pub mod manifest;
+mod options;
 pub mod private;
 pub mod row;
+mod shared;
 pub mod system;
 mod tail;
 
 pub use commit::Op;
 pub use embedded::{Embedded, open_embedded};
-pub use engine::{Engine, EngineOptions, InstalledTable, Mutation, TableSnapshot, new_row_id};
+pub use engine::{Engine, Mutation, TableSnapshot, new_row_id};
 pub use error::StorageError;
+pub use installed::InstalledTable;
+pub use options::EngineOptions;
 pub use row::{RowVersion, Values};

@@ -11,13 +11,14 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use ulid::Ulid;
 
+use crate::aad::manifest_aad;
 use crate::arrow_codec::rows_to_batch;
 use crate::control::now_micros;
-use crate::engine::{Shared, manifest_aad};
 use crate::error::StorageError;
 use crate::files::{merge_newest, read_file, write_file};
 use crate::layout::VaultPrefix;
 use crate::manifest::{DataFile, Manifest};
+use crate::shared::Shared;
 
 /// Files replaced by a compaction stay this long for readers still using
 /// an older manifest.

@@ -18,8 +18,7 @@ use std::sync::{Arc, LazyLock};
 use coffer_core::TableName;
 use coffer_core::schema::{SchemaDef, is_identifier};
 
-use crate::arrow_codec::table_schema;
-use crate::engine::InstalledTable;
+use crate::installed::InstalledTable;
 
 /// The schema holding the system tables. Starts with `_`, so it is not an
 /// identifier that a scope or a schema file may use.
@@ -64,15 +63,7 @@ static TABLES: LazyLock<Vec<Arc<InstalledTable>>> = LazyLock::new(|| {
     SCHEMA
         .tables
         .iter()
-        .map(|t| {
-            let def = Arc::new(t.clone());
-            Arc::new(InstalledTable {
-                name: TableName::new(SYSTEM_SCHEMA, &t.name),
-                schema_version: SYSTEM_SCHEMA_VERSION,
-                arrow: table_schema(&def),
-                def,
-            })
-        })
+        .map(|t| InstalledTable::new(TableName::new(SYSTEM_SCHEMA, &t.name), SYSTEM_SCHEMA_VERSION, t))
         .collect()
 });
 
