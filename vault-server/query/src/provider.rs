@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use coffer_storage::TableSnapshot;
 use coffer_storage::arrow_codec::{DELETED, ID};
 use coffer_storage::files::read_ids;
+use coffer_storage::layout::VaultPrefix;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::catalog::TableProvider;
@@ -77,9 +78,8 @@ impl VaultTableProvider {
         let stored = snapshot.table.arrow.clone();
         let visible: Vec<usize> = (0..stored.fields().len()).filter(|&i| i != DELETED).collect();
         let schema = Arc::new(stored.project(&visible)?);
-        let prefix = format!("vaults/{}/", snapshot.vault);
         let decryption = Arc::new(VaultDecryption {
-            prefix,
+            prefix: VaultPrefix::new(snapshot.vault),
             properties: snapshot
                 .keys
                 .parquet_decryption()
@@ -143,7 +143,7 @@ pub fn is_infallible(expr: &Expr) -> bool {
 /// and only for files inside the vault's prefix.
 #[derive(Debug)]
 struct VaultDecryption {
-    prefix: String,
+    prefix: VaultPrefix,
     properties: Arc<FileDecryptionProperties>,
 }
 
@@ -163,7 +163,7 @@ impl EncryptionFactory for VaultDecryption {
         _config: &EncryptionFactoryOptions,
         file_path: &Path,
     ) -> Result<Option<Arc<FileDecryptionProperties>>> {
-        if !file_path.as_ref().starts_with(&self.prefix) {
+        if !file_path.as_ref().starts_with(self.prefix.as_str()) {
             return Err(DataFusionError::Execution(format!(
                 "file {file_path} is outside the vault"
             )));
