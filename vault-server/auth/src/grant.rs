@@ -488,6 +488,52 @@ impl GrantSpec {
             .all(|(table, action, access)| other.access(table, action).is_some_and(|o| access.is_within(o)))
     }
 
+    /// The pairs of `self` for which `keep` holds, with their access.
+    fn filter(&self, keep: impl Fn(&TableName, Action, &Access) -> bool) -> GrantSpec {
+        let mut entries: BTreeMap<TableName, BTreeMap<Action, Access>> = BTreeMap::new();
+        for (table, action, access) in self.pairs().filter(|(t, a, acc)| keep(t, *a, acc)) {
+            entries.entry(table.clone()).or_default().insert(action, access.clone());
+        }
+        GrantSpec { entries }
+    }
+
+    /// The pairs of `self` whose `(table, action)` `other` does not grant.
+    pub fn without(&self, other: &GrantSpec) -> GrantSpec {
+        self.filter(|table, action, _| !other.allows(table, action))
+    }
+
+    /// The pairs of `self` that `other` does not already allow (absent, or
+    /// with fewer columns or rows): what a request adds to a grant.
+    pub fn not_within(&self, other: &GrantSpec) -> GrantSpec {
+        self.filter(|table, action, access| !other.access(table, action).is_some_and(|o| access.is_within(o)))
+    }
+
+    /// `self` with every permission of `other` added; a permission that
+    /// conflicts with `self` is left out (see [`GrantSpec::insert`]).
+    pub fn union(&self, other: &GrantSpec) -> GrantSpec {
+        let mut out = self.clone();
+        for p in other.permissions() {
+            let _ = out.insert(p);
+        }
+        out
+    }
+
+    /// `self` with every pair of a later consent `newer` added: a pair
+    /// already allowed (same or wider access) is kept; otherwise the new
+    /// access replaces the old one for that pair (the latest consent
+    /// decides; it never becomes a union wider than either consent).
+    pub fn widen(&self, newer: &GrantSpec) -> GrantSpec {
+        let mut merged = self.clone();
+        for (table, action, access) in newer.not_within(self).pairs() {
+            merged
+                .entries
+                .entry(table.clone())
+                .or_default()
+                .insert(action, access.clone());
+        }
+        merged
+    }
+
     /// The grant as a canonical scope set.
     pub fn to_scope_set(&self) -> ScopeSet {
         ScopeSet::from(self)
@@ -789,6 +835,42 @@ mod tests {
         let perms = g.permissions();
         assert_eq!(perms.len(), 2);
         assert_eq!(g.to_scope_string(), "tasks.items:read tasks.items:update+delete:own");
+    }
+
+    fn spec(s: &str) -> GrantSpec {
+        let mut g = GrantSpec::new();
+        for t in ScopeSet::parse(s).unwrap().tokens() {
+            let table = TableName {
+                schema: t.target.schema.clone(),
+                table: t.target.table.clone().unwrap(),
+            };
+            g.insert(TablePermission {
+                table,
+                actions: t.actions,
+                columns: t.columns,
+                row_scope: t.row_scope,
+            })
+            .unwrap();
+        }
+        g
+    }
+
+    #[test]
+    fn widen_keeps_wider_pairs_and_takes_the_latest_consent_otherwise() {
+        let old = spec("a.t:read a.u(x):read:own");
+        // Within: unchanged.
+        assert_eq!(old.widen(&spec("a.t(y):read:own")), old);
+        // New pair added; a pair that neither includes is replaced.
+        let merged = old.widen(&spec("a.u(z):read a.v:create"));
+        assert_eq!(merged.to_scope_string(), "a.t:read a.u(z):read a.v:create");
+        // not_within lists only what is new.
+        assert_eq!(
+            spec("a.t:read+create a.u(x):read:own")
+                .not_within(&old)
+                .to_scope_string(),
+            "a.t:create"
+        );
+        assert_eq!(old.not_within(&GrantSpec::new()), old);
     }
 
     #[test]

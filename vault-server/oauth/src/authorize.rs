@@ -11,7 +11,7 @@ use url::Url;
 
 use crate::apps::App;
 use crate::dpop::DpopProof;
-use crate::grants::{Grant, not_within, spec_json};
+use crate::grants::{Grant, spec_json};
 use crate::util::{echo, hash, is_b64_256, micros, new_secret};
 use crate::{ClientCredentials, Error, ErrorCode, GrantType, OAuthServer};
 
@@ -435,7 +435,9 @@ impl OAuthServer {
         requested: &GrantSpec,
     ) -> Result<ConsentCheck, Error> {
         let existing = self.active_grant(user, client_id).await?;
-        let new = not_within(requested, existing.as_ref().map(|g| &g.spec));
+        let new = existing
+            .as_ref()
+            .map_or_else(|| requested.clone(), |g| requested.not_within(&g.spec));
         Ok(ConsentCheck { existing, new })
     }
 

@@ -2,10 +2,8 @@
 //! the dashboard's list, revoke and narrow, last access, and keeping the
 //! [`coffer_auth::RevocationView`] current.
 
-use std::collections::BTreeSet;
-
 use chrono::{DateTime, Utc};
-use coffer_auth::{GrantSpec, GrantStatus, TablePermission};
+use coffer_auth::{GrantSpec, GrantStatus};
 use coffer_core::{AppId, GrantId, UserId, VaultId};
 use serde::Serialize;
 use sqlx::{Sqlite, Transaction};
@@ -130,45 +128,6 @@ impl GrantRow {
     }
 }
 
-/// `old` with every pair of `new` added: a pair already allowed (same or
-/// wider access) is kept; otherwise the new access replaces the old one for
-/// that pair (the latest consent decides; it never becomes a union wider
-/// than either consent).
-pub(crate) fn widen(old: &GrantSpec, new: &GrantSpec) -> GrantSpec {
-    let mut merged = old.clone();
-    for (table, action, access) in new.pairs() {
-        if merged.access(table, action).is_some_and(|o| access.is_within(o)) {
-            continue;
-        }
-        merged.remove(table, action);
-        // Cannot conflict: the pair was just removed.
-        let _ = merged.insert(TablePermission {
-            table: table.clone(),
-            actions: BTreeSet::from([action]),
-            columns: access.columns.clone(),
-            row_scope: access.row_scope,
-        });
-    }
-    merged
-}
-
-/// The pairs of `requested` that `existing` does not already allow.
-pub(crate) fn not_within(requested: &GrantSpec, existing: Option<&GrantSpec>) -> GrantSpec {
-    let mut new = GrantSpec::new();
-    for (table, action, access) in requested.pairs() {
-        if existing.is_some_and(|e| e.access(table, action).is_some_and(|o| access.is_within(o))) {
-            continue;
-        }
-        let _ = new.insert(TablePermission {
-            table: table.clone(),
-            actions: BTreeSet::from([action]),
-            columns: access.columns.clone(),
-            row_scope: access.row_scope,
-        });
-    }
-    new
-}
-
 /// The outcome of [`OAuthServer::upsert_grant`].
 pub(crate) struct Upserted {
     pub grant: Grant,
@@ -248,7 +207,7 @@ impl OAuthServer {
                 Ok(Upserted { grant, changed: true })
             }
             Some(mut grant) => {
-                let merged = widen(&grant.spec, approved);
+                let merged = grant.spec.widen(approved);
                 if merged == grant.spec {
                     return Ok(Upserted { grant, changed: false });
                 }
@@ -490,44 +449,4 @@ impl OAuthServer {
 
 pub(crate) fn version_i64(v: u64) -> Result<i64, Error> {
     i64::try_from(v).map_err(|_| Error::Internal("grant version out of range".into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use coffer_auth::ScopeSet;
-
-    fn spec(s: &str) -> GrantSpec {
-        let mut g = GrantSpec::new();
-        for t in ScopeSet::parse(s).unwrap().tokens() {
-            let table = coffer_core::schema::TableName {
-                schema: t.target.schema.clone(),
-                table: t.target.table.clone().unwrap(),
-            };
-            g.insert(TablePermission {
-                table,
-                actions: t.actions,
-                columns: t.columns,
-                row_scope: t.row_scope,
-            })
-            .unwrap();
-        }
-        g
-    }
-
-    #[test]
-    fn widen_keeps_wider_pairs_and_takes_the_latest_consent_otherwise() {
-        let old = spec("a.t:read a.u(x):read:own");
-        // Within: unchanged.
-        assert_eq!(widen(&old, &spec("a.t(y):read:own")), old);
-        // New pair added; a pair that neither includes is replaced.
-        let merged = widen(&old, &spec("a.u(z):read a.v:create"));
-        assert_eq!(merged.to_scope_string(), "a.t:read a.u(z):read a.v:create");
-        // not_within lists only what is new.
-        assert_eq!(
-            not_within(&spec("a.t:read+create a.u(x):read:own"), Some(&old)).to_scope_string(),
-            "a.t:create"
-        );
-        assert_eq!(not_within(&old, None), old);
-    }
 }
