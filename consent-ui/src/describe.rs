@@ -1,27 +1,27 @@
 //! Plain words for a grant line, built from the schema's descriptions.
 
-use coffer_core::{SchemaDef, TableDef};
+use coffer_auth::{Action, ColumnSet, RowScope, ScopeToken, TablePermission};
+use coffer_core::TableDef;
 
 use crate::views::{ColumnView, ConsentLine};
 
-/// The canonical order of actions, with the word a person reads for each.
-const ACTIONS: [(&str, &str); 4] = [
-    ("read", "see"),
-    ("create", "add"),
-    ("update", "change"),
-    ("delete", "delete"),
-];
+/// The word a person reads for an action.
+fn word(action: Action) -> &'static str {
+    match action {
+        Action::Read => "see",
+        Action::Create => "add",
+        Action::Update => "change",
+        Action::Delete => "delete",
+    }
+}
 
-/// Builds the plain-words line for `actions` on `table` of `schema`.
+/// Builds the plain-words line for `permission` on `table`.
 ///
-/// - `actions` are `read`, `create`, `update`, `delete` (and `write` for the
-///   last three), in any order; they are read as "see", "add", "change",
-///   "delete". Any other word is shown as it is, so that nothing an app asks
-///   for is hidden from the user.
-/// - `columns`: `None` means every column of the table; otherwise the listed
-///   columns in schema order (a name the table doesn't have is shown by name,
-///   without a description).
-/// - `own_rows_only`: row scope `own` ("only rows this app creates").
+/// - The actions read as "see", "add", "change", "delete", in that order.
+/// - The columns are the table's (all of them, or the listed ones) in schema
+///   order; a listed name the table doesn't have is shown by name, without a
+///   description.
+/// - Row scope `own` reads "only rows this app creates".
 ///
 /// The title is a sentence made from the actions and the table's description,
 /// e.g. "See, add and change the people in your address book" for
@@ -30,119 +30,44 @@ const ACTIONS: [(&str, &str); 4] = [
 /// e.g. `contacts.people:read+write:own`. The line starts
 /// [`checked`](ConsentLine::checked) and not
 /// [`already_granted`](ConsentLine::already_granted).
-pub fn describe_line(
-    schema: &SchemaDef,
-    table: &TableDef,
-    actions: &[&str],
-    columns: Option<&[String]>,
-    own_rows_only: bool,
-) -> ConsentLine {
-    let (known, unknown) = split_actions(actions);
-    let mut words: Vec<&str> = ACTIONS
-        .iter()
-        .zip(known)
-        .filter(|(_, on)| *on)
-        .map(|((_, word), _)| *word)
-        .collect();
-    words.extend(unknown.iter().copied());
+pub fn describe_line(table: &TableDef, permission: &TablePermission) -> ConsentLine {
+    let words: Vec<&str> = permission.actions.iter().map(|a| word(*a)).collect();
     let actions_text = capitalize(&join_words(&words));
 
-    let column_views: Vec<ColumnView> = match columns {
-        None => table.columns.iter().map(column_view).collect(),
-        Some(names) => {
-            let mut views: Vec<ColumnView> = table
-                .columns
-                .iter()
-                .filter(|c| names.iter().any(|n| n == &c.name))
+    let column_views: Vec<ColumnView> = match &permission.columns {
+        ColumnSet::All => table.columns.iter().map(column_view).collect(),
+        ColumnSet::Only(names) => {
+            let known = table.columns.iter().filter(|c| names.contains(&c.name));
+            let missing = names.iter().filter(|n| table.column(n).is_none());
+            known
                 .map(column_view)
-                .collect();
-            let mut missing: Vec<&String> = names.iter().filter(|n| table.column(n).is_none()).collect();
-            missing.sort();
-            missing.dedup();
-            views.extend(missing.into_iter().map(|n| ColumnView {
-                name: n.clone(),
-                description: String::new(),
-                sensitive: None,
-            }));
-            views
+                .chain(missing.map(|n| ColumnView {
+                    name: n.clone(),
+                    description: String::new(),
+                    sensitive: None,
+                }))
+                .collect()
         }
     };
 
     let subject = subject(&table.description);
     let title = if subject.is_empty() {
-        format!("{actions_text} {}.{}", schema.name, table.name)
+        format!("{actions_text} {}", permission.table)
     } else {
         format!("{actions_text} {subject}")
     };
 
-    let table_name = format!("{}.{}", schema.name, table.name);
-    let id = scope_token(&table_name, known, &unknown, columns, own_rows_only);
     ConsentLine {
-        id,
-        table: table_name,
+        id: ScopeToken::from(permission).to_string(),
+        table: permission.table.to_string(),
         title,
         actions_text,
         columns: column_views,
-        all_columns: columns.is_none(),
-        own_rows_only,
+        all_columns: permission.columns == ColumnSet::All,
+        own_rows_only: permission.row_scope == RowScope::Own,
         checked: true,
         already_granted: false,
     }
-}
-
-/// Which of the four actions are asked for (in [`ACTIONS`] order), and the
-/// words that are not actions, in the order given, without repeats.
-fn split_actions<'a>(actions: &[&'a str]) -> ([bool; 4], Vec<&'a str>) {
-    let mut known = [false; 4];
-    let mut unknown: Vec<&str> = Vec::new();
-    for &action in actions {
-        let action = action.trim();
-        if action == "write" {
-            known[1] = true;
-            known[2] = true;
-            known[3] = true;
-        } else if let Some(i) = ACTIONS.iter().position(|(a, _)| *a == action) {
-            known[i] = true;
-        } else if !action.is_empty() && !unknown.contains(&action) {
-            unknown.push(action);
-        }
-    }
-    (known, unknown)
-}
-
-/// The canonical scope token of a line (decision 0002): sorted column list,
-/// actions in canonical order with create+update+delete written `write`,
-/// `:own` only for own rows.
-fn scope_token(table: &str, known: [bool; 4], unknown: &[&str], columns: Option<&[String]>, own: bool) -> String {
-    let mut token = table.to_owned();
-    if let Some(columns) = columns {
-        let mut sorted: Vec<&str> = columns.iter().map(String::as_str).collect();
-        sorted.sort_unstable();
-        sorted.dedup();
-        token.push('(');
-        token.push_str(&sorted.join(","));
-        token.push(')');
-    }
-    let mut parts: Vec<&str> = Vec::new();
-    if known[0] {
-        parts.push("read");
-    }
-    if known[1] && known[2] && known[3] {
-        parts.push("write");
-    } else {
-        for (i, (action, _)) in ACTIONS.iter().enumerate().skip(1) {
-            if known[i] {
-                parts.push(action);
-            }
-        }
-    }
-    parts.extend(unknown.iter().copied());
-    token.push(':');
-    token.push_str(&parts.join("+"));
-    if own {
-        token.push_str(":own");
-    }
-    token
 }
 
 fn column_view(c: &coffer_core::ColumnDef) -> ColumnView {
@@ -202,58 +127,47 @@ fn subject(description: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sample::line;
     use coffer_core::schema::registry::SchemaRegistry;
-
-    fn table(schema: &str, table: &str) -> (std::sync::Arc<SchemaDef>, TableDef) {
-        let registry = SchemaRegistry::builtin().unwrap();
-        let schema = registry.latest(schema).unwrap();
-        let table = schema.table(table).unwrap().clone();
-        (schema, table)
-    }
 
     #[test]
     fn reads_like_a_sentence() {
-        let (schema, people) = table("contacts", "people");
-        let line = describe_line(&schema, &people, &["read"], None, false);
-        assert_eq!(line.title, "See the people in your address book");
-        assert_eq!(line.actions_text, "See");
-        assert_eq!(line.id, "contacts.people:read");
-        assert_eq!(line.table, "contacts.people");
-        assert!(line.all_columns && line.checked && !line.already_granted && !line.own_rows_only);
-        assert_eq!(line.columns.len(), people.columns.len());
+        let registry = SchemaRegistry::builtin().unwrap();
+        let people = registry.latest("contacts").unwrap().table("people").unwrap().clone();
+        let line1 = line("contacts.people", &["read"], None, false);
+        assert_eq!(line1.title, "See the people in your address book");
+        assert_eq!(line1.actions_text, "See");
+        assert_eq!(line1.id, "contacts.people:read");
+        assert_eq!(line1.table, "contacts.people");
+        assert!(line1.all_columns && line1.checked && !line1.already_granted && !line1.own_rows_only);
+        assert_eq!(line1.columns.len(), people.columns.len());
 
-        let line = describe_line(&schema, &people, &["update", "read", "create"], None, true);
-        assert_eq!(line.title, "See, add and change the people in your address book");
-        assert_eq!(line.id, "contacts.people:read+create+update:own");
+        let line2 = line("contacts.people", &["update", "read", "create"], None, true);
+        assert_eq!(line2.title, "See, add and change the people in your address book");
+        assert_eq!(line2.id, "contacts.people:read+create+update:own");
 
-        let (schema, items) = table("tasks", "items");
-        let line = describe_line(&schema, &items, &["write"], None, false);
-        assert_eq!(line.title, "Add, change and delete the tasks on your to-do lists");
-        assert_eq!(line.id, "tasks.items:write");
-        let line = describe_line(&schema, &items, &["delete", "read", "create", "update"], None, false);
-        assert_eq!(line.id, "tasks.items:read+write");
-        assert_eq!(line.actions_text, "See, add, change and delete");
+        let line3 = line("tasks.items", &["write"], None, false);
+        assert_eq!(line3.title, "Add, change and delete the tasks on your to-do lists");
+        assert_eq!(line3.id, "tasks.items:write");
+        let line4 = line("tasks.items", &["delete", "read", "create", "update"], None, false);
+        assert_eq!(line4.id, "tasks.items:read+write");
+        assert_eq!(line4.actions_text, "See, add, change and delete");
     }
 
     #[test]
     fn column_lists_keep_schema_order_and_sensitive_labels() {
-        let (schema, people) = table("contacts", "people");
-        let cols = vec!["birthday".to_owned(), "display_name".to_owned(), "nope".to_owned()];
-        let line = describe_line(&schema, &people, &["read"], Some(&cols), false);
+        let line = line(
+            "contacts.people",
+            &["read"],
+            Some(&["birthday", "display_name", "nope"]),
+            false,
+        );
         let names: Vec<&str> = line.columns.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["display_name", "birthday", "nope"]);
         assert_eq!(line.columns[1].sensitive.as_deref(), Some("date of birth"));
         assert_eq!(line.columns[2].description, "");
         assert!(!line.all_columns);
         assert_eq!(line.id, "contacts.people(birthday,display_name,nope):read");
-    }
-
-    #[test]
-    fn unknown_actions_are_shown_not_hidden() {
-        let (schema, notes) = table("notes", "notes");
-        let line = describe_line(&schema, &notes, &["read", "share"], None, false);
-        assert_eq!(line.title, "See and share your notes");
-        assert_eq!(line.id, "notes.notes:read+share");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `target/consent-preview/` by default) with [`write_preview`], and the
 //! server's tests may use them too.
 
+use coffer_auth::{ScopeToken, TablePermission};
 use coffer_core::TableName;
 use coffer_core::schema::registry::SchemaRegistry;
 
@@ -21,19 +22,26 @@ pub const SAMPLE_LOGO: &str = concat!(
 /// A CSRF token for samples.
 pub const CSRF_TOKEN: &str = "sample-csrf-token-3f9a1c";
 
-/// The plain-words line for `table` (`schema.table`) of the built-in schemas.
+/// The plain-words line for `table` (`schema.table`) of the built-in schemas,
+/// with the action words of the scope grammar (`write` included).
 ///
 /// # Panics
 ///
-/// If the built-in schemas don't load or have no such table.
+/// If the built-in schemas don't load or have no such table, or the words
+/// do not make a scope token.
 pub fn line(table: &str, actions: &[&str], columns: Option<&[&str]>, own_rows_only: bool) -> ConsentLine {
+    let columns = columns.map(|c| format!("({})", c.join(","))).unwrap_or_default();
+    let rows = if own_rows_only { ":own" } else { "" };
+    let token: ScopeToken = format!("{table}{columns}:{}{rows}", actions.join("+"))
+        .parse()
+        .expect("a scope token");
+    let table: TableName = table.parse().expect("schema.table");
     let registry = SchemaRegistry::builtin().expect("built-in schemas load");
-    let (schema, table_name) = table.split_once('.').expect("schema.table");
-    let (schema, def) = registry
-        .table(&TableName::new(schema, table_name))
-        .expect("built-in table exists");
-    let columns: Option<Vec<String>> = columns.map(|c| c.iter().map(|s| (*s).to_owned()).collect());
-    describe_line(&schema, def, actions, columns.as_deref(), own_rows_only)
+    let (_, def) = registry.table(&table).expect("built-in table exists");
+    let permission = TablePermission::new(table, token.actions)
+        .with_columns(token.columns)
+        .with_rows(token.row_scope);
+    describe_line(def, &permission)
 }
 
 /// A sign-up page with errors on two fields.

@@ -15,7 +15,7 @@ use coffer_oauth::{App, AuthorizeError, AuthorizeParams, ConsentCheck, Error, en
 
 use super::AppState;
 use super::forms::{FormPairs, oauth_params};
-use super::lines::{describe, ticked, union, without};
+use super::lines::{describe, ticked};
 use super::respond::{self, csrf_refused, error_page, html, see_other};
 use super::session::{self, to_sign_in};
 
@@ -45,14 +45,14 @@ pub fn consent_lines(
 ) -> (Vec<ConsentLine>, Vec<ConsentLine>) {
     let registry = &state.services.registry;
     let mut lines = describe(registry, &check.new);
-    let mut already = describe(registry, &without(requested, &check.new));
+    let mut already = describe(registry, &requested.without(&check.new));
     for line in &mut already {
         line.already_granted = true;
         line.checked = false;
     }
     lines.extend(already);
     let existing = match &check.existing {
-        Some(grant) => describe(registry, &without(&grant.spec, requested)),
+        Some(grant) => describe(registry, &grant.spec.without(requested)),
         None => Vec::new(),
     };
     (lines, existing)
@@ -62,7 +62,7 @@ pub fn consent_lines(
 /// already allows of the request (not shown as checkboxes).
 pub fn approved_spec(state: &AppState, form: &FormPairs, requested: &GrantSpec, check: &ConsentCheck) -> GrantSpec {
     let ticked = ticked(&state.services.registry, &form.all(fields::LINE));
-    union(&ticked, &without(requested, &check.new))
+    ticked.union(&requested.without(&check.new))
 }
 
 /// An error page for a request that must not go back to the app.

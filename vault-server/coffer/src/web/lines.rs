@@ -2,8 +2,6 @@
 //! permission, worded from the schema's descriptions), and the lines a user
 //! left ticked back into a `GrantSpec`.
 
-use std::collections::BTreeSet;
-
 use coffer_auth::{ColumnSet, GrantSpec, RowScope, ScopeSet, ScopeToken, TablePermission};
 use coffer_consent_ui::{ConsentLine, describe_line};
 use coffer_core::schema::registry::SchemaRegistry;
@@ -18,27 +16,24 @@ pub fn describe(registry: &SchemaRegistry, spec: &GrantSpec) -> Vec<ConsentLine>
 }
 
 fn describe_permission(registry: &SchemaRegistry, p: &TablePermission) -> ConsentLine {
-    let actions: Vec<&str> = p.actions.iter().map(|a| a.as_str()).collect();
-    let columns: Option<Vec<String>> = match &p.columns {
-        ColumnSet::All => None,
-        ColumnSet::Only(set) => Some(set.iter().cloned().collect()),
-    };
-    let own = p.row_scope == RowScope::Own;
     match registry.table(&p.table) {
-        Some((schema, table)) => describe_line(&schema, table, &actions, columns.as_deref(), own),
+        Some((_, table)) => describe_line(table, p),
         // Grants are resolved against the registry, so this is a table of a
         // schema the server no longer has: still show what it is.
-        None => ConsentLine {
-            id: ScopeToken::from(p).to_string(),
-            table: p.table.to_string(),
-            title: format!("{} {}", actions.join(", "), p.table),
-            actions_text: actions.join(", "),
-            columns: Vec::new(),
-            all_columns: columns.is_none(),
-            own_rows_only: own,
-            checked: true,
-            already_granted: false,
-        },
+        None => {
+            let actions = p.actions.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ");
+            ConsentLine {
+                id: ScopeToken::from(p).to_string(),
+                table: p.table.to_string(),
+                title: format!("{actions} {}", p.table),
+                actions_text: actions,
+                columns: Vec::new(),
+                all_columns: p.columns == ColumnSet::All,
+                own_rows_only: p.row_scope == RowScope::Own,
+                checked: true,
+                already_granted: false,
+            }
+        }
     }
 }
 
@@ -47,43 +42,9 @@ fn describe_permission(registry: &SchemaRegistry, p: &TablePermission) -> Consen
 /// ignored: the result is always intersected with what was asked or
 /// granted, so a forged form can only narrow.
 pub fn ticked(registry: &SchemaRegistry, ids: &[&str]) -> GrantSpec {
-    let mut spec = GrantSpec::new();
-    for id in ids {
-        let Ok(set) = ScopeSet::parse(id) else { continue };
-        let Ok(resolved) = set.resolve(|n: &str| registry.latest(n)) else {
-            continue;
-        };
-        for p in resolved.permissions() {
-            let _ = spec.insert(p);
-        }
-    }
-    spec
-}
-
-/// The pairs of `spec` whose (table, action) `other` does not mention.
-pub fn without(spec: &GrantSpec, other: &GrantSpec) -> GrantSpec {
-    let mut out = GrantSpec::new();
-    for (table, action, access) in spec.pairs() {
-        if !other.allows(table, action) {
-            let _ = out.insert(TablePermission {
-                table: table.clone(),
-                actions: BTreeSet::from([action]),
-                columns: access.columns.clone(),
-                row_scope: access.row_scope,
-            });
-        }
-    }
-    out
-}
-
-/// `a` with every pair of `b` added (pairs of `b` that conflict with `a`
-/// are left out).
-pub fn union(a: &GrantSpec, b: &GrantSpec) -> GrantSpec {
-    let mut out = a.clone();
-    for p in b.permissions() {
-        let _ = out.insert(p);
-    }
-    out
+    ids.iter()
+        .filter_map(|id| ScopeSet::parse(id).ok()?.resolve(|n: &str| registry.latest(n)).ok())
+        .fold(GrantSpec::new(), |spec, resolved| spec.union(&resolved))
 }
 
 #[cfg(test)]
@@ -116,7 +77,7 @@ mod tests {
             kept.to_scope_string(),
             "contacts.people(birthday,display_name):read tasks.items:read"
         );
-        assert_eq!(without(&granted, &kept).to_scope_string(), "notes.notes:read+write:own");
-        assert_eq!(union(&kept, &without(&granted, &kept)), granted);
+        assert_eq!(granted.without(&kept).to_scope_string(), "notes.notes:read+write:own");
+        assert_eq!(kept.union(&granted.without(&kept)), granted);
     }
 }
