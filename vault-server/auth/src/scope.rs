@@ -341,6 +341,33 @@ pub enum ScopeErrorReason {
     TooManyTokens,
 }
 
+impl ScopeErrorReason {
+    /// A stable code for the reason, the variant's name in snake case (e.g.
+    /// `unknown_action`); `docs/scope-vectors.json` uses it.
+    pub fn code(&self) -> &'static str {
+        use ScopeErrorReason as R;
+        match self {
+            R::MissingActions => "missing_actions",
+            R::MissingTable => "missing_table",
+            R::InvalidSchemaName(_) => "invalid_schema_name",
+            R::InvalidTableName(_) => "invalid_table_name",
+            R::InvalidColumnName(_) => "invalid_column_name",
+            R::SystemColumn(_) => "system_column",
+            R::EmptyColumnList => "empty_column_list",
+            R::DuplicateColumn(_) => "duplicate_column",
+            R::BadColumnList => "bad_column_list",
+            R::ColumnsOnWildcard => "columns_on_wildcard",
+            R::EmptyAction => "empty_action",
+            R::UnknownAction(_) => "unknown_action",
+            R::DuplicateAction(_) => "duplicate_action",
+            R::UnknownRowScope(_) => "unknown_row_scope",
+            R::TooManyParts => "too_many_parts",
+            R::TooLong => "too_long",
+            R::TooManyTokens => "too_many_tokens",
+        }
+    }
+}
+
 /// Text safe to echo in an OAuth `error_description`: printable ASCII other
 /// than `"` and `\`, at most 80 characters.
 pub(crate) fn printable(s: &str) -> String {
