@@ -18,8 +18,8 @@
 //!    blocks are invisible to its policies, so no block can widen a token.
 //!
 //! A token bound to a DPoP key (RFC 9449) carries `cnf_jkt("<thumbprint>")`
-//! and `check if dpop_jkt("<thumbprint>")` in a block the OAuth server
-//! appends; [`VerifiedToken::dpop_jkt`] reports the thumbprint, and a request
+//! and `check if dpop_jkt("<thumbprint>")` in a block appended by
+//! [`bind_to_key`](crate::bind_to_key); [`VerifiedToken::dpop_jkt`] reports the thumbprint, and a request
 //! that did not prove that key ([`Request::with_dpop_jkt`]) is refused
 //! ([`DeniedKind::DpopRequired`]).
 //!

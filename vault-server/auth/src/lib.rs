@@ -26,4 +26,6 @@ pub use grant::{
 pub use keys::{KeyError, RootKeyPair, RootPublicKey};
 pub use revocation::{GrantState, GrantStatus, RevocationView, Revoked};
 pub use scope::{ScopeError, ScopeErrorReason, ScopeSet, ScopeTarget, ScopeToken};
-pub use token::{Attenuation, MAX_TOKEN_LIFETIME, TokenClaims, TokenError, attenuate, mint};
+pub use token::{
+    Attenuation, MAX_TOKEN_LIFETIME, TokenClaims, TokenError, attenuate, authority_revocation_id, bind_to_key, mint,
+};

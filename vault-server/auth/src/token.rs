@@ -1,5 +1,6 @@
-//! Capability tokens: minting the access token a grant allows, and
-//! attenuating a token by appending restriction blocks.
+//! Capability tokens: minting the access token a grant allows,
+//! attenuating a token by appending restriction blocks, and binding a token
+//! to a DPoP key.
 //!
 //! # Authority block (signed by the root key)
 //!
@@ -32,12 +33,28 @@
 //! limit_expires_at(2030-01-01T00:05:00Z);
 //! check if time($time), $time < 2030-01-01T00:05:00Z;
 //! ```
+//!
+//! # DPoP binding block (appended by the OAuth server right after minting)
+//!
+//! A token bound to a DPoP key (RFC 9449 `cnf.jkt`) by [`bind_to_key`]
+//! carries the key's RFC 7638 thumbprint, and a check that passes only when
+//! the request proved possession of that key (the verifier supplies
+//! `dpop_jkt`, see [`Request::with_dpop_jkt`](crate::Request::with_dpop_jkt)):
+//!
+//! ```text
+//! cnf_jkt("<thumbprint>");
+//! check if dpop_jkt("<thumbprint>");
+//! ```
+//!
+//! Like an attenuation it only restricts, and a holder cannot remove it;
+//! [`VerifiedToken::dpop_jkt`](crate::VerifiedToken::dpop_jkt) reads it back,
+//! and a token bound to two different keys is refused as malformed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use biscuit_auth::UnverifiedBiscuit;
 use biscuit_auth::builder::{BlockBuilder, Term};
-use biscuit_auth::macros::{biscuit, biscuit_merge, block_merge};
+use biscuit_auth::macros::{biscuit, biscuit_merge, block, block_merge};
 use chrono::{DateTime, TimeDelta, Utc};
 use coffer_core::schema::{TableName, is_identifier};
 use coffer_core::{AppId, GrantId, VaultId};
@@ -361,4 +378,112 @@ pub fn attenuate(token: &str, attenuation: &Attenuation) -> Result<String, Token
         .append(attenuation.block()?)
         .and_then(|t| t.to_base64())
         .map_err(biscuit_error)
+}
+
+/// Binds `token` to the DPoP key whose RFC 7638 thumbprint is `jkt`, by
+/// appending the binding block (see the module documentation). Like
+/// [`attenuate`] it needs no root key; the authorizer refuses the result if
+/// `token` was not signed by the root key or is already bound to another key.
+pub fn bind_to_key(token: &str, jkt: &str) -> Result<String, TokenError> {
+    let unverified = UnverifiedBiscuit::from_base64(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+    unverified
+        .append(block!(r#"cnf_jkt({jkt}); check if dpop_jkt({jkt});"#))
+        .and_then(|t| t.to_base64())
+        .map_err(biscuit_error)
+}
+
+/// The revocation id of a token's authority block: revoking it revokes the
+/// token and every token derived from it (attenuated or bound).
+pub fn authority_revocation_id(token: &str) -> Result<Vec<u8>, TokenError> {
+    UnverifiedBiscuit::from_base64(token)
+        .map_err(|e| TokenError::Malformed(e.to_string()))?
+        .revocation_identifiers()
+        .into_iter()
+        .next()
+        .ok_or_else(|| TokenError::Malformed("the token has no block".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::DeniedKind;
+    use crate::authorizer::{Authorizer, Request};
+    use crate::grant::TablePermission;
+    use crate::revocation::{GrantStatus, RevocationView};
+
+    fn table() -> TableName {
+        "contacts.people".parse().unwrap()
+    }
+
+    fn claims() -> TokenClaims {
+        let grant = GrantSpec::from_permissions([TablePermission::new(table(), [Action::Read])]).unwrap();
+        let now = Utc::now();
+        TokenClaims::new(
+            VaultId::generate(),
+            AppId::new("app"),
+            GrantId::generate(),
+            1,
+            grant,
+            now,
+            TimeDelta::minutes(5),
+        )
+    }
+
+    fn authorizer(root: &RootKeyPair, claims: &TokenClaims) -> Authorizer {
+        let view = Arc::new(RevocationView::new());
+        view.set_grant(claims.grant_id, claims.grant_version, GrantStatus::Active);
+        Authorizer::new(root.public_key(), view)
+    }
+
+    fn read(claims: &TokenClaims) -> Request {
+        Request::new(claims.vault, table(), Action::Read, Utc::now())
+    }
+
+    #[test]
+    fn a_bound_token_carries_the_thumbprint_and_needs_its_key() {
+        let root = RootKeyPair::generate();
+        let claims = claims();
+        let authz = authorizer(&root, &claims);
+        let token = mint(&root, &claims).unwrap();
+        let bound = bind_to_key(&token, "key-1").unwrap();
+        let verified = authz.verify(&bound).unwrap();
+        assert_eq!(verified.dpop_jkt(), Some("key-1"));
+        assert_eq!(verified.block_count(), 2);
+        assert!(authz.check(&verified, &read(&claims).with_dpop_jkt("key-1")).is_ok());
+        for request in [read(&claims), read(&claims).with_dpop_jkt("key-2")] {
+            assert_eq!(
+                authz.check(&verified, &request).unwrap_err().kind,
+                DeniedKind::DpopRequired
+            );
+        }
+        // Binding keeps the authority block, so its revocation id too.
+        assert_eq!(
+            authority_revocation_id(&bound).unwrap(),
+            authority_revocation_id(&token).unwrap()
+        );
+        assert_eq!(verified.revocation_ids()[0], authority_revocation_id(&token).unwrap());
+    }
+
+    #[test]
+    fn binding_twice_or_a_forged_token_is_refused() {
+        let root = RootKeyPair::generate();
+        let claims = claims();
+        let authz = authorizer(&root, &claims);
+        let once = bind_to_key(&mint(&root, &claims).unwrap(), "key-1").unwrap();
+        let twice = bind_to_key(&once, "key-2").unwrap();
+        assert_eq!(authz.verify(&twice).unwrap_err().kind, DeniedKind::Malformed);
+
+        let forged = bind_to_key(&mint(&RootKeyPair::generate(), &claims).unwrap(), "key-1").unwrap();
+        assert!(authz.verify(&forged).is_err());
+        assert!(matches!(
+            bind_to_key("not a token", "key-1"),
+            Err(TokenError::Malformed(_))
+        ));
+        assert!(matches!(
+            authority_revocation_id("not a token"),
+            Err(TokenError::Malformed(_))
+        ));
+    }
 }

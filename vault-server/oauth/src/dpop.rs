@@ -4,9 +4,8 @@
 //!
 //! # How an access token is bound
 //!
-//! `coffer_auth::mint` has no place for `cnf.jkt`, and the root key cannot
-//! be reached from outside `coffer-auth`. So a bound token gets one more
-//! biscuit block, appended by this server right after minting (like any
+//! Right after minting, this server binds the token to the proof key with
+//! `coffer_auth::bind_to_key`, which appends one more block (like any
 //! attenuation, it can only restrict, and a holder cannot remove it):
 //!
 //! ```text
@@ -27,8 +26,6 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use biscuit_auth::UnverifiedBiscuit;
-use biscuit_auth::macros::block;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -243,23 +240,4 @@ impl OAuthServer {
         }
         Ok(jkt)
     }
-}
-
-/// Appends the DPoP binding block to a freshly minted token.
-pub(crate) fn bind_token(token: &str, jkt: &str) -> Result<String, Error> {
-    let failed = |e: biscuit_auth::error::Token| Error::Internal(format!("binding the token to the DPoP key: {e}"));
-    let unverified = UnverifiedBiscuit::from_base64(token).map_err(failed)?;
-    let block = block!(r#"cnf_jkt({jkt}); check if dpop_jkt({jkt});"#);
-    unverified.append(block).and_then(|t| t.to_base64()).map_err(failed)
-}
-
-/// The revocation id of a token's authority block (revoking it revokes the
-/// token and everything derived from it).
-pub(crate) fn authority_revocation_id(token: &str) -> Result<Vec<u8>, Error> {
-    UnverifiedBiscuit::from_base64(token)
-        .map_err(|e| Error::Internal(format!("reading the minted token: {e}")))?
-        .revocation_identifiers()
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Internal("the minted token has no block".into()))
 }

@@ -5,12 +5,12 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use coffer_auth::{GrantSpec, ScopeSet, TokenClaims, mint};
+use coffer_auth::{GrantSpec, ScopeSet, TokenClaims, authority_revocation_id, bind_to_key, mint};
 use serde::{Deserialize, Serialize};
 use sqlx::{Sqlite, Transaction};
 
 use crate::apps::App;
-use crate::dpop::{DpopProof, authority_revocation_id, bind_token};
+use crate::dpop::DpopProof;
 use crate::grants::{GRANT_COLUMNS, Grant, GrantRow, parse_spec};
 use crate::util::{ct_eq, from_micros, hash, micros, new_secret, sha256_b64};
 use crate::{ClientCredentials, Error, ErrorCode, GrantType, OAuthServer};
@@ -367,9 +367,11 @@ impl OAuthServer {
         );
         let mut access_token = mint(&self.root, &claims).map_err(|e| Error::Internal(format!("minting: {e}")))?;
         if let Some(j) = jkt {
-            access_token = bind_token(&access_token, j)?;
+            access_token = bind_to_key(&access_token, j)
+                .map_err(|e| Error::Internal(format!("binding the token to the DPoP key: {e}")))?;
         }
-        let revocation_id = authority_revocation_id(&access_token)?;
+        let revocation_id = authority_revocation_id(&access_token)
+            .map_err(|e| Error::Internal(format!("reading the minted token: {e}")))?;
         // The grant row is locked by this transaction, so this is its current
         // state; a view that did not know it (e.g. another node's grant)
         // accepts the token at once. Updates are monotonic.
