@@ -59,7 +59,8 @@ pub struct AccessEntry {
     pub at: DateTime<Utc>,
     /// The app that made it.
     pub app: AppId,
-    /// "read", "insert", "update", "delete" or "describe" (listing schemas/tables).
+    /// "read", "insert", "update", "delete" or "describe" (listing
+    /// schemas/tables): an [`Operation`](crate::Operation)'s name.
     pub operation: String,
     /// The tables the request named.
     pub tables: Vec<TableName>,

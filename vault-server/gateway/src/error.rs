@@ -1,10 +1,12 @@
-//! What the gateway refuses or fails with. Each error has a stable problem
-//! code (the last part of its RFC 9457 `type`), an HTTP status and, where an
-//! app can act on it, machine-readable members (`required`, `column`, …).
+//! What the gateway refuses or fails with: one variant per refusal kind, with
+//! typed fields an app can act on (`required`, `column`, …) and a stable
+//! code ([`GatewayError::code`]) that the access log stores. Each front end
+//! maps the variants to its own answers (the HTTP API to a status and an
+//! RFC 9457 problem whose `type` ends with the code).
 
 use coffer_auth::Denied;
 use coffer_storage::StorageError;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 /// Everything a gateway request can end with other than success.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +116,7 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    /// The stable problem code, e.g. `missing-right`.
+    /// The stable code of the refusal or failure, e.g. `missing-right`.
     pub fn code(&self) -> &'static str {
         match self {
             GatewayError::InvalidToken { .. } => "invalid-token",
@@ -134,89 +136,6 @@ impl GatewayError {
             GatewayError::TooManyRequests { .. } => "too-many-requests",
             GatewayError::Internal(_) => "server-error",
         }
-    }
-
-    /// The HTTP status.
-    pub fn status(&self) -> u16 {
-        match self {
-            GatewayError::InvalidToken { .. } => 401,
-            GatewayError::MissingRight { .. } => 403,
-            GatewayError::TableNotFound(_) | GatewayError::RowNotFound { .. } => 404,
-            GatewayError::UnknownColumn { .. }
-            | GatewayError::InvalidFilter { .. }
-            | GatewayError::InvalidBody(_)
-            | GatewayError::InvalidSql(_) => 400,
-            GatewayError::InvalidRow { .. } => 422,
-            GatewayError::Conflict { .. } | GatewayError::IdInUse { .. } => 409,
-            GatewayError::BodyTooLarge { .. } => 413,
-            GatewayError::QueryLimit(_) => 422,
-            GatewayError::TooManyRequests { .. } => 429,
-            GatewayError::QueryTimeout { .. } => 503,
-            GatewayError::Internal(_) => 500,
-        }
-    }
-
-    /// A short human title for the problem type.
-    pub fn title(&self) -> &'static str {
-        match self {
-            GatewayError::InvalidToken { .. } => "The access token is not valid",
-            GatewayError::MissingRight { .. } => "The grant does not allow this",
-            GatewayError::TableNotFound(_) => "No such table",
-            GatewayError::RowNotFound { .. } => "No such row",
-            GatewayError::UnknownColumn { .. } => "No such column",
-            GatewayError::InvalidFilter { .. } => "Invalid query parameter",
-            GatewayError::InvalidBody(_) => "Invalid request body",
-            GatewayError::InvalidRow { .. } => "Invalid row",
-            GatewayError::Conflict { .. } => "The row changed",
-            GatewayError::IdInUse { .. } => "The id is in use",
-            GatewayError::InvalidSql(_) => "Invalid SQL",
-            GatewayError::BodyTooLarge { .. } => "Request body too large",
-            GatewayError::QueryLimit(_) => "The query exceeds a limit",
-            GatewayError::QueryTimeout { .. } => "The query took too long",
-            GatewayError::TooManyRequests { .. } => "Too many queries at once",
-            GatewayError::Internal(_) => "Server error",
-        }
-    }
-
-    /// The problem's extension members.
-    pub fn extensions(&self) -> Map<String, Value> {
-        let v = match self {
-            GatewayError::InvalidToken { code, .. } => json!({ "reason": code }),
-            GatewayError::MissingRight { required } => json!({ "required": required }),
-            GatewayError::TableNotFound(table) => json!({ "table": table }),
-            GatewayError::RowNotFound { table, id } => json!({ "table": table, "id": id }),
-            GatewayError::UnknownColumn { table, column } => json!({ "table": table, "column": column }),
-            GatewayError::InvalidFilter { parameter, .. } => json!({ "parameter": parameter }),
-            GatewayError::InvalidRow { column, .. } => json!({ "column": column }),
-            GatewayError::Conflict { current, .. } => json!({ "current": current }),
-            GatewayError::IdInUse { table, id } => json!({ "table": table, "id": id }),
-            GatewayError::BodyTooLarge { limit } => json!({ "limit": limit }),
-            GatewayError::QueryTimeout { seconds } => json!({ "limit_seconds": seconds }),
-            GatewayError::TooManyRequests { limit } => json!({ "limit": limit }),
-            GatewayError::InvalidBody(_)
-            | GatewayError::InvalidSql(_)
-            | GatewayError::QueryLimit(_)
-            | GatewayError::Internal(_) => json!({}),
-        };
-        match v {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        }
-    }
-
-    /// The RFC 9457 problem document.
-    pub fn to_problem(&self) -> Value {
-        let mut doc = Map::new();
-        doc.insert("type".into(), format!("urn:coffer:problem:{}", self.code()).into());
-        doc.insert("title".into(), self.title().into());
-        doc.insert("status".into(), self.status().into());
-        let detail = match self {
-            GatewayError::Internal(_) => "The server could not finish this request; nothing was changed.".to_owned(),
-            other => other.to_string(),
-        };
-        doc.insert("detail".into(), detail.into());
-        doc.extend(self.extensions());
-        Value::Object(doc)
     }
 
     pub(crate) fn invalid_token(denied: &Denied) -> Self {

@@ -32,37 +32,13 @@ use serde_json::Value;
 use crate::caller::Caller;
 use crate::catalog::{ConfinedTable, MAX_ROWS_PER_WRITE, Use, confined_context};
 use crate::error::GatewayError;
+use crate::request::{Logged, Operation};
 use crate::values::{batch_to_arrays, type_name};
 
 /// Longest SQL text accepted.
 pub const MAX_SQL_LEN: usize = 64 * 1024;
 /// Most rows a query result may hold.
 pub const MAX_RESULT_ROWS: usize = 10_000;
-
-/// What a statement does, for the access log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StatementKind {
-    /// `SELECT`.
-    Read,
-    /// `INSERT`.
-    Insert,
-    /// `UPDATE`.
-    Update,
-    /// `DELETE`.
-    Delete,
-}
-
-impl StatementKind {
-    /// `read`, `insert`, `update` or `delete`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StatementKind::Read => "read",
-            StatementKind::Insert => "insert",
-            StatementKind::Update => "update",
-            StatementKind::Delete => "delete",
-        }
-    }
-}
 
 /// A result column.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -77,8 +53,8 @@ pub struct ResultColumn {
 /// What a statement returned.
 #[derive(Debug)]
 pub struct SqlResult {
-    /// The statement's kind.
-    pub kind: StatementKind,
+    /// What the statement did.
+    pub kind: Operation,
     /// The tables it read or wrote.
     pub tables: Vec<TableName>,
     /// The result's columns.
@@ -87,6 +63,16 @@ pub struct SqlResult {
     pub rows: Vec<Value>,
     /// Rows returned (reads) or changed (writes).
     pub row_count: u64,
+}
+
+impl Logged for SqlResult {
+    fn rows(&self) -> u64 {
+        self.row_count
+    }
+
+    fn learned(&self) -> Option<(Operation, &[TableName])> {
+        Some((self.kind, &self.tables))
+    }
 }
 
 /// Deepest expression nesting a statement may have (operators, function
@@ -103,7 +89,7 @@ const INLINE_PARSE_LEN: usize = 4 * 1024;
 /// A statement that parsed as one allowed statement.
 struct Parsed {
     statement: DfStatement,
-    kind: StatementKind,
+    kind: Operation,
     /// The table an `INSERT` writes.
     target: Option<TableName>,
     /// Whether an `UPDATE` or `DELETE` has a `WHERE` clause.
@@ -112,13 +98,13 @@ struct Parsed {
 
 /// What `sql` would do, by its first keyword: the label of a refused
 /// statement in the access log (no second parse of text already refused).
-pub fn kind_of(sql: &str) -> StatementKind {
+pub fn kind_of(sql: &str) -> Operation {
     let word = sql.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
     match word.as_str() {
-        "insert" => StatementKind::Insert,
-        "update" => StatementKind::Update,
-        "delete" => StatementKind::Delete,
-        _ => StatementKind::Read,
+        "insert" => Operation::Insert,
+        "update" => Operation::Update,
+        "delete" => Operation::Delete,
+        _ => Operation::Read,
     }
 }
 
@@ -166,17 +152,17 @@ fn classify(sql: &str) -> Result<Parsed, GatewayError> {
     };
     check_depth(inner)?;
     let (kind, target, has_where) = match inner.as_ref() {
-        Statement::Query(_) => (StatementKind::Read, None, false),
+        Statement::Query(_) => (Operation::Read, None, false),
         Statement::Insert(insert) => match &insert.table {
-            TableObject::TableName(name) => (StatementKind::Insert, Some(object_table(&name.to_string())?), false),
+            TableObject::TableName(name) => (Operation::Insert, Some(object_table(&name.to_string())?), false),
             _ => {
                 return Err(GatewayError::InvalidSql(
                     "INSERT takes a table name (`INSERT INTO schema.table …`)".into(),
                 ));
             }
         },
-        Statement::Update(update) => (StatementKind::Update, None, update.selection.is_some()),
-        Statement::Delete(delete) => (StatementKind::Delete, None, delete.selection.is_some()),
+        Statement::Update(update) => (Operation::Update, None, update.selection.is_some()),
+        Statement::Delete(delete) => (Operation::Delete, None, delete.selection.is_some()),
         _ => return Err(only_dml()),
     };
     Ok(Parsed {
@@ -252,7 +238,7 @@ enum Prepared {
     Read(SqlResult),
     /// A write's changes, to commit.
     Write {
-        kind: StatementKind,
+        kind: Operation,
         table: TableName,
         mutations: Vec<Mutation>,
     },
@@ -313,7 +299,7 @@ async fn prepare(caller: &Caller, parsed: Parsed, params: &[Value]) -> Result<Pr
     let plan = state.statement_to_plan(statement).await.map_err(from_datafusion)?;
     SQLOptions::new()
         .with_allow_ddl(false)
-        .with_allow_dml(kind != StatementKind::Read)
+        .with_allow_dml(kind != Operation::Read)
         .with_allow_statements(false)
         .verify_plan(&plan)
         .map_err(|e| GatewayError::InvalidSql(e.to_string()))?;
@@ -370,7 +356,7 @@ async fn prepare(caller: &Caller, parsed: Parsed, params: &[Value]) -> Result<Pr
 }
 
 /// Runs a query plan and collects its result (at most [`MAX_RESULT_ROWS`]).
-async fn read(ctx: &SessionContext, plan: LogicalPlan, kind: StatementKind) -> Result<SqlResult, GatewayError> {
+async fn read(ctx: &SessionContext, plan: LogicalPlan, kind: Operation) -> Result<SqlResult, GatewayError> {
     let tables = referenced_tables(&plan);
     let df = ctx.execute_logical_plan(plan).await.map_err(from_datafusion)?;
     let schema = df.schema().as_arrow().clone();
@@ -702,12 +688,12 @@ mod tests {
 
     #[test]
     fn classifies_statements() {
-        assert_eq!(classify("SELECT 1").unwrap().kind, StatementKind::Read);
+        assert_eq!(classify("SELECT 1").unwrap().kind, Operation::Read);
         let insert = classify("INSERT INTO \"contacts\".people (name) VALUES ('a')").unwrap();
-        assert_eq!(insert.kind, StatementKind::Insert);
+        assert_eq!(insert.kind, Operation::Insert);
         assert_eq!(insert.target.unwrap(), TableName::new("contacts", "people"));
         let delete = classify("DELETE FROM contacts.people WHERE id = 'x'").unwrap();
-        assert_eq!(delete.kind, StatementKind::Delete);
+        assert_eq!(delete.kind, Operation::Delete);
         assert!(delete.has_where);
         assert!(!classify("DELETE FROM contacts.people").unwrap().has_where);
         for bad in [

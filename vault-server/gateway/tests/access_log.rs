@@ -1,7 +1,10 @@
-//! The vault access log: entries come back newest first and per app, a burst
-//! of requests costs few commits, the log is encrypted at rest and durable
-//! after `flush`, a deleted vault does not wedge the appender, and no scope
-//! can name the system table.
+//! The vault access log: the gateway records every authenticated request
+//! itself, entries come back newest first and per app, a burst of requests
+//! costs few commits, the log is encrypted at rest and durable after
+//! `flush`, a deleted vault does not wedge the appender, and no scope can
+//! name the system table.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +14,7 @@ use coffer_auth::{Action, GrantSpec, ScopeSet, TablePermission};
 use coffer_core::schema::registry::SchemaRegistry;
 use coffer_core::{AppId, TableName, VaultId};
 use coffer_gateway::access_log::{AccessEntry, AccessLog};
+use coffer_gateway::{Credentials, Logged, Operation, rows, sql};
 use coffer_storage::system::{SYSTEM_APP, access_log_table, system_schema};
 use coffer_storage::{Embedded, Engine, EngineOptions, StorageError, open_embedded};
 use datafusion::arrow::array::{Array, AsArray};
@@ -57,6 +61,79 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
         }
     }
     hits
+}
+
+/// What a delete answers, for the access log.
+#[derive(Debug)]
+struct Deleted;
+
+impl Logged for Deleted {
+    fn rows(&self) -> u64 {
+        1
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_records_refused_and_allowed_requests_itself() {
+    let w = common::World::new().await;
+    let notes = TableName::new("notes", "notes");
+    let writer = w.caller("writer", "notes.notes:read+create").await;
+    rows::insert(
+        &writer,
+        &notes,
+        vec![common::values(serde_json::json!({"id": "n1", "title": "a"}))],
+    )
+    .await
+    .unwrap();
+    let reader = Credentials::bearer(w.token(w.vault, "reader", "notes.notes:read"));
+
+    // Allowed: a SQL read, recorded with the operation and tables it turned out to be.
+    let served = w
+        .gateway
+        .run(&reader, Operation::Read, Vec::new(), |caller| async move {
+            sql::execute(&caller, "SELECT id FROM notes.notes", &[]).await
+        })
+        .await;
+    assert_eq!(served.result.unwrap().row_count, 1);
+    assert_eq!(served.app, Some(AppId::new("reader")));
+    // Refused: the grant does not allow deleting.
+    let served = w
+        .gateway
+        .run(&reader, Operation::Delete, vec![notes.clone()], |caller| {
+            let notes = notes.clone();
+            async move { rows::delete(&caller, &notes, "n1", None).await.map(|()| Deleted) }
+        })
+        .await;
+    assert_eq!(served.result.unwrap_err().code(), "missing-right");
+    // A refused token names no vault: nothing is recorded, and nothing runs.
+    let served = w
+        .gateway
+        .run(
+            &Credentials::bearer("nonsense"),
+            Operation::Read,
+            Vec::new(),
+            |_| async { Ok::<_, coffer_gateway::GatewayError>(Deleted) },
+        )
+        .await;
+    assert_eq!((served.app, served.result.unwrap_err().code()), (None, "invalid-token"));
+
+    w.gateway.access_log().flush().await;
+    let logged: Vec<_> = w
+        .gateway
+        .access_log()
+        .recent(w.vault, Some(&AppId::new("reader")), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.operation, e.tables, e.rows, e.outcome))
+        .collect();
+    assert_eq!(
+        logged,
+        vec![
+            ("delete".into(), vec![notes.clone()], 0, "missing-right".into()),
+            ("read".into(), vec![notes], 1, "ok".into()),
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

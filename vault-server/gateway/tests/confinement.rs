@@ -61,8 +61,8 @@ async fn column_grant_never_returns_other_columns() {
         "SELECT count(*) FROM contacts.people WHERE email LIKE 'ada%'",
     ] {
         let e = sql::execute(&reader, statement, &[]).await.unwrap_err();
-        assert_eq!(e.status(), 400, "{statement}: {e}");
-        outputs.push(e.to_problem());
+        assert!(bad_request(&e), "{statement}: {e}");
+        outputs.push(Value::String(told(&e)));
     }
     let all = serde_json::to_string(&outputs).unwrap();
     assert!(!all.contains(secret), "the email leaked: {all}");
@@ -129,8 +129,8 @@ async fn ungranted_table_is_indistinguishable_from_a_missing_one() {
     let b = sql::execute(&c, "SELECT * FROM notes.nope", &[]).await.unwrap_err();
     assert_eq!(a.code(), "table-not-found", "{a}");
     assert_eq!(
-        a.to_problem()["detail"].as_str().unwrap().replace("notes.notes", "T"),
-        b.to_problem()["detail"].as_str().unwrap().replace("notes.nope", "T")
+        a.to_string().replace("notes.notes", "T"),
+        b.to_string().replace("notes.nope", "T")
     );
     for statement in [
         "SELECT * FROM information_schema.tables",
@@ -140,7 +140,7 @@ async fn ungranted_table_is_indistinguishable_from_a_missing_one() {
         "SELECT * FROM vault.public.anything",
     ] {
         let e = sql::execute(&c, statement, &[]).await.unwrap_err();
-        assert!((400..500).contains(&e.status()), "{statement}: {e}");
+        assert!(refused(&e), "{statement}: {e}");
     }
 }
 
@@ -371,7 +371,7 @@ async fn filters_match_the_grammar() {
         vec![("title", "is.true")],
     ] {
         let e = rows::list(&app, &items, &query(&pairs)).await.unwrap_err();
-        assert!((400..500).contains(&e.status()), "{pairs:?}: {e}");
+        assert!(refused(&e), "{pairs:?}: {e}");
     }
 }
 

@@ -10,7 +10,7 @@ use coffer_auth::{Authorizer, GrantStatus, RevocationView, RootKeyPair, ScopeSet
 use coffer_core::schema::registry::SchemaRegistry;
 use coffer_core::{AppId, GrantId, TableName, VaultId};
 use coffer_gateway::filter::ListQuery;
-use coffer_gateway::{AccessLog, Caller, ControlPlane, Credentials, Gateway, RequestLimits, rows};
+use coffer_gateway::{AccessLog, Caller, ControlPlane, Credentials, Gateway, GatewayError, RequestLimits, rows};
 use coffer_storage::{Embedded, Engine, EngineOptions, Values, open_embedded};
 use serde_json::Value;
 
@@ -82,6 +82,12 @@ impl World {
     }
 
     pub async fn caller_in(&self, vault: VaultId, app: &str, scope: &str) -> Caller {
+        let token = self.token(vault, app, scope);
+        self.gateway.authenticate(&Credentials::bearer(token)).await.unwrap()
+    }
+
+    /// A token for `app` holding `scope` on `vault`.
+    pub fn token(&self, vault: VaultId, app: &str, scope: &str) -> String {
         let grant = ScopeSet::parse(scope)
             .unwrap()
             .resolve(|name| self.registry.latest(name))
@@ -89,8 +95,7 @@ impl World {
         let id = GrantId::generate();
         self.view.set_grant(id, 1, GrantStatus::Active);
         let claims = TokenClaims::new(vault, AppId::new(app), id, 1, grant, Utc::now(), TimeDelta::minutes(5));
-        let token = mint(&self.root, &claims).unwrap();
-        self.gateway.authenticate(&Credentials::bearer(token)).await.unwrap()
+        mint(&self.root, &claims).unwrap()
     }
 }
 
@@ -112,4 +117,24 @@ pub async fn all_rows(caller: &Caller, table: &TableName) -> Vec<rows::Row> {
         .await
         .unwrap()
         .rows
+}
+
+/// Everything an error tells the caller: its code, its text and its fields.
+pub fn told(e: &GatewayError) -> String {
+    format!("{} {e} {e:?}", e.code())
+}
+
+/// Whether `e` says the request itself is malformed (a bad statement,
+/// filter, column or body).
+pub fn bad_request(e: &GatewayError) -> bool {
+    matches!(
+        e.code(),
+        "invalid-sql" | "invalid-filter" | "unknown-column" | "invalid-body"
+    )
+}
+
+/// Whether `e` refuses the request (the caller's doing), rather than the
+/// server failing or the query being stopped.
+pub fn refused(e: &GatewayError) -> bool {
+    !matches!(e.code(), "server-error" | "query-timeout")
 }

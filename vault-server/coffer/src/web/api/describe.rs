@@ -3,10 +3,10 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use coffer_gateway::describe;
+use coffer_gateway::{Operation, describe};
 
 use super::openapi::{Problem, SchemasDoc, TablesDoc};
-use super::{ApiCredentials, Done, authenticate, finish};
+use super::{ApiCredentials, Done, serve};
 use crate::web::AppState;
 
 /// The granted tables of each schema, with the columns the token may use.
@@ -19,16 +19,20 @@ use crate::web::AppState;
     security(("bearer" = []), ("dpop" = []))
 )]
 pub async fn schemas(State(state): State<AppState>, credentials: ApiCredentials) -> Response {
-    let caller = match authenticate(&state, &credentials).await {
-        Ok(c) => c,
-        Err(response) => return response,
-    };
-    let result = describe::schemas(&caller).await.map(|body| Done {
-        status: StatusCode::OK,
-        body: Some(body),
-        rows: 0,
-    });
-    finish(&state, &caller, "describe", Vec::new(), result)
+    serve(
+        &state,
+        &credentials,
+        Operation::Describe,
+        Vec::new(),
+        |caller| async move {
+            describe::schemas(&caller).await.map(|body| Done {
+                status: StatusCode::OK,
+                body: Some(body),
+                rows: 0,
+            })
+        },
+    )
+    .await
 }
 
 /// Each granted table with, per action, its columns and rows.
@@ -41,14 +45,18 @@ pub async fn schemas(State(state): State<AppState>, credentials: ApiCredentials)
     security(("bearer" = []), ("dpop" = []))
 )]
 pub async fn tables(State(state): State<AppState>, credentials: ApiCredentials) -> Response {
-    let caller = match authenticate(&state, &credentials).await {
-        Ok(c) => c,
-        Err(response) => return response,
-    };
-    let result = describe::tables(&caller).await.map(|body| Done {
-        status: StatusCode::OK,
-        body: Some(body),
-        rows: 0,
-    });
-    finish(&state, &caller, "describe", Vec::new(), result)
+    serve(
+        &state,
+        &credentials,
+        Operation::Describe,
+        Vec::new(),
+        |caller| async move {
+            describe::tables(&caller).await.map(|body| Done {
+                status: StatusCode::OK,
+                body: Some(body),
+                rows: 0,
+            })
+        },
+    )
+    .await
 }

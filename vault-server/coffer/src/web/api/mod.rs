@@ -1,10 +1,11 @@
 //! The data API under `/v1`: apps read and write the vault with a
 //! capability token, sent as `Authorization: Bearer <token>` or, for a token
 //! bound to a DPoP key (RFC 9449), as `Authorization: DPoP <token>` with a
-//! `DPoP` proof header. Handlers are thin: they authenticate, parse, call the
+//! `DPoP` proof header. Handlers are thin: they parse, hand the request to the
 //! query gateway (`coffer-gateway`, the one code path every front end
-//! shares), answer JSON or RFC 9457 problem JSON, and record the request in
-//! the vault's access log.
+//! shares; it authenticates, runs and records the request in the vault's
+//! access log), and answer JSON or RFC 9457 problem JSON ([`problem`] maps
+//! the gateway's refusals).
 //!
 //! | module | routes |
 //! |---|---|
@@ -15,6 +16,7 @@
 
 mod describe;
 mod openapi;
+mod problem;
 mod rows;
 mod sql;
 
@@ -25,13 +27,14 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::Utc;
 use coffer_core::TableName;
-use coffer_gateway::{AccessEntry, Caller, Credentials, DpopHeader, GatewayError, Scheme};
+use coffer_gateway::{Caller, Credentials, DpopHeader, GatewayError, Logged, Operation, Scheme};
 use serde_json::Value;
+
+use self::problem::problem;
 
 use super::AppState;
 
@@ -52,53 +55,6 @@ pub fn router(body_limit: usize) -> Router<AppState> {
         .layer(DefaultBodyLimit::max(body_limit))
 }
 
-/// A problem JSON response (RFC 9457) for `error` of a request that sent its
-/// token with `scheme`; a 401 says how to authenticate (RFC 6750 §3, or a
-/// DPoP challenge, RFC 9449 §7.1). Server failures are logged.
-pub fn problem(error: &GatewayError, scheme: Scheme) -> Response {
-    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!(error = %error, "data API request failed");
-    }
-    let mut response = (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        error.to_problem().to_string(),
-    )
-        .into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, challenge(error, scheme));
-    }
-    if matches!(
-        error,
-        GatewayError::TooManyRequests { .. } | GatewayError::QueryTimeout { .. }
-    ) {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    response
-}
-
-/// The `WWW-Authenticate` challenge of a 401: DPoP (with the algorithms
-/// proofs may use) when the proof was refused, the token needs one, or the
-/// request used the DPoP scheme; Bearer otherwise.
-fn challenge(error: &GatewayError, scheme: Scheme) -> HeaderValue {
-    let code = match error {
-        GatewayError::InvalidToken { code, .. } => *code,
-        _ => "",
-    };
-    HeaderValue::from_static(match (code, scheme) {
-        ("invalid_dpop_proof", _) => "DPoP realm=\"coffer\", error=\"invalid_dpop_proof\", algs=\"ES256 EdDSA\"",
-        ("dpop_required", _) | (_, Scheme::Dpop) => {
-            "DPoP realm=\"coffer\", error=\"invalid_token\", algs=\"ES256 EdDSA\""
-        }
-        (_, Scheme::Bearer) => "Bearer realm=\"coffer\", error=\"invalid_token\"",
-    })
-}
-
 /// A JSON response.
 fn json(status: StatusCode, body: &Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
@@ -106,7 +62,7 @@ fn json(status: StatusCode, body: &Value) -> Response {
 
 /// The credentials a data API request carried, read from its
 /// `Authorization` and `DPoP` headers, method and path (or why they are
-/// unusable, answered by [`authenticate`]).
+/// unusable, answered by [`serve`]).
 pub(super) struct ApiCredentials(Result<Credentials, GatewayError>);
 
 impl FromRequestParts<AppState> for ApiCredentials {
@@ -165,63 +121,53 @@ fn credentials(state: &AppState, headers: &HeaderMap, method: &str, path: &str) 
     Ok(Credentials::dpop(token, proof))
 }
 
-/// Authenticates the request's credentials.
-async fn authenticate(state: &AppState, credentials: &ApiCredentials) -> Result<Caller, Response> {
-    let credentials = credentials.0.as_ref().map_err(|e| problem(e, Scheme::Dpop))?;
-    state
-        .services
-        .gateway
-        .authenticate(credentials)
-        .await
-        .map_err(|e| problem(&e, credentials.scheme))
-}
-
-/// What a handler did, for the answer and the access log.
+/// What a handler answers on success, and the rows it counts for the access
+/// log.
 struct Done {
     status: StatusCode,
     body: Option<Value>,
     rows: u64,
 }
 
-/// Answers `result` and records it in the caller's vault access log.
-fn finish(
+impl Logged for Done {
+    fn rows(&self) -> u64 {
+        self.rows
+    }
+}
+
+/// Runs `op` through the gateway, which authenticates the request and
+/// records it in the vault's access log as `operation` on `tables`, and
+/// answers its result.
+async fn serve<T, F, Fut>(
     state: &AppState,
-    caller: &Caller,
-    operation: &str,
+    credentials: &ApiCredentials,
+    operation: Operation,
     tables: Vec<TableName>,
-    result: Result<Done, GatewayError>,
-) -> Response {
-    let (mut response, rows, outcome) = match result {
-        Ok(done) => {
-            let response = match &done.body {
-                Some(body) => json(done.status, body),
-                None => done.status.into_response(),
-            };
-            (response, done.rows, "ok")
-        }
-        Err(e) => {
-            let scheme = if caller.dpop_jkt().is_some() {
-                Scheme::Dpop
-            } else {
-                Scheme::Bearer
-            };
-            (problem(&e, scheme), 0, e.code())
-        }
+    op: F,
+) -> Response
+where
+    T: Logged,
+    Done: From<T>,
+    F: FnOnce(Caller) -> Fut,
+    Fut: Future<Output = Result<T, GatewayError>>,
+{
+    let credentials = match &credentials.0 {
+        Ok(c) => c,
+        Err(e) => return problem(e, Scheme::Dpop),
     };
-    response
-        .extensions_mut()
-        .insert(super::request_log::AnsweredApp(caller.app().clone()));
-    state.services.gateway.access_log().record(
-        caller.vault(),
-        AccessEntry {
-            at: Utc::now(),
-            app: caller.app().clone(),
-            operation: operation.to_owned(),
-            tables,
-            rows,
-            outcome: outcome.to_owned(),
-        },
-    );
+    let served = state.services.gateway.run(credentials, operation, tables, op).await;
+    let mut response = match served.result.map(Done::from) {
+        Ok(Done {
+            status,
+            body: Some(body),
+            ..
+        }) => json(status, &body),
+        Ok(Done { status, body: None, .. }) => status.into_response(),
+        Err(e) => problem(&e, credentials.scheme),
+    };
+    if let Some(app) = served.app {
+        response.extensions_mut().insert(super::request_log::AnsweredApp(app));
+    }
     response
 }
 

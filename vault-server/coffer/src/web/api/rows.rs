@@ -8,36 +8,33 @@ use axum::response::Response;
 use coffer_core::{Seq, TableName};
 use coffer_gateway::filter::ListQuery;
 use coffer_gateway::rows::{self, table_name};
-use coffer_gateway::{Caller, GatewayError};
+use coffer_gateway::{Caller, GatewayError, Operation};
 use coffer_storage::Values;
 use serde_json::{Value, json};
 
 use super::openapi::{FILTERS_DESCRIPTION, FilterValue, InsertBody, Problem, RowsPage};
-use super::{ApiCredentials, Done, authenticate, finish, json_body, query_pairs};
+use super::{ApiCredentials, Done, json_body, query_pairs, serve};
 use crate::web::AppState;
 
-/// Runs `op` for an authenticated caller on the table named in the path and
-/// records it; `op` returns what to answer.
+/// Runs `op` through the gateway on the table named in the path; `op`
+/// returns what to answer.
 async fn on_table<F, Fut>(
     state: &AppState,
     credentials: &ApiCredentials,
     table: &str,
-    operation: &str,
+    operation: Operation,
     op: F,
 ) -> Response
 where
     F: FnOnce(Caller, TableName) -> Fut,
     Fut: Future<Output = Result<Done, GatewayError>>,
 {
-    let caller = match authenticate(state, credentials).await {
-        Ok(c) => c,
-        Err(response) => return response,
-    };
-    let (tables, result) = match table_name(table) {
-        Ok(t) => (vec![t.clone()], op(caller.clone(), t).await),
-        Err(e) => (Vec::new(), Err(e)),
-    };
-    finish(state, &caller, operation, tables, result)
+    let table = table_name(table);
+    let tables = table.iter().cloned().collect();
+    serve(state, credentials, operation, tables, |caller| async move {
+        op(caller, table?).await
+    })
+    .await
 }
 
 /// `if_seq` from the query string.
@@ -94,16 +91,22 @@ pub async fn list(
     Path(table): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    on_table(&state, &credentials, &table, "read", |caller, table| async move {
-        let query = ListQuery::parse(&query_pairs(raw.as_deref())?)?;
-        let page = rows::list(&caller, &table, &query).await?;
-        let n = page.rows.len() as u64;
-        Ok(Done {
-            status: StatusCode::OK,
-            body: Some(json!({ "rows": page.rows, "next_cursor": page.next_cursor })),
-            rows: n,
-        })
-    })
+    on_table(
+        &state,
+        &credentials,
+        &table,
+        Operation::Read,
+        |caller, table| async move {
+            let query = ListQuery::parse(&query_pairs(raw.as_deref())?)?;
+            let page = rows::list(&caller, &table, &query).await?;
+            let n = page.rows.len() as u64;
+            Ok(Done {
+                status: StatusCode::OK,
+                body: Some(json!({ "rows": page.rows, "next_cursor": page.next_cursor })),
+                rows: n,
+            })
+        },
+    )
     .await
 }
 
@@ -130,26 +133,32 @@ pub async fn get(
     Path((table, id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    on_table(&state, &credentials, &table, "read", |caller, table| async move {
-        let mut select = None;
-        for (k, v) in query_pairs(raw.as_deref())? {
-            match k.as_str() {
-                "select" => select = Some(v.split(',').map(|c| c.trim().to_owned()).collect::<Vec<_>>()),
-                other => {
-                    return Err(GatewayError::InvalidFilter {
-                        parameter: other.to_owned(),
-                        reason: "a single row takes only `select`".into(),
-                    });
+    on_table(
+        &state,
+        &credentials,
+        &table,
+        Operation::Read,
+        |caller, table| async move {
+            let mut select = None;
+            for (k, v) in query_pairs(raw.as_deref())? {
+                match k.as_str() {
+                    "select" => select = Some(v.split(',').map(|c| c.trim().to_owned()).collect::<Vec<_>>()),
+                    other => {
+                        return Err(GatewayError::InvalidFilter {
+                            parameter: other.to_owned(),
+                            reason: "a single row takes only `select`".into(),
+                        });
+                    }
                 }
             }
-        }
-        let row = rows::get(&caller, &table, &id, select.as_deref()).await?;
-        Ok(Done {
-            status: StatusCode::OK,
-            body: Some(Value::Object(row)),
-            rows: 1,
-        })
-    })
+            let row = rows::get(&caller, &table, &id, select.as_deref()).await?;
+            Ok(Done {
+                status: StatusCode::OK,
+                body: Some(Value::Object(row)),
+                rows: 1,
+            })
+        },
+    )
     .await
 }
 
@@ -177,24 +186,30 @@ pub async fn insert(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body = json_body(&state, body);
-    on_table(&state, &credentials, &table, "insert", |caller, table| async move {
-        let (batch, values) = match body? {
-            Value::Array(items) => (true, items.into_iter().map(object).collect::<Result<Vec<_>, _>>()?),
-            other => (false, vec![object(other)?]),
-        };
-        let mut written = rows::insert(&caller, &table, values).await?;
-        let n = written.len() as u64;
-        let body = if batch {
-            json!({ "rows": written })
-        } else {
-            Value::Object(written.pop().unwrap_or_default())
-        };
-        Ok(Done {
-            status: StatusCode::CREATED,
-            body: Some(body),
-            rows: n,
-        })
-    })
+    on_table(
+        &state,
+        &credentials,
+        &table,
+        Operation::Insert,
+        |caller, table| async move {
+            let (batch, values) = match body? {
+                Value::Array(items) => (true, items.into_iter().map(object).collect::<Result<Vec<_>, _>>()?),
+                other => (false, vec![object(other)?]),
+            };
+            let mut written = rows::insert(&caller, &table, values).await?;
+            let n = written.len() as u64;
+            let body = if batch {
+                json!({ "rows": written })
+            } else {
+                Value::Object(written.pop().unwrap_or_default())
+            };
+            Ok(Done {
+                status: StatusCode::CREATED,
+                body: Some(body),
+                rows: n,
+            })
+        },
+    )
     .await
 }
 
@@ -227,16 +242,22 @@ pub async fn update(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body = json_body(&state, body);
-    on_table(&state, &credentials, &table, "update", |caller, table| async move {
-        let expected = if_seq(raw.as_deref())?;
-        let patch = object(body?)?;
-        let row = rows::update(&caller, &table, &id, patch, expected).await?;
-        Ok(Done {
-            status: StatusCode::OK,
-            body: Some(Value::Object(row)),
-            rows: 1,
-        })
-    })
+    on_table(
+        &state,
+        &credentials,
+        &table,
+        Operation::Update,
+        |caller, table| async move {
+            let expected = if_seq(raw.as_deref())?;
+            let patch = object(body?)?;
+            let row = rows::update(&caller, &table, &id, patch, expected).await?;
+            Ok(Done {
+                status: StatusCode::OK,
+                body: Some(Value::Object(row)),
+                rows: 1,
+            })
+        },
+    )
     .await
 }
 
@@ -264,14 +285,20 @@ pub async fn delete(
     Path((table, id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    on_table(&state, &credentials, &table, "delete", |caller, table| async move {
-        let expected = if_seq(raw.as_deref())?;
-        rows::delete(&caller, &table, &id, expected).await?;
-        Ok(Done {
-            status: StatusCode::NO_CONTENT,
-            body: None,
-            rows: 1,
-        })
-    })
+    on_table(
+        &state,
+        &credentials,
+        &table,
+        Operation::Delete,
+        |caller, table| async move {
+            let expected = if_seq(raw.as_deref())?;
+            rows::delete(&caller, &table, &id, expected).await?;
+            Ok(Done {
+                status: StatusCode::NO_CONTENT,
+                body: None,
+                rows: 1,
+            })
+        },
+    )
     .await
 }

@@ -5,12 +5,12 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::Response;
-use coffer_gateway::GatewayError;
-use coffer_gateway::sql;
+use coffer_gateway::sql::{self, SqlResult};
+use coffer_gateway::{GatewayError, Operation};
 use serde_json::{Value, json};
 
 use super::openapi::{Problem, SqlRequest, SqlResponse};
-use super::{ApiCredentials, Done, authenticate, finish, json_body};
+use super::{ApiCredentials, Done, json_body, serve};
 use crate::web::AppState;
 
 /// Runs one SELECT, INSERT, UPDATE or DELETE over the granted tables.
@@ -36,10 +36,6 @@ pub async fn execute(
     credentials: ApiCredentials,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let caller = match authenticate(&state, &credentials).await {
-        Ok(c) => c,
-        Err(response) => return response,
-    };
     let request = json_body(&state, body).and_then(|v| {
         let sql = v.get("sql").and_then(Value::as_str).map(str::to_owned);
         let params = match v.get("params") {
@@ -50,27 +46,24 @@ pub async fn execute(
         sql.map(|s| (s, params))
             .ok_or_else(|| GatewayError::InvalidBody("expected {\"sql\": \"…\", \"params\": [...]}".into()))
     });
-    let (sql, params) = match request {
-        Ok(r) => r,
-        Err(e) => return finish(&state, &caller, "read", Vec::new(), Err(e)),
-    };
-    match sql::execute(&caller, &sql, &params).await {
-        Ok(result) => {
-            let body = json!({
+    let operation = request.as_ref().map_or(Operation::Read, |(sql, _)| sql::kind_of(sql));
+    serve(&state, &credentials, operation, Vec::new(), |caller| async move {
+        let (sql, params) = request?;
+        sql::execute(&caller, &sql, &params).await
+    })
+    .await
+}
+
+impl From<SqlResult> for Done {
+    fn from(result: SqlResult) -> Done {
+        Done {
+            status: StatusCode::OK,
+            body: Some(json!({
                 "columns": result.columns,
                 "rows": result.rows,
                 "row_count": result.row_count,
-            });
-            let done = Done {
-                status: StatusCode::OK,
-                body: Some(body),
-                rows: result.row_count,
-            };
-            finish(&state, &caller, result.kind.as_str(), result.tables, Ok(done))
-        }
-        Err(e) => {
-            let kind = sql::kind_of(&sql);
-            finish(&state, &caller, kind.as_str(), Vec::new(), Err(e))
+            })),
+            rows: result.row_count,
         }
     }
 }
