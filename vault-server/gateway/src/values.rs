@@ -1,11 +1,10 @@
-//! Arrow values as apps see them in JSON: the same forms the storage engine
-//! gives a row ([`coffer_storage::RowVersion::to_api_json`]): timestamps as
-//! RFC 3339, dates as `YYYY-MM-DD`, bytes as standard base64, `json` columns
-//! as JSON, vectors as arrays of numbers.
+//! Arrow values as apps see them in JSON: this module walks Arrow arrays
+//! (SQL results and listings) and gives each value the form
+//! [`coffer_storage::json_form`] defines, the same form
+//! [`coffer_storage::RowVersion::to_api_json`] gives a stored row.
 
-use base64::Engine as _;
 use coffer_storage::arrow_codec::TYPE_METADATA_KEY;
-use coffer_storage::row::{format_date, format_timestamp};
+use coffer_storage::json_form;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Date64Type, Field, Float16Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
@@ -68,9 +67,9 @@ pub fn to_json(field: &Field, array: &ArrayRef, row: usize) -> Value {
         DataType::UInt16 => array.as_primitive::<UInt16Type>().value(row).into(),
         DataType::UInt32 => array.as_primitive::<UInt32Type>().value(row).into(),
         DataType::UInt64 => array.as_primitive::<UInt64Type>().value(row).into(),
-        DataType::Float16 => float(array.as_primitive::<Float16Type>().value(row).to_f64()),
-        DataType::Float32 => float(f64::from(array.as_primitive::<Float32Type>().value(row))),
-        DataType::Float64 => float(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Float16 => json_form::float(array.as_primitive::<Float16Type>().value(row).to_f64()),
+        DataType::Float32 => json_form::float(f64::from(array.as_primitive::<Float32Type>().value(row))),
+        DataType::Float64 => json_form::float(array.as_primitive::<Float64Type>().value(row)),
         DataType::Timestamp(unit, _) => {
             let micros = match unit {
                 TimeUnit::Second => array
@@ -84,13 +83,13 @@ pub fn to_json(field: &Field, array: &ArrayRef, row: usize) -> Value {
                 TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(row),
                 TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().value(row) / 1_000,
             };
-            Value::String(format_timestamp(micros))
+            json_form::timestamp(micros)
         }
-        DataType::Date32 => Value::String(format_date(i64::from(array.as_primitive::<Date32Type>().value(row)))),
-        DataType::Date64 => Value::String(format_date(array.as_primitive::<Date64Type>().value(row) / 86_400_000)),
-        DataType::Binary => bytes(array.as_binary::<i32>().value(row)),
-        DataType::LargeBinary => bytes(array.as_binary::<i64>().value(row)),
-        DataType::BinaryView => bytes(array.as_binary_view().value(row)),
+        DataType::Date32 => json_form::date(i64::from(array.as_primitive::<Date32Type>().value(row))),
+        DataType::Date64 => json_form::date(array.as_primitive::<Date64Type>().value(row) / 86_400_000),
+        DataType::Binary => json_form::bytes(array.as_binary::<i32>().value(row)),
+        DataType::LargeBinary => json_form::bytes(array.as_binary::<i64>().value(row)),
+        DataType::BinaryView => json_form::bytes(array.as_binary_view().value(row)),
         DataType::FixedSizeList(item, _) => list(item, &array.as_fixed_size_list().value(row)),
         DataType::List(item) => list(item, &array.as_list::<i32>().value(row)),
         DataType::LargeList(item) => list(item, &array.as_list::<i64>().value(row)),
@@ -104,22 +103,13 @@ pub fn to_json(field: &Field, array: &ArrayRef, row: usize) -> Value {
     }
 }
 
+/// Text of a column, parsed when the column's type is `json`.
 fn text(s: &str, is_json: bool) -> Value {
     if is_json {
-        serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()))
+        json_form::json_text(s)
     } else {
         Value::String(s.to_owned())
     }
-}
-
-fn float(f: f64) -> Value {
-    serde_json::Number::from_f64(f)
-        .map(Value::Number)
-        .unwrap_or(Value::Null)
-}
-
-fn bytes(b: &[u8]) -> Value {
-    Value::String(base64::engine::general_purpose::STANDARD.encode(b))
 }
 
 fn list(item: &Field, values: &ArrayRef) -> Value {
@@ -157,9 +147,65 @@ pub fn batch_to_arrays(batch: &RecordBatch, out: &mut Vec<Value>) {
 mod tests {
     use std::sync::Arc;
 
+    use coffer_core::Seq;
+    use coffer_core::schema::TableDef;
+    use coffer_storage::RowVersion;
+    use coffer_storage::arrow_codec::{rows_to_batch, table_schema};
     use datafusion::arrow::array::{NullArray, StringArray};
+    use serde_json::json;
 
     use super::*;
+
+    /// A stored row read through `RowVersion::to_api_json` and the same row
+    /// read from an Arrow batch give the same JSON, for every column type
+    /// and for nulls.
+    #[test]
+    fn arrow_and_stored_rows_give_the_same_json() {
+        let table: TableDef = serde_json::from_value(json!({
+            "name": "t", "description": "d",
+            "columns": [
+                {"name": "name", "type": "text", "description": "d"},
+                {"name": "n", "type": "integer", "description": "d"},
+                {"name": "f", "type": "float", "description": "d"},
+                {"name": "b", "type": "boolean", "description": "d"},
+                {"name": "ts", "type": "timestamp", "description": "d"},
+                {"name": "day", "type": "date", "description": "d"},
+                {"name": "j", "type": "json", "description": "d"},
+                {"name": "raw", "type": "bytes", "description": "d"},
+                {"name": "u", "type": "uuid", "description": "d"},
+                {"name": "v", "type": "vector(3)", "description": "d"},
+                {"name": "none", "type": "text", "description": "d"}
+            ]
+        }))
+        .unwrap();
+        let row = RowVersion {
+            id: "r1".into(),
+            seq: Seq(7),
+            deleted: false,
+            created_by: "app".into(),
+            updated_by: "other".into(),
+            created_at: 1_738_312_200_000_001,
+            updated_at: -1,
+            values: json!({
+                "name": "Ada", "n": -7, "f": 1.25, "b": true, "ts": 1_738_312_200_123_456i64,
+                "day": -1, "j": {"k": [1, 2.5, "x", null]}, "raw": "aGk=",
+                "u": "6fa459ea-ee8a-3ca4-894e-db77e160355e", "v": [1.0, 2.5, -3.0]
+            })
+            .as_object()
+            .unwrap()
+            .clone(),
+        };
+        let stored = row.to_api_json(&table);
+        let batch = rows_to_batch(&table, &table_schema(&table), std::slice::from_ref(&row)).unwrap();
+        let mut read = Vec::new();
+        batch_to_objects(&batch, &mut read);
+        let mut from_arrow = read.pop().unwrap();
+        assert_eq!(from_arrow.remove("_deleted"), Some(Value::Bool(false)));
+        assert_eq!(from_arrow, stored);
+        assert_eq!(stored["ts"], json!("2025-01-31T08:30:00.123456Z"));
+        assert_eq!(stored["day"], json!("1969-12-31"));
+        assert_eq!(stored["none"], Value::Null);
+    }
 
     #[test]
     fn nulls_are_json_null_whatever_the_array_type() {

@@ -18,6 +18,7 @@ mod engine;
 pub mod error;
 pub mod files;
 mod installed;
+pub mod json_form;
 pub mod layout;
 mod maintain;
 pub mod manifest;

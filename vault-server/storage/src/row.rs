@@ -1,5 +1,6 @@
 //! Rows: validation of incoming values against a table's columns, the
-//! normalized form kept in the commit log, and the JSON form apps see.
+//! normalized form kept in the commit log, and a row in the JSON form apps see
+//! (each value's form is in [`crate::json_form`]).
 //!
 //! Normalized values are JSON values with one fixed encoding per column
 //! type: timestamps as integer microseconds since the epoch (UTC), dates as
@@ -7,13 +8,14 @@
 //! hyphenated form, vectors as arrays of numbers. A null column is absent.
 
 use base64::Engine as _;
-use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use coffer_core::schema::{ColumnDef, ColumnType, TableDef};
 use coffer_core::{Seq, TableName};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::StorageError;
+use crate::json_form;
 
 /// Values of a row's user columns, keyed by column name.
 pub type Values = Map<String, Value>;
@@ -43,8 +45,8 @@ pub struct RowVersion {
 }
 
 impl RowVersion {
-    /// The row as apps see it: system columns and user columns, with
-    /// timestamps and dates in their text forms.
+    /// The row as apps see it: system columns and user columns, each in its
+    /// JSON form ([`crate::json_form`]).
     pub fn to_api_json(&self, table: &TableDef) -> Values {
         let mut out = Map::new();
         out.insert("id".into(), Value::String(self.id.clone()));
@@ -52,44 +54,16 @@ impl RowVersion {
             let v = self
                 .values
                 .get(&col.name)
-                .map(|v| to_api_value(col.ty, v))
+                .map(|v| json_form::from_normalized(col.ty, v))
                 .unwrap_or(Value::Null);
             out.insert(col.name.clone(), v);
         }
         out.insert("_seq".into(), Value::from(self.seq.0));
         out.insert("_created_by".into(), Value::String(self.created_by.clone()));
         out.insert("_updated_by".into(), Value::String(self.updated_by.clone()));
-        out.insert("_created_at".into(), Value::String(format_timestamp(self.created_at)));
-        out.insert("_updated_at".into(), Value::String(format_timestamp(self.updated_at)));
+        out.insert("_created_at".into(), json_form::timestamp(self.created_at));
+        out.insert("_updated_at".into(), json_form::timestamp(self.updated_at));
         out
-    }
-}
-
-/// Formats microseconds since the epoch as RFC 3339 UTC.
-pub fn format_timestamp(micros: i64) -> String {
-    DateTime::<Utc>::from_timestamp_micros(micros)
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true))
-        .unwrap_or_else(|| micros.to_string())
-}
-
-/// Formats days since the epoch as `YYYY-MM-DD`.
-pub fn format_date(days: i64) -> String {
-    NaiveDate::from_num_days_from_ce_opt((days + 719_163) as i32)
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .unwrap_or_else(|| days.to_string())
-}
-
-fn to_api_value(ty: ColumnType, v: &Value) -> Value {
-    match (ty, v) {
-        (ColumnType::Timestamp, Value::Number(n)) => n
-            .as_i64()
-            .map(|m| Value::String(format_timestamp(m)))
-            .unwrap_or_else(|| v.clone()),
-        (ColumnType::Date, Value::Number(n)) => n
-            .as_i64()
-            .map(|d| Value::String(format_date(d)))
-            .unwrap_or_else(|| v.clone()),
-        _ => v.clone(),
     }
 }
 
