@@ -6,9 +6,10 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use coffer_core::{Seq, TableName};
+use coffer_gateway::Operation::{self, Delete, Insert, Read, Update};
 use coffer_gateway::filter::ListQuery;
 use coffer_gateway::rows::{self, table_name};
-use coffer_gateway::{Caller, GatewayError, Operation};
+use coffer_gateway::{Caller, GatewayError};
 use coffer_storage::Values;
 use serde_json::{Value, json};
 
@@ -91,22 +92,16 @@ pub async fn list(
     Path(table): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    on_table(
-        &state,
-        &credentials,
-        &table,
-        Operation::Read,
-        |caller, table| async move {
-            let query = ListQuery::parse(&query_pairs(raw.as_deref())?)?;
-            let page = rows::list(&caller, &table, &query).await?;
-            let n = page.rows.len() as u64;
-            Ok(Done {
-                status: StatusCode::OK,
-                body: Some(json!({ "rows": page.rows, "next_cursor": page.next_cursor })),
-                rows: n,
-            })
-        },
-    )
+    on_table(&state, &credentials, &table, Read, |caller, table| async move {
+        let query = ListQuery::parse(&query_pairs(raw.as_deref())?)?;
+        let page = rows::list(&caller, &table, &query).await?;
+        let n = page.rows.len() as u64;
+        Ok(Done {
+            status: StatusCode::OK,
+            body: Some(json!({ "rows": page.rows, "next_cursor": page.next_cursor })),
+            rows: n,
+        })
+    })
     .await
 }
 
@@ -133,32 +128,26 @@ pub async fn get(
     Path((table, id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    on_table(
-        &state,
-        &credentials,
-        &table,
-        Operation::Read,
-        |caller, table| async move {
-            let mut select = None;
-            for (k, v) in query_pairs(raw.as_deref())? {
-                match k.as_str() {
-                    "select" => select = Some(v.split(',').map(|c| c.trim().to_owned()).collect::<Vec<_>>()),
-                    other => {
-                        return Err(GatewayError::InvalidFilter {
-                            parameter: other.to_owned(),
-                            reason: "a single row takes only `select`".into(),
-                        });
-                    }
+    on_table(&state, &credentials, &table, Read, |caller, table| async move {
+        let mut select = None;
+        for (k, v) in query_pairs(raw.as_deref())? {
+            match k.as_str() {
+                "select" => select = Some(v.split(',').map(|c| c.trim().to_owned()).collect::<Vec<_>>()),
+                other => {
+                    return Err(GatewayError::InvalidFilter {
+                        parameter: other.to_owned(),
+                        reason: "a single row takes only `select`".into(),
+                    });
                 }
             }
-            let row = rows::get(&caller, &table, &id, select.as_deref()).await?;
-            Ok(Done {
-                status: StatusCode::OK,
-                body: Some(Value::Object(row)),
-                rows: 1,
-            })
-        },
-    )
+        }
+        let row = rows::get(&caller, &table, &id, select.as_deref()).await?;
+        Ok(Done {
+            status: StatusCode::OK,
+            body: Some(Value::Object(row)),
+            rows: 1,
+        })
+    })
     .await
 }
 
@@ -186,30 +175,24 @@ pub async fn insert(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body = json_body(&state, body);
-    on_table(
-        &state,
-        &credentials,
-        &table,
-        Operation::Insert,
-        |caller, table| async move {
-            let (batch, values) = match body? {
-                Value::Array(items) => (true, items.into_iter().map(object).collect::<Result<Vec<_>, _>>()?),
-                other => (false, vec![object(other)?]),
-            };
-            let mut written = rows::insert(&caller, &table, values).await?;
-            let n = written.len() as u64;
-            let body = if batch {
-                json!({ "rows": written })
-            } else {
-                Value::Object(written.pop().unwrap_or_default())
-            };
-            Ok(Done {
-                status: StatusCode::CREATED,
-                body: Some(body),
-                rows: n,
-            })
-        },
-    )
+    on_table(&state, &credentials, &table, Insert, |caller, table| async move {
+        let (batch, values) = match body? {
+            Value::Array(items) => (true, items.into_iter().map(object).collect::<Result<Vec<_>, _>>()?),
+            other => (false, vec![object(other)?]),
+        };
+        let mut written = rows::insert(&caller, &table, values).await?;
+        let n = written.len() as u64;
+        let body = if batch {
+            json!({ "rows": written })
+        } else {
+            Value::Object(written.pop().unwrap_or_default())
+        };
+        Ok(Done {
+            status: StatusCode::CREATED,
+            body: Some(body),
+            rows: n,
+        })
+    })
     .await
 }
 
@@ -242,22 +225,16 @@ pub async fn update(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body = json_body(&state, body);
-    on_table(
-        &state,
-        &credentials,
-        &table,
-        Operation::Update,
-        |caller, table| async move {
-            let expected = if_seq(raw.as_deref())?;
-            let patch = object(body?)?;
-            let row = rows::update(&caller, &table, &id, patch, expected).await?;
-            Ok(Done {
-                status: StatusCode::OK,
-                body: Some(Value::Object(row)),
-                rows: 1,
-            })
-        },
-    )
+    on_table(&state, &credentials, &table, Update, |caller, table| async move {
+        let expected = if_seq(raw.as_deref())?;
+        let patch = object(body?)?;
+        let row = rows::update(&caller, &table, &id, patch, expected).await?;
+        Ok(Done {
+            status: StatusCode::OK,
+            body: Some(Value::Object(row)),
+            rows: 1,
+        })
+    })
     .await
 }
 
@@ -285,20 +262,14 @@ pub async fn delete(
     Path((table, id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    on_table(
-        &state,
-        &credentials,
-        &table,
-        Operation::Delete,
-        |caller, table| async move {
-            let expected = if_seq(raw.as_deref())?;
-            rows::delete(&caller, &table, &id, expected).await?;
-            Ok(Done {
-                status: StatusCode::NO_CONTENT,
-                body: None,
-                rows: 1,
-            })
-        },
-    )
+    on_table(&state, &credentials, &table, Delete, |caller, table| async move {
+        let expected = if_seq(raw.as_deref())?;
+        rows::delete(&caller, &table, &id, expected).await?;
+        Ok(Done {
+            status: StatusCode::NO_CONTENT,
+            body: None,
+            rows: 1,
+        })
+    })
     .await
 }
