@@ -13,10 +13,11 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::common::{ParamValues, ScalarValue, TableReference};
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::source_as_provider;
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionState;
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
@@ -24,7 +25,8 @@ use datafusion::logical_expr::{Expr, LogicalPlan, WriteOp};
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
-use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Query, Statement, TableObject, Visit, Visitor};
+use datafusion::sql::planner::object_name_to_table_reference;
+use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Query, Statement, TableFactor, TableObject, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use futures::StreamExt;
 use serde_json::Value;
@@ -296,6 +298,7 @@ async fn prepare(caller: &Caller, parsed: Parsed, params: &[Value]) -> Result<Pr
     } = parsed;
     let ctx = confined_context(caller, target.as_ref().map(|t| (t, Use::Insert)))?;
     let state = ctx.state();
+    check_tables(&state, &statement)?;
     let plan = state.statement_to_plan(statement).await.map_err(from_datafusion)?;
     SQLOptions::new()
         .with_allow_ddl(false)
@@ -555,6 +558,57 @@ fn bind(plan: LogicalPlan, params: &[Value]) -> Result<LogicalPlan, GatewayError
         .map_err(|e| GatewayError::InvalidSql(e.to_string()))
 }
 
+/// Refuses a statement that names a table the confined catalog does not
+/// hold (one that does not exist or that the token does not name: the same
+/// answer), before it is planned. Names called as table functions are left
+/// to the planner, which has none to offer.
+fn check_tables(state: &SessionState, statement: &DfStatement) -> Result<(), GatewayError> {
+    let options = state.config_options();
+    struct Functions {
+        normalize: bool,
+        names: Vec<TableReference>,
+    }
+    impl Visitor for Functions {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+            if let TableFactor::Table {
+                name, args: Some(_), ..
+            } = factor
+                && let Ok(reference) = object_name_to_table_reference(name.clone(), self.normalize)
+            {
+                self.names.push(reference);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut functions = Functions {
+        normalize: options.sql_parser.enable_ident_normalization,
+        names: Vec::new(),
+    };
+    if let DfStatement::Statement(inner) = statement {
+        let _ = inner.visit(&mut functions);
+    }
+    let (catalog, schema) = (&options.catalog.default_catalog, &options.catalog.default_schema);
+    for reference in state.resolve_table_references(statement).map_err(from_datafusion)? {
+        if functions.names.contains(&reference) {
+            continue;
+        }
+        let name = reference.resolve(catalog, schema);
+        let exists = state
+            .catalog_list()
+            .catalog(&name.catalog)
+            .and_then(|c| c.schema(&name.schema))
+            .is_some_and(|s| s.table_exist(&name.table));
+        if !exists {
+            return Err(GatewayError::TableNotFound(match name.catalog.as_ref() {
+                "vault" => format!("{}.{}", name.schema, name.table),
+                _ => name.to_string(),
+            }));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a plan that scans a table the token may not read, before it is
 /// optimized (the optimizer may fold a scan away, and the answer must not
 /// depend on that).
@@ -596,8 +650,9 @@ fn referenced_tables(plan: &LogicalPlan) -> Vec<TableName> {
 }
 
 /// Maps a DataFusion error to the gateway's: errors the confined catalog
-/// raised come back as they were; a missing table is table-not-found; the
-/// server's own failures are internal; everything else is the SQL's fault.
+/// raised come back as they were; the server's own failures are internal;
+/// everything else is the SQL's fault (a missing table was refused before
+/// planning, by [`check_tables`]).
 pub(crate) fn from_datafusion(e: DataFusionError) -> GatewayError {
     match e {
         DataFusionError::External(inner) => match inner.downcast::<GatewayError>() {
@@ -615,13 +670,7 @@ pub(crate) fn from_datafusion(e: DataFusionError) -> GatewayError {
         | DataFusionError::ObjectStore(_)
         | DataFusionError::ParquetError(_)
         | DataFusionError::Internal(_) => GatewayError::Internal(e.to_string()),
-        other => {
-            let message = other.to_string();
-            match missing_table(&message) {
-                Some(name) => GatewayError::TableNotFound(name.strip_prefix("vault.").unwrap_or(name).to_owned()),
-                None => GatewayError::InvalidSql(message),
-            }
-        }
+        other => GatewayError::InvalidSql(other.to_string()),
     }
 }
 
@@ -673,13 +722,6 @@ pub(crate) fn run_error(e: DataFusionError) -> GatewayError {
 
 fn resources(message: &str) -> GatewayError {
     GatewayError::QueryLimit(format!("the query needs more than one request may use: {message}"))
-}
-
-/// The table named by DataFusion's "table '…' not found".
-fn missing_table(message: &str) -> Option<&str> {
-    let start = message.find("table '")? + "table '".len();
-    let len = message[start..].find("' not found")?;
-    Some(&message[start..start + len])
 }
 
 #[cfg(test)]

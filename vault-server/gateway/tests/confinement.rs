@@ -142,6 +142,36 @@ async fn ungranted_table_is_indistinguishable_from_a_missing_one() {
         let e = sql::execute(&c, statement, &[]).await.unwrap_err();
         assert!(refused(&e), "{statement}: {e}");
     }
+    // A missing table is named as the statement resolves it; a table
+    // function is not a table (and there are none); a CTE is not looked up.
+    for (statement, expected) in [
+        (
+            "SELECT * FROM information_schema.tables",
+            "table-not-found information_schema.tables",
+        ),
+        ("SELECT * FROM vault.public.anything", "table-not-found public.anything"),
+        ("SELECT * FROM \"Notes\".NOPE", "table-not-found Notes.nope"),
+        ("SELECT * FROM other.notes.notes", "table-not-found other.notes.notes"),
+        (
+            "SELECT p.id FROM contacts.people p WHERE p.id IN (SELECT id FROM tasks.items)",
+            "table-not-found tasks.items",
+        ),
+        (
+            "INSERT INTO notes.nope (title) VALUES ('x')",
+            "table-not-found notes.nope",
+        ),
+        ("DELETE FROM notes.notes", "table-not-found notes.notes"),
+        ("SELECT * FROM read_parquet('x.parquet')", "invalid-sql"),
+    ] {
+        let e = sql::execute(&c, statement, &[]).await.unwrap_err();
+        let got = match &e {
+            GatewayError::TableNotFound(name) => format!("{} {name}", e.code()),
+            other => other.code().to_owned(),
+        };
+        assert_eq!(got, expected, "{statement}: {e}");
+    }
+    let cte = "WITH people AS (SELECT 1 AS n) SELECT n FROM people";
+    assert_eq!(sql::execute(&c, cte, &[]).await.unwrap().row_count, 1);
 }
 
 #[tokio::test]
