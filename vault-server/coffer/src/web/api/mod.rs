@@ -157,12 +157,10 @@ where
     };
     let served = state.services.gateway.run(credentials, operation, tables, op).await;
     let mut response = match served.result.map(Done::from) {
-        Ok(Done {
-            status,
-            body: Some(body),
-            ..
-        }) => json(status, &body),
-        Ok(Done { status, body: None, .. }) => status.into_response(),
+        Ok(done) => match done.body {
+            Some(body) => json(done.status, &body),
+            None => done.status.into_response(),
+        },
         Err(e) => problem(&e, credentials.scheme),
     };
     if let Some(app) = served.app {
