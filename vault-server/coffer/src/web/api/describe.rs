@@ -19,20 +19,7 @@ use crate::web::AppState;
     security(("bearer" = []), ("dpop" = []))
 )]
 pub async fn schemas(State(state): State<AppState>, credentials: ApiCredentials) -> Response {
-    serve(
-        &state,
-        &credentials,
-        Operation::Describe,
-        Vec::new(),
-        |caller| async move {
-            describe::schemas(&caller).await.map(|body| Done {
-                status: StatusCode::OK,
-                body: Some(body),
-                rows: 0,
-            })
-        },
-    )
-    .await
+    describe_grant(&state, &credentials, Described::Schemas).await
 }
 
 /// Each granted table with, per action, its columns and rows.
@@ -45,13 +32,28 @@ pub async fn schemas(State(state): State<AppState>, credentials: ApiCredentials)
     security(("bearer" = []), ("dpop" = []))
 )]
 pub async fn tables(State(state): State<AppState>, credentials: ApiCredentials) -> Response {
+    describe_grant(&state, &credentials, Described::Tables).await
+}
+
+/// Which description of the grant to answer.
+enum Described {
+    Schemas,
+    Tables,
+}
+
+/// Answers a description of the caller's grant.
+async fn describe_grant(state: &AppState, credentials: &ApiCredentials, what: Described) -> Response {
     serve(
-        &state,
-        &credentials,
+        state,
+        credentials,
         Operation::Describe,
         Vec::new(),
         |caller| async move {
-            describe::tables(&caller).await.map(|body| Done {
+            let body = match what {
+                Described::Schemas => describe::schemas(&caller).await?,
+                Described::Tables => describe::tables(&caller).await?,
+            };
+            Ok(Done {
                 status: StatusCode::OK,
                 body: Some(body),
                 rows: 0,
