@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use crate::dpop::DpopProof;
 use crate::grants::{parse_spec, spec_json};
-use crate::tokens::{FamilyRow, TokenResponse, seconds_until};
+use crate::store::device::{self as store, NewDeviceCode};
+use crate::tokens::{TokenResponse, seconds_until, settle_issue};
 use crate::util::{from_micros, hash, micros, new_secret, random_bytes};
 use crate::{ClientCredentials, Error, ErrorCode, GrantType, OAuthServer, endpoints};
 
@@ -120,31 +121,26 @@ impl OAuthServer {
         let device_code = new_secret()?;
         let now = self.now();
         let interval = self.config.device_poll_interval.num_seconds().max(1);
+        let device_code_hash = hash(&device_code);
+        let spec = spec_json(&requested)?;
         let mut attempts = 0;
         let user_code = loop {
             let user_code = new_user_code()?;
-            let result = sqlx::query(
-                "INSERT INTO device_codes (device_code_hash, user_code, app_id, spec, status, created_at, expires_at, \
-                 interval_secs) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
-            )
-            .bind(hash(&device_code))
-            .bind(&user_code)
-            .bind(app.client_id.as_str())
-            .bind(spec_json(&requested)?)
-            .bind(micros(now))
-            .bind(micros(now + self.config.device_code_lifetime))
-            .bind(interval)
-            .execute(&self.pool)
-            .await;
-            match result {
+            let new = NewDeviceCode {
+                device_code_hash: &device_code_hash,
+                user_code: &user_code,
+                app_id: app.client_id.as_str(),
+                spec: &spec,
+                created_at: micros(now),
+                expires_at: micros(now + self.config.device_code_lifetime),
+                interval_secs: interval,
+            };
+            match store::insert(&self.pool, &new).await {
                 Ok(_) => break user_code,
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() && attempts < 5 => {
                     // A user code still stored (perhaps expired): free expired ones and retry.
                     attempts += 1;
-                    sqlx::query("DELETE FROM device_codes WHERE expires_at < ?")
-                        .bind(micros(now))
-                        .execute(&self.pool)
-                        .await?;
+                    store::delete_expired(&self.pool, micros(now)).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -168,21 +164,15 @@ impl OAuthServer {
     /// about 34.6 bits.
     pub async fn device_lookup(&self, user_code: &str) -> Result<DeviceRequest, Error> {
         let code = normalize_user_code(user_code).ok_or(Error::NotFound("device code"))?;
-        let row: Option<(String, String, String, i64)> = sqlx::query_as(
-            "SELECT d.app_id, a.name, d.spec, d.expires_at FROM device_codes d JOIN apps a ON a.client_id = d.app_id \
-             WHERE d.user_code = ? AND d.status = 'pending' AND d.expires_at > ?",
-        )
-        .bind(&code)
-        .bind(micros(self.now()))
-        .fetch_optional(&self.pool)
-        .await?;
-        let (app_id, app_name, spec, expires_at) = row.ok_or(Error::NotFound("device code"))?;
+        let row = store::find_pending(&self.pool, &code, micros(self.now()))
+            .await?
+            .ok_or(Error::NotFound("device code"))?;
         Ok(DeviceRequest {
             user_code: format_user_code(&code),
-            client_id: AppId::new(app_id),
-            app_name,
-            requested: parse_spec(&spec)?,
-            expires_at: from_micros(expires_at),
+            client_id: AppId::new(row.app_id),
+            app_name: row.app_name,
+            requested: parse_spec(&row.spec)?,
+            expires_at: from_micros(row.expires_at),
         })
     }
 
@@ -210,18 +200,15 @@ impl OAuthServer {
         let family = self
             .create_family(&mut tx, &request.client_id, &upserted.grant, &effective)
             .await?;
-        let updated = sqlx::query(
-            "UPDATE device_codes SET status = 'approved', user_id = ?, grant_id = ?, family_id = ? \
-             WHERE user_code = ? AND status = 'pending' AND expires_at > ?",
+        let updated = store::approve(
+            &mut *tx,
+            &code,
+            micros(self.now()),
+            &user.to_string(),
+            &upserted.grant.id.to_string(),
+            &family,
         )
-        .bind(user.to_string())
-        .bind(upserted.grant.id.to_string())
-        .bind(&family)
-        .bind(&code)
-        .bind(micros(self.now()))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .await?;
         if updated != 1 {
             return Err(Error::NotFound("device code"));
         }
@@ -237,14 +224,7 @@ impl OAuthServer {
     /// `access_denied`.
     pub async fn device_deny(&self, user_code: &str) -> Result<(), Error> {
         let code = normalize_user_code(user_code).ok_or(Error::NotFound("device code"))?;
-        let updated = sqlx::query(
-            "UPDATE device_codes SET status = 'denied' WHERE user_code = ? AND status = 'pending' AND expires_at > ?",
-        )
-        .bind(&code)
-        .bind(micros(self.now()))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let updated = store::deny(&self.pool, &code, micros(self.now())).await?;
         if updated == 1 {
             Ok(())
         } else {
@@ -269,55 +249,38 @@ impl OAuthServer {
                 "this client is not registered for the device code grant",
             ));
         }
-        let jkt = match dpop {
-            Some(p) => Some(self.verify_dpop(p).await?),
-            None => None,
-        };
+        let jkt = self.proven_key(dpop).await?;
         let now = self.now();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        #[allow(clippy::type_complexity)]
-        let row: Option<(String, String, Option<String>, Option<String>, i64, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT app_id, status, grant_id, family_id, expires_at, interval_secs, last_poll_at \
-             FROM device_codes WHERE device_code_hash = ?",
-        )
-        .bind(hash(device_code))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((app_id, status, grant_id, family_id, expires_at, interval, last_poll)) = row else {
+        let device_code_hash = hash(device_code);
+        let Some(row) = store::find_for_poll(&mut *tx, &device_code_hash).await? else {
             return Err(Error::invalid_grant("the device code is invalid"));
         };
-        if app_id != app.client_id.as_str() {
+        let interval = row.interval_secs;
+        if row.app_id != app.client_id.as_str() {
             return Err(Error::invalid_grant("the device code was issued to another client"));
         }
-        if status == "used" {
+        if row.status == "used" {
             return Err(Error::invalid_grant("the device code was already used"));
         }
-        if now >= from_micros(expires_at) {
+        if now >= from_micros(row.expires_at) {
             return Err(Error::oauth(
                 ErrorCode::ExpiredToken,
                 "the device code expired; start again",
             ));
         }
-        if let Some(last) = last_poll
+        if let Some(last) = row.last_poll_at
             && seconds_until(from_micros(last), now) < interval
         {
-            sqlx::query("UPDATE device_codes SET interval_secs = interval_secs + 5, last_poll_at = ? WHERE device_code_hash = ?")
-                .bind(micros(now))
-                .bind(hash(device_code))
-                .execute(&mut *tx)
-                .await?;
+            store::slow_down(&mut *tx, &device_code_hash, micros(now)).await?;
             tx.commit().await?;
             return Err(Error::oauth(
                 ErrorCode::SlowDown,
                 format!("polling too fast; wait at least {} seconds between polls", interval + 5),
             ));
         }
-        sqlx::query("UPDATE device_codes SET last_poll_at = ? WHERE device_code_hash = ?")
-            .bind(micros(now))
-            .bind(hash(device_code))
-            .execute(&mut *tx)
-            .await?;
-        match status.as_str() {
+        store::record_poll(&mut *tx, &device_code_hash, micros(now)).await?;
+        match row.status.as_str() {
             "pending" => {
                 tx.commit().await?;
                 Err(Error::oauth(
@@ -330,34 +293,12 @@ impl OAuthServer {
                 Err(Error::access_denied("the user did not allow access"))
             }
             _ => {
-                let (Some(grant_id), Some(family)) = (grant_id, family_id) else {
+                let (Some(grant_id), Some(family)) = (&row.grant_id, &row.family_id) else {
                     return Err(Error::Internal("approved device code without grant".into()));
                 };
-                sqlx::query("UPDATE device_codes SET status = 'used' WHERE device_code_hash = ?")
-                    .bind(hash(device_code))
-                    .execute(&mut *tx)
-                    .await?;
-                let issued: Result<TokenResponse, Error> = async {
-                    let (family_row, grant, spec): (FamilyRow, _, _) =
-                        self.family_and_grant(&mut tx, &family, &grant_id).await?;
-                    if let Some(j) = &jkt {
-                        sqlx::query("UPDATE token_families SET dpop_jkt = ? WHERE id = ?")
-                            .bind(j)
-                            .bind(&family)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    self.issue_in(&mut tx, &app, &family_row, &grant, &spec, jkt.as_deref(), None)
-                        .await
-                }
-                .await;
-                match issued {
-                    Err(e @ (Error::Database(_) | Error::Internal(_))) => Err(e),
-                    other => {
-                        tx.commit().await?;
-                        other
-                    }
-                }
+                store::mark_used(&mut *tx, &device_code_hash).await?;
+                let issued = self.issue_first(&mut tx, &app, family, grant_id, jkt.as_deref()).await;
+                settle_issue(tx, issued).await
             }
         }
     }

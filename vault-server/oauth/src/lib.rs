@@ -34,6 +34,7 @@ mod dpop;
 mod error;
 mod grants;
 mod metadata;
+mod store;
 mod tokens;
 mod util;
 

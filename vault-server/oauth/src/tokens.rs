@@ -12,6 +12,10 @@ use sqlx::{Sqlite, Transaction};
 use crate::apps::App;
 use crate::dpop::DpopProof;
 use crate::grants::{GRANT_COLUMNS, Grant, GrantRow, parse_spec};
+use crate::store::access::NewAccessToken;
+use crate::store::families::FamilyRow;
+use crate::store::refresh::NewRefreshToken;
+use crate::store::{access, codes, families, refresh};
 use crate::util::{ct_eq, from_micros, hash, micros, new_secret, sha256_b64};
 use crate::{ClientCredentials, Error, ErrorCode, GrantType, OAuthServer};
 
@@ -137,18 +141,6 @@ pub struct Introspection {
     pub grant_id: Option<String>,
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct FamilyRow {
-    pub id: String,
-    pub user_id: String,
-    pub spec: String,
-    pub dpop_jkt: Option<String>,
-    pub revoked_at: Option<i64>,
-}
-
-/// family, app, grant, expires_at, used_at, revoked_at of a refresh token.
-type RefreshRow = (String, String, String, i64, Option<i64>, Option<i64>);
-
 /// A PKCE verifier: 43–128 characters of `[A-Za-z0-9-._~]` (RFC 7636 §4.1).
 fn is_valid_verifier(v: &str) -> bool {
     (43..=128).contains(&v.len())
@@ -160,6 +152,22 @@ fn is_valid_verifier(v: &str) -> bool {
 /// committed) rather than a refusal (then a burned code stays burned).
 fn is_failure(e: &Error) -> bool {
     matches!(e, Error::Database(_) | Error::Internal(_))
+}
+
+/// Ends a first issue (code exchange, device poll): a database or internal
+/// failure rolls back; anything else (tokens or a refusal) is committed, so
+/// a burned code or device code stays burned.
+pub(crate) async fn settle_issue(
+    tx: Transaction<'static, Sqlite>,
+    issued: Result<TokenResponse, Error>,
+) -> Result<TokenResponse, Error> {
+    match issued {
+        Err(e) if is_failure(&e) => Err(e),
+        other => {
+            tx.commit().await?;
+            other
+        }
+    }
 }
 
 impl OAuthServer {
@@ -218,41 +226,18 @@ impl OAuthServer {
                 "this client is not registered for the authorization code grant",
             ));
         }
-        let jkt = match dpop {
-            Some(p) => Some(self.verify_dpop(p).await?),
-            None => None,
-        };
+        let jkt = self.proven_key(dpop).await?;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        #[allow(clippy::type_complexity)]
-        let row: Option<(
-            String,
-            String,
-            String,
-            bool,
-            String,
-            Option<String>,
-            String,
-            i64,
-            Option<i64>,
-        )> = sqlx::query_as(
-            "SELECT app_id, grant_id, redirect_uri, redirect_uri_given, code_challenge, dpop_jkt, family_id, \
-                 expires_at, used_at FROM authorization_codes WHERE code_hash = ?",
-        )
-        .bind(hash(code))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((app_id, grant_id, code_redirect, redirect_given, challenge, code_jkt, family, expires_at, used_at)) =
-            row
-        else {
+        let Some(row) = codes::find(&mut *tx, &hash(code)).await? else {
             return Err(Error::invalid_grant("the authorization code is invalid"));
         };
-        if app_id != app.client_id.as_str() {
+        if row.app_id != app.client_id.as_str() {
             return Err(Error::invalid_grant(
                 "the authorization code was issued to another client",
             ));
         }
-        if used_at.is_some() {
-            let ids = self.revoke_family_in(&mut tx, &family).await?;
+        if row.used_at.is_some() {
+            let ids = self.revoke_family_in(&mut tx, &row.family_id).await?;
             tx.commit().await?;
             self.publish_revoked_ids(ids);
             return Err(Error::invalid_grant(
@@ -260,18 +245,14 @@ impl OAuthServer {
             ));
         }
         let now = self.now();
-        sqlx::query("UPDATE authorization_codes SET used_at = ? WHERE code_hash = ?")
-            .bind(micros(now))
-            .bind(hash(code))
-            .execute(&mut *tx)
-            .await?;
+        codes::mark_used(&mut *tx, &hash(code), micros(now)).await?;
         let checked = async {
-            if now >= from_micros(expires_at) {
+            if now >= from_micros(row.expires_at) {
                 return Err(Error::invalid_grant("the authorization code expired"));
             }
             let redirect_ok = match redirect_uri {
-                Some(r) => r == code_redirect,
-                None => !redirect_given,
+                Some(r) => r == row.redirect_uri,
+                None => !row.redirect_uri_given,
             };
             if !redirect_ok {
                 return Err(Error::invalid_grant(
@@ -279,36 +260,51 @@ impl OAuthServer {
                 ));
             }
             if !is_valid_verifier(code_verifier)
-                || !ct_eq(sha256_b64(code_verifier.as_bytes()).as_bytes(), challenge.as_bytes())
+                || !ct_eq(
+                    sha256_b64(code_verifier.as_bytes()).as_bytes(),
+                    row.code_challenge.as_bytes(),
+                )
             {
                 return Err(Error::invalid_grant("code_verifier does not match the code_challenge"));
             }
-            if let Some(bound) = &code_jkt
+            if let Some(bound) = &row.dpop_jkt
                 && jkt.as_deref() != Some(bound.as_str())
             {
                 return Err(Error::invalid_dpop(
                     "the code is bound to a DPoP key: send a DPoP proof made with that key",
                 ));
             }
-            let (family_row, grant, spec) = self.family_and_grant(&mut tx, &family, &grant_id).await?;
-            if let Some(j) = &jkt {
-                sqlx::query("UPDATE token_families SET dpop_jkt = ? WHERE id = ?")
-                    .bind(j)
-                    .bind(&family)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            self.issue_in(&mut tx, &app, &family_row, &grant, &spec, jkt.as_deref(), None)
+            self.issue_first(&mut tx, &app, &row.family_id, &row.grant_id, jkt.as_deref())
                 .await
         }
         .await;
-        match checked {
-            Err(e) if is_failure(&e) => Err(e),
-            other => {
-                tx.commit().await?;
-                other
-            }
+        settle_issue(tx, checked).await
+    }
+
+    /// The proven DPoP key thumbprint of a request, if it sent a proof.
+    pub(crate) async fn proven_key(&self, dpop: Option<&DpopProof>) -> Result<Option<String>, Error> {
+        match dpop {
+            Some(p) => Ok(Some(self.verify_dpop(p).await?)),
+            None => Ok(None),
         }
+    }
+
+    /// The step both first issues (code exchange, device poll) end with:
+    /// loads the family and its grant, binds the family to the proven DPoP
+    /// key (if any) and issues the first tokens.
+    pub(crate) async fn issue_first(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        app: &App,
+        family: &str,
+        grant_id: &str,
+        jkt: Option<&str>,
+    ) -> Result<TokenResponse, Error> {
+        let (family_row, grant, spec) = self.family_and_grant(tx, family, grant_id).await?;
+        if let Some(j) = jkt {
+            families::bind_key(&mut **tx, family, j).await?;
+        }
+        self.issue_in(tx, app, &family_row, &grant, &spec, jkt, None).await
     }
 
     /// Loads a family and its grant for issuing: both must be in force, and
@@ -319,12 +315,9 @@ impl OAuthServer {
         family: &str,
         grant_id: &str,
     ) -> Result<(FamilyRow, Grant, GrantSpec), Error> {
-        let family_row: FamilyRow =
-            sqlx::query_as("SELECT id, user_id, spec, dpop_jkt, revoked_at FROM token_families WHERE id = ?")
-                .bind(family)
-                .fetch_optional(&mut **tx)
-                .await?
-                .ok_or_else(|| Error::invalid_grant("the authorization is unknown"))?;
+        let family_row = families::find(&mut **tx, family)
+            .await?
+            .ok_or_else(|| Error::invalid_grant("the authorization is unknown"))?;
         if family_row.revoked_at.is_some() {
             return Err(Error::invalid_grant("the authorization was revoked"));
         }
@@ -376,34 +369,35 @@ impl OAuthServer {
         // state; a view that did not know it (e.g. another node's grant)
         // accepts the token at once. Updates are monotonic.
         self.revocation.set_grant(grant.id, grant.version, grant.status);
-        sqlx::query(
-            "INSERT INTO access_tokens (revocation_id, family_id, app_id, grant_id, user_id, dpop_jkt, issued_at, \
-             expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        let grant_id = grant.id.to_string();
+        access::insert(
+            &mut **tx,
+            &NewAccessToken {
+                revocation_id: &revocation_id,
+                family_id: &family.id,
+                app_id: app.client_id.as_str(),
+                grant_id: &grant_id,
+                user_id: &family.user_id,
+                dpop_jkt: jkt,
+                issued_at: micros(now),
+                expires_at: micros(claims.expires_at),
+            },
         )
-        .bind(revocation_id)
-        .bind(&family.id)
-        .bind(app.client_id.as_str())
-        .bind(grant.id.to_string())
-        .bind(&family.user_id)
-        .bind(jkt)
-        .bind(micros(now))
-        .bind(micros(claims.expires_at))
-        .execute(&mut **tx)
         .await?;
         let refresh_token = if app.allows(GrantType::RefreshToken) {
             let token = new_secret()?;
-            sqlx::query(
-                "INSERT INTO refresh_tokens (token_hash, family_id, app_id, grant_id, parent_hash, created_at, \
-                 expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            refresh::insert(
+                &mut **tx,
+                &NewRefreshToken {
+                    token_hash: &hash(&token),
+                    family_id: &family.id,
+                    app_id: app.client_id.as_str(),
+                    grant_id: &grant_id,
+                    parent_hash: parent,
+                    created_at: micros(now),
+                    expires_at: micros(now + self.config.refresh_token_lifetime),
+                },
             )
-            .bind(hash(&token))
-            .bind(&family.id)
-            .bind(app.client_id.as_str())
-            .bind(grant.id.to_string())
-            .bind(parent)
-            .bind(micros(now))
-            .bind(micros(now + self.config.refresh_token_lifetime))
-            .execute(&mut **tx)
             .await?;
             Some(token)
         } else {
@@ -437,38 +431,29 @@ impl OAuthServer {
                 "this client is not registered for the refresh_token grant",
             ));
         }
-        let jkt = match dpop {
-            Some(p) => Some(self.verify_dpop(p).await?),
-            None => None,
-        };
+        let jkt = self.proven_key(dpop).await?;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row: Option<RefreshRow> = sqlx::query_as(
-            "SELECT family_id, app_id, grant_id, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = ?",
-        )
-        .bind(hash(refresh_token))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((family, app_id, grant_id, expires_at, used_at, revoked_at)) = row else {
+        let Some(row) = refresh::find(&mut *tx, &hash(refresh_token)).await? else {
             return Err(Error::invalid_grant("the refresh token is invalid"));
         };
-        if app_id != app.client_id.as_str() {
+        if row.app_id != app.client_id.as_str() {
             return Err(Error::invalid_grant("the refresh token was issued to another client"));
         }
-        if revoked_at.is_some() {
+        if row.revoked_at.is_some() {
             return Err(Error::invalid_grant("the refresh token was revoked"));
         }
-        if used_at.is_some() {
-            let ids = self.revoke_family_in(&mut tx, &family).await?;
+        if row.used_at.is_some() {
+            let ids = self.revoke_family_in(&mut tx, &row.family_id).await?;
             tx.commit().await?;
             self.publish_revoked_ids(ids);
             return Err(Error::invalid_grant(
                 "the refresh token was already used; every token of this authorization is now revoked",
             ));
         }
-        if self.now() >= from_micros(expires_at) {
+        if self.now() >= from_micros(row.expires_at) {
             return Err(Error::invalid_grant("the refresh token expired"));
         }
-        let (family_row, grant, mut spec) = self.family_and_grant(&mut tx, &family, &grant_id).await?;
+        let (family_row, grant, mut spec) = self.family_and_grant(&mut tx, &row.family_id, &row.grant_id).await?;
         if let Some(bound) = &family_row.dpop_jkt
             && jkt.as_deref() != Some(bound.as_str())
         {
@@ -486,11 +471,7 @@ impl OAuthServer {
             }
             spec = requested.intersect(&spec);
         }
-        sqlx::query("UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ?")
-            .bind(micros(self.now()))
-            .bind(hash(refresh_token))
-            .execute(&mut *tx)
-            .await?;
+        refresh::mark_used(&mut *tx, &hash(refresh_token), micros(self.now())).await?;
         let bound = jkt.or(family_row.dpop_jkt.clone());
         let response = self
             .issue_in(
@@ -516,15 +497,10 @@ impl OAuthServer {
     /// same, so nothing leaks).
     pub async fn revoke(&self, client: &ClientCredentials, token: &str) -> Result<(), Error> {
         let app = self.authenticate_client(client).await?;
-        let refresh: Option<(String, String)> =
-            sqlx::query_as("SELECT family_id, app_id FROM refresh_tokens WHERE token_hash = ?")
-                .bind(hash(token))
-                .fetch_optional(&self.pool)
-                .await?;
-        if let Some((family, app_id)) = refresh {
-            if app_id == app.client_id.as_str() {
+        if let Some(owner) = refresh::find_owner(&self.pool, &hash(token)).await? {
+            if owner.app_id == app.client_id.as_str() {
                 let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-                let ids = self.revoke_family_in(&mut tx, &family).await?;
+                let ids = self.revoke_family_in(&mut tx, &owner.family_id).await?;
                 tx.commit().await?;
                 self.publish_revoked_ids(ids);
             }
@@ -534,11 +510,7 @@ impl OAuthServer {
             && verified.app() == &app.client_id
             && let Some(id) = verified.revocation_ids().first()
         {
-            sqlx::query("UPDATE access_tokens SET revoked_at = ? WHERE revocation_id = ? AND revoked_at IS NULL")
-                .bind(micros(self.now()))
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
+            access::revoke(&self.pool, id, micros(self.now())).await?;
             // The id is the authority block's: it covers the token this one
             // was attenuated from (and every other attenuation of it), which
             // may live longer than this token. Keep the revocation until the
@@ -566,45 +538,35 @@ impl OAuthServer {
         let app = self.authenticate_client(client).await?;
         let now = self.now();
         let inactive = Introspection::default();
-        #[allow(clippy::type_complexity)]
-        let refresh: Option<(String, i64, i64, Option<i64>, Option<i64>, String, String, Option<String>, Option<i64>, String, String)> =
-            sqlx::query_as(
-                "SELECT r.app_id, r.created_at, r.expires_at, r.used_at, r.revoked_at, f.user_id, f.spec, f.dpop_jkt, \
-                 f.revoked_at, f.grant_id, r.family_id FROM refresh_tokens r JOIN token_families f ON f.id = r.family_id \
-                 WHERE r.token_hash = ?",
-            )
-            .bind(hash(token))
-            .fetch_optional(&self.pool)
-            .await?;
-        if let Some((app_id, created, expires, used, revoked, user, spec, jkt, family_revoked, grant_id, _)) = refresh {
-            if app_id != app.client_id.as_str()
-                || used.is_some()
-                || revoked.is_some()
-                || family_revoked.is_some()
-                || now >= from_micros(expires)
+        if let Some(r) = refresh::find_with_family(&self.pool, &hash(token)).await? {
+            if r.app_id != app.client_id.as_str()
+                || r.used_at.is_some()
+                || r.revoked_at.is_some()
+                || r.family_revoked_at.is_some()
+                || now >= from_micros(r.expires_at)
             {
                 return Ok(inactive);
             }
-            let Some(grant) = self.load_grant(&grant_id).await?.filter(Grant::is_active) else {
+            let Some(grant) = self.load_grant(&r.grant_id).await?.filter(Grant::is_active) else {
                 return Ok(inactive);
             };
-            let spec = parse_spec(&spec)?.intersect(&grant.spec);
+            let spec = parse_spec(&r.spec)?.intersect(&grant.spec);
             if spec.is_empty() {
                 return Ok(inactive);
             }
             return Ok(Introspection {
                 active: true,
                 scope: Some(spec.to_scope_string()),
-                client_id: Some(app_id),
-                sub: Some(user),
-                exp: Some(from_micros(expires).timestamp()),
-                iat: Some(from_micros(created).timestamp()),
+                client_id: Some(r.app_id),
+                sub: Some(r.user_id),
+                exp: Some(from_micros(r.expires_at).timestamp()),
+                iat: Some(from_micros(r.created_at).timestamp()),
                 iss: Some(self.config.issuer.clone()),
                 token_type: Some("refresh_token".into()),
-                cnf: jkt.map(|jkt| Confirmation { jkt }),
+                cnf: r.dpop_jkt.map(|jkt| Confirmation { jkt }),
                 authorization_details: Some(spec.to_authorization_details_json()),
                 vault_id: Some(grant.vault_id.to_string()),
-                grant_id: Some(grant_id),
+                grant_id: Some(r.grant_id),
             });
         }
         let Ok(verified) = self.authorizer.verify(token) else {
@@ -629,24 +591,19 @@ impl OAuthServer {
         {
             return Ok(inactive);
         }
-        let record: Option<(String, Option<String>, Option<i64>)> =
-            sqlx::query_as("SELECT user_id, dpop_jkt, revoked_at FROM access_tokens WHERE revocation_id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some((user, jkt, None)) = record else {
+        let Some(record) = access::find(&self.pool, id).await?.filter(|r| r.revoked_at.is_none()) else {
             return Ok(inactive);
         };
         Ok(Introspection {
             active: true,
             scope: Some(verified.grant().to_scope_string()),
             client_id: Some(verified.app().to_string()),
-            sub: Some(user),
+            sub: Some(record.user_id),
             exp: Some(verified.expires_at().timestamp()),
             iat: Some(verified.issued_at().timestamp()),
             iss: Some(self.config.issuer.clone()),
-            token_type: Some(if jkt.is_some() { "DPoP" } else { "Bearer" }.into()),
-            cnf: jkt.map(|jkt| Confirmation { jkt }),
+            token_type: Some(if record.dpop_jkt.is_some() { "DPoP" } else { "Bearer" }.into()),
+            cnf: record.dpop_jkt.map(|jkt| Confirmation { jkt }),
             authorization_details: Some(verified.grant().to_authorization_details_json()),
             vault_id: Some(verified.vault().to_string()),
             grant_id: Some(verified.grant_id().to_string()),
