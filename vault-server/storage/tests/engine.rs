@@ -1,125 +1,152 @@
 //! Integration tests of the storage engine on the embedded default.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use coffer_core::schema::registry::SchemaRegistry;
-use coffer_core::{AppId, Seq, TableName, VaultId};
+use coffer_core::{AppId, Seq, VaultId};
 use coffer_storage::files::PAGE_ROWS;
-use coffer_storage::{Embedded, Engine, EngineOptions, Mutation, Op, StorageError, Values, open_embedded};
+use coffer_storage::{Engine, EngineOptions, Mutation, Op, RowVersion, StorageError, Values};
+use coffer_test_support::engine::{open, options, throwaway, throwaway_with, vault_with};
+use coffer_test_support::{files_containing, people, values};
 use serde_json::{Value, json};
-
-fn options() -> EngineOptions {
-    EngineOptions {
-        background: false,
-        ..EngineOptions::default()
-    }
-}
-
-async fn open(dir: &Path) -> Engine {
-    let Embedded { engine, .. } = open_embedded(dir, SchemaRegistry::builtin().unwrap(), options())
-        .await
-        .unwrap();
-    engine
-}
-
-fn people() -> TableName {
-    TableName::new("contacts", "people")
-}
-
-fn obj(v: Value) -> Values {
-    v.as_object().unwrap().clone()
-}
+use tempfile::TempDir;
 
 fn app() -> AppId {
     AppId::new("test-app")
 }
 
-async fn vault_with_contacts(engine: &Engine) -> VaultId {
-    let vault = engine.create_vault().await.unwrap();
-    engine.install_schema(vault, "contacts", None).await.unwrap();
-    vault
+/// A throwaway engine with one vault holding the `contacts` schema.
+async fn contacts_vault() -> (TempDir, Engine, VaultId) {
+    contacts_vault_with(options()).await
 }
 
-#[tokio::test]
-async fn insert_update_delete_and_read_back_across_flushes_and_compaction() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path()).await;
-    let vault = vault_with_contacts(&engine).await;
+/// The same, the engine opened with `options`.
+async fn contacts_vault_with(options: EngineOptions) -> (TempDir, Engine, VaultId) {
+    let (dir, engine) = throwaway_with(options).await;
+    let vault = vault_with(&engine, &["contacts"]).await;
+    (dir, engine, vault)
+}
+
+/// Inserts `values` into `contacts.people`.
+fn insert(values: Values) -> Mutation {
+    Mutation {
+        table: people(),
+        op: Op::Insert { values },
+    }
+}
+
+/// Updates row `id` of `contacts.people` with `patch`.
+fn update(id: &str, patch: Value, if_seq: Option<Seq>) -> Mutation {
+    Mutation {
+        table: people(),
+        op: Op::Update {
+            id: id.into(),
+            patch: values(patch),
+            if_seq,
+        },
+    }
+}
+
+/// Deletes row `id` of `contacts.people`.
+fn delete(id: &str) -> Mutation {
+    Mutation {
+        table: people(),
+        op: Op::Delete {
+            id: id.into(),
+            if_seq: None,
+        },
+    }
+}
+
+/// `ada` and `bob` inserted by `test-app` and flushed, then `ada` updated by
+/// `other-app` with `if_seq` her first version.
+struct Updated {
+    _dir: TempDir,
+    engine: Engine,
+    vault: VaultId,
+    ada: RowVersion,
+    bob: RowVersion,
+    updated: RowVersion,
+}
+
+fn other() -> AppId {
+    AppId::new("other-app")
+}
+
+async fn ada_updated_after_a_flush() -> Updated {
+    let (dir, engine, vault) = contacts_vault().await;
     let t = people();
-
     let ada = engine
-        .insert(vault, &app(), &t, obj(json!({"display_name": "Ada", "id": "ada"})))
+        .insert(vault, &app(), &t, values(json!({"display_name": "Ada", "id": "ada"})))
         .await
         .unwrap();
-    assert_eq!(ada.id, "ada");
-    assert_eq!(ada.created_by, "test-app");
     let bob = engine
-        .insert(vault, &app(), &t, obj(json!({"display_name": "Bob"})))
+        .insert(vault, &app(), &t, values(json!({"display_name": "Bob"})))
         .await
         .unwrap();
-    assert!(bob.seq > ada.seq);
     engine.flush_table(vault, &t).await.unwrap();
-
-    // Update a flushed row: the patch merges with the flushed version.
-    let other = AppId::new("other-app");
-    let rows = engine
+    let mut rows = engine
         .write(
             vault,
-            &other,
-            vec![Mutation {
-                table: t.clone(),
-                op: Op::Update {
-                    id: "ada".into(),
-                    patch: obj(json!({"family_name": "Lovelace"})),
-                    if_seq: Some(ada.seq),
-                },
-            }],
+            &other(),
+            vec![update("ada", json!({"family_name": "Lovelace"}), Some(ada.seq))],
         )
         .await
         .unwrap();
-    assert_eq!(rows[0].values["display_name"], json!("Ada"));
-    assert_eq!(rows[0].updated_by, "other-app");
-    assert_eq!(rows[0].created_by, "test-app");
+    Updated {
+        _dir: dir,
+        engine,
+        vault,
+        ada,
+        bob,
+        updated: rows.remove(0),
+    }
+}
 
-    // A stale if_seq conflicts.
-    let err = engine
+#[tokio::test]
+async fn an_update_of_a_flushed_row_merges_with_it() {
+    let w = ada_updated_after_a_flush().await;
+    assert_eq!(w.ada.id, "ada");
+    assert_eq!(w.ada.created_by, "test-app");
+    assert!(w.bob.seq > w.ada.seq);
+    assert_eq!(w.updated.values["display_name"], json!("Ada"));
+    assert_eq!(w.updated.updated_by, "other-app");
+    assert_eq!(w.updated.created_by, "test-app");
+    w.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stale_if_seq_conflicts() {
+    let w = ada_updated_after_a_flush().await;
+    let err = w
+        .engine
         .write(
-            vault,
-            &other,
-            vec![Mutation {
-                table: t.clone(),
-                op: Op::Update {
-                    id: "ada".into(),
-                    patch: obj(json!({"family_name": "X"})),
-                    if_seq: Some(ada.seq),
-                },
-            }],
+            w.vault,
+            &other(),
+            vec![update("ada", json!({"family_name": "X"}), Some(w.ada.seq))],
         )
         .await
         .unwrap_err();
     assert!(
-        matches!(err, StorageError::Conflict { current, .. } if current == rows[0].seq),
+        matches!(err, StorageError::Conflict { current, .. } if current == w.updated.seq),
         "{err:?}"
     );
+    w.engine.shutdown().await;
+}
 
+#[tokio::test]
+async fn deletes_and_updates_read_back_across_flushes_and_compaction() {
+    let Updated {
+        _dir,
+        engine,
+        vault,
+        bob,
+        ..
+    } = ada_updated_after_a_flush().await;
+    let t = people();
     engine.flush_table(vault, &t).await.unwrap();
-    engine
-        .write(
-            vault,
-            &app(),
-            vec![Mutation {
-                table: t.clone(),
-                op: Op::Delete {
-                    id: bob.id.clone(),
-                    if_seq: None,
-                },
-            }],
-        )
-        .await
-        .unwrap();
+    engine.write(vault, &app(), vec![delete(&bob.id)]).await.unwrap();
     // Deleted row is gone (from the tail), updated row is current (from a file).
     assert!(engine.get(vault, &t, &bob.id).await.unwrap().is_none());
     let got = engine.get(vault, &t, "ada").await.unwrap().unwrap();
@@ -141,24 +168,11 @@ async fn insert_update_delete_and_read_back_across_flushes_and_compaction() {
     );
 
     // Updating or deleting a missing row is an error.
-    let err = engine
-        .write(
-            vault,
-            &app(),
-            vec![Mutation {
-                table: t.clone(),
-                op: Op::Delete {
-                    id: bob.id.clone(),
-                    if_seq: None,
-                },
-            }],
-        )
-        .await
-        .unwrap_err();
+    let err = engine.write(vault, &app(), vec![delete(&bob.id)]).await.unwrap_err();
     assert!(matches!(err, StorageError::RowNotFound { .. }), "{err:?}");
     // Inserting an existing id is an error.
     let err = engine
-        .insert(vault, &app(), &t, obj(json!({"display_name": "Again", "id": "ada"})))
+        .insert(vault, &app(), &t, values(json!({"display_name": "Again", "id": "ada"})))
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::RowExists { .. }), "{err:?}");
@@ -167,23 +181,10 @@ async fn insert_update_delete_and_read_back_across_flushes_and_compaction() {
 
 #[tokio::test]
 async fn a_bad_row_refuses_the_whole_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path()).await;
-    let vault = vault_with_contacts(&engine).await;
-    let t = people();
+    let (_dir, engine, vault) = contacts_vault().await;
     let batch = vec![
-        Mutation {
-            table: t.clone(),
-            op: Op::Insert {
-                values: obj(json!({"id": "good", "display_name": "Good"})),
-            },
-        },
-        Mutation {
-            table: t.clone(),
-            op: Op::Insert {
-                values: obj(json!({"id": "bad", "display_name": 42})),
-            },
-        },
+        insert(values(json!({"id": "good", "display_name": "Good"}))),
+        insert(values(json!({"id": "bad", "display_name": 42}))),
     ];
     match engine.write(vault, &app(), batch).await {
         Err(StorageError::InvalidRow { column, reason, .. }) => {
@@ -193,61 +194,43 @@ async fn a_bad_row_refuses_the_whole_batch() {
         other => panic!("expected InvalidRow, got {other:?}"),
     }
     assert!(
-        engine.get(vault, &t, "good").await.unwrap().is_none(),
+        engine.get(vault, &people(), "good").await.unwrap().is_none(),
         "nothing of the batch applied"
     );
-    // A conflict inside a batch also refuses all of it.
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_conflict_inside_a_batch_refuses_all_of_it() {
+    let (_dir, engine, vault) = contacts_vault().await;
     let batch = vec![
-        Mutation {
-            table: t.clone(),
-            op: Op::Insert {
-                values: obj(json!({"id": "x", "display_name": "X"})),
-            },
-        },
-        Mutation {
-            table: t.clone(),
-            op: Op::Delete {
-                id: "missing".into(),
-                if_seq: None,
-            },
-        },
+        insert(values(json!({"id": "x", "display_name": "X"}))),
+        delete("missing"),
     ];
     assert!(engine.write(vault, &app(), batch).await.is_err());
-    assert!(engine.get(vault, &t, "x").await.unwrap().is_none());
-    // Unknown tables are refused.
+    assert!(engine.get(vault, &people(), "x").await.unwrap().is_none());
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_tables_are_refused() {
+    let (_dir, engine, vault) = contacts_vault().await;
     let err = engine
-        .insert(vault, &app(), &TableName::new("notes", "notes"), obj(json!({})))
+        .insert(
+            vault,
+            &app(),
+            &coffer_core::TableName::new("notes", "notes"),
+            values(json!({})),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::TableNotFound(_)), "{err:?}");
     engine.shutdown().await;
 }
 
-/// Every regular file below `dir`, searched for `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let bytes = std::fs::read(&p).unwrap();
-                if bytes.windows(needle.len()).any(|w| w == needle) {
-                    hits.push(p.display().to_string());
-                }
-            }
-        }
-    }
-    hits
-}
-
 #[tokio::test]
 async fn nothing_is_stored_in_plaintext() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path()).await;
-    let vault = vault_with_contacts(&engine).await;
+    let (dir, engine, vault) = contacts_vault().await;
     let t = people();
     let secret_name = "Zebulon-Quixotic-Plaintext-Marker";
     let secret_id = "id-Marmalade-Unmistakable";
@@ -263,7 +246,7 @@ async fn nothing_is_stored_in_plaintext() {
             format!("p{i:05}")
         };
         engine
-            .insert(vault, &app(), &t, obj(json!({"id": id, "display_name": name})))
+            .insert(vault, &app(), &t, values(json!({"id": id, "display_name": name})))
             .await
             .unwrap();
     }
@@ -274,7 +257,7 @@ async fn nothing_is_stored_in_plaintext() {
             vault,
             &app(),
             &t,
-            obj(json!({"display_name": format!("{secret_name}-tail")})),
+            values(json!({"display_name": format!("{secret_name}-tail")})),
         )
         .await
         .unwrap();
@@ -300,14 +283,12 @@ async fn nothing_is_stored_in_plaintext() {
 
 #[tokio::test]
 async fn deleting_a_vault_shreds_its_key_then_purges_its_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path()).await;
-    let vault = vault_with_contacts(&engine).await;
-    let keep = vault_with_contacts(&engine).await;
+    let (_dir, engine, vault) = contacts_vault().await;
+    let keep = vault_with(&engine, &["contacts"]).await;
     let t = people();
     for v in [vault, keep] {
         engine
-            .insert(v, &app(), &t, obj(json!({"id": "r", "display_name": "R"})))
+            .insert(v, &app(), &t, values(json!({"id": "r", "display_name": "R"})))
             .await
             .unwrap();
         engine.flush_table(v, &t).await.unwrap();
@@ -317,7 +298,7 @@ async fn deleting_a_vault_shreds_its_key_then_purges_its_files() {
     for err in [
         engine.get(vault, &t, "r").await.unwrap_err(),
         engine
-            .insert(vault, &app(), &t, obj(json!({"display_name": "x"})))
+            .insert(vault, &app(), &t, values(json!({"display_name": "x"})))
             .await
             .unwrap_err(),
         engine.snapshot(vault, &t).await.err().unwrap(),
@@ -331,7 +312,12 @@ async fn deleting_a_vault_shreds_its_key_then_purges_its_files() {
         engine.get(keep, &t, "r").await.unwrap().is_some(),
         "other vaults are untouched"
     );
-    // Deleting twice or an unknown vault is a clear error.
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn deleting_an_unknown_vault_is_a_clear_error() {
+    let (_dir, engine) = throwaway().await;
     assert!(matches!(
         engine.delete_vault(VaultId::generate()).await.unwrap_err(),
         StorageError::VaultNotFound(_)
@@ -341,32 +327,23 @@ async fn deleting_a_vault_shreds_its_key_then_purges_its_files() {
 
 #[tokio::test]
 async fn restart_finds_files_manifests_and_unflushed_log_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path()).await;
-    let vault = vault_with_contacts(&engine).await;
+    let (dir, engine, vault) = contacts_vault().await;
     let t = people();
-    for i in 0..50 {
-        engine
-            .insert(
-                vault,
-                &app(),
-                &t,
-                obj(json!({"id": format!("a{i}"), "display_name": "A"})),
-            )
-            .await
-            .unwrap();
+    let rows = |prefix: &str, n: usize| {
+        (0..n)
+            .map(|i| {
+                insert(values(
+                    json!({"id": format!("{prefix}{i}"), "display_name": prefix.to_uppercase()}),
+                ))
+            })
+            .collect::<Vec<_>>()
+    };
+    for m in rows("a", 50) {
+        engine.write(vault, &app(), vec![m]).await.unwrap();
     }
     engine.flush_table(vault, &t).await.unwrap();
-    for i in 0..20 {
-        engine
-            .insert(
-                vault,
-                &app(),
-                &t,
-                obj(json!({"id": format!("b{i}"), "display_name": "B"})),
-            )
-            .await
-            .unwrap();
+    for m in rows("b", 20) {
+        engine.write(vault, &app(), vec![m]).await.unwrap();
     }
     engine.shutdown().await;
     drop(engine);
@@ -379,61 +356,77 @@ async fn restart_finds_files_manifests_and_unflushed_log_rows() {
     assert!(engine.get(vault, &t, "b7").await.unwrap().is_some());
     // The sequence continues where it stopped.
     let next = engine
-        .insert(vault, &app(), &t, obj(json!({"display_name": "C"})))
+        .insert(vault, &app(), &t, values(json!({"display_name": "C"})))
         .await
         .unwrap();
     assert_eq!(next.seq, Seq(71));
     engine.shutdown().await;
 }
 
-#[tokio::test]
-async fn point_lookups_read_one_page_not_the_table() {
-    let dir = tempfile::tempdir().unwrap();
-    // No sync window: flushed rows leave the log, so lookups go to the file.
-    let opts = EngineOptions {
+/// 40 000 rows written, flushed and compacted into one base file, with no
+/// sync window: flushed rows leave the log, so lookups go to the file.
+async fn compacted_base() -> (TempDir, Engine, VaultId) {
+    let (dir, engine, vault) = contacts_vault_with(EngineOptions {
         log_retention: Duration::ZERO,
         ..options()
-    };
-    let Embedded { engine, .. } = open_embedded(dir.path(), SchemaRegistry::builtin().unwrap(), opts)
-        .await
-        .unwrap();
-    let vault = vault_with_contacts(&engine).await;
+    })
+    .await;
     let t = people();
-    let n = 40_000;
-    let mutations: Vec<Mutation> = (0..n)
-        .map(|i| Mutation {
-            table: t.clone(),
-            op: Op::Insert {
-                values: obj(json!({"id": format!("row-{i:06}"), "display_name": format!("name {i}")})),
-            },
+    let mutations: Vec<Mutation> = (0..BASE_ROWS)
+        .map(|i| {
+            insert(values(
+                json!({"id": format!("row-{i:06}"), "display_name": format!("name {i}")}),
+            ))
         })
         .collect();
     engine.write(vault, &app(), mutations).await.unwrap();
     engine.flush_table(vault, &t).await.unwrap();
     engine.compact_table(vault, &t).await.unwrap();
+    (dir, engine, vault)
+}
+
+const BASE_ROWS: usize = 40_000;
+
+#[tokio::test]
+async fn a_point_lookup_reads_one_page_not_the_table() {
+    let (_dir, engine, vault) = compacted_base().await;
     let stats = engine.lookup_stats();
     let before = stats.rows_decoded.load(Ordering::Relaxed);
-    let row = engine.get(vault, &t, "row-031234").await.unwrap().unwrap();
+    let row = engine.get(vault, &people(), "row-031234").await.unwrap().unwrap();
     assert_eq!(row.values["display_name"], json!("name 31234"));
     let decoded = stats.rows_decoded.load(Ordering::Relaxed) - before;
     assert!(
         decoded > 0 && decoded <= PAGE_ROWS as u64,
-        "decoded {decoded} rows of {n} for one lookup"
+        "decoded {decoded} rows of {BASE_ROWS} for one lookup"
     );
-    // An absent id costs the base at most one page per lookup.
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_absent_id_costs_the_base_at_most_one_page_per_lookup() {
+    let (_dir, engine, vault) = compacted_base().await;
+    let stats = engine.lookup_stats();
     for i in 0..20 {
         let before = stats.rows_decoded.load(Ordering::Relaxed);
-        assert!(engine.get(vault, &t, &format!("row-0{i}x")).await.unwrap().is_none());
+        assert!(
+            engine
+                .get(vault, &people(), &format!("row-0{i}x"))
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert!(stats.rows_decoded.load(Ordering::Relaxed) - before <= PAGE_ROWS as u64);
     }
-    // A delta file (with a keyed bloom filter) is skipped for ids it lacks.
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_delta_file_is_skipped_for_ids_its_bloom_filter_lacks() {
+    let (_dir, engine, vault) = compacted_base().await;
+    let t = people();
+    let stats = engine.lookup_stats();
     let delta: Vec<Mutation> = (0..500)
-        .map(|i| Mutation {
-            table: t.clone(),
-            op: Op::Insert {
-                values: obj(json!({"id": format!("row-{i:06}z"), "display_name": "delta"})),
-            },
-        })
+        .map(|i| insert(values(json!({"id": format!("row-{i:06}z"), "display_name": "delta"}))))
         .collect();
     engine.write(vault, &app(), delta).await.unwrap();
     engine.flush_table(vault, &t).await.unwrap();
@@ -453,14 +446,10 @@ async fn point_lookups_read_one_page_not_the_table() {
 
 #[tokio::test]
 async fn concurrent_writers_are_group_committed_with_dense_sequences() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path()).await;
-    let vault = vault_with_contacts(&engine).await;
-    let t = people();
+    let (_dir, engine, vault) = contacts_vault().await;
     let mut handles = Vec::new();
     for w in 0..32 {
         let engine = engine.clone();
-        let t = t.clone();
         handles.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             for i in 0..20 {
@@ -468,8 +457,8 @@ async fn concurrent_writers_are_group_committed_with_dense_sequences() {
                     .insert(
                         vault,
                         &AppId::new("w"),
-                        &t,
-                        obj(json!({"id": format!("w{w}-{i}"), "display_name": "x"})),
+                        &people(),
+                        values(json!({"id": format!("w{w}-{i}"), "display_name": "x"})),
                     )
                     .await
                     .unwrap();
@@ -494,40 +483,26 @@ async fn concurrent_writers_are_group_committed_with_dense_sequences() {
 #[tokio::test]
 async fn random_operations_match_a_model_through_flushes_and_compactions() {
     use rand::{Rng, SeedableRng};
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path()).await;
-    let vault = vault_with_contacts(&engine).await;
+    let (_dir, engine, vault) = contacts_vault().await;
     let t = people();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut model: HashMap<String, String> = HashMap::new();
     for step in 0..1500 {
         let id = format!("k{}", rng.random_range(0..200));
         let name = format!("v{step}");
-        let op = if model.contains_key(&id) {
+        let m = if model.contains_key(&id) {
             if rng.random_bool(0.3) {
                 model.remove(&id);
-                Op::Delete {
-                    id: id.clone(),
-                    if_seq: None,
-                }
+                delete(&id)
             } else {
                 model.insert(id.clone(), name.clone());
-                Op::Update {
-                    id: id.clone(),
-                    patch: obj(json!({"display_name": name})),
-                    if_seq: None,
-                }
+                update(&id, json!({"display_name": name}), None)
             }
         } else {
             model.insert(id.clone(), name.clone());
-            Op::Insert {
-                values: obj(json!({"id": id, "display_name": name})),
-            }
+            insert(values(json!({"id": id, "display_name": name})))
         };
-        engine
-            .write(vault, &app(), vec![Mutation { table: t.clone(), op }])
-            .await
-            .unwrap();
+        engine.write(vault, &app(), vec![m]).await.unwrap();
         if step % 97 == 0 {
             engine.flush_table(vault, &t).await.unwrap();
         }
@@ -549,16 +524,12 @@ async fn random_operations_match_a_model_through_flushes_and_compactions() {
 
 #[tokio::test]
 async fn background_worker_flushes_when_the_tail_grows() {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = EngineOptions {
+    let (_dir, engine, vault) = contacts_vault_with(EngineOptions {
         flush_rows: 100,
         flush_interval: Duration::from_millis(200),
         ..EngineOptions::default()
-    };
-    let Embedded { engine, .. } = open_embedded(dir.path(), SchemaRegistry::builtin().unwrap(), opts)
-        .await
-        .unwrap();
-    let vault = vault_with_contacts(&engine).await;
+    })
+    .await;
     let t = people();
     for i in 0..150 {
         engine
@@ -566,7 +537,7 @@ async fn background_worker_flushes_when_the_tail_grows() {
                 vault,
                 &app(),
                 &t,
-                obj(json!({"id": format!("r{i}"), "display_name": "x"})),
+                values(json!({"id": format!("r{i}"), "display_name": "x"})),
             )
             .await
             .unwrap();
@@ -586,15 +557,13 @@ async fn background_worker_flushes_when_the_tail_grows() {
 #[tokio::test]
 async fn system_tables_are_in_every_vault_but_not_listed() {
     use coffer_storage::system::{SYSTEM_APP, access_log_table};
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path()).await;
     // An existing vault with a schema, and one with nothing installed.
-    let vault = vault_with_contacts(&engine).await;
+    let (_dir, engine, vault) = contacts_vault().await;
     let bare = engine.create_vault().await.unwrap();
     let log = access_log_table();
     let system = AppId::new(SYSTEM_APP);
     let entry = |i: i64| {
-        obj(json!({
+        values(json!({
             "at": "2025-11-23T08:02:00.000001Z",
             "app": format!("app-{i}"),
             "operation": "read",
@@ -604,7 +573,7 @@ async fn system_tables_are_in_every_vault_but_not_listed() {
         }))
     };
     for v in [vault, bare] {
-        let names: Vec<TableName> = engine.tables(v).await.unwrap().iter().map(|t| t.name.clone()).collect();
+        let names: Vec<_> = engine.tables(v).await.unwrap().iter().map(|t| t.name.clone()).collect();
         assert!(!names.contains(&log), "{names:?}");
         assert_eq!(engine.table(v, &log).await.unwrap().name, log);
         // Written, flushed, compacted and read back like any table.
@@ -626,9 +595,14 @@ async fn system_tables_are_in_every_vault_but_not_listed() {
         // Its data files sit under the vault's prefix like every other table's.
         assert!(engine.table_bytes(v, &log).await.unwrap() > 0);
     }
-    // No other name starting with `_` is a table.
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_other_name_starting_with_an_underscore_is_a_table() {
+    let (_dir, engine, vault) = contacts_vault().await;
     assert!(matches!(
-        engine.table(vault, &TableName::new("_other", "t")).await,
+        engine.table(vault, &coffer_core::TableName::new("_other", "t")).await,
         Err(StorageError::TableNotFound(_))
     ));
     engine.shutdown().await;
