@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -16,19 +15,11 @@ use coffer_core::{AppId, TableName, VaultId};
 use coffer_gateway::access_log::{AccessEntry, AccessLog};
 use coffer_gateway::{Credentials, Logged, Operation, rows, sql};
 use coffer_storage::system::{SYSTEM_APP, access_log_table, system_schema};
-use coffer_storage::{Embedded, Engine, EngineOptions, StorageError, open_embedded};
+use coffer_storage::{Engine, StorageError};
+use coffer_test_support::engine::{open, throwaway, vault_with};
+use coffer_test_support::files_containing;
 use datafusion::arrow::array::{Array, AsArray};
-
-async fn open(dir: &Path) -> Engine {
-    let options = EngineOptions {
-        background: false,
-        ..EngineOptions::default()
-    };
-    let Embedded { engine, .. } = open_embedded(dir, SchemaRegistry::builtin().unwrap(), options)
-        .await
-        .unwrap();
-    engine
-}
+use tempfile::TempDir;
 
 /// Now, to the microsecond (what the log stores).
 fn now() -> DateTime<Utc> {
@@ -44,23 +35,6 @@ fn entry(app: &str, at: DateTime<Utc>, operation: &str, tables: &[&str], rows: u
         rows,
         outcome: outcome.into(),
     }
-}
-
-/// Every file under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if std::fs::read(&path).unwrap().windows(needle.len()).any(|w| w == needle) {
-                hits.push(path);
-            }
-        }
-    }
-    hits
 }
 
 /// What a delete answers, for the access log.
@@ -136,12 +110,45 @@ async fn the_gateway_records_refused_and_allowed_requests_itself() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn recorded_entries_come_back_newest_first_and_filtered_by_app() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path()).await;
-    let vault = engine.create_vault().await.unwrap();
-    engine.install_schema(vault, "contacts", None).await.unwrap();
+/// A vault (with `contacts`) whose log has six entries of two apps,
+/// recorded out of time order in the last hour, and another vault.
+struct Recorded {
+    _dir: TempDir,
+    engine: Engine,
+    vault: VaultId,
+    other: VaultId,
+    log: AccessLog,
+    /// The first entry's time.
+    t0: DateTime<Utc>,
+    /// The six entries, newest first.
+    newest_first: Vec<AccessEntry>,
+}
+
+impl Recorded {
+    /// `minutes` after the first entry.
+    fn at(&self, minutes: i64) -> DateTime<Utc> {
+        self.t0 + Duration::minutes(minutes)
+    }
+
+    /// Flushes the log to a data file, then records two newer entries, left
+    /// in the log tail; returns them.
+    async fn flush_then_record_newer(&self) -> Vec<AccessEntry> {
+        self.engine.flush_all().await.unwrap();
+        let newer = vec![
+            entry("app-b", self.at(7), "read", &["notes.notes"], 3, "ok"),
+            entry("app-a", self.at(6), "insert", &["contacts.people"], 1, "ok"),
+        ];
+        for e in &newer {
+            self.log.record(self.vault, e.clone());
+        }
+        self.log.flush().await;
+        newer
+    }
+}
+
+async fn recorded() -> Recorded {
+    let (dir, engine) = throwaway().await;
+    let vault = vault_with(&engine, &["contacts"]).await;
     let other = engine.create_vault().await.unwrap();
     let log = AccessLog::start(engine.clone());
 
@@ -167,9 +174,29 @@ async fn recorded_entries_come_back_newest_first_and_filtered_by_app() {
         log.record(vault, e.clone());
     }
     log.flush().await;
-
-    let mut newest_first = recorded.clone();
+    let mut newest_first = recorded;
     newest_first.sort_by_key(|e| std::cmp::Reverse(e.at));
+    Recorded {
+        _dir: dir,
+        engine,
+        vault,
+        other,
+        log,
+        t0,
+        newest_first,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recorded_entries_come_back_newest_first_and_filtered_by_app() {
+    let Recorded {
+        _dir,
+        vault,
+        other,
+        log,
+        newest_first,
+        ..
+    } = recorded().await;
     assert_eq!(log.recent(vault, None, 100).await.unwrap(), newest_first);
     assert_eq!(log.recent(vault, None, 2).await.unwrap(), newest_first[..2].to_vec());
     assert!(log.recent(vault, None, 0).await.unwrap().is_empty());
@@ -191,21 +218,22 @@ async fn recorded_entries_come_back_newest_first_and_filtered_by_app() {
     );
     // Another vault's log is its own.
     assert!(log.recent(other, None, 100).await.unwrap().is_empty());
+}
 
-    // Flushed to a data file, then newer entries in the log tail: both are read.
-    engine.flush_all().await.unwrap();
-    let newer = vec![
-        entry("app-b", at(7), "read", &["notes.notes"], 3, "ok"),
-        entry("app-a", at(6), "insert", &["contacts.people"], 1, "ok"),
-    ];
-    for e in &newer {
-        log.record(vault, e.clone());
-    }
-    log.flush().await;
-    let got = log.recent(vault, None, 3).await.unwrap();
-    assert_eq!(got, vec![newer[0].clone(), newer[1].clone(), newest_first[0].clone()]);
-    assert_eq!(log.recent(vault, None, 100).await.unwrap().len(), 8);
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn entries_in_a_data_file_and_in_the_log_tail_are_both_read() {
+    let w = recorded().await;
+    let newer = w.flush_then_record_newer().await;
+    let got = w.log.recent(w.vault, None, 3).await.unwrap();
+    assert_eq!(got, vec![newer[0].clone(), newer[1].clone(), w.newest_first[0].clone()]);
+    assert_eq!(w.log.recent(w.vault, None, 100).await.unwrap().len(), 8);
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_system_app_writes_the_log_into_a_table_apps_are_not_shown() {
+    let w = recorded().await;
+    w.flush_then_record_newer().await;
+    let (engine, vault) = (&w.engine, w.vault);
     // Rows are written by the reserved system app; the table is not among
     // the vault's tables (what apps can be granted), yet the engine has it.
     let snapshot = engine.snapshot(vault, &access_log_table()).await.unwrap();
@@ -221,14 +249,13 @@ async fn recorded_entries_come_back_newest_first_and_filtered_by_app() {
         .collect();
     assert!(names.contains(&"contacts.people".parse().unwrap()));
     assert!(!names.contains(&access_log_table()));
-    let stats = log.stats();
+    let stats = w.log.stats();
     assert_eq!((stats.recorded, stats.written, stats.dropped), (8, 8, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_records_costs_few_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path()).await;
+    let (_dir, engine) = throwaway().await;
     let mut vaults = Vec::new();
     for _ in 0..3 {
         vaults.push(engine.create_vault().await.unwrap());
@@ -289,8 +316,7 @@ async fn a_burst_of_records_costs_few_commits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_is_encrypted_at_rest_and_durable_after_flush() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path()).await;
+    let (dir, engine) = throwaway().await;
     let vault = engine.create_vault().await.unwrap();
     let log = AccessLog::start(engine.clone());
     let app = "app-Quokka-Plaintext-Canary";
@@ -337,8 +363,7 @@ async fn the_log_is_encrypted_at_rest_and_durable_after_flush() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_for_a_deleted_vault_are_dropped_without_wedging_the_appender() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path()).await;
+    let (_dir, engine) = throwaway().await;
     let gone = engine.create_vault().await.unwrap();
     let kept = engine.create_vault().await.unwrap();
     let log = AccessLog::start(engine.clone());
@@ -367,8 +392,8 @@ async fn entries_for_a_deleted_vault_are_dropped_without_wedging_the_appender() 
 }
 
 #[test]
-fn the_system_table_cannot_be_granted() {
-    // No scope can name it: the grammar refuses a schema starting with `_`.
+fn no_scope_can_name_the_system_table() {
+    // The grammar refuses a schema starting with `_`.
     for scope in [
         "_coffer.access_log:read",
         "_coffer.*:read",
@@ -377,12 +402,19 @@ fn the_system_table_cannot_be_granted() {
     ] {
         assert!(ScopeSet::parse(scope).is_err(), "{scope} was accepted");
     }
+}
+
+#[test]
+fn no_authorization_detail_or_table_path_can_name_the_system_table() {
     // Nor an RFC 9396 authorization detail.
     let details = r#"[{"type": "coffer_table", "table": "_coffer.access_log", "actions": ["read"]}]"#;
     assert!(GrantSpec::from_authorization_details_json(details).is_err());
     // Nor a `schema.table` path.
     assert!("_coffer.access_log".parse::<TableName>().is_err());
+}
 
+#[test]
+fn the_schema_registry_cannot_hold_the_system_schema() {
     // Scopes resolve against the schema registry (the server's
     // `SchemaLookup`), which does not and cannot hold the system schema.
     let registry = SchemaRegistry::builtin().unwrap();
@@ -393,6 +425,11 @@ fn the_system_table_cannot_be_granted() {
             .insert((*system_schema()).clone(), "system schema")
             .is_err()
     );
+}
+
+#[test]
+fn a_grant_of_the_system_table_built_in_code_is_refused_by_the_check() {
+    let registry = SchemaRegistry::builtin().unwrap();
     let lookup = |name: &str| registry.latest(name);
     let allowed = ScopeSet::parse("contacts.people:read").unwrap();
     assert!(allowed.resolve(lookup).is_ok(), "the lookup itself works");
@@ -407,8 +444,7 @@ fn the_system_table_cannot_be_granted() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_flood_into_one_vault_never_drops_another_vaults_entries() {
     use coffer_gateway::access_log::VAULT_QUEUE_CAPACITY;
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path()).await;
+    let (_dir, engine) = throwaway().await;
     let flooded = engine.create_vault().await.unwrap();
     let quiet = engine.create_vault().await.unwrap();
     let log = AccessLog::start(engine.clone());
