@@ -10,7 +10,7 @@ use std::sync::Arc;
 use coffer_core::TableName;
 use coffer_storage::Mutation;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue, TableReference};
@@ -74,6 +74,88 @@ impl Logged for SqlResult {
 
     fn learned(&self) -> Option<(Operation, &[TableName])> {
         Some((self.kind, &self.tables))
+    }
+}
+
+/// What a statement returned, as Arrow batches: for front ends that encode
+/// values themselves (pgwire) rather than as JSON.
+#[derive(Debug)]
+pub struct SqlBatches {
+    /// What the statement did.
+    pub kind: Operation,
+    /// The tables it read or wrote.
+    pub tables: Vec<TableName>,
+    /// The result's schema (empty for a write).
+    pub schema: SchemaRef,
+    /// The result's rows (none for a write).
+    pub batches: Vec<RecordBatch>,
+    /// Rows returned (reads) or changed (writes).
+    pub row_count: u64,
+}
+
+impl Logged for SqlBatches {
+    fn rows(&self) -> u64 {
+        self.row_count
+    }
+
+    fn learned(&self) -> Option<(Operation, &[TableName])> {
+        Some((self.kind, &self.tables))
+    }
+}
+
+impl From<SqlBatches> for SqlResult {
+    fn from(result: SqlBatches) -> SqlResult {
+        if result.kind != Operation::Read {
+            return SqlResult {
+                kind: result.kind,
+                tables: result.tables,
+                columns: vec![ResultColumn {
+                    name: "count".into(),
+                    ty: "integer".into(),
+                }],
+                rows: vec![Value::Array(vec![result.row_count.into()])],
+                row_count: result.row_count,
+            };
+        }
+        let mut rows = Vec::new();
+        for b in &result.batches {
+            batch_to_arrays(b, &mut rows);
+        }
+        let columns = result
+            .schema
+            .fields()
+            .iter()
+            .map(|f| ResultColumn {
+                name: f.name().clone(),
+                ty: type_name(f),
+            })
+            .collect();
+        SqlResult {
+            kind: result.kind,
+            tables: result.tables,
+            columns,
+            row_count: rows.len() as u64,
+            rows,
+        }
+    }
+}
+
+/// What a statement would take and return, found by planning it over the
+/// caller's confined catalog without running it.
+#[derive(Debug)]
+pub struct Described {
+    /// What the statement does.
+    pub kind: Operation,
+    /// The type the plan expects for each parameter `$1…$n` (`None` where
+    /// the plan does not say).
+    pub params: Vec<Option<DataType>>,
+    /// The result's schema; `None` for a write, which returns no rows.
+    pub schema: Option<SchemaRef>,
+}
+
+impl Logged for Described {
+    fn rows(&self) -> u64 {
+        0
     }
 }
 
@@ -237,7 +319,7 @@ fn object_table(name: &str) -> Result<TableName, GatewayError> {
 /// What a statement produced before anything is committed.
 enum Prepared {
     /// A query's result.
-    Read(SqlResult),
+    Read(SqlBatches),
     /// A write's changes, to commit.
     Write {
         kind: Operation,
@@ -250,6 +332,13 @@ enum Prepared {
 /// the gateway's limits (time, concurrency, memory); a write's changes are
 /// then committed as one atomic, durable write, which is not cut short.
 pub async fn execute(caller: &Caller, sql: &str, params: &[Value]) -> Result<SqlResult, GatewayError> {
+    let params: Vec<ScalarValue> = params.iter().map(json_scalar).collect();
+    execute_batches(caller, sql, &params).await.map(SqlResult::from)
+}
+
+/// [`execute`] with parameters that are already typed values, answering the
+/// result as Arrow batches.
+pub async fn execute_batches(caller: &Caller, sql: &str, params: &[ScalarValue]) -> Result<SqlBatches, GatewayError> {
     let prepared = caller
         .bounded(async {
             let parsed = parse(sql).await?;
@@ -273,23 +362,64 @@ pub async fn execute(caller: &Caller, sql: &str, params: &[Value]) -> Result<Sql
                     .await
                     .map_err(GatewayError::from)?;
             }
-            Ok(SqlResult {
+            Ok(SqlBatches {
                 kind,
                 tables: vec![table],
-                columns: vec![ResultColumn {
-                    name: "count".into(),
-                    ty: "integer".into(),
-                }],
-                rows: vec![Value::Array(vec![n.into()])],
+                schema: Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+                batches: Vec::new(),
                 row_count: n,
             })
         }
     }
 }
 
+/// Plans `sql` as `caller` without running it: its parameters' types and
+/// its result's schema, within the gateway's limits. The same refusals as
+/// [`execute`] (a table or column outside the grant does not exist).
+pub async fn describe(caller: &Caller, sql: &str) -> Result<Described, GatewayError> {
+    caller
+        .bounded(async {
+            let parsed = parse(sql).await?;
+            if let Some(t) = &parsed.target
+                && !caller.names_table(t)
+            {
+                return Err(GatewayError::TableNotFound(t.to_string()));
+            }
+            let Parsed {
+                statement,
+                kind,
+                target,
+                ..
+            } = parsed;
+            let ctx = confined_context(caller, target.as_ref().map(|t| (t, Use::Insert)))?;
+            let state = ctx.state();
+            check_tables(&state, &statement)?;
+            let plan = state.statement_to_plan(statement).await.map_err(from_datafusion)?;
+            SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(kind != Operation::Read)
+                .with_allow_statements(false)
+                .verify_plan(&plan)
+                .map_err(|e| GatewayError::InvalidSql(e.to_string()))?;
+            check_reads(&plan)?;
+            let types = plan.get_parameter_types().map_err(from_datafusion)?;
+            let count = types
+                .keys()
+                .filter_map(|k| k.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()))
+                .max()
+                .unwrap_or(0);
+            let params = (1..=count)
+                .map(|i| types.get(&format!("${i}")).cloned().flatten())
+                .collect();
+            let schema = (kind == Operation::Read).then(|| Arc::new(plan.schema().as_arrow().clone()));
+            Ok(Described { kind, params, schema })
+        })
+        .await
+}
+
 /// Plans `parsed` over the caller's confined catalog and evaluates it: the
 /// rows of a query, or the changes of a write.
-async fn prepare(caller: &Caller, parsed: Parsed, params: &[Value]) -> Result<Prepared, GatewayError> {
+async fn prepare(caller: &Caller, parsed: Parsed, params: &[ScalarValue]) -> Result<Prepared, GatewayError> {
     let Parsed {
         statement,
         kind,
@@ -359,35 +489,24 @@ async fn prepare(caller: &Caller, parsed: Parsed, params: &[Value]) -> Result<Pr
 }
 
 /// Runs a query plan and collects its result (at most [`MAX_RESULT_ROWS`]).
-async fn read(ctx: &SessionContext, plan: LogicalPlan, kind: Operation) -> Result<SqlResult, GatewayError> {
+async fn read(ctx: &SessionContext, plan: LogicalPlan, kind: Operation) -> Result<SqlBatches, GatewayError> {
     let tables = referenced_tables(&plan);
     let df = ctx.execute_logical_plan(plan).await.map_err(from_datafusion)?;
-    let schema = df.schema().as_arrow().clone();
+    let schema = Arc::new(df.schema().as_arrow().clone());
     let df = df.limit(0, Some(MAX_RESULT_ROWS + 1)).map_err(from_datafusion)?;
     let batches = collect_bounded(df, MAX_RESULT_ROWS + 1).await?;
-    let mut rows = Vec::new();
-    for b in &batches {
-        batch_to_arrays(b, &mut rows);
-    }
-    if rows.len() > MAX_RESULT_ROWS {
+    let row_count: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if row_count > MAX_RESULT_ROWS {
         return Err(GatewayError::QueryLimit(format!(
             "the result has more than {MAX_RESULT_ROWS} rows; add a LIMIT or use the rows API's pages"
         )));
     }
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| ResultColumn {
-            name: f.name().clone(),
-            ty: type_name(f),
-        })
-        .collect();
-    Ok(SqlResult {
+    Ok(SqlBatches {
         kind,
         tables,
-        columns,
-        row_count: rows.len() as u64,
-        rows,
+        schema,
+        batches,
+        row_count: row_count as u64,
     })
 }
 
@@ -519,24 +638,30 @@ fn row_local(expr: &Expr) -> bool {
         .unwrap_or(true)
 }
 
+/// A JSON parameter as a typed value: numbers as `Int64` (or `Float64`),
+/// strings and other JSON as `Utf8`.
+fn json_scalar(p: &Value) -> ScalarValue {
+    match p {
+        Value::Null => ScalarValue::Null,
+        Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => ScalarValue::Int64(Some(i)),
+            None => ScalarValue::Float64(n.as_f64()),
+        },
+        Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
+        other => ScalarValue::Utf8(Some(other.to_string())),
+    }
+}
+
 /// Binds `$1…$n` to `params`, each cast to the type the plan expects.
-fn bind(plan: LogicalPlan, params: &[Value]) -> Result<LogicalPlan, GatewayError> {
+fn bind(plan: LogicalPlan, params: &[ScalarValue]) -> Result<LogicalPlan, GatewayError> {
     let types = plan.get_parameter_types().map_err(from_datafusion)?;
     if types.is_empty() && params.is_empty() {
         return Ok(plan);
     }
     let mut values = Vec::with_capacity(params.len());
-    for (i, p) in params.iter().enumerate() {
-        let scalar = match p {
-            Value::Null => ScalarValue::Null,
-            Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
-            Value::Number(n) => match n.as_i64() {
-                Some(i) => ScalarValue::Int64(Some(i)),
-                None => ScalarValue::Float64(n.as_f64()),
-            },
-            Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
-            other => ScalarValue::Utf8(Some(other.to_string())),
-        };
+    for (i, scalar) in params.iter().enumerate() {
+        let scalar = scalar.clone();
         let expected = types.get(&format!("${}", i + 1)).cloned().flatten();
         let scalar = match expected {
             Some(DataType::Null) | None => scalar,
