@@ -158,6 +158,9 @@ pub async fn open(
     // Scopes are a grammar over the schemas (decision 0002), not a fixed
     // list, so `scopes_supported` stays empty (omitted from the metadata).
     let config = OAuthConfig::new(issuer);
+    coffer_oauth::migrate(engine.control().pool())
+        .await
+        .context("migrating the accounts and OAuth tables")?;
     let oauth = OAuthServer::new(
         engine.control().pool().clone(),
         Arc::new(root),

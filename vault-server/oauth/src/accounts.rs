@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use coffer_core::{UserId, VaultId};
 use serde::Serialize;
 
+use crate::store::accounts::{self as store, NewSessionRow, NewUser, UserRow};
 use crate::util::{ct_eq, from_micros, hash, micros, new_secret, random_bytes};
 use crate::{Error, OAuthServer};
 
@@ -85,15 +86,8 @@ impl Session {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct UserRow {
-    id: String,
-    email: String,
-    vault_id: String,
-    created_at: i64,
-}
-
 impl UserRow {
+    /// The user.
     fn into_user(self) -> Result<User, Error> {
         Ok(User {
             id: self
@@ -199,19 +193,13 @@ pub fn address_key(ip: IpAddr) -> String {
     }
 }
 
-const USER_COLUMNS: &str = "id, email, vault_id, created_at";
-
 impl OAuthServer {
     /// Checks an email and password for sign-up without creating anything:
     /// call it before creating the vault, then [`OAuthServer::sign_up`].
     pub async fn check_sign_up(&self, email: &str, password: &str) -> Result<(), Error> {
         let email = validate_email(email)?;
         validate_password(password)?;
-        let taken: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE email_key = ?")
-            .bind(email_key(email))
-            .fetch_optional(&self.pool)
-            .await?;
-        if taken.is_some() {
+        if store::email_taken(&self.pool, &email_key(email)).await? {
             return Err(Error::EmailTaken);
         }
         Ok(())
@@ -230,16 +218,17 @@ impl OAuthServer {
             vault_id,
             created_at: self.now(),
         };
-        let result = sqlx::query(
-            "INSERT INTO users (id, email, email_key, password_hash, vault_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        let result = store::insert_user(
+            &self.pool,
+            &NewUser {
+                id: &user.id.to_string(),
+                email: &user.email,
+                email_key: &email_key(&user.email),
+                password_hash: &password_hash,
+                vault_id: &user.vault_id.to_string(),
+                created_at: micros(user.created_at),
+            },
         )
-        .bind(user.id.to_string())
-        .bind(&user.email)
-        .bind(email_key(&user.email))
-        .bind(password_hash)
-        .bind(user.vault_id.to_string())
-        .bind(micros(user.created_at))
-        .execute(&self.pool)
         .await;
         match result {
             Ok(_) => Ok(user),
@@ -264,15 +253,7 @@ impl OAuthServer {
         let now = self.now();
         let window = self.config.login_window;
         let max = i64::from(self.config.login_max_failures.max(1));
-        let recent: Vec<i64> = sqlx::query_scalar(
-            "SELECT at FROM login_attempts WHERE email_key = ? AND client_ip = ? AND at > ? ORDER BY at DESC LIMIT ?",
-        )
-        .bind(&key)
-        .bind(&ip)
-        .bind(micros(now - window))
-        .bind(max)
-        .fetch_all(&self.pool)
-        .await?;
+        let recent = store::recent_failures(&self.pool, &key, &ip, micros(now - window), max).await?;
         if recent.len() as i64 >= max
             && let Some(oldest) = recent.last()
         {
@@ -283,39 +264,20 @@ impl OAuthServer {
             });
         }
 
-        let row: Option<(String, String, String, String, i64)> =
-            sqlx::query_as("SELECT id, email, vault_id, password_hash, created_at FROM users WHERE email_key = ?")
-                .bind(&key)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = store::find_credentials(&self.pool, &key).await?;
         let stored = match &row {
-            Some((_, _, _, h, _)) => h.clone(),
+            Some(r) => r.password_hash.clone(),
             None => dummy_hash()?.to_owned(),
         };
         let password = password.to_owned();
         let ok = blocking(move || verify_password(&password, &stored)).await? && row.is_some();
         match row {
-            Some((id, email, vault_id, _, created_at)) if ok => {
-                sqlx::query("DELETE FROM login_attempts WHERE email_key = ? AND client_ip = ?")
-                    .bind(&key)
-                    .bind(&ip)
-                    .execute(&self.pool)
-                    .await?;
-                UserRow {
-                    id,
-                    email,
-                    vault_id,
-                    created_at,
-                }
-                .into_user()
+            Some(r) if ok => {
+                store::clear_failures(&self.pool, &key, &ip).await?;
+                r.user.into_user()
             }
             _ => {
-                sqlx::query("INSERT INTO login_attempts (email_key, client_ip, at) VALUES (?, ?, ?)")
-                    .bind(&key)
-                    .bind(&ip)
-                    .bind(micros(now))
-                    .execute(&self.pool)
-                    .await?;
+                store::record_failure(&self.pool, &key, &ip, micros(now)).await?;
                 Err(Error::InvalidCredentials)
             }
         }
@@ -327,15 +289,16 @@ impl OAuthServer {
         let csrf_token = new_secret()?;
         let now = self.now();
         let expires_at = now + self.config.session_lifetime;
-        sqlx::query(
-            "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        store::insert_session(
+            &self.pool,
+            &NewSessionRow {
+                token_hash: &hash(&token),
+                user_id: &user.to_string(),
+                csrf_token: &csrf_token,
+                created_at: micros(now),
+                expires_at: micros(expires_at),
+            },
         )
-        .bind(hash(&token))
-        .bind(user.to_string())
-        .bind(&csrf_token)
-        .bind(micros(now))
-        .bind(micros(expires_at))
-        .execute(&self.pool)
         .await?;
         Ok(NewSession {
             token,
@@ -347,59 +310,35 @@ impl OAuthServer {
     /// The live session of a session token; [`Error::InvalidSession`] if it
     /// is unknown, expired or signed out.
     pub async fn session(&self, token: &str) -> Result<Session, Error> {
-        let row: Option<(String, i64, i64, String, String, String, i64)> = sqlx::query_as(
-            "SELECT s.csrf_token, s.created_at, s.expires_at, u.id, u.email, u.vault_id, u.created_at \
-             FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?",
-        )
-        .bind(hash(token))
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some((csrf_token, created_at, expires_at, id, email, vault_id, user_created)) = row else {
+        let Some(row) = store::find_session(&self.pool, &hash(token)).await? else {
             return Err(Error::InvalidSession);
         };
-        let expires_at = from_micros(expires_at);
+        let expires_at = from_micros(row.expires_at);
         if expires_at <= self.now() {
             self.sign_out(token).await?;
             return Err(Error::InvalidSession);
         }
         Ok(Session {
-            user: UserRow {
-                id,
-                email,
-                vault_id,
-                created_at: user_created,
-            }
-            .into_user()?,
-            csrf_token,
-            created_at: from_micros(created_at),
+            user: row.user.into_user()?,
+            csrf_token: row.csrf_token,
+            created_at: from_micros(row.session_created_at),
             expires_at,
         })
     }
 
     /// Ends a session (unknown tokens are ignored).
     pub async fn sign_out(&self, token: &str) -> Result<(), Error> {
-        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
-            .bind(hash(token))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        Ok(store::delete_session(&self.pool, &hash(token)).await?)
     }
 
     /// Ends every session of `user` (e.g. after a password change).
     pub async fn sign_out_everywhere(&self, user: UserId) -> Result<u64, Error> {
-        Ok(sqlx::query("DELETE FROM sessions WHERE user_id = ?")
-            .bind(user.to_string())
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        Ok(store::delete_sessions_of(&self.pool, &user.to_string()).await?)
     }
 
     /// One user.
     pub async fn user(&self, id: UserId) -> Result<User, Error> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?");
-        sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
+        store::find_user(&self.pool, &id.to_string())
             .await?
             .ok_or(Error::NotFound("user"))?
             .into_user()
@@ -407,9 +346,7 @@ impl OAuthServer {
 
     /// Every user, oldest first.
     pub async fn list_users(&self) -> Result<Vec<User>, Error> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id");
-        sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
+        store::list_users(&self.pool)
             .await?
             .into_iter()
             .map(UserRow::into_user)
@@ -432,49 +369,11 @@ impl OAuthServer {
     pub async fn delete_account(&self, user: UserId) -> Result<u64, Error> {
         let id = user.to_string();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let email_key: String = sqlx::query_scalar("SELECT email_key FROM users WHERE id = ?")
-            .bind(&id)
-            .fetch_optional(&mut *tx)
+        let email_key = store::email_key_of(&mut *tx, &id)
             .await?
             .ok_or(Error::NotFound("user"))?;
-        let grants: Vec<String> = sqlx::query_scalar("SELECT id FROM grants WHERE user_id = ?")
-            .bind(&id)
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut rows = 0;
-        // Children before parents (foreign keys are on).
-        for sql in [
-            "DELETE FROM access_tokens WHERE user_id = ?1 \
-             OR grant_id IN (SELECT id FROM grants WHERE user_id = ?1)",
-            "DELETE FROM refresh_tokens WHERE family_id IN (SELECT id FROM token_families WHERE user_id = ?1) \
-             OR grant_id IN (SELECT id FROM grants WHERE user_id = ?1)",
-            "DELETE FROM authorization_codes WHERE user_id = ?1",
-            "DELETE FROM device_codes WHERE user_id = ?1 \
-             OR grant_id IN (SELECT id FROM grants WHERE user_id = ?1)",
-            "DELETE FROM token_families WHERE user_id = ?1",
-            "DELETE FROM sessions WHERE user_id = ?1",
-        ] {
-            rows += sqlx::query(sql).bind(&id).execute(&mut *tx).await?.rows_affected();
-        }
-        rows += sqlx::query("DELETE FROM grants WHERE user_id = ?")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        rows += sqlx::query("DELETE FROM login_attempts WHERE email_key = ?")
-            .bind(&email_key)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        sqlx::query("UPDATE apps SET registered_by = NULL WHERE registered_by = ?")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        rows += sqlx::query("DELETE FROM users WHERE id = ?")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let grants = crate::store::grants::ids_of_user(&mut *tx, &id).await?;
+        let rows = store::delete_user(&mut tx, &id, &email_key).await?;
         tx.commit().await?;
         for grant in grants {
             if let Ok(grant) = grant.parse() {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
 use url::{Host, Url};
 
+use crate::store::apps::{self as store, AppRow, NewAppRow};
 use crate::util::{ct_eq, echo, from_micros, hash, json_strings, micros, new_secret};
 use crate::{Error, ErrorCode, OAuthServer};
 
@@ -595,25 +596,8 @@ fn form_decode(s: &str) -> Option<String> {
         .map(|c| c.into_owned())
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct AppRow {
-    client_id: String,
-    name: String,
-    homepage: Option<String>,
-    logo_url: Option<String>,
-    redirect_uris: String,
-    token_endpoint_auth_method: String,
-    secret_hash: Option<Vec<u8>>,
-    grant_types: String,
-    default_scope: String,
-    created_at: i64,
-    registered_by: Option<String>,
-}
-
-const APP_COLUMNS: &str = "client_id, name, homepage, logo_url, redirect_uris, token_endpoint_auth_method, \
-     secret_hash, grant_types, default_scope, created_at, registered_by";
-
 impl AppRow {
+    /// The app, and the hash of its secret.
     fn into_app(self) -> Result<(App, Option<Vec<u8>>), Error> {
         let grant_types = json_strings(&self.grant_types)?
             .iter()
@@ -651,24 +635,23 @@ impl OAuthServer {
         };
         let now = self.now();
         let grant_types: Vec<&str> = new.grant_types.iter().map(|g| g.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO apps (client_id, name, homepage, logo_url, redirect_uris, kind, token_endpoint_auth_method, \
-             secret_hash, grant_types, default_scope, created_at, registered_by) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        store::insert(
+            &self.pool,
+            &NewAppRow {
+                client_id: &client_id,
+                name: &new.name,
+                homepage: new.homepage.as_deref(),
+                logo_url: new.logo_url.as_deref(),
+                redirect_uris: &serde_json::json!(new.redirect_uris).to_string(),
+                kind: new.auth_method.kind().as_str(),
+                token_endpoint_auth_method: new.auth_method.as_str(),
+                secret_hash: secret.as_deref().map(hash).as_deref(),
+                grant_types: &serde_json::json!(grant_types).to_string(),
+                default_scope: &new.default_scope,
+                created_at: micros(now),
+                registered_by: new.registered_by.map(|u| u.to_string()).as_deref(),
+            },
         )
-        .bind(&client_id)
-        .bind(&new.name)
-        .bind(&new.homepage)
-        .bind(&new.logo_url)
-        .bind(serde_json::json!(new.redirect_uris).to_string())
-        .bind(new.auth_method.kind().as_str())
-        .bind(new.auth_method.as_str())
-        .bind(secret.as_deref().map(hash))
-        .bind(serde_json::json!(grant_types).to_string())
-        .bind(&new.default_scope)
-        .bind(micros(now))
-        .bind(new.registered_by.map(|u| u.to_string()))
-        .execute(&self.pool)
         .await?;
         Ok(RegisteredApp {
             app: App {
@@ -701,9 +684,7 @@ impl OAuthServer {
                 "this server does not accept app registrations: ask its operator to register the app",
             ));
         }
-        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM apps WHERE registered_by IS NULL")
-            .fetch_one(&self.pool)
-            .await?;
+        let stored = store::count_unowned(&self.pool).await?;
         if u64::try_from(stored).unwrap_or(u64::MAX) >= self.config.max_open_registrations {
             return Err(Error::oauth(
                 ErrorCode::AccessDenied,
@@ -778,11 +759,9 @@ impl OAuthServer {
         })
     }
 
+    /// One app by client id, and the hash of its secret.
     pub(crate) async fn find_app(&self, client_id: &str) -> Result<Option<(App, Option<Vec<u8>>)>, Error> {
-        let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE client_id = ?");
-        sqlx::query_as::<_, AppRow>(sqlx::AssertSqlSafe(sql))
-            .bind(client_id)
-            .fetch_optional(&self.pool)
+        store::find(&self.pool, client_id)
             .await?
             .map(AppRow::into_app)
             .transpose()
@@ -795,13 +774,28 @@ impl OAuthServer {
 
     /// Every app, oldest first.
     pub async fn list_apps(&self) -> Result<Vec<App>, Error> {
-        let sql = format!("SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, client_id");
-        sqlx::query_as::<_, AppRow>(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
+        store::list(&self.pool)
             .await?
             .into_iter()
             .map(|r| r.into_app().map(|(a, _)| a))
             .collect()
+    }
+
+    /// Authenticates a client registered for `grant` (`unauthorized_client`,
+    /// naming the grant as `name`, if it is not).
+    pub(crate) async fn client_for(
+        &self,
+        client: &ClientCredentials,
+        grant: GrantType,
+        name: &str,
+    ) -> Result<App, Error> {
+        let app = self.authenticate_client(client).await?;
+        if !app.allows(grant) {
+            return Err(Error::unauthorized_client(format!(
+                "this client is not registered for the {name} grant"
+            )));
+        }
+        Ok(app)
     }
 
     /// Authenticates a client: a public client must send no secret; a

@@ -12,6 +12,9 @@ use url::Url;
 use crate::apps::App;
 use crate::dpop::DpopProof;
 use crate::grants::{Grant, spec_json};
+use crate::store::codes::{self, NewCode};
+use crate::store::families::{self, NewFamily};
+use crate::store::par::{self, NewPushed};
 use crate::util::{echo, hash, is_b64_256, micros, new_secret};
 use crate::{ClientCredentials, Error, ErrorCode, GrantType, OAuthServer};
 
@@ -382,15 +385,16 @@ impl OAuthServer {
         let request_uri = format!("{REQUEST_URI_PREFIX}{}", new_secret()?);
         let now = self.now();
         let json = serde_json::to_string(&params).map_err(|e| Error::Internal(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO par_requests (request_hash, app_id, params, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        par::insert(
+            &self.pool,
+            &NewPushed {
+                request_hash: &hash(&request_uri),
+                app_id: app.client_id.as_str(),
+                params: &json,
+                created_at: micros(now),
+                expires_at: micros(now + self.config.par_lifetime),
+            },
         )
-        .bind(hash(&request_uri))
-        .bind(app.client_id.as_str())
-        .bind(json)
-        .bind(micros(now))
-        .bind(micros(now + self.config.par_lifetime))
-        .execute(&self.pool)
         .await?;
         Ok(PushedAuthorization {
             request_uri,
@@ -410,17 +414,9 @@ impl OAuthServer {
             return Err(invalid());
         }
         let now = micros(self.now());
-        let params: Option<String> = sqlx::query_scalar(
-            "UPDATE par_requests SET used_at = ? \
-             WHERE request_hash = ? AND app_id = ? AND used_at IS NULL AND expires_at > ? RETURNING params",
-        )
-        .bind(now)
-        .bind(hash(request_uri))
-        .bind(client_id)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        let params = params.ok_or_else(invalid)?;
+        let params = par::take(&self.pool, &hash(request_uri), client_id, now)
+            .await?
+            .ok_or_else(invalid)?;
         serde_json::from_str(&params).map_err(|e| Error::Internal(format!("stored PAR request: {e}")))
     }
 
@@ -434,7 +430,7 @@ impl OAuthServer {
         client_id: &str,
         requested: &GrantSpec,
     ) -> Result<ConsentCheck, Error> {
-        let existing = self.active_grant(user, client_id).await?;
+        let existing = Self::active_grant(&self.pool, user, client_id).await?;
         let new = existing
             .as_ref()
             .map_or_else(|| requested.clone(), |g| requested.not_within(&g.spec));
@@ -475,24 +471,23 @@ impl OAuthServer {
         let family = self
             .create_family(&mut tx, &app.client_id, &upserted.grant, &effective)
             .await?;
-        sqlx::query(
-            "INSERT INTO authorization_codes (code_hash, app_id, user_id, grant_id, grant_version, redirect_uri, \
-             redirect_uri_given, code_challenge, dpop_jkt, family_id, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        codes::insert(
+            &mut *tx,
+            &NewCode {
+                code_hash: &hash(&code),
+                app_id: app.client_id.as_str(),
+                user_id: &user.to_string(),
+                grant_id: &upserted.grant.id.to_string(),
+                grant_version: crate::grants::version_i64(upserted.grant.version)?,
+                redirect_uri: &redirect_uri,
+                redirect_uri_given: pending.redirect_uri_given,
+                code_challenge: &pending.code_challenge,
+                dpop_jkt: pending.dpop_jkt.as_deref(),
+                family_id: &family,
+                created_at: micros(now),
+                expires_at: micros(now + self.config.code_lifetime),
+            },
         )
-        .bind(hash(&code))
-        .bind(app.client_id.as_str())
-        .bind(user.to_string())
-        .bind(upserted.grant.id.to_string())
-        .bind(crate::grants::version_i64(upserted.grant.version)?)
-        .bind(&redirect_uri)
-        .bind(pending.redirect_uri_given)
-        .bind(&pending.code_challenge)
-        .bind(&pending.dpop_jkt)
-        .bind(&family)
-        .bind(micros(now))
-        .bind(micros(now + self.config.code_lifetime))
-        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         if upserted.changed {
@@ -531,16 +526,17 @@ impl OAuthServer {
         spec: &GrantSpec,
     ) -> Result<String, Error> {
         let id = ulid::Ulid::new().to_string().to_ascii_lowercase();
-        sqlx::query(
-            "INSERT INTO token_families (id, app_id, grant_id, user_id, spec, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        families::insert(
+            &mut **tx,
+            &NewFamily {
+                id: &id,
+                app_id: app.as_str(),
+                grant_id: &grant.id.to_string(),
+                user_id: &grant.user_id.to_string(),
+                spec: &spec_json(spec)?,
+                created_at: micros(self.now()),
+            },
         )
-        .bind(&id)
-        .bind(app.as_str())
-        .bind(grant.id.to_string())
-        .bind(grant.user_id.to_string())
-        .bind(spec_json(spec)?)
-        .bind(micros(self.now()))
-        .execute(&mut **tx)
         .await?;
         Ok(id)
     }

@@ -111,12 +111,7 @@ impl OAuthServer {
         scope: Option<&str>,
         authorization_details: Option<&str>,
     ) -> Result<DeviceAuthorization, Error> {
-        let app = self.authenticate_client(client).await?;
-        if !app.allows(GrantType::DeviceCode) {
-            return Err(Error::unauthorized_client(
-                "this client is not registered for the device code grant",
-            ));
-        }
+        let app = self.client_for(client, GrantType::DeviceCode, "device code").await?;
         let requested = self.resolve_request(scope, authorization_details, &app)?;
         let device_code = new_secret()?;
         let now = self.now();
@@ -243,12 +238,7 @@ impl OAuthServer {
         device_code: &str,
         dpop: Option<&DpopProof>,
     ) -> Result<TokenResponse, Error> {
-        let app = self.authenticate_client(client).await?;
-        if !app.allows(GrantType::DeviceCode) {
-            return Err(Error::unauthorized_client(
-                "this client is not registered for the device code grant",
-            ));
-        }
+        let app = self.client_for(client, GrantType::DeviceCode, "device code").await?;
         let jkt = self.proven_key(dpop).await?;
         let now = self.now();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;

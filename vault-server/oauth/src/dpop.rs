@@ -31,6 +31,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use url::Url;
 
+use crate::store;
 use crate::util::{micros, sha256_b64};
 use crate::{Error, OAuthServer};
 
@@ -228,14 +229,8 @@ impl OAuthServer {
         let jkt = jwk
             .thumbprint(ThumbprintHash::SHA256)
             .map_err(|_| bad("the DPoP key has no thumbprint"))?;
-        let inserted =
-            sqlx::query("INSERT INTO dpop_proofs (jti_hash, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
-                .bind(crate::util::hash(&format!("{jkt}:{}", claims.jti)))
-                .bind(micros(iat + window + window))
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-        if inserted == 0 {
+        let jti_hash = crate::util::hash(&format!("{jkt}:{}", claims.jti));
+        if !store::dpop::record_proof(&self.pool, &jti_hash, micros(iat + window + window)).await? {
             return Err(bad("the DPoP proof was already used (replayed jti)"));
         }
         Ok(jkt)

@@ -6,8 +6,10 @@ use chrono::{DateTime, Utc};
 use coffer_auth::{GrantSpec, GrantStatus};
 use coffer_core::{AppId, GrantId, UserId, VaultId};
 use serde::Serialize;
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Sqlite, SqliteExecutor, Transaction};
 
+use crate::store::grants::{self as store, GrantRow, NewGrant};
+use crate::store::{access, families, refresh};
 use crate::util::{from_micros, micros};
 use crate::{Error, OAuthServer};
 
@@ -70,45 +72,32 @@ pub struct GrantWithApp {
     pub app: AppSummary,
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct GrantRow {
-    id: String,
-    user_id: String,
-    vault_id: String,
-    app_id: String,
-    spec: String,
-    version: i64,
-    status: String,
-    created_at: i64,
-    updated_at: i64,
-    last_access_at: Option<i64>,
-}
-
-#[derive(sqlx::FromRow)]
-struct GrantAppRow {
-    #[sqlx(flatten)]
-    grant: GrantRow,
-    name: String,
-    homepage: Option<String>,
-    logo_url: Option<String>,
-}
-
-pub(crate) const GRANT_COLUMNS: &str =
-    "id, user_id, vault_id, app_id, spec, version, status, created_at, updated_at, last_access_at";
-
+/// A stored grant that does not parse.
 fn corrupt(what: &str) -> Error {
     Error::Internal(format!("stored grant: invalid {what}"))
 }
 
+/// A stored spec.
 pub(crate) fn parse_spec(json: &str) -> Result<GrantSpec, Error> {
     serde_json::from_str(json).map_err(|e| Error::Internal(format!("stored grant spec is invalid: {e}")))
 }
 
+/// A spec to store.
 pub(crate) fn spec_json(spec: &GrantSpec) -> Result<String, Error> {
     serde_json::to_string(spec).map_err(|e| Error::Internal(format!("grant spec: {e}")))
 }
 
+/// A stored status: anything but `active` is revoked.
+fn parse_status(status: &str) -> GrantStatus {
+    if status == "active" {
+        GrantStatus::Active
+    } else {
+        GrantStatus::Revoked
+    }
+}
+
 impl GrantRow {
+    /// The grant.
     pub(crate) fn into_grant(self) -> Result<Grant, Error> {
         Ok(Grant {
             id: self.id.parse().map_err(|_| corrupt("id"))?,
@@ -117,10 +106,7 @@ impl GrantRow {
             app_id: AppId::new(self.app_id),
             spec: parse_spec(&self.spec)?,
             version: u64::try_from(self.version).map_err(|_| corrupt("version"))?,
-            status: match self.status.as_str() {
-                "active" => GrantStatus::Active,
-                _ => GrantStatus::Revoked,
-            },
+            status: parse_status(&self.status),
             created_at: from_micros(self.created_at),
             updated_at: from_micros(self.updated_at),
             last_access_at: self.last_access_at.map(from_micros),
@@ -130,6 +116,7 @@ impl GrantRow {
 
 /// The outcome of [`OAuthServer::upsert_grant`].
 pub(crate) struct Upserted {
+    /// The grant as it is now.
     pub grant: Grant,
     /// Whether the grant was created or its version bumped (the revocation
     /// view must learn it after commit).
@@ -137,25 +124,30 @@ pub(crate) struct Upserted {
 }
 
 impl OAuthServer {
-    pub(crate) async fn active_grant(&self, user: UserId, app: &str) -> Result<Option<Grant>, Error> {
-        let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE user_id = ? AND app_id = ? AND status = 'active'");
-        sqlx::query_as::<_, GrantRow>(sqlx::AssertSqlSafe(sql))
-            .bind(user.to_string())
-            .bind(app)
-            .fetch_optional(&self.pool)
+    /// The active grant of `user` for `app`.
+    pub(crate) async fn active_grant<'e>(
+        ex: impl SqliteExecutor<'e>,
+        user: UserId,
+        app: &str,
+    ) -> Result<Option<Grant>, Error> {
+        store::find_active(ex, &user.to_string(), app)
             .await?
             .map(GrantRow::into_grant)
             .transpose()
     }
 
-    pub(crate) async fn grant_in(tx: &mut Transaction<'static, Sqlite>, id: &str) -> Result<Option<Grant>, Error> {
-        let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = ?");
-        sqlx::query_as::<_, GrantRow>(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&mut **tx)
+    /// The grant with this id.
+    pub(crate) async fn load_grant<'e>(ex: impl SqliteExecutor<'e>, id: &str) -> Result<Option<Grant>, Error> {
+        store::find(ex, id).await?.map(GrantRow::into_grant).transpose()
+    }
+
+    /// The grant `grant` of `user` ([`Error::NotFound`] if it is not
+    /// theirs).
+    async fn users_grant<'e>(ex: impl SqliteExecutor<'e>, user: UserId, grant: GrantId) -> Result<Grant, Error> {
+        Self::load_grant(ex, &grant.to_string())
             .await?
-            .map(GrantRow::into_grant)
-            .transpose()
+            .filter(|g| g.user_id == user)
+            .ok_or(Error::NotFound("grant"))
     }
 
     /// Creates the user's grant for the app, or widens the active one with
@@ -169,14 +161,7 @@ impl OAuthServer {
         approved: &GrantSpec,
     ) -> Result<Upserted, Error> {
         let now = self.now();
-        let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE user_id = ? AND app_id = ? AND status = 'active'");
-        let existing = sqlx::query_as::<_, GrantRow>(sqlx::AssertSqlSafe(sql))
-            .bind(user.to_string())
-            .bind(app.as_str())
-            .fetch_optional(&mut **tx)
-            .await?
-            .map(GrantRow::into_grant)
-            .transpose()?;
+        let existing = Self::active_grant(&mut **tx, user, app.as_str()).await?;
         match existing {
             None => {
                 let grant = Grant {
@@ -191,18 +176,17 @@ impl OAuthServer {
                     updated_at: now,
                     last_access_at: None,
                 };
-                sqlx::query(
-                    "INSERT INTO grants (id, user_id, vault_id, app_id, spec, version, status, created_at, updated_at) \
-                     VALUES (?, ?, ?, ?, ?, 1, 'active', ?, ?)",
+                store::insert(
+                    &mut **tx,
+                    &NewGrant {
+                        id: &grant.id.to_string(),
+                        user_id: &user.to_string(),
+                        vault_id: &vault.to_string(),
+                        app_id: app.as_str(),
+                        spec: &spec_json(approved)?,
+                        created_at: micros(now),
+                    },
                 )
-                .bind(grant.id.to_string())
-                .bind(user.to_string())
-                .bind(vault.to_string())
-                .bind(app.as_str())
-                .bind(spec_json(approved)?)
-                .bind(micros(now))
-                .bind(micros(now))
-                .execute(&mut **tx)
                 .await?;
                 Ok(Upserted { grant, changed: true })
             }
@@ -211,16 +195,7 @@ impl OAuthServer {
                 if merged == grant.spec {
                     return Ok(Upserted { grant, changed: false });
                 }
-                grant.spec = merged;
-                grant.version += 1;
-                grant.updated_at = now;
-                sqlx::query("UPDATE grants SET spec = ?, version = ?, updated_at = ? WHERE id = ?")
-                    .bind(spec_json(&grant.spec)?)
-                    .bind(version_i64(grant.version)?)
-                    .bind(micros(now))
-                    .bind(grant.id.to_string())
-                    .execute(&mut **tx)
-                    .await?;
+                Self::set_spec(&mut **tx, &mut grant, merged, now).await?;
                 Ok(Upserted { grant, changed: true })
             }
         }
@@ -228,28 +203,14 @@ impl OAuthServer {
 
     /// One grant of `user` ([`Error::NotFound`] if it is not theirs).
     pub async fn grant(&self, user: UserId, grant: GrantId) -> Result<Grant, Error> {
-        let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = ? AND user_id = ?");
-        sqlx::query_as::<_, GrantRow>(sqlx::AssertSqlSafe(sql))
-            .bind(grant.to_string())
-            .bind(user.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(Error::NotFound("grant"))?
-            .into_grant()
+        Self::users_grant(&self.pool, user, grant).await
     }
 
     /// Every grant of `user` (active first, then newest first), with its app.
     pub async fn grants_for_user(&self, user: UserId) -> Result<Vec<GrantWithApp>, Error> {
-        let rows: Vec<GrantAppRow> = sqlx::query_as(
-            "SELECT g.id, g.user_id, g.vault_id, g.app_id, g.spec, g.version, g.status, g.created_at, g.updated_at, \
-             g.last_access_at, a.name, a.homepage, a.logo_url FROM grants g \
-             JOIN apps a ON a.client_id = g.app_id WHERE g.user_id = ? \
-             ORDER BY g.status = 'active' DESC, g.created_at DESC, g.id DESC",
-        )
-        .bind(user.to_string())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
+        store::list_with_apps(&self.pool, &user.to_string())
+            .await?
+            .into_iter()
             .map(|row| {
                 let grant = row.grant.into_grant()?;
                 Ok(GrantWithApp {
@@ -271,10 +232,7 @@ impl OAuthServer {
     /// no-op.
     pub async fn revoke_grant(&self, user: UserId, grant: GrantId) -> Result<Grant, Error> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut g = Self::grant_in(&mut tx, &grant.to_string())
-            .await?
-            .filter(|g| g.user_id == user)
-            .ok_or(Error::NotFound("grant"))?;
+        let mut g = Self::users_grant(&mut *tx, user, grant).await?;
         if !g.is_active() {
             return Ok(g);
         }
@@ -282,19 +240,10 @@ impl OAuthServer {
         g.version += 1;
         g.status = GrantStatus::Revoked;
         g.updated_at = now;
-        sqlx::query("UPDATE grants SET status = 'revoked', version = ?, updated_at = ? WHERE id = ?")
-            .bind(version_i64(g.version)?)
-            .bind(micros(now))
-            .bind(grant.to_string())
-            .execute(&mut *tx)
-            .await?;
-        let families: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM token_families WHERE grant_id = ? AND revoked_at IS NULL")
-                .bind(grant.to_string())
-                .fetch_all(&mut *tx)
-                .await?;
+        store::revoke(&mut *tx, &grant.to_string(), version_i64(g.version)?, micros(now)).await?;
+        let active = families::active_of_grant(&mut *tx, &grant.to_string()).await?;
         let mut revoked_ids = Vec::new();
-        for family in families {
+        for family in active {
             revoked_ids.extend(self.revoke_family_in(&mut tx, &family).await?);
         }
         tx.commit().await?;
@@ -315,10 +264,7 @@ impl OAuthServer {
             ));
         }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut g = Self::grant_in(&mut tx, &grant.to_string())
-            .await?
-            .filter(|g| g.user_id == user)
-            .ok_or(Error::NotFound("grant"))?;
+        let mut g = Self::users_grant(&mut *tx, user, grant).await?;
         if !g.is_active() {
             return Err(Error::invalid_request("the grant is revoked"));
         }
@@ -328,17 +274,7 @@ impl OAuthServer {
         if *spec == g.spec {
             return Ok(g);
         }
-        let now = self.now();
-        g.spec = spec.clone();
-        g.version += 1;
-        g.updated_at = now;
-        sqlx::query("UPDATE grants SET spec = ?, version = ?, updated_at = ? WHERE id = ?")
-            .bind(spec_json(spec)?)
-            .bind(version_i64(g.version)?)
-            .bind(micros(now))
-            .bind(grant.to_string())
-            .execute(&mut *tx)
-            .await?;
+        Self::set_spec(&mut *tx, &mut g, spec.clone(), self.now()).await?;
         tx.commit().await?;
         self.revocation.set_grant(g.id, g.version, GrantStatus::Active);
         Ok(g)
@@ -349,41 +285,26 @@ impl OAuthServer {
     /// request.
     pub async fn touch_grant(&self, grant: GrantId) -> Result<(), Error> {
         let now = micros(self.now());
-        sqlx::query(
-            "UPDATE grants SET last_access_at = ? WHERE id = ? AND (last_access_at IS NULL OR last_access_at < ?)",
-        )
-        .bind(now)
-        .bind(grant.to_string())
-        .bind(now - 60_000_000)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        Ok(store::touch(&self.pool, &grant.to_string(), now, now - 60_000_000).await?)
     }
 
     /// Fills the revocation view from the database: every grant's version
     /// and status, and the revoked access tokens that have not expired yet.
     /// Call it once at startup. Returns the number of grants loaded.
     pub async fn load_revocation_view(&self) -> Result<usize, Error> {
-        let grants: Vec<(String, i64, String)> = sqlx::query_as("SELECT id, version, status FROM grants")
-            .fetch_all(&self.pool)
-            .await?;
-        for (id, version, status) in &grants {
-            let id: GrantId = id.parse().map_err(|_| corrupt("id"))?;
-            let status = if status == "active" {
-                GrantStatus::Active
-            } else {
-                GrantStatus::Revoked
-            };
+        let grants = store::versions(&self.pool).await?;
+        for row in &grants {
+            let id: GrantId = row.id.parse().map_err(|_| corrupt("id"))?;
             self.revocation
-                .set_grant(id, u64::try_from(*version).unwrap_or(0), status);
+                .set_grant(id, u64::try_from(row.version).unwrap_or(0), parse_status(&row.status));
         }
-        let revoked: Vec<(Vec<u8>, i64)> = sqlx::query_as(
-            "SELECT revocation_id, expires_at FROM access_tokens WHERE revoked_at IS NOT NULL AND expires_at > ?",
-        )
-        .bind(micros(self.now()))
-        .fetch_all(&self.pool)
-        .await?;
-        self.publish_revoked_ids(revoked.into_iter().map(|(id, exp)| (id, from_micros(exp))).collect());
+        let revoked = access::revoked_unexpired(&self.pool, micros(self.now())).await?;
+        self.publish_revoked_ids(
+            revoked
+                .into_iter()
+                .map(|r| (r.revocation_id, from_micros(r.expires_at)))
+                .collect(),
+        );
         Ok(grants.len())
     }
 
@@ -391,21 +312,29 @@ impl OAuthServer {
     /// revocation view, e.g. when the authorizer reports an unknown grant
     /// (`DeniedKind::UnknownGrant`). Returns whether the grant exists.
     pub async fn sync_grant(&self, grant: GrantId) -> Result<bool, Error> {
-        let row: Option<(i64, String)> = sqlx::query_as("SELECT version, status FROM grants WHERE id = ?")
-            .bind(grant.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some((version, status)) = row else {
+        let Some(row) = store::version_of(&self.pool, &grant.to_string()).await? else {
             return Ok(false);
         };
-        let status = if status == "active" {
-            GrantStatus::Active
-        } else {
-            GrantStatus::Revoked
-        };
-        self.revocation
-            .set_grant(grant, u64::try_from(version).unwrap_or(0), status);
+        self.revocation.set_grant(
+            grant,
+            u64::try_from(row.version).unwrap_or(0),
+            parse_status(&row.status),
+        );
         Ok(true)
+    }
+
+    /// Gives `grant` the spec `spec` at its next version.
+    async fn set_spec<'e>(
+        ex: impl SqliteExecutor<'e>,
+        grant: &mut Grant,
+        spec: GrantSpec,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        grant.spec = spec;
+        grant.version += 1;
+        grant.updated_at = now;
+        let (id, version) = (grant.id.to_string(), version_i64(grant.version)?);
+        Ok(store::set_spec(ex, &id, &spec_json(&grant.spec)?, version, micros(now)).await?)
     }
 
     /// Tells the revocation view about revoked access tokens.
@@ -424,29 +353,17 @@ impl OAuthServer {
         family: &str,
     ) -> Result<Vec<(Vec<u8>, DateTime<Utc>)>, Error> {
         let now = micros(self.now());
-        sqlx::query("UPDATE token_families SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-            .bind(now)
-            .bind(family)
-            .execute(&mut **tx)
-            .await?;
-        sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL")
-            .bind(now)
-            .bind(family)
-            .execute(&mut **tx)
-            .await?;
-        let ids: Vec<(Vec<u8>, i64)> = sqlx::query_as(
-            "UPDATE access_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL AND expires_at > ? \
-             RETURNING revocation_id, expires_at",
-        )
-        .bind(now)
-        .bind(family)
-        .bind(now)
-        .fetch_all(&mut **tx)
-        .await?;
-        Ok(ids.into_iter().map(|(id, exp)| (id, from_micros(exp))).collect())
+        families::revoke(&mut **tx, family, now).await?;
+        refresh::revoke_family(&mut **tx, family, now).await?;
+        let ids = access::revoke_family(&mut **tx, family, now).await?;
+        Ok(ids
+            .into_iter()
+            .map(|r| (r.revocation_id, from_micros(r.expires_at)))
+            .collect())
     }
 }
 
+/// A version to store.
 pub(crate) fn version_i64(v: u64) -> Result<i64, Error> {
     i64::try_from(v).map_err(|_| Error::Internal("grant version out of range".into()))
 }

@@ -2,7 +2,7 @@
 //! persistence, without HTTP routing or HTML.
 //!
 //! [`OAuthServer`] is the one entry point. It owns a SQLite pool (the control
-//! database, migrated with `migrations/sqlite`), the root key that signs
+//! database, its tables brought up to date by [`migrate`]), the root key that signs
 //! capability tokens, and the shared [`RevocationView`] the gateway's
 //! authorizer consults. Every method is meant to be called from one HTTP
 //! handler and returns either a value to render or an [`Error`] that carries
@@ -59,6 +59,7 @@ pub use dpop::DpopProof;
 pub use error::{Error, ErrorCode};
 pub use grants::{AppSummary, Grant, GrantWithApp};
 pub use metadata::endpoints;
+pub use store::migrate;
 pub use tokens::{Confirmation, Introspection, TokenParams, TokenResponse};
 
 /// Looks a schema up by name (the version new grants are resolved against).
@@ -196,7 +197,7 @@ impl fmt::Debug for OAuthServer {
 }
 
 impl OAuthServer {
-    /// A server over `pool` (already migrated with `migrations/sqlite`),
+    /// A server over `pool` (its tables made by [`migrate`]),
     /// signing tokens with `root` and keeping `revocation` current. Call
     /// [`OAuthServer::load_revocation_view`] once at startup. Refuses an
     /// issuer that is not an absolute http(s) URL without query or fragment,
@@ -276,21 +277,8 @@ impl OAuthServer {
     /// tokens and access token records). Returns how many rows went. Run it
     /// now and then (e.g. hourly).
     pub async fn purge_expired(&self) -> Result<u64, Error> {
-        let now = util::micros(self.now());
-        let login_cutoff = util::micros(self.now() - self.config.login_window);
-        let mut total = 0;
-        for (sql, cutoff) in [
-            ("DELETE FROM authorization_codes WHERE expires_at < ?", now),
-            ("DELETE FROM par_requests WHERE expires_at < ?", now),
-            ("DELETE FROM device_codes WHERE expires_at < ?", now),
-            ("DELETE FROM sessions WHERE expires_at < ?", now),
-            ("DELETE FROM login_attempts WHERE at < ?", login_cutoff),
-            ("DELETE FROM dpop_proofs WHERE expires_at < ?", now),
-            ("DELETE FROM refresh_tokens WHERE expires_at < ?", now),
-            ("DELETE FROM access_tokens WHERE expires_at < ?", now),
-        ] {
-            total += sqlx::query(sql).bind(cutoff).execute(&self.pool).await?.rows_affected();
-        }
-        Ok(total)
+        let now = self.now();
+        let login_cutoff = util::micros(now - self.config.login_window);
+        Ok(store::purge_expired(&self.pool, util::micros(now), login_cutoff).await?)
     }
 }

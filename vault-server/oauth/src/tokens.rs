@@ -11,7 +11,7 @@ use sqlx::{Sqlite, Transaction};
 
 use crate::apps::App;
 use crate::dpop::DpopProof;
-use crate::grants::{GRANT_COLUMNS, Grant, GrantRow, parse_spec};
+use crate::grants::{Grant, parse_spec};
 use crate::store::access::NewAccessToken;
 use crate::store::families::FamilyRow;
 use crate::store::refresh::NewRefreshToken;
@@ -148,6 +148,17 @@ fn is_valid_verifier(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
+/// What a family issues tokens for: the family, its grant (in force) and
+/// the spec the tokens get (the family's, narrowed to the grant's).
+pub(crate) struct Issuing {
+    /// The token family.
+    pub family: FamilyRow,
+    /// Its grant.
+    pub grant: Grant,
+    /// What the tokens allow.
+    pub spec: GrantSpec,
+}
+
 /// Whether an error is the database's (then the transaction must not be
 /// committed) rather than a refusal (then a burned code stays burned).
 fn is_failure(e: &Error) -> bool {
@@ -220,12 +231,9 @@ impl OAuthServer {
         code_verifier: &str,
         dpop: Option<&DpopProof>,
     ) -> Result<TokenResponse, Error> {
-        let app = self.authenticate_client(client).await?;
-        if !app.allows(GrantType::AuthorizationCode) {
-            return Err(Error::unauthorized_client(
-                "this client is not registered for the authorization code grant",
-            ));
-        }
+        let app = self
+            .client_for(client, GrantType::AuthorizationCode, "authorization code")
+            .await?;
         let jkt = self.proven_key(dpop).await?;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let Some(row) = codes::find(&mut *tx, &hash(code)).await? else {
@@ -300,11 +308,11 @@ impl OAuthServer {
         grant_id: &str,
         jkt: Option<&str>,
     ) -> Result<TokenResponse, Error> {
-        let (family_row, grant, spec) = self.family_and_grant(tx, family, grant_id).await?;
+        let issuing = self.family_and_grant(tx, family, grant_id).await?;
         if let Some(j) = jkt {
             families::bind_key(&mut **tx, family, j).await?;
         }
-        self.issue_in(tx, app, &family_row, &grant, &spec, jkt, None).await
+        self.issue_in(tx, app, &issuing, jkt, None).await
     }
 
     /// Loads a family and its grant for issuing: both must be in force, and
@@ -314,14 +322,14 @@ impl OAuthServer {
         tx: &mut Transaction<'static, Sqlite>,
         family: &str,
         grant_id: &str,
-    ) -> Result<(FamilyRow, Grant, GrantSpec), Error> {
+    ) -> Result<Issuing, Error> {
         let family_row = families::find(&mut **tx, family)
             .await?
             .ok_or_else(|| Error::invalid_grant("the authorization is unknown"))?;
         if family_row.revoked_at.is_some() {
             return Err(Error::invalid_grant("the authorization was revoked"));
         }
-        let grant = Self::grant_in(tx, grant_id)
+        let grant = Self::load_grant(&mut **tx, grant_id)
             .await?
             .filter(Grant::is_active)
             .ok_or_else(|| Error::invalid_grant("the user revoked this app's access"))?;
@@ -331,22 +339,24 @@ impl OAuthServer {
                 "the grant no longer allows anything this authorization did",
             ));
         }
-        Ok((family_row, grant, spec))
+        Ok(Issuing {
+            family: family_row,
+            grant,
+            spec,
+        })
     }
 
     /// Mints an access token (and, if the client may refresh, a refresh
     /// token) for a family, recording both.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn issue_in(
         &self,
         tx: &mut Transaction<'static, Sqlite>,
         app: &App,
-        family: &FamilyRow,
-        grant: &Grant,
-        spec: &GrantSpec,
+        issuing: &Issuing,
         jkt: Option<&str>,
         parent: Option<&[u8]>,
     ) -> Result<TokenResponse, Error> {
+        let Issuing { family, grant, spec } = issuing;
         let now = self.now();
         let lifetime = self.config.access_token_lifetime;
         let claims = TokenClaims::new(
@@ -425,12 +435,9 @@ impl OAuthServer {
         scope: Option<&str>,
         dpop: Option<&DpopProof>,
     ) -> Result<TokenResponse, Error> {
-        let app = self.authenticate_client(client).await?;
-        if !app.allows(GrantType::RefreshToken) {
-            return Err(Error::unauthorized_client(
-                "this client is not registered for the refresh_token grant",
-            ));
-        }
+        let app = self
+            .client_for(client, GrantType::RefreshToken, "refresh_token")
+            .await?;
         let jkt = self.proven_key(dpop).await?;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let Some(row) = refresh::find(&mut *tx, &hash(refresh_token)).await? else {
@@ -453,8 +460,8 @@ impl OAuthServer {
         if self.now() >= from_micros(row.expires_at) {
             return Err(Error::invalid_grant("the refresh token expired"));
         }
-        let (family_row, grant, mut spec) = self.family_and_grant(&mut tx, &row.family_id, &row.grant_id).await?;
-        if let Some(bound) = &family_row.dpop_jkt
+        let mut issuing = self.family_and_grant(&mut tx, &row.family_id, &row.grant_id).await?;
+        if let Some(bound) = &issuing.family.dpop_jkt
             && jkt.as_deref() != Some(bound.as_str())
         {
             return Err(Error::invalid_dpop(
@@ -466,23 +473,15 @@ impl OAuthServer {
                 .map_err(|e| Error::invalid_scope(e.to_string()))?
                 .resolve(|name: &str| (self.schemas)(name))
                 .map_err(|e| Error::invalid_scope(e.to_string()))?;
-            if !requested.is_subset_of(&spec) {
+            if !requested.is_subset_of(&issuing.spec) {
                 return Err(Error::invalid_scope("a refresh can only narrow the scope"));
             }
-            spec = requested.intersect(&spec);
+            issuing.spec = requested.intersect(&issuing.spec);
         }
         refresh::mark_used(&mut *tx, &hash(refresh_token), micros(self.now())).await?;
-        let bound = jkt.or(family_row.dpop_jkt.clone());
+        let bound = jkt.or(issuing.family.dpop_jkt.clone());
         let response = self
-            .issue_in(
-                &mut tx,
-                &app,
-                &family_row,
-                &grant,
-                &spec,
-                bound.as_deref(),
-                Some(&hash(refresh_token)),
-            )
+            .issue_in(&mut tx, &app, &issuing, bound.as_deref(), Some(&hash(refresh_token)))
             .await?;
         tx.commit().await?;
         Ok(response)
@@ -521,16 +520,6 @@ impl OAuthServer {
         Ok(())
     }
 
-    async fn load_grant(&self, id: &str) -> Result<Option<Grant>, Error> {
-        let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = ?");
-        sqlx::query_as::<_, GrantRow>(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(GrantRow::into_grant)
-            .transpose()
-    }
-
     /// RFC 7662: whether a token (refresh or access) is active, and what it
     /// allows. A client only learns about its own tokens; anything else is
     /// `{"active": false}`.
@@ -547,7 +536,10 @@ impl OAuthServer {
             {
                 return Ok(inactive);
             }
-            let Some(grant) = self.load_grant(&r.grant_id).await?.filter(Grant::is_active) else {
+            let Some(grant) = Self::load_grant(&self.pool, &r.grant_id)
+                .await?
+                .filter(Grant::is_active)
+            else {
                 return Ok(inactive);
             };
             let spec = parse_spec(&r.spec)?.intersect(&grant.spec);
@@ -575,7 +567,7 @@ impl OAuthServer {
         if verified.app() != &app.client_id || now >= verified.expires_at() {
             return Ok(inactive);
         }
-        let Some(grant) = self.load_grant(&verified.grant_id().to_string()).await? else {
+        let Some(grant) = Self::load_grant(&self.pool, &verified.grant_id().to_string()).await? else {
             return Ok(inactive);
         };
         if !grant.is_active() || verified.grant_version() < grant.version {

@@ -72,3 +72,40 @@ pub(crate) async fn find<'e>(
         .fetch_optional(ex)
         .await
 }
+
+/// A revoked access token that has not expired yet.
+#[derive(sqlx::FromRow)]
+pub(crate) struct RevokedRow {
+    /// The authority block's revocation id.
+    pub revocation_id: Vec<u8>,
+    /// Expiry, microseconds.
+    pub expires_at: i64,
+}
+
+/// Revokes a family's unexpired access tokens (that are not yet revoked);
+/// returns them.
+pub(crate) async fn revoke_family<'e>(
+    ex: impl SqliteExecutor<'e>,
+    family_id: &str,
+    now: i64,
+) -> sqlx::Result<Vec<RevokedRow>> {
+    sqlx::query_as(
+        "UPDATE access_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL AND expires_at > ? \
+         RETURNING revocation_id, expires_at",
+    )
+    .bind(now)
+    .bind(family_id)
+    .bind(now)
+    .fetch_all(ex)
+    .await
+}
+
+/// The revoked access tokens that have not expired at `now`.
+pub(crate) async fn revoked_unexpired<'e>(ex: impl SqliteExecutor<'e>, now: i64) -> sqlx::Result<Vec<RevokedRow>> {
+    sqlx::query_as(
+        "SELECT revocation_id, expires_at FROM access_tokens WHERE revoked_at IS NOT NULL AND expires_at > ?",
+    )
+    .bind(now)
+    .fetch_all(ex)
+    .await
+}

@@ -149,3 +149,13 @@ pub(crate) async fn find_with_family<'e>(
     .fetch_optional(ex)
     .await
 }
+
+/// Revokes every refresh token of a family (that is not yet revoked).
+pub(crate) async fn revoke_family<'e>(ex: impl SqliteExecutor<'e>, family_id: &str, now: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL")
+        .bind(now)
+        .bind(family_id)
+        .execute(ex)
+        .await?;
+    Ok(())
+}

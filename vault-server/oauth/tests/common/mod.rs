@@ -52,7 +52,10 @@ pub async fn env_with(configure: impl FnOnce(&mut OAuthConfig)) -> Env {
         .connect_with(options)
         .await
         .unwrap();
-    sqlx::migrate!("../../migrations/sqlite").run(&pool).await.unwrap();
+    let mut storage = sqlx::migrate!("../../migrations/sqlite");
+    storage.set_ignore_missing(true);
+    storage.run(&pool).await.unwrap();
+    coffer_oauth::migrate(&pool).await.unwrap();
     let registry = Arc::new(SchemaRegistry::builtin().unwrap());
     let lookup_registry = registry.clone();
     let view = Arc::new(RevocationView::new());

@@ -1,0 +1,110 @@
+//! `apps`: registered OAuth clients.
+
+use sqlx::SqliteExecutor;
+
+/// An app as stored.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AppRow {
+    /// The client id.
+    pub client_id: String,
+    /// The name shown on the consent page.
+    pub name: String,
+    /// The app's homepage.
+    pub homepage: Option<String>,
+    /// The app's logo.
+    pub logo_url: Option<String>,
+    /// The redirect URIs, a JSON array.
+    pub redirect_uris: String,
+    /// The RFC 7591 name of how it authenticates.
+    pub token_endpoint_auth_method: String,
+    /// SHA-256 of the client secret (confidential clients).
+    pub secret_hash: Option<Vec<u8>>,
+    /// The grant types, a JSON array.
+    pub grant_types: String,
+    /// The scope asked for when a request names none.
+    pub default_scope: String,
+    /// Registration time, microseconds.
+    pub created_at: i64,
+    /// The registering user.
+    pub registered_by: Option<String>,
+}
+
+/// An app to register.
+pub(crate) struct NewAppRow<'a> {
+    /// The client id.
+    pub client_id: &'a str,
+    /// The name shown on the consent page.
+    pub name: &'a str,
+    /// The app's homepage.
+    pub homepage: Option<&'a str>,
+    /// The app's logo.
+    pub logo_url: Option<&'a str>,
+    /// The redirect URIs, a JSON array.
+    pub redirect_uris: &'a str,
+    /// `public` or `confidential`.
+    pub kind: &'a str,
+    /// The RFC 7591 name of how it authenticates.
+    pub token_endpoint_auth_method: &'a str,
+    /// SHA-256 of the client secret (confidential clients).
+    pub secret_hash: Option<&'a [u8]>,
+    /// The grant types, a JSON array.
+    pub grant_types: &'a str,
+    /// The scope asked for when a request names none.
+    pub default_scope: &'a str,
+    /// Registration time, microseconds.
+    pub created_at: i64,
+    /// The registering user.
+    pub registered_by: Option<&'a str>,
+}
+
+/// Registers an app.
+pub(crate) async fn insert<'e>(ex: impl SqliteExecutor<'e>, new: &NewAppRow<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO apps (client_id, name, homepage, logo_url, redirect_uris, kind, token_endpoint_auth_method, \
+         secret_hash, grant_types, default_scope, created_at, registered_by) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(new.client_id)
+    .bind(new.name)
+    .bind(new.homepage)
+    .bind(new.logo_url)
+    .bind(new.redirect_uris)
+    .bind(new.kind)
+    .bind(new.token_endpoint_auth_method)
+    .bind(new.secret_hash)
+    .bind(new.grant_types)
+    .bind(new.default_scope)
+    .bind(new.created_at)
+    .bind(new.registered_by)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// The app with this client id.
+pub(crate) async fn find<'e>(ex: impl SqliteExecutor<'e>, client_id: &str) -> sqlx::Result<Option<AppRow>> {
+    sqlx::query_as(
+        "SELECT client_id, name, homepage, logo_url, redirect_uris, token_endpoint_auth_method, secret_hash, \
+         grant_types, default_scope, created_at, registered_by FROM apps WHERE client_id = ?",
+    )
+    .bind(client_id)
+    .fetch_optional(ex)
+    .await
+}
+
+/// Every app, oldest first.
+pub(crate) async fn list<'e>(ex: impl SqliteExecutor<'e>) -> sqlx::Result<Vec<AppRow>> {
+    sqlx::query_as(
+        "SELECT client_id, name, homepage, logo_url, redirect_uris, token_endpoint_auth_method, secret_hash, \
+         grant_types, default_scope, created_at, registered_by FROM apps ORDER BY created_at, client_id",
+    )
+    .fetch_all(ex)
+    .await
+}
+
+/// How many apps have no registering user.
+pub(crate) async fn count_unowned<'e>(ex: impl SqliteExecutor<'e>) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM apps WHERE registered_by IS NULL")
+        .fetch_one(ex)
+        .await
+}
