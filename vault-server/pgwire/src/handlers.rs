@@ -1,0 +1,540 @@
+//! The simple and extended query protocols over the gateway: each
+//! statement is classified ([`crate::statements`]), the probes and
+//! transaction control are answered here, and everything else goes through
+//! [`Gateway::run`](coffer_gateway::Gateway::run) with the session's token.
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use coffer_gateway::sql::{self, Described, SqlBatches};
+use coffer_gateway::{GatewayError, Operation};
+use datafusion::common::ScalarValue;
+use futures::{Sink, SinkExt, stream};
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{
+    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo, QueryResponse, Response,
+    Tag,
+};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::response::{NoticeResponse, TransactionStatus};
+
+use crate::connection::Connection;
+use crate::errors::{ERROR, FATAL, info, statement_error, wire};
+use crate::statements::{self, MAX_PARAMETERS, SplitError, Statement};
+use crate::types::{cell, parameter, pg_type, pg_type_of};
+
+/// The handlers of one connection.
+pub(crate) struct Handlers {
+    pub connection: Arc<Connection>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.connection.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.connection.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.connection.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(self.connection.shared.cancels.clone()))
+    }
+}
+
+/// A statement of the extended protocol, as parsed.
+#[derive(Clone, Debug)]
+pub(crate) struct Prepared {
+    sql: String,
+    statement: Statement,
+    /// Its parameters' and result's types, once described.
+    described: Arc<Mutex<Option<Arc<Description>>>>,
+}
+
+/// The parameter types and result columns of a statement.
+#[derive(Debug)]
+pub(crate) struct Description {
+    params: Vec<Type>,
+    /// `None`: the statement returns no rows.
+    columns: Option<Vec<(String, Type)>>,
+}
+
+/// Splits nothing: the extended protocol takes one statement per `Parse`.
+pub(crate) struct Parser;
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(&self, _client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        if types.len() > MAX_PARAMETERS {
+            return Err(too_many_parameters());
+        }
+        let statements = statements::split(sql).map_err(|e| split_error(&e))?;
+        match statements.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(Prepared {
+                sql: (*one).to_owned(),
+                statement: statements::classify(one),
+                described: Arc::default(),
+            })),
+            _ => Err(wire(
+                ERROR,
+                "42601",
+                "cannot insert multiple commands into a prepared statement",
+            )),
+        }
+    }
+
+    fn get_parameter_types(&self, _stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        Ok(Vec::new())
+    }
+
+    fn get_result_schema(&self, _stmt: &Prepared, _format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(Vec::new())
+    }
+}
+
+fn too_many_parameters() -> PgWireError {
+    wire(
+        ERROR,
+        "54000",
+        format!("a statement may take at most {MAX_PARAMETERS} parameters"),
+    )
+}
+
+fn split_error(e: &SplitError) -> PgWireError {
+    PgWireError::UserError(Box::new(split_info(e)))
+}
+
+fn split_info(e: &SplitError) -> ErrorInfo {
+    match e {
+        SplitError::TooLarge(m) => info(ERROR, "54000", m.clone()),
+        SplitError::Syntax(m) => info(ERROR, "42601", format!("syntax error: {m}")),
+    }
+}
+
+/// The format of column (or parameter) `i` of `format`, or a protocol
+/// error when the client gave a format code list of the wrong length.
+fn format_of(format: &Format, i: usize) -> PgWireResult<FieldFormat> {
+    match format {
+        Format::UnifiedText => Ok(FieldFormat::Text),
+        Format::UnifiedBinary => Ok(FieldFormat::Binary),
+        Format::Individual(codes) => codes
+            .get(i)
+            .map(|c| FieldFormat::from(*c))
+            .ok_or_else(|| wire(ERROR, "08P01", "the message has fewer format codes than values")),
+    }
+}
+
+/// Rows of a read, encoded for the wire in the formats asked for.
+fn rows(result: &SqlBatches, format: &Format) -> PgWireResult<QueryResponse> {
+    let mut fields = Vec::with_capacity(result.schema.fields().len());
+    for (i, f) in result.schema.fields().iter().enumerate() {
+        fields.push(FieldInfo::new(
+            f.name().clone(),
+            None,
+            None,
+            pg_type(f),
+            format_of(format, i)?,
+        ));
+    }
+    let fields = Arc::new(fields);
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    let mut out = Vec::with_capacity(usize::try_from(result.row_count).unwrap_or(0));
+    for batch in &result.batches {
+        for row in 0..batch.num_rows() {
+            for column in batch.columns() {
+                encoder.encode_field(&cell(column, row))?;
+            }
+            out.push(Ok(encoder.take_row()));
+        }
+    }
+    Ok(QueryResponse::new(fields, stream::iter(out)))
+}
+
+/// One text column with one row per value.
+fn text_rows(name: &str, values: Vec<String>) -> PgWireResult<QueryResponse> {
+    let fields = Arc::new(vec![FieldInfo::new(
+        name.to_owned(),
+        None,
+        None,
+        Type::TEXT,
+        FieldFormat::Text,
+    )]);
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    let mut out = Vec::with_capacity(values.len());
+    for value in values {
+        encoder.encode_field(&value)?;
+        out.push(Ok(encoder.take_row()));
+    }
+    Ok(QueryResponse::new(fields, stream::iter(out)))
+}
+
+/// What a gateway write answers.
+fn write_tag(result: &SqlBatches) -> Tag {
+    let rows = usize::try_from(result.row_count).unwrap_or(usize::MAX);
+    match result.kind {
+        Operation::Insert => Tag::new("INSERT").with_oid(0).with_rows(rows),
+        Operation::Update => Tag::new("UPDATE").with_rows(rows),
+        Operation::Delete => Tag::new("DELETE").with_rows(rows),
+        Operation::Read | Operation::Describe => Tag::new("SELECT").with_rows(rows),
+    }
+}
+
+fn no_session() -> PgWireError {
+    wire(FATAL, "08P01", "the session is not authenticated")
+}
+
+impl Connection {
+    /// Checks the session's token (expiry, revocation) without running
+    /// anything: statements this front end answers itself still end a
+    /// session whose token is no longer valid.
+    async fn check_token(&self) -> PgWireResult<()> {
+        let session = self.session().ok_or_else(no_session)?;
+        match self.gateway().authenticate(&session.credentials).await {
+            Ok(_) => Ok(()),
+            Err(e @ GatewayError::InvalidToken { .. }) => Err(PgWireError::UserError(Box::new(statement_error(&e)))),
+            Err(e) => Err(PgWireError::UserError(Box::new(statement_error(&e)))),
+        }
+    }
+
+    /// A gateway refusal as a statement's answer; an invalid token ends
+    /// the session.
+    fn refusal(e: &GatewayError) -> PgWireResult<Response> {
+        let info = statement_error(e);
+        if info.is_fatal() {
+            Err(PgWireError::UserError(Box::new(info)))
+        } else {
+            Ok(Response::Error(Box::new(info)))
+        }
+    }
+
+    /// Runs one statement. `Err` only for what ends the session.
+    async fn run<C>(
+        &self,
+        client: &mut C,
+        status: TransactionStatus,
+        sql_text: &str,
+        statement: &Statement,
+        params: &[ScalarValue],
+        format: &Format,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = self.session().ok_or_else(no_session)?;
+        if status == TransactionStatus::Error && !matches!(statement, Statement::Commit | Statement::Rollback) {
+            self.check_token().await?;
+            return Ok(Response::Error(Box::new(info(
+                ERROR,
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ))));
+        }
+        match statement {
+            Statement::Sql => {
+                let served = self
+                    .gateway()
+                    .run(
+                        &session.credentials,
+                        sql::kind_of(sql_text),
+                        Vec::new(),
+                        |caller| async move { sql::execute_batches(&caller, sql_text, params).await },
+                    )
+                    .await;
+                match served.result {
+                    Ok(result) if result.kind == Operation::Read => Ok(Response::Query(rows(&result, format)?)),
+                    Ok(result) => {
+                        if status == TransactionStatus::Transaction {
+                            self.set_wrote(true);
+                        }
+                        Ok(Response::Execution(write_tag(&result)))
+                    }
+                    Err(e) => Self::refusal(&e),
+                }
+            }
+            Statement::Begin => {
+                self.check_token().await?;
+                if status == TransactionStatus::Idle {
+                    self.set_wrote(false);
+                }
+                Ok(Response::TransactionStart(Tag::new("BEGIN")))
+            }
+            Statement::Commit => {
+                self.check_token().await?;
+                self.set_wrote(false);
+                let tag = if status == TransactionStatus::Error {
+                    "ROLLBACK"
+                } else {
+                    "COMMIT"
+                };
+                Ok(Response::TransactionEnd(Tag::new(tag)))
+            }
+            Statement::Rollback => {
+                self.check_token().await?;
+                if self.wrote() && status != TransactionStatus::Idle {
+                    let mut notice = info(
+                        "WARNING",
+                        "01000",
+                        "ROLLBACK does not undo the statements of this block: each statement was committed when it ran",
+                    );
+                    notice.hint = Some("see the pgwire guide: each statement is atomic on its own".into());
+                    client
+                        .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(notice)))
+                        .await?;
+                }
+                self.set_wrote(false);
+                Ok(Response::TransactionEnd(Tag::new("ROLLBACK")))
+            }
+            Statement::Set { name, value } => {
+                self.check_token().await?;
+                if name == "application_name" {
+                    *session.application_name.lock().expect("application name") = value.clone();
+                }
+                Ok(Response::Execution(Tag::new("SET")))
+            }
+            Statement::Reset(tag) => {
+                self.check_token().await?;
+                Ok(Response::Execution(Tag::new(tag)))
+            }
+            Statement::Show(name) => {
+                self.check_token().await?;
+                let application_name = session.application_name.lock().expect("application name").clone();
+                match statements::setting(name, &application_name) {
+                    Some(value) => Ok(Response::Query(text_rows(&name.to_ascii_lowercase(), vec![value])?)),
+                    None => Ok(Response::Error(Box::new(info(
+                        ERROR,
+                        "42704",
+                        format!("unrecognized configuration parameter \"{name}\""),
+                    )))),
+                }
+            }
+            Statement::Version => {
+                self.check_token().await?;
+                Ok(Response::Query(text_rows("version", vec![statements::version()])?))
+            }
+        }
+    }
+
+    /// The parameter types and result columns of `prepared`, planned once
+    /// through the gateway (recorded as a `describe` in the access log).
+    async fn describe(&self, prepared: &Prepared, given: &[Option<Type>]) -> PgWireResult<Arc<Description>> {
+        if let Some(d) = prepared.described.lock().expect("described").clone() {
+            return Ok(d);
+        }
+        let session = self.session().ok_or_else(no_session)?;
+        let description = match &prepared.statement {
+            Statement::Sql => {
+                let sql_text = prepared.sql.as_str();
+                let served = self
+                    .gateway()
+                    .run(
+                        &session.credentials,
+                        Operation::Describe,
+                        Vec::new(),
+                        |caller| async move { sql::describe(&caller, sql_text).await },
+                    )
+                    .await;
+                let Described { params, schema, .. } = match served.result {
+                    Ok(d) => d,
+                    Err(e) => return Err(PgWireError::UserError(Box::new(statement_error(&e)))),
+                };
+                let count = params.len().max(given.len());
+                if count > MAX_PARAMETERS {
+                    return Err(too_many_parameters());
+                }
+                let params = (0..count)
+                    .map(|i| {
+                        given
+                            .get(i)
+                            .cloned()
+                            .flatten()
+                            .or_else(|| params.get(i).cloned().flatten().map(|t| pg_type_of(&t)))
+                            .unwrap_or(Type::TEXT)
+                    })
+                    .collect();
+                Description {
+                    params,
+                    columns: schema.map(|s| s.fields().iter().map(|f| (f.name().clone(), pg_type(f))).collect()),
+                }
+            }
+            Statement::Show(name) => Description {
+                params: Vec::new(),
+                columns: Some(vec![(name.to_ascii_lowercase(), Type::TEXT)]),
+            },
+            Statement::Version => Description {
+                params: Vec::new(),
+                columns: Some(vec![("version".to_owned(), Type::TEXT)]),
+            },
+            _ => Description {
+                params: Vec::new(),
+                columns: None,
+            },
+        };
+        let description = Arc::new(description);
+        *prepared.described.lock().expect("described") = Some(description.clone());
+        Ok(description)
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Connection {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.touch();
+        let texts = match statements::split(query) {
+            Ok(texts) => texts,
+            Err(e) => return Ok(vec![Response::Error(Box::new(split_info(&e)))]),
+        };
+        let mut status = client.transaction_status();
+        let mut out = Vec::with_capacity(texts.len());
+        for text in texts {
+            let statement = statements::classify(text);
+            let response = self
+                .run(client, status, text, &statement, &[], &Format::UnifiedText)
+                .await?;
+            status = match &response {
+                Response::TransactionStart(_) => status.to_in_transaction_state(),
+                Response::TransactionEnd(_) => status.to_idle_state(),
+                Response::Error(_) => status.to_error_state(),
+                _ => status,
+            };
+            let failed = matches!(response, Response::Error(_));
+            out.push(response);
+            if failed {
+                break;
+            }
+        }
+        self.touch();
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Connection {
+    type Statement = Prepared;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        Arc::new(Parser)
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<Prepared>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.touch();
+        let d = self.describe(&target.statement, &target.parameter_types).await?;
+        let fields = d
+            .columns
+            .iter()
+            .flatten()
+            .map(|(name, ty)| FieldInfo::new(name.clone(), None, None, ty.clone(), FieldFormat::Text))
+            .collect();
+        Ok(DescribeStatementResponse::new(d.params.clone(), fields))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Prepared>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.touch();
+        let d = self
+            .describe(&portal.statement.statement, &portal.statement.parameter_types)
+            .await?;
+        let mut fields = Vec::new();
+        for (i, (name, ty)) in d.columns.iter().flatten().enumerate() {
+            fields.push(FieldInfo::new(
+                name.clone(),
+                None,
+                None,
+                ty.clone(),
+                format_of(&portal.result_column_format, i)?,
+            ));
+        }
+        Ok(DescribePortalResponse::new(fields))
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.touch();
+        let prepared = &portal.statement.statement;
+        if portal.parameters.len() > MAX_PARAMETERS {
+            return Err(too_many_parameters());
+        }
+        let given = &portal.statement.parameter_types;
+        let mut params = Vec::with_capacity(portal.parameters.len());
+        if !portal.parameters.is_empty() {
+            let types: Vec<Type> = if (0..portal.parameters.len()).all(|i| given.get(i).is_some_and(Option::is_some)) {
+                given.iter().flatten().cloned().collect()
+            } else {
+                self.describe(prepared, given).await?.params.clone()
+            };
+            for (i, value) in portal.parameters.iter().enumerate() {
+                let ty = types.get(i).cloned().unwrap_or(Type::TEXT);
+                let binary = format_of(&portal.parameter_format, i)? == FieldFormat::Binary;
+                let value = parameter(&ty, binary, value.as_deref())
+                    .map_err(|e| wire(ERROR, "22P02", format!("parameter ${}: {e}", i + 1)))?;
+                params.push(value);
+            }
+        }
+        let status = client.transaction_status();
+        let response = self
+            .run(
+                client,
+                status,
+                &prepared.sql,
+                &prepared.statement,
+                &params,
+                &portal.result_column_format,
+            )
+            .await?;
+        self.touch();
+        match response {
+            Response::Error(e) => Err(PgWireError::UserError(e)),
+            other => Ok(other),
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Splitting a simple query into statements, and the statements this front
+//! end answers itself rather than through the gateway: the probes drivers
+//! send at connect time and transaction control.
+//!
+//! Transactions: each statement is atomic on its own and is committed when
+//! it runs. `BEGIN` (`START TRANSACTION`) opens a block only as far as the
+//! protocol's status goes; `COMMIT` closes it; `ROLLBACK` closes it too but
+//! cannot undo the statements that ran inside it (a warning says so when
+//! the block wrote anything). After a failed statement inside a block,
+//! statements are refused (`25P02`) until `ROLLBACK` or `COMMIT`, as
+//! Postgres does. The statements of one simple query are not one
+//! transaction either: those before a failing one stay done.
+
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+
+use crate::SERVER_VERSION;
+
+/// Longest simple query (all its statements) accepted, in bytes.
+pub const MAX_QUERY_LEN: usize = 1024 * 1024;
+/// Most statements one simple query may hold.
+pub const MAX_STATEMENTS: usize = 256;
+/// Most parameters one statement may take.
+pub const MAX_PARAMETERS: usize = 1024;
+
+/// Why a query could not be split.
+#[derive(Debug, thiserror::Error)]
+pub enum SplitError {
+    /// The query is longer than [`MAX_QUERY_LEN`] or holds more than
+    /// [`MAX_STATEMENTS`] statements.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The query does not tokenize (an unterminated string or comment).
+    #[error("syntax error: {0}")]
+    Syntax(String),
+}
+
+/// The statements of `query`, each with its own text (comments and
+/// whitespace around it trimmed, the `;` dropped); empty statements are
+/// skipped. Semicolons inside strings, quoted names and comments do not
+/// split.
+pub fn split(query: &str) -> Result<Vec<&str>, SplitError> {
+    if query.len() > MAX_QUERY_LEN {
+        return Err(SplitError::TooLarge(format!(
+            "the query is longer than {MAX_QUERY_LEN} bytes"
+        )));
+    }
+    let tokens = tokens(query)?;
+    let mut cuts: Vec<(u64, u64)> = tokens
+        .iter()
+        .filter(|t| t.token == Token::SemiColon)
+        .map(|t| (t.span.start.line, t.span.start.column))
+        .collect();
+    if cuts.len() > MAX_STATEMENTS {
+        return Err(SplitError::TooLarge(format!(
+            "the query holds more than {MAX_STATEMENTS} statements"
+        )));
+    }
+    cuts.reverse();
+    let mut statements = Vec::new();
+    let (mut line, mut column, mut start) = (1u64, 1u64, 0usize);
+    for (at, c) in query.char_indices() {
+        if cuts.last() == Some(&(line, column)) {
+            cuts.pop();
+            push_statement(&query[start..at], &mut statements);
+            start = at + c.len_utf8();
+        }
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    push_statement(&query[start..], &mut statements);
+    if statements.len() > MAX_STATEMENTS {
+        return Err(SplitError::TooLarge(format!(
+            "the query holds more than {MAX_STATEMENTS} statements"
+        )));
+    }
+    Ok(statements)
+}
+
+fn push_statement<'a>(text: &'a str, out: &mut Vec<&'a str>) {
+    let text = text.trim();
+    if !text.is_empty() && !only_comments(text) {
+        out.push(text);
+    }
+}
+
+fn only_comments(text: &str) -> bool {
+    tokens(text).is_ok_and(|t| t.iter().all(|t| matches!(t.token, Token::Whitespace(_))))
+}
+
+fn tokens(text: &str) -> Result<Vec<TokenWithSpan>, SplitError> {
+    Tokenizer::new(&PostgreSqlDialect {}, text)
+        .tokenize_with_location()
+        .map_err(|e| SplitError::Syntax(e.message))
+}
+
+/// What a statement is, for this front end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Statement {
+    /// SQL for the gateway (`SELECT`, `INSERT`, `UPDATE`, `DELETE`, and
+    /// whatever else, which the gateway refuses).
+    Sql,
+    /// `BEGIN`, `START TRANSACTION`.
+    Begin,
+    /// `COMMIT`, `END`.
+    Commit,
+    /// `ROLLBACK`, `ABORT`.
+    Rollback,
+    /// `SET [SESSION | LOCAL] name {= | TO} value`; only `application_name`
+    /// is kept, the others are accepted and ignored.
+    Set {
+        /// The parameter, in lower case.
+        name: String,
+        /// Its value, unquoted.
+        value: String,
+    },
+    /// `RESET …`, `DISCARD …`, `DEALLOCATE …`: accepted, nothing to do.
+    Reset(&'static str),
+    /// `SHOW name`.
+    Show(String),
+    /// `SELECT version()`.
+    Version,
+}
+
+/// Classifies one statement by its words.
+pub fn classify(statement: &str) -> Statement {
+    let Ok(tokens) = tokens(statement) else {
+        return Statement::Sql;
+    };
+    let words: Vec<&Token> = tokens
+        .iter()
+        .map(|t| &t.token)
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let keyword = |i: usize| match words.get(i) {
+        Some(Token::Word(w)) => Some(w.keyword),
+        _ => None,
+    };
+    let ident = |i: usize| match words.get(i) {
+        Some(Token::Word(w)) => Some(w.value.to_ascii_lowercase()),
+        _ => None,
+    };
+    match keyword(0) {
+        Some(Keyword::BEGIN) => Statement::Begin,
+        Some(Keyword::START) if keyword(1) == Some(Keyword::TRANSACTION) => Statement::Begin,
+        Some(Keyword::COMMIT | Keyword::END) => Statement::Commit,
+        Some(Keyword::ROLLBACK | Keyword::ABORT) => Statement::Rollback,
+        Some(Keyword::RESET) => Statement::Reset("RESET"),
+        Some(Keyword::DISCARD) => Statement::Reset("DISCARD ALL"),
+        Some(Keyword::DEALLOCATE) => Statement::Reset("DEALLOCATE"),
+        Some(Keyword::SHOW) => Statement::Show(words[1..].iter().map(|t| t.to_string()).collect::<String>()),
+        Some(Keyword::SET) => {
+            let mut i = 1;
+            if matches!(keyword(i), Some(Keyword::SESSION | Keyword::LOCAL)) {
+                i += 1;
+            }
+            let name = ident(i).unwrap_or_default();
+            let value = words
+                .get(i + 2..)
+                .unwrap_or_default()
+                .iter()
+                .map(|t| match t {
+                    Token::SingleQuotedString(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            Statement::Set { name, value }
+        }
+        Some(Keyword::SELECT) => {
+            let rest: Vec<String> = words[1..].iter().map(|t| t.to_string().to_ascii_lowercase()).collect();
+            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+            match rest.as_slice() {
+                ["version", "(", ")"] | ["pg_catalog", ".", "version", "(", ")"] => Statement::Version,
+                _ => Statement::Sql,
+            }
+        }
+        _ => Statement::Sql,
+    }
+}
+
+/// The text `SELECT version()` answers.
+pub fn version() -> String {
+    format!(
+        "PostgreSQL {SERVER_VERSION} (Coffer {}, a personal data vault; not a PostgreSQL server)",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// The value of a setting `SHOW` may read, or `None` for one this server
+/// does not know. `application_name` is the session's.
+pub fn setting(name: &str, application_name: &str) -> Option<String> {
+    let value = match name.to_ascii_lowercase().as_str() {
+        "server_version" => SERVER_VERSION,
+        "server_version_num" => "160006",
+        "server_encoding" | "client_encoding" => "UTF8",
+        "datestyle" => "ISO, MDY",
+        "intervalstyle" => "postgres",
+        "timezone" => "UTC",
+        "integer_datetimes" | "standard_conforming_strings" => "on",
+        "is_superuser" | "default_transaction_read_only" | "transaction_read_only" => "off",
+        "transaction_isolation" | "default_transaction_isolation" => "read committed",
+        "search_path" => "\"$user\", public",
+        "max_identifier_length" => "63",
+        "lc_collate" | "lc_ctype" => "C",
+        "application_name" => application_name,
+        _ => return None,
+    };
+    Some(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_semicolons_outside_strings_and_comments() {
+        let q = "SELECT 'a;b' ; SELECT \"x;y\" FROM t -- c;d\n; /* e;f */ ;; SELECT 3";
+        assert_eq!(
+            split(q).unwrap(),
+            vec!["SELECT 'a;b'", "SELECT \"x;y\" FROM t -- c;d", "SELECT 3"]
+        );
+        assert_eq!(split("  ;  ").unwrap(), Vec::<&str>::new());
+        assert_eq!(split("SELECT 'é;'; SELECT 2").unwrap(), vec!["SELECT 'é;'", "SELECT 2"]);
+        assert!(matches!(split("SELECT 'open"), Err(SplitError::Syntax(_))));
+        assert!(matches!(
+            split(&"SELECT 1;".repeat(MAX_STATEMENTS + 1)),
+            Err(SplitError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn recognizes_probes_and_transaction_control() {
+        assert_eq!(classify("begin"), Statement::Begin);
+        assert_eq!(
+            classify("START TRANSACTION ISOLATION LEVEL READ COMMITTED"),
+            Statement::Begin
+        );
+        assert_eq!(classify("COMMIT"), Statement::Commit);
+        assert_eq!(classify("rollback"), Statement::Rollback);
+        assert_eq!(
+            classify("SET application_name = 'psql'"),
+            Statement::Set {
+                name: "application_name".into(),
+                value: "psql".into()
+            }
+        );
+        assert_eq!(
+            classify("SET SESSION extra_float_digits TO 3"),
+            Statement::Set {
+                name: "extra_float_digits".into(),
+                value: "3".into()
+            }
+        );
+        assert_eq!(classify("SHOW TimeZone"), Statement::Show("TimeZone".into()));
+        assert_eq!(classify("select version()"), Statement::Version);
+        assert_eq!(classify("SELECT version() FROM t"), Statement::Sql);
+        assert_eq!(classify("SELECT * FROM contacts.people"), Statement::Sql);
+        assert_eq!(setting("timezone", "x").as_deref(), Some("UTC"));
+        assert_eq!(setting("nope", "x"), None);
+    }
+}

@@ -1,0 +1,604 @@
+//! The pgwire front end with real clients: tokio-postgres (simple and
+//! extended protocol, binary types) and psql, against a listener over a
+//! throwaway engine and gateway.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use coffer_auth::{RootKeyPair, ScopeSet, TokenClaims, bind_to_key, mint};
+use coffer_core::{AppId, GrantId};
+use coffer_gateway::RequestLimits;
+use coffer_pgwire::PgwireLimits;
+use common::{World, code, told};
+use serde_json::json;
+use tokio_postgres::SimpleQueryMessage;
+use tokio_postgres::types::{FromSql, Type};
+
+const PEOPLE: &str = "contacts.people:read+create+update+delete";
+
+/// The rows' first column of a simple query's results, as text.
+fn texts(messages: &[SimpleQueryMessage]) -> Vec<Option<String>> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_owned)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn completions(messages: &[SimpleQueryMessage]) -> Vec<u64> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn connects_with_a_token_and_runs_statements_in_one_simple_query() {
+    let world = World::new().await;
+    let t = world.token("app-a", PEOPLE);
+    let client = world.connect("app-a", &t.token).await.unwrap();
+    let out = client
+        .simple_query(
+            "INSERT INTO contacts.people (id, display_name) VALUES ('p1', 'Ada'), ('p2', 'Grace'); \
+             UPDATE contacts.people SET given_name = 'G' WHERE id = 'p2'; \
+             SELECT display_name FROM contacts.people ORDER BY display_name; \
+             DELETE FROM contacts.people WHERE id = 'p1'; \
+             SELECT count(*) FROM contacts.people",
+        )
+        .await
+        .unwrap();
+    assert_eq!(completions(&out), vec![2, 1, 2, 1, 1]);
+    assert_eq!(
+        texts(&out),
+        vec![Some("Ada".into()), Some("Grace".into()), Some("1".into())]
+    );
+    // A failing statement stops the query; the ones before it stay done.
+    let e = client
+        .simple_query("INSERT INTO contacts.people (id, display_name) VALUES ('p3', 'Lin'); SELECT nope FROM contacts.people; DELETE FROM contacts.people")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42703", "{}", told(&e));
+    let left = client
+        .simple_query("SELECT id FROM contacts.people ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(texts(&left), vec![Some("p2".into()), Some("p3".into())]);
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_refused_at_connect() {
+    let world = World::new().await;
+    let good = world.token("app-a", PEOPLE);
+    // Garbage, empty, another root key, another client, expired, revoked.
+    let other_root = RootKeyPair::generate();
+    let grant = ScopeSet::parse(PEOPLE)
+        .unwrap()
+        .resolve(|name| world.registry.latest(name))
+        .unwrap();
+    let claims = TokenClaims::new(
+        world.vault,
+        AppId::new("app-a"),
+        GrantId::generate(),
+        1,
+        grant.clone(),
+        Utc::now(),
+        TimeDelta::minutes(5),
+    );
+    let forged = mint(&other_root, &claims).unwrap();
+    let expired = {
+        let id = GrantId::generate();
+        world.view.set_grant(id, 1, coffer_auth::GrantStatus::Active);
+        let claims = TokenClaims::new(
+            world.vault,
+            AppId::new("app-a"),
+            id,
+            1,
+            grant,
+            Utc::now() - TimeDelta::minutes(10),
+            TimeDelta::minutes(5),
+        );
+        mint(&world.root, &claims).unwrap()
+    };
+    let revoked = world.token("app-a", PEOPLE);
+    world.revoke(revoked.grant);
+    let bound = bind_to_key(&world.token("app-a", PEOPLE).token, "jkt-of-some-key").unwrap();
+    for (what, user, password) in [
+        ("garbage", "app-a", "not-a-token".to_owned()),
+        ("forged", "app-a", forged),
+        ("other client", "app-b", good.token.clone()),
+        ("expired", "app-a", expired),
+        ("revoked", "app-a", revoked.token),
+        ("DPoP-bound", "app-a", bound),
+        ("token with a space", "app-a", format!("{} x", good.token)),
+    ] {
+        let e = world.connect(user, &password).await.unwrap_err();
+        assert_eq!(code(&e), "28P01", "{what}: {}", told(&e));
+    }
+    let e = world.connect("app-a", "").await.unwrap_err();
+    assert!(
+        e.as_db_error().is_some_and(|d| d.code().code().starts_with("28")),
+        "{e}"
+    );
+    // Another database.
+    let mut config = world.config("app-a", &good.token);
+    config.dbname("postgres");
+    let Err(e) = config.connect(tokio_postgres::NoTls).await else {
+        panic!("another database was accepted");
+    };
+    assert_eq!(code(&e), "3D000", "{}", told(&e));
+    // The right token still works.
+    world.connect("app-a", &good.token).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_token_revoked_or_expired_during_a_session_ends_it_at_the_next_statement() {
+    let world = World::new().await;
+    let t = world.token("app-a", PEOPLE);
+    let client = world.connect("app-a", &t.token).await.unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+    world.revoke(t.grant);
+    let e = client.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(code(&e), "28000", "{}", told(&e));
+    assert!(told(&e).contains("no longer valid"), "{}", told(&e));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(client.is_closed(), "the session ends");
+
+    // The same for a token that expires, and for statements this front end
+    // answers itself.
+    let short = world.token_for("app-a", PEOPLE, TimeDelta::seconds(1));
+    let client = world.connect("app-a", &short.token).await.unwrap();
+    client.simple_query("SHOW TimeZone").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let e = client.simple_query("SHOW TimeZone").await.unwrap_err();
+    assert_eq!(code(&e), "28000", "{}", told(&e));
+}
+
+#[tokio::test]
+async fn ungranted_tables_and_columns_look_exactly_like_missing_ones() {
+    let world = World::new().await;
+    let t = world.token("app-a", "contacts.people(display_name):read");
+    let client = world.connect("app-a", &t.token).await.unwrap();
+    let ungranted = client.simple_query("SELECT * FROM notes.notes").await.unwrap_err();
+    let missing = client.simple_query("SELECT * FROM notes.nope").await.unwrap_err();
+    assert_eq!(code(&ungranted), "42P01");
+    assert_eq!(code(&missing), "42P01");
+    assert_eq!(
+        told(&ungranted).replace("notes.notes", "T"),
+        told(&missing).replace("notes.nope", "T")
+    );
+    let ungranted = client
+        .simple_query("SELECT email FROM contacts.people")
+        .await
+        .unwrap_err();
+    let missing = client
+        .simple_query("SELECT emale FROM contacts.people")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&ungranted), "42703", "{}", told(&ungranted));
+    assert_eq!(code(&missing), "42703", "{}", told(&missing));
+    assert_eq!(
+        told(&ungranted).replace("email", "C"),
+        told(&missing).replace("emale", "C")
+    );
+    // The extended protocol says the same.
+    let e = client.prepare("SELECT email FROM contacts.people").await.unwrap_err();
+    assert_eq!(code(&e), "42703");
+    let e = client
+        .prepare("SELECT * FROM notes.notes WHERE id = $1")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42P01");
+    // A right the grant lacks is 42501 and names it in scope syntax.
+    let e = client
+        .simple_query("INSERT INTO contacts.people (display_name) VALUES ('x')")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501", "{}", told(&e));
+    assert!(told(&e).contains("contacts.people"), "{}", told(&e));
+    let e = client.simple_query("SELEC 1").await.unwrap_err();
+    assert_eq!(code(&e), "42601", "{}", told(&e));
+    let e = client.simple_query("DROP TABLE contacts.people").await.unwrap_err();
+    assert_eq!(code(&e), "0A000", "{}", told(&e));
+}
+
+#[tokio::test]
+async fn error_text_never_carries_a_value_the_caller_may_not_read() {
+    let world = World::new().await;
+    let writer = world.token("app-w", PEOPLE);
+    let w = world.connect("app-w", &writer.token).await.unwrap();
+    w.simple_query("INSERT INTO contacts.people (id, display_name, email) VALUES ('s1', 'secret-name', 'secret@mail')")
+        .await
+        .unwrap();
+    // Another app, own rows only, one column: the other app's row does not
+    // exist for it, whatever the statement does with it.
+    let reader = world.token("app-r", "contacts.people(display_name):read+create+update:own");
+    let r = world.connect("app-r", &reader.token).await.unwrap();
+    for statement in [
+        "SELECT CAST(display_name AS BIGINT) FROM contacts.people",
+        "SELECT 1 / (length(display_name) - 11) FROM contacts.people",
+        "UPDATE contacts.people SET display_name = 'x' WHERE CAST(display_name AS BIGINT) = 1",
+        "SELECT email FROM contacts.people",
+        "INSERT INTO contacts.people (id, display_name) VALUES ('s1', 'mine')",
+    ] {
+        match r.simple_query(statement).await {
+            Ok(out) => assert!(texts(&out).is_empty(), "{statement}: {out:?}"),
+            Err(e) => {
+                let said = told(&e);
+                assert!(!said.contains("secret"), "{statement}: {said}");
+            }
+        }
+    }
+    // Its own value failing a cast is reported by kind, not by value.
+    r.simple_query("INSERT INTO contacts.people (id, display_name) VALUES ('m1', 'my-own-value')")
+        .await
+        .unwrap();
+    let e = r
+        .simple_query("SELECT CAST(display_name AS BIGINT) FROM contacts.people")
+        .await
+        .unwrap_err();
+    assert!(!told(&e).contains("my-own-value"), "{}", told(&e));
+    // A parameter of the wrong type is named, its value is not repeated.
+    let e = r
+        .query(
+            "SELECT display_name FROM contacts.people WHERE _seq = $1",
+            &[&"secret-param"],
+        )
+        .await
+        .unwrap_err();
+    assert!(!told(&e).contains("secret-param"), "{}", told(&e));
+}
+
+#[tokio::test]
+async fn huge_queries_and_too_many_parameters_are_bounded() {
+    let world = World::new().await;
+    let t = world.token("app-a", PEOPLE);
+    let client = world.connect("app-a", &t.token).await.unwrap();
+    // One statement past the gateway's length.
+    let long = format!("SELECT '{}'", "x".repeat(70 * 1024));
+    let e = client.simple_query(&long).await.unwrap_err();
+    assert_eq!(code(&e), "54000", "{}", told(&e));
+    // A whole query past the front end's length.
+    let huge = "SELECT 1;".repeat(coffer_pgwire::statements::MAX_QUERY_LEN / 9 + 1);
+    let e = client.simple_query(&huge).await.unwrap_err();
+    assert_eq!(code(&e), "54000", "{}", told(&e));
+    // Too many statements.
+    let many = "SELECT 1;".repeat(coffer_pgwire::statements::MAX_STATEMENTS + 1);
+    let e = client.simple_query(&many).await.unwrap_err();
+    assert_eq!(code(&e), "54000", "{}", told(&e));
+    // Too many parameters.
+    let n = coffer_pgwire::statements::MAX_PARAMETERS + 1;
+    let list: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    let sql = format!("SELECT id FROM contacts.people WHERE id IN ({})", list.join(","));
+    let e = client.prepare_typed(&sql, &vec![Type::TEXT; n]).await.unwrap_err();
+    assert_eq!(code(&e), "54000", "{}", told(&e));
+    let e = client.prepare(&sql).await.unwrap_err();
+    assert_eq!(code(&e), "54000", "{}", told(&e));
+    // Deep nesting.
+    let deep = format!("SELECT 1{}", "+1".repeat(300));
+    let e = client.simple_query(&deep).await.unwrap_err();
+    assert_eq!(code(&e), "54000", "{}", told(&e));
+    // The session goes on.
+    client.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_past_the_time_or_memory_limit_is_57014_or_54000() {
+    let limits = RequestLimits {
+        query_timeout: Duration::from_secs(1),
+        ..RequestLimits::default()
+    };
+    let world = World::with(limits, PgwireLimits::default()).await;
+    let t = world.token("app-a", PEOPLE);
+    let client = world.connect("app-a", &t.token).await.unwrap();
+    let values: Vec<String> = (0..400).map(|i| format!("('n{i}')")).collect();
+    client
+        .simple_query(&format!(
+            "INSERT INTO contacts.people (display_name) VALUES {}",
+            values.join(",")
+        ))
+        .await
+        .unwrap();
+    // Too much memory.
+    let e = client
+        .simple_query(
+            "SELECT a.display_name, b.display_name, c.display_name, d.display_name \
+             FROM contacts.people a, contacts.people b, contacts.people c, contacts.people d \
+             ORDER BY a.display_name, b.display_name, c.display_name, d.display_name LIMIT 5",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "54000", "{}", told(&e));
+    // Too much time.
+    let started = std::time::Instant::now();
+    let e = client
+        .simple_query(
+            "SELECT a.display_name, b.display_name, c.display_name \
+             FROM contacts.people a, contacts.people b, contacts.people c \
+             ORDER BY a.display_name, b.display_name, c.display_name LIMIT 5",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "57014", "{}", told(&e));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    client.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test]
+async fn sessions_per_app_are_bounded() {
+    let pgwire = PgwireLimits {
+        sessions_per_app: 2,
+        ..PgwireLimits::default()
+    };
+    let world = World::with(RequestLimits::default(), pgwire).await;
+    let t = world.token("app-a", PEOPLE);
+    let first = world.connect("app-a", &t.token).await.unwrap();
+    let _second = world
+        .connect("app-a", &world.token("app-a", PEOPLE).token)
+        .await
+        .unwrap();
+    let e = world.connect("app-a", &t.token).await.unwrap_err();
+    assert_eq!(code(&e), "53300", "{}", told(&e));
+    // Another app has its own sessions.
+    world
+        .connect("app-b", &world.token("app-b", PEOPLE).token)
+        .await
+        .unwrap();
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    world.connect("app-a", &t.token).await.unwrap();
+}
+
+#[tokio::test]
+async fn idle_sessions_are_closed() {
+    let pgwire = PgwireLimits {
+        idle_timeout: Duration::from_millis(300),
+        ..PgwireLimits::default()
+    };
+    let world = World::with(RequestLimits::default(), pgwire).await;
+    let t = world.token("app-a", PEOPLE);
+    let client = world.connect("app-a", &t.token).await.unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(client.is_closed() || client.simple_query("SELECT 1").await.is_err());
+}
+
+/// A uuid read in the binary format (16 bytes), as text.
+#[derive(Debug, PartialEq)]
+struct Uuid(String);
+
+impl<'a> FromSql<'a> for Uuid {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Uuid(format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        )))
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::UUID
+    }
+}
+
+#[tokio::test]
+async fn prepared_statements_round_trip_every_mapped_type_in_binary() {
+    let world = World::new().await;
+    let t = world.token(
+        "app-a",
+        "journal.entries:read+create journal.photos:read+create health.measurements:read+create",
+    );
+    let client = world.connect("app-a", &t.token).await.unwrap();
+    let day = NaiveDate::from_ymd_opt(2025, 1, 31).unwrap();
+    let at: DateTime<Utc> = "2025-01-31T08:30:00.123456Z".parse().unwrap();
+    let tags = json!(["a", {"b": [1, 2.5, null]}]);
+    let insert = client
+        .prepare(
+            "INSERT INTO journal.entries (id, written_on, written_at, title, mood, tags, latitude, favorite) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        insert.params(),
+        &[
+            Type::TEXT,
+            Type::DATE,
+            Type::TIMESTAMPTZ,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::FLOAT8,
+            Type::BOOL
+        ]
+    );
+    let n = client
+        .execute(
+            &insert,
+            &[
+                &"e1",
+                &day,
+                &at,
+                &"Dear diary",
+                &3i64,
+                &tags.to_string(),
+                &51.5f64,
+                &true,
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let rows = client
+        .query(
+            "SELECT written_on, written_at, title, mood, tags, latitude, favorite, embedding \
+             FROM journal.entries WHERE id = $1",
+            &[&"e1"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    let types: Vec<Type> = row.columns().iter().map(|c| c.type_().clone()).collect();
+    assert_eq!(
+        types,
+        vec![
+            Type::DATE,
+            Type::TIMESTAMPTZ,
+            Type::TEXT,
+            Type::INT8,
+            Type::JSONB,
+            Type::FLOAT8,
+            Type::BOOL,
+            Type::FLOAT4_ARRAY
+        ]
+    );
+    assert_eq!(row.get::<_, NaiveDate>(0), day);
+    assert_eq!(row.get::<_, DateTime<Utc>>(1), at);
+    assert_eq!(row.get::<_, String>(2), "Dear diary");
+    assert_eq!(row.get::<_, i64>(3), 3);
+    assert_eq!(row.get::<_, serde_json::Value>(4), tags);
+    assert_eq!(row.get::<_, f64>(5), 51.5);
+    assert!(row.get::<_, bool>(6));
+    assert_eq!(row.get::<_, Option<Vec<f32>>>(7), None);
+
+    // bytea and uuid.
+    let photo = vec![0u8, 1, 2, 255];
+    client
+        .execute(
+            "INSERT INTO journal.photos (id, entry_id, image) VALUES ($1, $2, $3)",
+            &[&"ph1", &"e1", &photo],
+        )
+        .await
+        .unwrap();
+    let got: Vec<u8> = client
+        .query_one("SELECT image FROM journal.photos WHERE id = 'ph1'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(got, photo);
+    let sample = "6fa459ea-ee8a-3ca4-894e-db77e160355e";
+    client
+        .execute(
+            "INSERT INTO health.measurements (kind, value, unit, measured_at, sample_id) VALUES ('steps', $1, 'count', $2, $3)",
+            &[&1234.5f64, &at, &sample],
+        )
+        .await
+        .unwrap();
+    let row = client
+        .query_one("SELECT sample_id, value, measured_at FROM health.measurements", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.columns()[0].type_(), &Type::UUID);
+    assert_eq!(row.get::<_, Uuid>(0), Uuid(sample.into()));
+    assert_eq!(row.get::<_, f64>(1), 1234.5);
+    assert_eq!(row.get::<_, DateTime<Utc>>(2), at);
+
+    // Typed parameters given by the client, and NULLs.
+    let select = client
+        .prepare_typed(
+            "SELECT title FROM journal.entries WHERE mood = $1 AND written_on = $2",
+            &[Type::INT4, Type::DATE],
+        )
+        .await
+        .unwrap();
+    let rows = client.query(&select, &[&3i32, &day]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let none: Option<i64> = None;
+    let rows = client
+        .query("SELECT title FROM journal.entries WHERE mood = $1", &[&none])
+        .await
+        .unwrap();
+    assert!(rows.is_empty());
+    // The same statement prepared once runs many times.
+    for _ in 0..3 {
+        assert_eq!(client.query(&select, &[&3i32, &day]).await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn driver_probes_and_transaction_control_are_accepted() {
+    let world = World::new().await;
+    let t = world.token("app-a", PEOPLE);
+    let mut client = world.connect("app-a", &t.token).await.unwrap();
+    let version: String = client.query_one("SELECT version()", &[]).await.unwrap().get(0);
+    assert!(version.starts_with("PostgreSQL 16"), "{version}");
+    let out = client.simple_query("SELECT version()").await.unwrap();
+    assert!(texts(&out)[0].as_deref().unwrap().contains("Coffer"));
+    let out = client
+        .simple_query(
+            "SET application_name = 'report'; SHOW application_name; SHOW TimeZone; SET extra_float_digits = 3",
+        )
+        .await
+        .unwrap();
+    assert_eq!(texts(&out), vec![Some("report".into()), Some("UTC".into())]);
+    let e = client.simple_query("SHOW no_such_setting").await.unwrap_err();
+    assert_eq!(code(&e), "42704");
+    // A transaction block: each statement is committed when it runs.
+    let tx = client.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO contacts.people (id, display_name) VALUES ('t1', 'In a block')",
+        &[],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO contacts.people (id, display_name) VALUES ('t2', 'Rolled back?')",
+        &[],
+    )
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    let out = client
+        .simple_query("SELECT id FROM contacts.people ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(texts(&out), vec![Some("t1".into()), Some("t2".into())]);
+    // After a failure inside a block, statements are refused until its end.
+    let out = client.simple_query("BEGIN").await.unwrap();
+    assert_eq!(out.len(), 1);
+    client
+        .simple_query("SELECT nope FROM contacts.people")
+        .await
+        .unwrap_err();
+    let e = client.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(code(&e), "25P02");
+    client.simple_query("ROLLBACK").await.unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test]
+async fn psql_connects_and_runs_statements() {
+    let world = World::new().await;
+    let t = world.token("app-a", PEOPLE);
+    let (ok, out, err) = world
+        .psql(
+            "app-a",
+            &t.token,
+            &[
+                "INSERT INTO contacts.people (id, display_name, favorite) VALUES ('p1', 'Ada', true)",
+                "SELECT id, display_name, favorite, _created_by FROM contacts.people",
+            ],
+        )
+        .await;
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("INSERT 0 1"), "{out}");
+    assert!(out.contains(" p1 | Ada          | t        | app-a"), "{out}");
+    let (ok, _, err) = world.psql("app-a", "wrong", &["SELECT 1"]).await;
+    assert!(!ok);
+    assert!(err.contains("password authentication failed"), "{err}");
+    let (ok, _, err) = world.psql("app-a", &t.token, &["SELECT * FROM notes.notes"]).await;
+    assert!(!ok);
+    assert!(err.contains("table `notes.notes` does not exist"), "{err}");
+}
