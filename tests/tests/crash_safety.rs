@@ -8,8 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use coffer_core::TableName;
-use coffer_core::schema::registry::SchemaRegistry;
-use coffer_storage::{EngineOptions, open_embedded};
+use coffer_test_support::engine::{open, vault_with};
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Int64Type;
 use rand::Rng;
@@ -17,17 +16,10 @@ use rand::Rng;
 #[tokio::test(flavor = "multi_thread")]
 async fn every_acknowledged_row_survives_sigkill() {
     let dir = tempfile_dir();
-    let options = || EngineOptions {
-        background: false,
-        ..EngineOptions::default()
-    };
     let vault = {
-        let opened = open_embedded(&dir, SchemaRegistry::builtin().unwrap(), options())
-            .await
-            .unwrap();
-        let vault = opened.engine.create_vault().await.unwrap();
-        opened.engine.install_schema(vault, "notes", None).await.unwrap();
-        opened.engine.shutdown().await;
+        let engine = open(&dir).await;
+        let vault = vault_with(&engine, &["notes"]).await;
+        engine.shutdown().await;
         vault
     };
     let mut acked: Vec<String> = Vec::new();
@@ -65,10 +57,7 @@ async fn every_acknowledged_row_survives_sigkill() {
     }
     assert!(acked.len() > 100, "the writer acknowledged only {} rows", acked.len());
 
-    let opened = open_embedded(&dir, SchemaRegistry::builtin().unwrap(), options())
-        .await
-        .unwrap();
-    let engine = opened.engine;
+    let engine = open(&dir).await;
     let table = TableName::new("notes", "notes");
     // Every acknowledged row is readable.
     for id in &acked {
