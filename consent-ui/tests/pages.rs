@@ -10,6 +10,7 @@ use coffer_consent_ui::{
     DashboardPage, DevicePage, DeviceState, DonePage, ErrorPage, Link, Outcome, Pages, RevokeConfirmPage, SignInPage,
     SignUpErrors, SignUpPage, TimeView, fields,
 };
+use coffer_test_support::html::unescape;
 
 /// One start tag: its name and attributes (value `None` for a bare attribute).
 #[derive(Debug)]
@@ -77,14 +78,6 @@ fn tags(html: &str) -> Vec<Tag> {
         i = j;
     }
     out
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
 }
 
 /// The forms of `html`: the `<form>` tag and the tags inside it.
@@ -460,9 +453,8 @@ fn device_page_states() {
 }
 
 #[test]
-fn dashboard_lists_apps_access_log_and_filter() {
-    let page = sample::dashboard();
-    let html = Pages::new().dashboard(&page).unwrap();
+fn dashboard_lists_the_connected_apps() {
+    let html = Pages::new().dashboard(&sample::dashboard()).unwrap();
     assert!(html.contains("<h2 id=\"apps-title\">Connected apps</h2>"));
     assert!(html.contains("Signed in as <strong>ada@example.org</strong>"));
     assert!(html.contains(">Sign out</button>"));
@@ -471,7 +463,12 @@ fn dashboard_lists_apps_access_log_and_filter() {
     assert!(html.contains("<dd>never</dd>"), "Quick Notes never accessed");
     assert!(html.contains("See, add, change and delete your notes"));
     assert!(html.contains(r#"role="status""#));
+}
 
+#[test]
+fn dashboard_has_a_change_and_a_revoke_form_per_app() {
+    let page = sample::dashboard();
+    let html = Pages::new().dashboard(&page).unwrap();
     // One change form and one revoke form per app, each naming its grant.
     let forms = forms(&html);
     for app in &page.apps {
@@ -491,8 +488,12 @@ fn dashboard_lists_apps_access_log_and_filter() {
         .count();
     assert_eq!(checkboxes, page.apps.iter().map(|a| a.lines.len()).sum::<usize>());
     assert!(html.contains("Revoke access<span class=\"visually-hidden\"> for Quick Notes</span>"));
+}
 
-    // The log: a table with a caption and column headers, and a GET filter.
+#[test]
+fn dashboard_shows_the_access_log_in_plain_words_newest_first() {
+    let html = Pages::new().dashboard(&sample::dashboard()).unwrap();
+    // The log: a table with a caption and column headers.
     assert!(html.contains("<caption id=\"log-caption\">Requests from all apps, newest first</caption>"));
     for th in ["Time", "App", "What it did", "Outcome"] {
         assert!(html.contains(&format!(">{th}</th>")), "{th}");
@@ -515,6 +516,13 @@ fn dashboard_lists_apps_access_log_and_filter() {
         2
     );
     assert!(!html.contains("could not be read"));
+}
+
+#[test]
+fn dashboard_filters_the_access_log_by_app() {
+    let html = Pages::new().dashboard(&sample::dashboard()).unwrap();
+    // A GET form with a select of the apps.
+    let forms = forms(&html);
     let (filter, inner) = forms.iter().find(|(f, _)| f.attr("method") == Some("get")).unwrap();
     assert_eq!(filter.attr("action"), Some("/dashboard#access-log"));
     let select = inner.iter().find(|t| t.name == "select").unwrap();
@@ -529,7 +537,10 @@ fn dashboard_lists_apps_access_log_and_filter() {
         .unwrap();
     assert!(filtered.contains(r#"<option value="app_quicknotes" selected>Quick Notes</option>"#));
     assert!(filtered.contains("Quick Notes has not used your vault yet."));
+}
 
+#[test]
+fn dashboard_says_when_the_access_log_could_not_be_read() {
     // A log that could not be read says so, rather than "not used yet".
     let unavailable = Pages::new()
         .dashboard(&DashboardPage {
@@ -540,7 +551,10 @@ fn dashboard_lists_apps_access_log_and_filter() {
         .unwrap();
     assert!(unavailable.contains("The access log could not be read just now."));
     assert!(!unavailable.contains("used your vault yet") && !unavailable.contains("<table"));
+}
 
+#[test]
+fn dashboard_counts_log_entries_that_could_not_be_written() {
     // Entries the server could not write are counted, never hidden.
     assert!(
         !Pages::new()
