@@ -3,52 +3,8 @@
 //! and a fresh proof of its key for the request (`htm`, `htu`, `ath`).
 
 use crate::common::*;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-
-/// An Ed25519 DPoP key and proofs made with it.
-struct DpopKey {
-    key: jsonwebtoken::EncodingKey,
-    jwk: jsonwebtoken::jwk::Jwk,
-}
-
-impl DpopKey {
-    fn new() -> Self {
-        // RFC 8410 PKCS#8 v1 encoding of an Ed25519 seed.
-        let mut der = vec![
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-        ];
-        der.extend_from_slice(&rand::random::<[u8; 32]>());
-        let key = jsonwebtoken::EncodingKey::from_ed_der(&der);
-        let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::EdDSA).unwrap();
-        DpopKey { key, jwk }
-    }
-
-    /// A fresh proof for `method url`, with `ath` if given.
-    fn proof(&self, method: &str, url: &str, ath: Option<&str>) -> String {
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-        header.typ = Some("dpop+jwt".into());
-        header.jwk = Some(self.jwk.clone());
-        let mut claims = json!({
-            "htm": method,
-            "htu": url,
-            "iat": chrono::Utc::now().timestamp(),
-            "jti": URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()),
-        });
-        if let Some(ath) = ath {
-            claims["ath"] = ath.into();
-        }
-        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
-    }
-}
-
-/// The `ath` of an access token: base64url SHA-256 of it.
-fn ath(token: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
-}
 
 /// Runs the authorization code flow for `client_id` with a DPoP proof of
 /// `key` at the token endpoint; the token endpoint's answer.
@@ -58,26 +14,15 @@ async fn bound_tokens(server: &Server, browser: &Browser, client_id: &str, scope
         .visit(&authorize_path(client_id, APP_REDIRECT, scope, Some(&challenge)))
         .await;
     assert_eq!(page.status, StatusCode::OK, "consent page: {}", page.body);
-    let csrf = page.hidden("csrf_token").unwrap();
-    let request_id = page.hidden("request_id").unwrap();
     let lines = page.lines();
-    let mut form = vec![("csrf_token", csrf.as_str()), ("request_id", request_id.as_str())];
-    form.extend(lines.iter().map(|l| ("line", l.as_str())));
-    form.push(("decision", "allow"));
-    let answer = browser.post("/oauth/authorize", &form).await;
+    let answer = allow(browser, &page, &lines.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "consent answer: {}", answer.body);
     let code = query_param(answer.location().unwrap(), "code").unwrap();
     let token_url = server.url("/oauth/token");
     let (status, _, body) = oauth_post(
         &client(),
         &token_url,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", APP_REDIRECT),
-            ("client_id", client_id),
-            ("code_verifier", &verifier),
-        ],
+        &code_form(&code, APP_REDIRECT, client_id, Some(&verifier)),
         &[("dpop", &key.proof("POST", &token_url, None))],
     )
     .await;
@@ -104,13 +49,7 @@ async fn send(api: &Api, method: Method, path: &str, auth: &str, proof: Option<&
     let status = response.status();
     let headers = response.headers().clone();
     let text = response.text().await.unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply {
-        status,
-        body,
-        headers,
-        text,
-    }
+    Reply::new(status, headers, text)
 }
 
 /// The `WWW-Authenticate` header of an answer.

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use coffer_test_support::files_containing;
 use serde_json::{Value, json};
 
 use crate::common::{Server, authorize_app, rows_path};
@@ -22,18 +23,6 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-/// The files under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    walk(dir)
-        .into_iter()
-        .filter(|p| p.is_file())
-        .filter(|p| {
-            let bytes = std::fs::read(p).unwrap_or_default();
-            bytes.windows(needle.len()).any(|w| w == needle)
-        })
-        .collect()
 }
 
 /// A server (flushing every second) with one user whose app wrote a note

@@ -4,50 +4,17 @@
 //! operator commands.
 
 use crate::common::*;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
-
-/// Answers a consent page: Allow with the given lines ticked.
-async fn allow(browser: &Browser, consent: &Page, lines: &[&str]) -> Page {
-    let csrf = consent.hidden("csrf_token").unwrap();
-    let request_id = consent.hidden("request_id").unwrap();
-    let mut form = vec![("csrf_token", csrf.as_str()), ("request_id", request_id.as_str())];
-    form.extend(lines.iter().map(|l| ("line", *l)));
-    form.push(("decision", "allow"));
-    browser.post("/oauth/authorize", &form).await
-}
 
 /// Exchanges a code for a public client.
 async fn exchange(server: &Server, client_id: &str, code: &str, verifier: &str) -> (StatusCode, Value) {
     let (status, _, body) = oauth_post(
         &client(),
         &server.url("/oauth/token"),
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", REDIRECT),
-            ("client_id", client_id),
-            ("code_verifier", verifier),
-        ],
-        &[],
-    )
-    .await;
-    (status, body)
-}
-
-async fn refresh(server: &Server, client_id: &str, token: &str) -> (StatusCode, Value) {
-    let (status, _, body) = oauth_post(
-        &client(),
-        &server.url("/oauth/token"),
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", token),
-            ("client_id", client_id),
-        ],
+        &code_form(code, REDIRECT, client_id, Some(verifier)),
         &[],
     )
     .await;
@@ -124,16 +91,7 @@ async fn consent_shows_only_what_is_new_and_the_dashboard_narrows_and_revokes() 
             Some(&challenge),
         ))
         .await;
-    let deny = browser
-        .post(
-            "/oauth/authorize",
-            &[
-                ("csrf_token", &consent.hidden("csrf_token").unwrap()),
-                ("request_id", &consent.hidden("request_id").unwrap()),
-                ("decision", "deny"),
-            ],
-        )
-        .await;
+    let deny = answer_consent(&browser, &consent, &[], "deny").await;
     let location = deny.location().unwrap();
     assert_eq!(query_param(location, "error").as_deref(), Some("access_denied"));
     assert_eq!(query_param(location, "code"), None);
@@ -172,7 +130,7 @@ async fn consent_shows_only_what_is_new_and_the_dashboard_narrows_and_revokes() 
             .contains("Saved. Notes Pro may now do only what is ticked.")
     );
     // Refreshed tokens follow the narrowed grant.
-    let (status, tokens) = refresh(&server, &client_id, &refresh_token).await;
+    let (status, tokens) = refresh_tokens(&server.base, &client_id, &refresh_token).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     assert_eq!(tokens["scope"], "contacts.people:read");
     let refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
@@ -202,7 +160,7 @@ async fn consent_shows_only_what_is_new_and_the_dashboard_narrows_and_revokes() 
     let dashboard = browser.follow(revoked).await;
     assert!(dashboard.body.contains("Notes Pro can no longer use your data."));
     assert!(dashboard.body.contains("No apps are connected"));
-    let (status, body) = refresh(&server, &client_id, &refresh_token).await;
+    let (status, body) = refresh_tokens(&server.base, &client_id, &refresh_token).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
@@ -447,38 +405,6 @@ async fn registration_par_introspection_and_revocation() {
     assert_eq!(introspect(access).await, json!({"active": false}));
 }
 
-/// An Ed25519 DPoP key and proofs made with it.
-struct DpopKey {
-    key: jsonwebtoken::EncodingKey,
-    jwk: jsonwebtoken::jwk::Jwk,
-}
-
-impl DpopKey {
-    fn new() -> Self {
-        // RFC 8410 PKCS#8 v1 encoding of an Ed25519 seed.
-        let mut der = vec![
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-        ];
-        der.extend_from_slice(&rand::random::<[u8; 32]>());
-        let key = jsonwebtoken::EncodingKey::from_ed_der(&der);
-        let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::EdDSA).unwrap();
-        DpopKey { key, jwk }
-    }
-
-    fn proof(&self, url: &str) -> String {
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-        header.typ = Some("dpop+jwt".into());
-        header.jwk = Some(self.jwk.clone());
-        let claims = json!({
-            "htm": "POST",
-            "htu": url,
-            "iat": chrono::Utc::now().timestamp(),
-            "jti": URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()),
-        });
-        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
-    }
-}
-
 #[tokio::test]
 async fn dpop_proofs_at_the_token_endpoint_bind_the_tokens() {
     let server = Server::start();
@@ -499,13 +425,7 @@ async fn dpop_proofs_at_the_token_endpoint_bind_the_tokens() {
         .await;
     let answer = allow(&browser, &consent, &["notes.notes:read"]).await;
     let code = query_param(answer.location().unwrap(), "code").unwrap();
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", REDIRECT),
-        ("client_id", client_id.as_str()),
-        ("code_verifier", verifier.as_str()),
-    ];
+    let form = code_form(&code, REDIRECT, &client_id, Some(&verifier));
     let http = client();
     // A malformed proof is refused without burning the code.
     let (status, _, body) = oauth_post(&http, &token_url, &form, &[("dpop", "not.a.jwt")]).await;
@@ -518,7 +438,7 @@ async fn dpop_proofs_at_the_token_endpoint_bind_the_tokens() {
         &http,
         &token_url,
         &form,
-        &[("dpop", &key.proof(&server.url("/oauth/par")))],
+        &[("dpop", &key.proof("POST", &server.url("/oauth/par"), None))],
     )
     .await;
     assert_eq!(
@@ -526,7 +446,13 @@ async fn dpop_proofs_at_the_token_endpoint_bind_the_tokens() {
         (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof"))
     );
 
-    let (status, _, tokens) = oauth_post(&http, &token_url, &form, &[("dpop", &key.proof(&token_url))]).await;
+    let (status, _, tokens) = oauth_post(
+        &http,
+        &token_url,
+        &form,
+        &[("dpop", &key.proof("POST", &token_url, None))],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     assert_eq!(tokens["token_type"], "DPoP");
     let refresh_token = tokens["refresh_token"].as_str().unwrap();
@@ -543,13 +469,25 @@ async fn dpop_proofs_at_the_token_endpoint_bind_the_tokens() {
         (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof"))
     );
     let other = DpopKey::new();
-    let (status, _, _) = oauth_post(&http, &token_url, &refresh_form, &[("dpop", &other.proof(&token_url))]).await;
+    let (status, _, _) = oauth_post(
+        &http,
+        &token_url,
+        &refresh_form,
+        &[("dpop", &other.proof("POST", &token_url, None))],
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _, body) = oauth_post(&http, &token_url, &refresh_form, &[("dpop", &key.proof(&token_url))]).await;
+    let (status, _, body) = oauth_post(
+        &http,
+        &token_url,
+        &refresh_form,
+        &[("dpop", &key.proof("POST", &token_url, None))],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["token_type"], "DPoP");
     // A replayed proof is refused.
-    let proof = key.proof(&token_url);
+    let proof = key.proof("POST", &token_url, None);
     let refresh_form = [
         ("grant_type", "refresh_token"),
         ("refresh_token", body["refresh_token"].as_str().unwrap()),

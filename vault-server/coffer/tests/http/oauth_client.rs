@@ -71,21 +71,9 @@ async fn oauth2_crate_completes_authorize_consent_token_refresh_with_pkce() {
     );
     let lines = consent.lines();
     assert_eq!(lines, ["contacts.people:read+create", "notes.notes:read"]);
-    let csrf = consent.hidden("csrf_token").unwrap();
-    let request_id = consent.hidden("request_id").unwrap();
 
     // Untick "notes.notes:read" and allow.
-    let answer = browser
-        .post(
-            "/oauth/authorize",
-            &[
-                ("csrf_token", &csrf),
-                ("request_id", &request_id),
-                ("line", &lines[0]),
-                ("decision", "allow"),
-            ],
-        )
-        .await;
+    let answer = allow(&browser, &consent, &[&lines[0]]).await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
     let location = answer.location().unwrap();
     assert!(location.starts_with(REDIRECT), "{location}");
@@ -171,13 +159,7 @@ async fn oauth2_crate_completes_authorize_consent_token_refresh_with_pkce() {
     let (status, _, body) = oauth_post(
         &http,
         &server.url("/oauth/token"),
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("client_id", &client_id),
-            ("code_verifier", &"x".repeat(43)),
-        ],
+        &code_form(&code, REDIRECT, &client_id, Some(&"x".repeat(43))),
         &[],
     )
     .await;

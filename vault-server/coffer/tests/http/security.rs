@@ -137,28 +137,13 @@ async fn pkce_is_required_at_authorize_and_token() {
 
     // A code, then the token request without the verifier.
     let (consent, _verifier) = consent_page(&browser, &client_id, SCOPE).await;
-    let answer = browser
-        .post(
-            "/oauth/authorize",
-            &[
-                ("csrf_token", &consent.hidden("csrf_token").unwrap()),
-                ("request_id", &consent.hidden("request_id").unwrap()),
-                ("line", &consent.lines()[0]),
-                ("decision", "allow"),
-            ],
-        )
-        .await;
+    let answer = allow(&browser, &consent, &[&consent.lines()[0]]).await;
     let code = query_param(answer.location().unwrap(), "code").unwrap();
     let http = client();
     let (status, headers, body) = oauth_post(
         &http,
         &server.url("/oauth/token"),
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("client_id", &client_id),
-        ],
+        &code_form(&code, REDIRECT, &client_id, None),
         &[],
     )
     .await;
@@ -172,13 +157,7 @@ async fn pkce_is_required_at_authorize_and_token() {
     let (status, _, body) = oauth_post(
         &http,
         &server.url("/oauth/token"),
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("client_id", &client_id),
-            ("code_verifier", &wrong),
-        ],
+        &code_form(&code, REDIRECT, &client_id, Some(&wrong)),
         &[],
     )
     .await;
@@ -200,7 +179,6 @@ async fn csrf_is_refused_on_consent_and_dashboard_forms_and_nothing_changes() {
     let foreign = mallory_dashboard.hidden("csrf_token").unwrap();
 
     let (consent, verifier) = consent_page(&browser, &client_id, SCOPE).await;
-    let csrf = consent.hidden("csrf_token").unwrap();
     let request_id = consent.hidden("request_id").unwrap();
     let lines = consent.lines();
     for bad in [None, Some(""), Some("not-the-token"), Some(foreign.as_str())] {
@@ -220,46 +198,20 @@ async fn csrf_is_refused_on_consent_and_dashboard_forms_and_nothing_changes() {
     // Nothing changed: no app is connected, and the request still works.
     let dashboard = browser.visit("/dashboard").await;
     assert!(dashboard.body.contains("No apps are connected"), "{}", dashboard.body);
-    let answer = browser
-        .post(
-            "/oauth/authorize",
-            &[
-                ("csrf_token", &csrf),
-                ("request_id", &request_id),
-                ("line", &lines[0]),
-                ("line", &lines[1]),
-                ("decision", "allow"),
-            ],
-        )
-        .await;
+    let answer = allow(&browser, &consent, &[&lines[0], &lines[1]]).await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
     let code = query_param(answer.location().unwrap(), "code").unwrap();
     let http = client();
     let (status, _, tokens) = oauth_post(
         &http,
         &server.url("/oauth/token"),
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("client_id", &client_id),
-            ("code_verifier", &verifier),
-        ],
+        &code_form(&code, REDIRECT, &client_id, Some(&verifier)),
         &[],
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     // The request id is single use.
-    let again = browser
-        .post(
-            "/oauth/authorize",
-            &[
-                ("csrf_token", &csrf),
-                ("request_id", &request_id),
-                ("decision", "allow"),
-            ],
-        )
-        .await;
+    let again = allow(&browser, &consent, &[]).await;
     assert_eq!((again.status, again.location()), (StatusCode::BAD_REQUEST, None));
 
     // The dashboard's forms.

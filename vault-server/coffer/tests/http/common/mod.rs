@@ -9,10 +9,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use coffer_test_support::html::unescape;
 use reqwest::header::{HeaderMap, LOCATION};
 use reqwest::redirect::Policy;
 use reqwest::{Client, Response, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 pub mod contract;
 
@@ -224,14 +228,6 @@ pub fn input_values(html: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
-fn unescape(s: &str) -> String {
-    s.replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
 fn strip_tags(s: &str) -> String {
     let mut out = String::new();
     let mut in_tag = false;
@@ -380,11 +376,8 @@ impl Browser {
 
 /// A PKCE verifier and its S256 challenge.
 pub fn pkce() -> (String, String) {
-    use base64::Engine;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use sha2::Digest;
     let verifier = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
-    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
     (verifier, challenge)
 }
 
@@ -403,6 +396,24 @@ pub fn authorize_path(client_id: &str, redirect: &str, scope: &str, challenge: O
             .append_pair("code_challenge_method", "S256");
     }
     format!("/oauth/authorize?{}", query.finish())
+}
+
+/// The form of an authorization code exchange at the token endpoint, with
+/// `code_verifier` when given.
+pub fn code_form<'a>(
+    code: &'a str,
+    redirect: &'a str,
+    client_id: &'a str,
+    verifier: Option<&'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect),
+        ("client_id", client_id),
+    ];
+    form.extend(verifier.map(|v| ("code_verifier", v)));
+    form
 }
 
 /// POSTs a form to an OAuth endpoint; returns status, headers and JSON.
@@ -539,6 +550,22 @@ pub async fn consent(browser: &Browser, authorize: &str, tick: Option<&[&str]>) 
     answer.location().unwrap().to_owned()
 }
 
+/// Answers a consent page with `decision` (`allow` or `deny`), the given
+/// lines ticked; the answer, no redirect followed.
+pub async fn answer_consent(browser: &Browser, consent: &Page, lines: &[&str], decision: &str) -> Page {
+    let csrf = consent.hidden("csrf_token").unwrap();
+    let request_id = consent.hidden("request_id").unwrap();
+    let mut form = vec![("csrf_token", csrf.as_str()), ("request_id", request_id.as_str())];
+    form.extend(lines.iter().map(|l| ("line", *l)));
+    form.push(("decision", decision));
+    browser.post("/oauth/authorize", &form).await
+}
+
+/// Answers a consent page: Allow with the given lines ticked.
+pub async fn allow(browser: &Browser, consent: &Page, lines: &[&str]) -> Page {
+    answer_consent(browser, consent, lines, "allow").await
+}
+
 /// Runs the authorization code flow for `client_id` and the signed-in user of
 /// `browser`: authorize with PKCE S256, answer the consent page (ticking
 /// `tick`, or every line when `None`; skipped when the server goes straight
@@ -557,13 +584,7 @@ pub async fn authorize_app(browser: &Browser, client_id: &str, scope: &str, tick
     let (status, _, body) = oauth_post(
         &browser.client,
         &format!("{}/oauth/token", browser.base),
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", APP_REDIRECT),
-            ("client_id", client_id),
-            ("code_verifier", &verifier),
-        ],
+        &code_form(&code, APP_REDIRECT, client_id, Some(&verifier)),
         &[],
     )
     .await;
@@ -678,6 +699,17 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// An answer as received: its JSON body parsed from `text`.
+    pub fn new(status: StatusCode, headers: HeaderMap, text: String) -> Reply {
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            body,
+            headers,
+            text,
+        }
+    }
+
     /// The problem `type` (empty when there is none).
     pub fn problem(&self) -> &str {
         self.body["type"].as_str().unwrap_or_default()
@@ -798,13 +830,7 @@ impl Api {
                 .check(method_name.as_str(), route, status.as_u16(), content_type, &text)
                 .unwrap_or_else(|e| panic!("the answer breaks the OpenAPI document: {e}"));
         }
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            body,
-            headers,
-            text,
-        }
+        Reply::new(status, headers, text)
     }
 
     fn bearer(&self) -> String {
@@ -947,4 +973,49 @@ pub async fn answer_device(browser: &Browser, user_code: &str, decision: &str) -
 pub async fn approve_device(browser: &Browser, user_code: &str) {
     let done = answer_device(browser, user_code, "allow").await;
     assert!(done.h1().contains("Your device is connected"), "{}", done.h1());
+}
+
+// ---------------------------------------------------------------------------
+// DPoP (RFC 9449).
+
+/// An Ed25519 DPoP key and proofs made with it.
+pub struct DpopKey {
+    key: jsonwebtoken::EncodingKey,
+    jwk: jsonwebtoken::jwk::Jwk,
+}
+
+impl DpopKey {
+    /// A new random key.
+    pub fn new() -> Self {
+        // RFC 8410 PKCS#8 v1 encoding of an Ed25519 seed.
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+        ];
+        der.extend_from_slice(&rand::random::<[u8; 32]>());
+        let key = jsonwebtoken::EncodingKey::from_ed_der(&der);
+        let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::EdDSA).unwrap();
+        DpopKey { key, jwk }
+    }
+
+    /// A fresh proof for `method url`, with `ath` if given.
+    pub fn proof(&self, method: &str, url: &str, ath: Option<&str>) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.typ = Some("dpop+jwt".into());
+        header.jwk = Some(self.jwk.clone());
+        let mut claims = json!({
+            "htm": method,
+            "htu": url,
+            "iat": chrono::Utc::now().timestamp(),
+            "jti": URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()),
+        });
+        if let Some(ath) = ath {
+            claims["ath"] = ath.into();
+        }
+        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
+    }
+}
+
+/// The `ath` of an access token: base64url SHA-256 of it.
+pub fn ath(token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
 }
