@@ -19,6 +19,9 @@ pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 /// Open HTTP connections at once unless configured.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The PostgreSQL wire protocol's port unless configured (not 5432, which a
+/// local PostgreSQL usually holds).
+pub const DEFAULT_PGWIRE_PORT: u16 = 6432;
 
 /// Options of `coffer serve`. Every option can also be set by its
 /// environment variable or in the TOML file given by `--config`.
@@ -35,6 +38,11 @@ pub struct ServeArgs {
     /// 127.0.0.1) [default: 127.0.0.1:8484].
     #[arg(long, env = "COFFER_LISTEN", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
+    /// Address to listen on for the PostgreSQL wire protocol (apps connect
+    /// with their client id as user and an access token as password), as
+    /// IP:port [default: 127.0.0.1:6432].
+    #[arg(long, env = "COFFER_PGWIRE_LISTEN", value_parser = parse_listen)]
+    pub pgwire_listen: Option<SocketAddr>,
     /// Flush waiting changes to data files at least this often, in seconds [default: 5].
     #[arg(long, env = "COFFER_FLUSH_INTERVAL_SECS")]
     pub flush_interval_secs: Option<u64>,
@@ -99,6 +107,7 @@ pub struct DataArgs {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<String>,
+    pgwire_listen: Option<String>,
     flush_interval_secs: Option<u64>,
     flush_rows: Option<i64>,
     log_retention_hours: Option<u64>,
@@ -120,6 +129,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// HTTP listen address.
     pub listen: SocketAddr,
+    /// PostgreSQL wire protocol listen address.
+    pub pgwire_listen: SocketAddr,
+    /// Whether `pgwire_listen` was configured (a flag, the environment or
+    /// the file) rather than the default; the default address being taken
+    /// does not stop the server.
+    pub pgwire_listen_configured: bool,
     /// Flush interval.
     pub flush_interval: Duration,
     /// Flush threshold in waiting changes.
@@ -170,6 +185,14 @@ impl Config {
                 (None, Some(text)) => parse_listen(text).map_err(|e| anyhow::anyhow!("config file: `listen`: {e}"))?,
                 (None, None) => SocketAddr::from(([127, 0, 0, 1], 8484)),
             },
+            pgwire_listen: match (args.pgwire_listen, &file.pgwire_listen) {
+                (Some(listen), _) => listen,
+                (None, Some(text)) => {
+                    parse_listen(text).map_err(|e| anyhow::anyhow!("config file: `pgwire_listen`: {e}"))?
+                }
+                (None, None) => SocketAddr::from(([127, 0, 0, 1], DEFAULT_PGWIRE_PORT)),
+            },
+            pgwire_listen_configured: args.pgwire_listen.is_some() || file.pgwire_listen.is_some(),
             flush_interval: Duration::from_secs(
                 args.flush_interval_secs
                     .or(file.flush_interval_secs)
@@ -414,6 +437,37 @@ mod tests {
         })
         .unwrap_err();
         assert!(format!("{err:#}").contains("IP:port"), "{err:#}");
+    }
+
+    #[test]
+    fn pgwire_listen_from_flag_or_file_or_default() {
+        let default = Config::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(default.pgwire_listen, SocketAddr::from(([127, 0, 0, 1], 6432)));
+        assert!(!default.pgwire_listen_configured);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coffer.toml");
+        std::fs::write(&path, "pgwire_listen = \"localhost:7000\"\n").unwrap();
+        let from_file = Config::resolve(ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(from_file.pgwire_listen, SocketAddr::from(([127, 0, 0, 1], 7000)));
+        assert!(from_file.pgwire_listen_configured);
+        let from_flag = Config::resolve(ServeArgs {
+            config: Some(path.clone()),
+            pgwire_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7001))),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(from_flag.pgwire_listen.port(), 7001);
+        std::fs::write(&path, "pgwire_listen = \"7000\"\n").unwrap();
+        let err = Config::resolve(ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("pgwire_listen"), "{err:#}");
     }
 
     #[test]

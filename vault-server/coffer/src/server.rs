@@ -1,5 +1,6 @@
 //! `coffer serve`: opens the data directory, builds the OAuth server,
-//! starts the periodic clean-up, and serves HTTP until Ctrl-C or SIGTERM.
+//! starts the periodic clean-up, and serves HTTP and the PostgreSQL wire
+//! protocol (`coffer-pgwire`) until Ctrl-C or SIGTERM.
 //!
 //! The HTTP listener is hyper's HTTP/1 connection builder rather than
 //! `axum::serve`, for the limits `axum::serve` does not expose (decision
@@ -57,6 +58,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let pgwire = match coffer_pgwire::Listener::bind(config.pgwire_listen).await {
+        Ok(pgwire) => Some(pgwire),
+        Err(e) if !config.pgwire_listen_configured => {
+            eprintln!(
+                "warning: {e}; the PostgreSQL wire protocol is not served (choose an address with --pgwire-listen)"
+            );
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     let base_url = config.base_url(addr);
     let options = EngineOptions {
         flush_interval: config.flush_interval,
@@ -86,12 +97,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "Coffer is serving http://{addr}/ (data in {})",
         config.data_dir.display()
     );
+    if let Some(pgwire) = &pgwire {
+        println!(
+            "PostgreSQL wire protocol: {} (user = the app's client id, password = an access token)",
+            pgwire.url()
+        );
+    }
     if config.public_url.is_some() {
         println!("Public URL (OAuth issuer): {base_url}");
     }
     print_next_steps(&config, &base_url);
     let engine = services.engine.clone();
     let access_log = services.access_log.clone();
+    let (stop_pgwire, pgwire_stopped) = tokio::sync::oneshot::channel::<()>();
+    let pgwire = pgwire.map(|pgwire| {
+        tokio::spawn(coffer_pgwire::serve(
+            pgwire,
+            services.gateway.clone(),
+            coffer_pgwire::PgwireLimits::default(),
+            async move {
+                let _ = pgwire_stopped.await;
+            },
+        ))
+    });
     let app = web::router(
         AppState::new(services, &base_url)
             .with_api_body_limit(config.api_body_limit)
@@ -103,6 +131,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_connections: config.max_connections,
     };
     serve_http(listener, app, limits, shutdown_signal()).await;
+    let _ = stop_pgwire.send(());
+    if let Some(pgwire) = pgwire {
+        let _ = pgwire.await;
+    }
     cleanup.abort();
     // The access log's last entries go to the engine before it stops.
     access_log.flush().await;
