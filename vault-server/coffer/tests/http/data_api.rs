@@ -261,16 +261,69 @@ fn due(v: &Value) -> Option<chrono::DateTime<chrono::FixedOffset>> {
     v["due_at"].as_str().map(ts)
 }
 
-#[tokio::test]
-async fn rows_api_filters_columns_order_pages_and_conditional_writes() {
+/// A server whose user connected `Taskr` (`tasks.items:read+write`), which
+/// wrote the sample items in one batch.
+struct Taskr {
+    _server: Server,
+    app_id: String,
+    api: Api,
+    items: Vec<Value>,
+    /// The rows the batch insert answered, in batch order.
+    rows: Vec<Value>,
+    /// Each sample title's row id.
+    id_of: BTreeMap<String, String>,
+    /// Each row's id and the item written, in batch order.
+    written: Vec<(String, Value)>,
+}
+
+async fn taskr() -> Taskr {
     let (server, user) = server_and_user().await;
     let (app_id, api, _) = connect(&server, &user, "Taskr", "tasks.items:read+write").await;
-
     let items = sample_items();
     let rows = insert_batch(&api, ITEMS, &items).await;
-    // The answer keeps the order of the batch and the values written.
-    let mut id_of: BTreeMap<String, String> = BTreeMap::new();
-    let mut written: Vec<(String, Value)> = Vec::new();
+    let written: Vec<(String, Value)> = items
+        .iter()
+        .zip(&rows)
+        .map(|(item, row)| (row["id"].as_str().unwrap().to_owned(), item.clone()))
+        .collect();
+    let id_of = written
+        .iter()
+        .map(|(id, item)| (title(item).to_owned(), id.clone()))
+        .collect();
+    Taskr {
+        _server: server,
+        app_id,
+        api,
+        items,
+        rows,
+        id_of,
+        written,
+    }
+}
+
+/// The ids of `written` by priority, highest first and nulls last, `id`
+/// breaking ties.
+fn by_priority_desc(written: &[(String, Value)]) -> Vec<String> {
+    let key = |v: &Value| priority(v).map(|p| -p).unwrap_or(i64::MAX);
+    ids_sorted_by(written, |a, b| key(a).cmp(&key(b)))
+}
+
+/// The ids of `written` sorted by `cmp` on the items, `id` breaking ties.
+fn ids_sorted_by(written: &[(String, Value)], cmp: impl Fn(&Value, &Value) -> std::cmp::Ordering) -> Vec<String> {
+    let mut expected = written.to_vec();
+    expected.sort_by(|a, b| cmp(&a.1, &b.1).then(a.0.cmp(&b.0)));
+    expected.into_iter().map(|(id, _)| id).collect()
+}
+
+#[tokio::test]
+async fn a_batch_insert_answers_in_batch_order_with_the_values_written() {
+    let Taskr {
+        _server,
+        app_id,
+        items,
+        rows,
+        ..
+    } = taskr().await;
     for (item, row) in items.iter().zip(&rows) {
         assert_eq!(row["title"], item["title"], "{row}");
         assert_eq!(
@@ -284,11 +337,14 @@ async fn rows_api_filters_columns_order_pages_and_conditional_writes() {
             None => assert!(row["due_at"].is_null(), "{row}"),
         }
         assert_system_columns(row, &app_id, &app_id);
-        let id = row["id"].as_str().unwrap().to_owned();
-        id_of.insert(title(item).to_owned(), id.clone());
-        written.push((id, item.clone()));
     }
+}
 
+#[tokio::test]
+async fn each_filter_answers_what_the_same_predicate_selects() {
+    let Taskr {
+        _server, api, written, ..
+    } = taskr().await;
     // Each filter against the same predicate evaluated here.
     let cases: Vec<(Vec<(&str, &str)>, Pred)> = vec![
         (vec![("title", "eq.Bake")], |v| title(v) == "Bake"),
@@ -367,7 +423,13 @@ async fn rows_api_filters_columns_order_pages_and_conditional_writes() {
             "filter {query:?} (got vs expected titles)"
         );
     }
+}
 
+#[tokio::test]
+async fn select_answers_only_the_named_columns_and_id() {
+    let Taskr {
+        _server, api, written, ..
+    } = taskr().await;
     // select: only the named columns, and id.
     let narrow = api.get(&rows_path(ITEMS, &[("select", "title,priority")])).await;
     narrow.expect(200);
@@ -387,51 +449,40 @@ async fn rows_api_filters_columns_order_pages_and_conditional_writes() {
             "select=title,priority returned {user_columns:?}: {row}"
         );
     }
+}
 
+#[tokio::test]
+async fn order_sorts_as_asked_with_id_breaking_ties() {
+    let Taskr {
+        _server, api, written, ..
+    } = taskr().await;
     // order: the sort asked for, `id` breaking ties.
-    let by_priority_desc = |a: &(String, Value), b: &(String, Value)| {
-        let key = |v: &Value| priority(v).map(|p| -p).unwrap_or(i64::MAX);
-        key(&a.1).cmp(&key(&b.1)).then(a.0.cmp(&b.0))
-    };
-    let mut expected = written.clone();
-    expected.sort_by(by_priority_desc);
-    let expected_ids: Vec<String> = expected.iter().map(|(id, _)| id.clone()).collect();
+    let expected_ids = by_priority_desc(&written);
     let got = api
         .get(&rows_path(ITEMS, &[("order", "priority.desc.nullslast")]))
         .await;
     got.expect(200);
     assert_eq!(got.ids(), expected_ids, "order=priority.desc.nullslast");
 
-    let mut expected = written.clone();
-    expected.sort_by(|a, b| {
-        let key = |v: &Value| due(v);
-        // nulls first, then ascending
-        key(&a.1).cmp(&key(&b.1)).then(a.0.cmp(&b.0))
-    });
+    // nulls first, then ascending
+    let expected = ids_sorted_by(&written, |a, b| due(a).cmp(&due(b)));
     let got = api.get(&rows_path(ITEMS, &[("order", "due_at.asc.nullsfirst")])).await;
     got.expect(200);
-    assert_eq!(
-        got.ids(),
-        expected.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
-        "order=due_at.asc.nullsfirst"
-    );
+    assert_eq!(got.ids(), expected, "order=due_at.asc.nullsfirst");
 
-    let mut expected = written.clone();
-    expected.sort_by(|a, b| {
-        let done = |v: &Value| v["completed"] == true;
-        done(&b.1)
-            .cmp(&done(&a.1))
-            .then(title(&a.1).cmp(title(&b.1)))
-            .then(a.0.cmp(&b.0))
-    });
+    let done = |v: &Value| v["completed"] == true;
+    let expected = ids_sorted_by(&written, |a, b| done(b).cmp(&done(a)).then(title(a).cmp(title(b))));
     let got = api.get(&rows_path(ITEMS, &[("order", "completed.desc,title")])).await;
     got.expect(200);
-    assert_eq!(
-        got.ids(),
-        expected.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
-        "order=completed.desc,title"
-    );
+    assert_eq!(got.ids(), expected, "order=completed.desc,title");
+}
 
+#[tokio::test]
+async fn pages_follow_the_order_and_rows_written_between_pages_neither_repeat_nor_shift() {
+    let Taskr {
+        _server, api, written, ..
+    } = taskr().await;
+    let expected_ids = by_priority_desc(&written);
     // limit + cursor through every row, in order, with filters kept.
     let mut paged: Vec<String> = Vec::new();
     let mut cursor: Option<String> = None;
@@ -550,7 +601,19 @@ async fn rows_api_filters_columns_order_pages_and_conditional_writes() {
     let total = written.len() + 3 + 110;
     assert_eq!(api.all_rows(ITEMS, &[]).await.len(), total);
     assert_eq!(api.all_rows(ITEMS, &[("limit", "1000")]).await.len(), total);
+}
 
+#[tokio::test]
+async fn one_row_reads_patches_conditional_writes_and_deletes() {
+    let Taskr {
+        _server,
+        app_id,
+        api,
+        id_of,
+        written,
+        ..
+    } = taskr().await;
+    let total = written.len();
     // One row.
     let bake = &id_of["Bake"];
     let one = api.get(&row_path(ITEMS, bake, &[])).await;
@@ -1094,8 +1157,18 @@ fn without_name(reply: &Reply, name: &str) -> Value {
     body
 }
 
-#[tokio::test]
-async fn sql_reads_and_writes_granted_tables_only() {
+/// A server whose user connected `Planner` (lists and items read+write,
+/// people read), which wrote two lists (`Home`, `Work`) and six items, five
+/// of them on a list.
+struct Planner {
+    server: Server,
+    app_id: String,
+    api: Api,
+    /// The id of the list `Home`.
+    home: Value,
+}
+
+async fn planner() -> Planner {
     let (server, user) = server_and_user().await;
     let (app_id, api, _) = connect(
         &server,
@@ -1119,7 +1192,22 @@ async fn sql_reads_and_writes_granted_tables_only() {
         ],
     )
     .await;
+    Planner {
+        server,
+        app_id,
+        api,
+        home,
+    }
+}
 
+#[tokio::test]
+async fn sql_answers_joins_aggregates_and_subqueries() {
+    let Planner {
+        server: _server,
+        api,
+        home,
+        ..
+    } = planner().await;
     // A join with aggregates; the answer's shape.
     let joined = api
         .sql(
@@ -1168,7 +1256,13 @@ async fn sql_reads_and_writes_granted_tables_only() {
         .await;
     sub.expect(200);
     assert_eq!(sub.body["rows"], json!([["Home"], ["Work"]]));
+}
 
+#[tokio::test]
+async fn sql_parameters_are_bound_never_spliced() {
+    let Planner {
+        server: _server, api, ..
+    } = planner().await;
     // Parameters are bound, never spliced.
     let bound = api
         .sql(
@@ -1191,7 +1285,16 @@ async fn sql_reads_and_writes_granted_tables_only() {
         .await;
     injected.expect(200);
     assert_eq!(injected.body["rows"], json!([[0]]));
+}
 
+#[tokio::test]
+async fn sql_writes_are_stamped_with_the_app() {
+    let Planner {
+        server: _server,
+        app_id,
+        api,
+        ..
+    } = planner().await;
     // Writes through SQL, stamped with the app.
     let inserted = api
         .sql(
@@ -1224,7 +1327,13 @@ async fn sql_reads_and_writes_granted_tables_only() {
     deleted.expect(200);
     assert_eq!(deleted.body["rows"], json!([[3]]), "{}", deleted.text);
     assert_eq!(api.all_rows(ITEMS, &[]).await.len(), 4);
+}
 
+#[tokio::test]
+async fn sql_writing_a_table_granted_for_reading_is_a_missing_right() {
+    let Planner {
+        server: _server, api, ..
+    } = planner().await;
     // Writing a table granted for reading only is a missing right.
     for (sql, required) in [
         (
@@ -1248,7 +1357,13 @@ async fn sql_reads_and_writes_granted_tables_only() {
     }
     let people = api.sql("SELECT count(*) FROM contacts.people", &[]).await;
     assert_eq!(people.body["rows"], json!([[0]]), "nothing written: {}", people.text);
+}
 
+#[tokio::test]
+async fn a_table_not_granted_is_answered_like_one_that_does_not_exist() {
+    let Planner {
+        server: _server, api, ..
+    } = planner().await;
     // A table not granted is answered exactly like one that does not exist.
     let mut first: Option<Value> = None;
     for table in [
@@ -1295,7 +1410,11 @@ async fn sql_reads_and_writes_granted_tables_only() {
         without_name(&hidden, "notes.notes"),
         without_name(&missing, "nosuch.things")
     );
+}
 
+#[tokio::test]
+async fn sql_has_no_catalog_views_table_functions_reading_files_or_ddl() {
+    let Planner { server, api, .. } = planner().await;
     // No catalog views, no table functions reading files, no DDL.
     let data_dir = server.data_dir.display().to_string();
     for sql in [
@@ -1335,7 +1454,7 @@ async fn sql_reads_and_writes_granted_tables_only() {
         .await
         .expect_problem(404, "table-not-found");
     let still = api.sql("SELECT count(*) FROM tasks.items", &[]).await;
-    assert_eq!(still.body["rows"], json!([[4]]), "{}", still.text);
+    assert_eq!(still.body["rows"], json!([[6]]), "{}", still.text);
     // information_schema stays off for later requests too.
     let again = api.sql("SELECT * FROM information_schema.tables", &[]).await;
     assert!(again.status.is_client_error(), "{}", again.text);
