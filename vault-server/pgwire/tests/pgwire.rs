@@ -602,3 +602,57 @@ async fn psql_connects_and_runs_statements() {
     assert!(!ok);
     assert!(err.contains("table `notes.notes` does not exist"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_stops_the_running_query() {
+    let world = World::new().await;
+    let t = world.token("app-a", PEOPLE);
+    let client = world.connect("app-a", &t.token).await.unwrap();
+    let values: Vec<String> = (0..400).map(|i| format!("('n{i}')")).collect();
+    client
+        .simple_query(&format!(
+            "INSERT INTO contacts.people (display_name) VALUES {}",
+            values.join(",")
+        ))
+        .await
+        .unwrap();
+    let cancel = client.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cancel.cancel_query(tokio_postgres::NoTls).await
+    });
+    let started = std::time::Instant::now();
+    let e = client
+        .simple_query(
+            "SELECT a.display_name, b.display_name, c.display_name \
+             FROM contacts.people a, contacts.people b, contacts.people c \
+             ORDER BY a.display_name, b.display_name, c.display_name LIMIT 5",
+        )
+        .await
+        .unwrap_err();
+    canceller.await.unwrap().unwrap();
+    assert_eq!(code(&e), "57014", "{}", told(&e));
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    client.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test]
+async fn psql_without_sslmode_falls_back_to_a_plain_connection() {
+    let world = World::new().await;
+    let t = world.token("app-a", PEOPLE);
+    let out = tokio::process::Command::new("psql")
+        .arg("-X")
+        .arg(format!("postgres://app-a@{}/vault", world.addr))
+        .arg("-tAc")
+        .arg("SHOW server_version")
+        .env("PGPASSWORD", &t.token)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        coffer_pgwire::SERVER_VERSION
+    );
+}
