@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use coffer_core::{UserId, VaultId};
 use serde::Serialize;
 
-use crate::store::accounts::{self as store, NewSessionRow, NewUser, UserRow};
+use crate::store::accounts::{self as store, NewSessionRow, UserRow};
 use crate::util::{ct_eq, from_micros, hash, micros, new_secret, random_bytes};
 use crate::{Error, OAuthServer};
 
@@ -218,18 +218,7 @@ impl OAuthServer {
             vault_id,
             created_at: self.now(),
         };
-        let result = store::insert_user(
-            &self.pool,
-            &NewUser {
-                id: &user.id.to_string(),
-                email: &user.email,
-                email_key: &email_key(&user.email),
-                password_hash: &password_hash,
-                vault_id: &user.vault_id.to_string(),
-                created_at: micros(user.created_at),
-            },
-        )
-        .await;
+        let result = store::insert_user(&self.pool, &user, &email_key(&user.email), &password_hash).await;
         match result {
             Ok(_) => Ok(user),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() && e.message().contains("email_key") => {

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
 use url::{Host, Url};
 
-use crate::store::apps::{self as store, AppRow, NewAppRow};
-use crate::util::{ct_eq, echo, from_micros, hash, json_strings, micros, new_secret};
+use crate::store::apps::{self as store, AppRow};
+use crate::util::{ct_eq, echo, from_micros, hash, json_strings, new_secret};
 use crate::{Error, ErrorCode, OAuthServer};
 
 /// Most redirect URIs one app may register.
@@ -633,39 +633,21 @@ impl OAuthServer {
             ClientKind::Confidential => Some(new_secret()?),
             ClientKind::Public => None,
         };
-        let now = self.now();
-        let grant_types: Vec<&str> = new.grant_types.iter().map(|g| g.as_str()).collect();
-        store::insert(
-            &self.pool,
-            &NewAppRow {
-                client_id: &client_id,
-                name: &new.name,
-                homepage: new.homepage.as_deref(),
-                logo_url: new.logo_url.as_deref(),
-                redirect_uris: &serde_json::json!(new.redirect_uris).to_string(),
-                kind: new.auth_method.kind().as_str(),
-                token_endpoint_auth_method: new.auth_method.as_str(),
-                secret_hash: secret.as_deref().map(hash).as_deref(),
-                grant_types: &serde_json::json!(grant_types).to_string(),
-                default_scope: &new.default_scope,
-                created_at: micros(now),
-                registered_by: new.registered_by.map(|u| u.to_string()).as_deref(),
-            },
-        )
-        .await?;
+        let app = App {
+            client_id: AppId::new(client_id),
+            name: new.name,
+            homepage: new.homepage,
+            logo_url: new.logo_url,
+            redirect_uris: new.redirect_uris,
+            auth_method: new.auth_method,
+            grant_types: new.grant_types,
+            default_scope: new.default_scope,
+            created_at: self.now(),
+            registered_by: new.registered_by,
+        };
+        store::insert(&self.pool, &app, secret.as_deref().map(hash).as_deref()).await?;
         Ok(RegisteredApp {
-            app: App {
-                client_id: AppId::new(client_id),
-                name: new.name,
-                homepage: new.homepage,
-                logo_url: new.logo_url,
-                redirect_uris: new.redirect_uris,
-                auth_method: new.auth_method,
-                grant_types: new.grant_types,
-                default_scope: new.default_scope,
-                created_at: now,
-                registered_by: new.registered_by,
-            },
+            app,
             client_secret: secret,
         })
     }

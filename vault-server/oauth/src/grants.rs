@@ -8,7 +8,7 @@ use coffer_core::{AppId, GrantId, UserId, VaultId};
 use serde::Serialize;
 use sqlx::{Sqlite, SqliteExecutor, Transaction};
 
-use crate::store::grants::{self as store, GrantRow, NewGrant};
+use crate::store::grants::{self as store, GrantRow};
 use crate::store::{access, families, refresh};
 use crate::util::{from_micros, micros};
 use crate::{Error, OAuthServer};
@@ -176,18 +176,7 @@ impl OAuthServer {
                     updated_at: now,
                     last_access_at: None,
                 };
-                store::insert(
-                    &mut **tx,
-                    &NewGrant {
-                        id: &grant.id.to_string(),
-                        user_id: &user.to_string(),
-                        vault_id: &vault.to_string(),
-                        app_id: app.as_str(),
-                        spec: &spec_json(approved)?,
-                        created_at: micros(now),
-                    },
-                )
-                .await?;
+                store::insert(&mut **tx, &grant, &spec_json(approved)?).await?;
                 Ok(Upserted { grant, changed: true })
             }
             Some(mut grant) => {
@@ -312,7 +301,7 @@ impl OAuthServer {
     /// revocation view, e.g. when the authorizer reports an unknown grant
     /// (`DeniedKind::UnknownGrant`). Returns whether the grant exists.
     pub async fn sync_grant(&self, grant: GrantId) -> Result<bool, Error> {
-        let Some(row) = store::version_of(&self.pool, &grant.to_string()).await? else {
+        let Some(row) = store::find(&self.pool, &grant.to_string()).await? else {
             return Ok(false);
         };
         self.revocation.set_grant(

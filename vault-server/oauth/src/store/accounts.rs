@@ -3,6 +3,9 @@
 
 use sqlx::{SqliteConnection, SqliteExecutor};
 
+use crate::accounts::User;
+use crate::util::micros;
+
 /// A user as stored.
 #[derive(sqlx::FromRow)]
 pub(crate) struct UserRow {
@@ -40,22 +43,6 @@ pub(crate) struct SessionRow {
     pub user: UserRow,
 }
 
-/// A user to create.
-pub(crate) struct NewUser<'a> {
-    /// The user id.
-    pub id: &'a str,
-    /// The email address as typed.
-    pub email: &'a str,
-    /// The email, trimmed and lower-cased.
-    pub email_key: &'a str,
-    /// Argon2id PHC string.
-    pub password_hash: &'a str,
-    /// The user's vault.
-    pub vault_id: &'a str,
-    /// Creation time, microseconds.
-    pub created_at: i64,
-}
-
 /// A session to start.
 pub(crate) struct NewSessionRow<'a> {
     /// SHA-256 of the session token.
@@ -79,17 +66,23 @@ pub(crate) async fn email_taken<'e>(ex: impl SqliteExecutor<'e>, email_key: &str
     Ok(found.is_some())
 }
 
-/// Creates a user. A taken email key or vault is a unique violation.
-pub(crate) async fn insert_user<'e>(ex: impl SqliteExecutor<'e>, new: &NewUser<'_>) -> sqlx::Result<()> {
+/// Creates a user, with its email key and password hash. A taken email key
+/// or vault is a unique violation.
+pub(crate) async fn insert_user<'e>(
+    ex: impl SqliteExecutor<'e>,
+    user: &User,
+    email_key: &str,
+    password_hash: &str,
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO users (id, email, email_key, password_hash, vault_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
     )
-    .bind(new.id)
-    .bind(new.email)
-    .bind(new.email_key)
-    .bind(new.password_hash)
-    .bind(new.vault_id)
-    .bind(new.created_at)
+    .bind(user.id.to_string())
+    .bind(&user.email)
+    .bind(email_key)
+    .bind(password_hash)
+    .bind(user.vault_id.to_string())
+    .bind(micros(user.created_at))
     .execute(ex)
     .await?;
     Ok(())

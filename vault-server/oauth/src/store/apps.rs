@@ -2,6 +2,9 @@
 
 use sqlx::SqliteExecutor;
 
+use crate::apps::App;
+use crate::util::micros;
+
 /// An app as stored.
 #[derive(sqlx::FromRow)]
 pub(crate) struct AppRow {
@@ -29,53 +32,26 @@ pub(crate) struct AppRow {
     pub registered_by: Option<String>,
 }
 
-/// An app to register.
-pub(crate) struct NewAppRow<'a> {
-    /// The client id.
-    pub client_id: &'a str,
-    /// The name shown on the consent page.
-    pub name: &'a str,
-    /// The app's homepage.
-    pub homepage: Option<&'a str>,
-    /// The app's logo.
-    pub logo_url: Option<&'a str>,
-    /// The redirect URIs, a JSON array.
-    pub redirect_uris: &'a str,
-    /// `public` or `confidential`.
-    pub kind: &'a str,
-    /// The RFC 7591 name of how it authenticates.
-    pub token_endpoint_auth_method: &'a str,
-    /// SHA-256 of the client secret (confidential clients).
-    pub secret_hash: Option<&'a [u8]>,
-    /// The grant types, a JSON array.
-    pub grant_types: &'a str,
-    /// The scope asked for when a request names none.
-    pub default_scope: &'a str,
-    /// Registration time, microseconds.
-    pub created_at: i64,
-    /// The registering user.
-    pub registered_by: Option<&'a str>,
-}
-
-/// Registers an app.
-pub(crate) async fn insert<'e>(ex: impl SqliteExecutor<'e>, new: &NewAppRow<'_>) -> sqlx::Result<()> {
+/// Registers an app, with the hash of its secret (confidential clients).
+pub(crate) async fn insert<'e>(ex: impl SqliteExecutor<'e>, app: &App, secret_hash: Option<&[u8]>) -> sqlx::Result<()> {
+    let grant_types: Vec<&str> = app.grant_types.iter().map(|g| g.as_str()).collect();
     sqlx::query(
         "INSERT INTO apps (client_id, name, homepage, logo_url, redirect_uris, kind, token_endpoint_auth_method, \
          secret_hash, grant_types, default_scope, created_at, registered_by) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
-    .bind(new.client_id)
-    .bind(new.name)
-    .bind(new.homepage)
-    .bind(new.logo_url)
-    .bind(new.redirect_uris)
-    .bind(new.kind)
-    .bind(new.token_endpoint_auth_method)
-    .bind(new.secret_hash)
-    .bind(new.grant_types)
-    .bind(new.default_scope)
-    .bind(new.created_at)
-    .bind(new.registered_by)
+    .bind(app.client_id.as_str())
+    .bind(&app.name)
+    .bind(&app.homepage)
+    .bind(&app.logo_url)
+    .bind(serde_json::json!(app.redirect_uris).to_string())
+    .bind(app.kind().as_str())
+    .bind(app.auth_method.as_str())
+    .bind(secret_hash)
+    .bind(serde_json::json!(grant_types).to_string())
+    .bind(&app.default_scope)
+    .bind(micros(app.created_at))
+    .bind(app.registered_by.map(|u| u.to_string()))
     .execute(ex)
     .await?;
     Ok(())

@@ -2,6 +2,9 @@
 
 use sqlx::SqliteExecutor;
 
+use crate::grants::Grant;
+use crate::util::micros;
+
 /// A grant as stored.
 #[derive(sqlx::FromRow)]
 pub(crate) struct GrantRow {
@@ -50,22 +53,6 @@ pub(crate) struct VersionRow {
     pub version: i64,
     /// `active` or `revoked`.
     pub status: String,
-}
-
-/// A grant to create (version 1, active).
-pub(crate) struct NewGrant<'a> {
-    /// The grant id.
-    pub id: &'a str,
-    /// The user.
-    pub user_id: &'a str,
-    /// The user's vault.
-    pub vault_id: &'a str,
-    /// The app.
-    pub app_id: &'a str,
-    /// What it allows, as JSON.
-    pub spec: &'a str,
-    /// Creation time, microseconds.
-    pub created_at: i64,
 }
 
 /// The columns of [`GrantRow`].
@@ -124,27 +111,19 @@ pub(crate) async fn versions<'e>(ex: impl SqliteExecutor<'e>) -> sqlx::Result<Ve
         .await
 }
 
-/// One grant's version and status.
-pub(crate) async fn version_of<'e>(ex: impl SqliteExecutor<'e>, id: &str) -> sqlx::Result<Option<VersionRow>> {
-    sqlx::query_as("SELECT id, version, status FROM grants WHERE id = ?")
-        .bind(id)
-        .fetch_optional(ex)
-        .await
-}
-
-/// Creates a grant.
-pub(crate) async fn insert<'e>(ex: impl SqliteExecutor<'e>, new: &NewGrant<'_>) -> sqlx::Result<()> {
+/// Creates a grant (new: version 1, active), with its spec as JSON.
+pub(crate) async fn insert<'e>(ex: impl SqliteExecutor<'e>, grant: &Grant, spec: &str) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO grants (id, user_id, vault_id, app_id, spec, version, status, created_at, updated_at) \
          VALUES (?, ?, ?, ?, ?, 1, 'active', ?, ?)",
     )
-    .bind(new.id)
-    .bind(new.user_id)
-    .bind(new.vault_id)
-    .bind(new.app_id)
-    .bind(new.spec)
-    .bind(new.created_at)
-    .bind(new.created_at)
+    .bind(grant.id.to_string())
+    .bind(grant.user_id.to_string())
+    .bind(grant.vault_id.to_string())
+    .bind(grant.app_id.as_str())
+    .bind(spec)
+    .bind(micros(grant.created_at))
+    .bind(micros(grant.updated_at))
     .execute(ex)
     .await?;
     Ok(())
