@@ -2,9 +2,9 @@
 //! persistence, without HTTP routing or HTML.
 //!
 //! [`OAuthServer`] is the one entry point. It owns a SQLite pool (the control
-//! database, its tables brought up to date by [`migrate`]), the root key that signs
-//! capability tokens, and the shared [`RevocationView`] the gateway's
-//! authorizer consults. Every method is meant to be called from one HTTP
+//! database, its tables brought up to date by [`migrate`]), the root key
+//! that signs capability tokens, and the shared [`RevocationView`] the
+//! gateway's authorizer consults. Every method is meant to be called from one HTTP
 //! handler and returns either a value to render or an [`Error`] that carries
 //! its OAuth error code (see [`Error::to_json`]).
 //!
