@@ -7,6 +7,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use bytes::BytesMut;
 use coffer_gateway::sql::{self, Described, SqlBatches};
 use coffer_gateway::{GatewayError, Operation};
 use datafusion::common::ScalarValue;
@@ -16,14 +17,15 @@ use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
-    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo, QueryResponse, Response,
-    Tag,
+    CopyCsvOptions, CopyEncoder, CopyResponse, CopyTextOptions, DataRowEncoder, DescribePortalResponse,
+    DescribeStatementResponse, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::CopyData;
 use pgwire::messages::response::{NoticeResponse, TransactionStatus};
 
 use crate::connection::Connection;
@@ -166,6 +168,60 @@ fn rows(result: &SqlBatches, format: &Format) -> PgWireResult<QueryResponse> {
         }
     }
     Ok(QueryResponse::new(fields, stream::iter(out)))
+}
+
+/// Rows of a read as `COPY … TO STDOUT` data, in the text format or CSV.
+fn copy_rows(result: &SqlBatches, csv: bool, header: bool) -> PgWireResult<CopyResponse> {
+    let fields: Vec<FieldInfo> = result
+        .schema
+        .fields()
+        .iter()
+        .map(|f| FieldInfo::new(f.name().clone(), None, None, pg_type(f), FieldFormat::Text))
+        .collect();
+    let columns = fields.len();
+    let fields = Arc::new(fields);
+    let mut encoder = if csv {
+        CopyEncoder::new_csv(fields.clone(), CopyCsvOptions::default())
+    } else {
+        CopyEncoder::new_text(fields.clone(), CopyTextOptions::default())
+    };
+    let mut head = BytesMut::new();
+    if csv && header {
+        let names: Vec<String> = fields
+            .iter()
+            .map(|f| {
+                let name = f.name();
+                if name.contains([',', '"', '\n', '\r']) {
+                    format!("\"{}\"", name.replace('"', "\"\""))
+                } else {
+                    name.to_owned()
+                }
+            })
+            .collect();
+        head.extend_from_slice(names.join(",").as_bytes());
+        head.extend_from_slice(b"\n");
+    }
+    let mut out = Vec::with_capacity(usize::try_from(result.row_count).unwrap_or(0));
+    for batch in &result.batches {
+        for row in 0..batch.num_rows() {
+            for column in batch.columns() {
+                encoder.encode_field(&cell(column, row))?;
+            }
+            let data = encoder.take_copy();
+            if head.is_empty() {
+                out.push(Ok(data));
+            } else {
+                // The header goes with the first row, so that the count
+                // `COPY n` counts rows only.
+                head.extend_from_slice(&data.data);
+                out.push(Ok(CopyData::new(head.split().freeze())));
+            }
+        }
+    }
+    if !head.is_empty() {
+        out.push(Ok(CopyData::new(head.freeze())));
+    }
+    Ok(CopyResponse::new(0, columns, stream::iter(out)))
 }
 
 /// One text column with one row per value.
@@ -330,6 +386,29 @@ impl Connection {
             Statement::Version => {
                 self.check_token().await?;
                 Ok(Response::Query(text_rows("version", vec![statements::version()])?))
+            }
+            Statement::CopyOut { query, csv, header } => {
+                let query = query.as_str();
+                let served = self
+                    .gateway()
+                    .run(&session.credentials, Operation::Read, Vec::new(), |caller| async move {
+                        let result = sql::execute_batches(&caller, query, params).await?;
+                        if result.kind != Operation::Read {
+                            return Err(GatewayError::InvalidSql(
+                                "COPY (…) TO STDOUT takes a SELECT; run writes as statements of their own".into(),
+                            ));
+                        }
+                        Ok(result)
+                    })
+                    .await;
+                match served.result {
+                    Ok(result) => Ok(Response::CopyOut(copy_rows(&result, *csv, *header)?)),
+                    Err(e) => Self::refusal(&e),
+                }
+            }
+            Statement::CopyRefused(why) => {
+                self.check_token().await?;
+                Ok(Response::Error(Box::new(info(ERROR, "0A000", *why))))
             }
         }
     }

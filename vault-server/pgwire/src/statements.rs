@@ -125,6 +125,20 @@ pub enum Statement {
     Show(String),
     /// `SELECT version()`.
     Version,
+    /// `COPY (query) TO STDOUT` or `COPY schema.table [(columns)] TO
+    /// STDOUT`, in the text format or CSV (`WITH (FORMAT csv, HEADER)`,
+    /// `CSV HEADER`). A table is copied as `SELECT *` (or its columns).
+    CopyOut {
+        /// The query whose rows are copied.
+        query: String,
+        /// CSV rather than the text format.
+        csv: bool,
+        /// A CSV header line with the column names.
+        header: bool,
+    },
+    /// A `COPY` this server does not do (`FROM STDIN`, a file, `BINARY`),
+    /// with why.
+    CopyRefused(&'static str),
 }
 
 /// Classifies one statement by its words.
@@ -172,6 +186,7 @@ pub fn classify(statement: &str) -> Statement {
                 .join(" ");
             Statement::Set { name, value }
         }
+        Some(Keyword::COPY) => copy(&tokens),
         Some(Keyword::SELECT) => {
             let rest: Vec<String> = words[1..].iter().map(|t| t.to_string().to_ascii_lowercase()).collect();
             let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
@@ -181,6 +196,84 @@ pub fn classify(statement: &str) -> Statement {
             }
         }
         _ => Statement::Sql,
+    }
+}
+
+/// A `COPY` statement: what it copies, and how.
+fn copy(tokens: &[TokenWithSpan]) -> Statement {
+    let text = |ts: &[TokenWithSpan]| ts.iter().map(|t| t.token.to_string()).collect::<String>();
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+        .collect();
+    // significant[0] is COPY.
+    let Some(&first) = significant.get(1) else {
+        return Statement::CopyRefused("COPY needs a query or a table");
+    };
+    let (query, mut next) = if tokens[first].token == Token::LParen {
+        let mut depth = 0usize;
+        let mut close = None;
+        for (i, t) in tokens.iter().enumerate().skip(first) {
+            match t.token {
+                Token::LParen => depth += 1,
+                Token::RParen => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = Some(i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(close) = close else {
+            return Statement::CopyRefused("COPY's query has no closing parenthesis");
+        };
+        (text(&tokens[first + 1..close]).trim().to_owned(), close + 1)
+    } else {
+        // A table name, then an optional column list.
+        let mut i = first;
+        while i < tokens.len()
+            && matches!(tokens[i].token, Token::Word(_) | Token::Period)
+            && !matches!(&tokens[i].token, Token::Word(w) if matches!(w.keyword, Keyword::TO | Keyword::FROM))
+        {
+            i += 1;
+        }
+        let table = text(&tokens[first..i]);
+        while i < tokens.len() && matches!(tokens[i].token, Token::Whitespace(_)) {
+            i += 1;
+        }
+        let mut columns = "*".to_owned();
+        if tokens.get(i).is_some_and(|t| t.token == Token::LParen) {
+            let Some(close) = tokens[i..].iter().position(|t| t.token == Token::RParen) else {
+                return Statement::CopyRefused("COPY's column list has no closing parenthesis");
+            };
+            columns = text(&tokens[i + 1..i + close]);
+            i += close + 1;
+        }
+        (format!("SELECT {columns} FROM {table}"), i)
+    };
+    let words: Vec<String> = tokens[next.min(tokens.len())..]
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .map(|t| t.token.to_string().to_ascii_lowercase())
+        .collect();
+    next = 0;
+    match (
+        words.get(next).map(String::as_str),
+        words.get(next + 1).map(String::as_str),
+    ) {
+        (Some("to"), Some("stdout")) => {}
+        (Some("from"), _) => return Statement::CopyRefused("COPY … FROM is not supported yet; use INSERT"),
+        _ => return Statement::CopyRefused("COPY writes only TO STDOUT"),
+    }
+    let options = &words[2..];
+    if options.iter().any(|w| w == "binary") {
+        return Statement::CopyRefused("COPY in the binary format is not supported; use the text format or CSV");
+    }
+    Statement::CopyOut {
+        query,
+        csv: options.iter().any(|w| w == "csv"),
+        header: options.iter().any(|w| w == "header"),
     }
 }
 
@@ -261,6 +354,30 @@ mod tests {
         assert_eq!(classify("select version()"), Statement::Version);
         assert_eq!(classify("SELECT version() FROM t"), Statement::Sql);
         assert_eq!(classify("SELECT * FROM contacts.people"), Statement::Sql);
+        assert_eq!(
+            classify("COPY (SELECT id FROM contacts.people WHERE x = ')') TO STDOUT WITH (FORMAT csv, HEADER)"),
+            Statement::CopyOut {
+                query: "SELECT id FROM contacts.people WHERE x = ')'".into(),
+                csv: true,
+                header: true
+            }
+        );
+        assert_eq!(
+            classify("copy contacts.people (id, display_name) to stdout"),
+            Statement::CopyOut {
+                query: "SELECT id, display_name FROM contacts.people".into(),
+                csv: false,
+                header: false
+            }
+        );
+        assert!(matches!(
+            classify("COPY contacts.people FROM STDIN"),
+            Statement::CopyRefused(_)
+        ));
+        assert!(matches!(
+            classify("COPY contacts.people TO '/etc/passwd'"),
+            Statement::CopyRefused(_)
+        ));
         assert_eq!(setting("timezone", "x").as_deref(), Some("UTC"));
         assert_eq!(setting("nope", "x"), None);
     }

@@ -656,3 +656,56 @@ async fn psql_without_sslmode_falls_back_to_a_plain_connection() {
         coffer_pgwire::SERVER_VERSION
     );
 }
+
+#[tokio::test]
+async fn psql_copies_query_results_out_and_refuses_copy_in() {
+    let world = World::new().await;
+    let t = world.token("app-a", "contacts.people(display_name,email):read+create");
+    let client = world.connect("app-a", &t.token).await.unwrap();
+    client
+        .simple_query(
+            "INSERT INTO contacts.people (id, display_name, email) VALUES \
+             ('p1', 'Ada, Countess', 'ada@example.org'), ('p2', 'Grace', NULL)",
+        )
+        .await
+        .unwrap();
+    let (ok, out, err) = world
+        .psql(
+            "app-a",
+            &t.token,
+            &["\\copy (SELECT id, display_name, email FROM contacts.people ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER)"],
+        )
+        .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "id,display_name,email\np1,\"Ada, Countess\",ada@example.org\np2,Grace,\n"
+    );
+    let (ok, out, err) = world
+        .psql("app-a", &t.token, &["COPY contacts.people (id, email) TO STDOUT"])
+        .await;
+    assert!(ok, "{err}");
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(lines, vec!["p1\tada@example.org", "p2\t\\N"]);
+    // The grant still decides: an ungranted column is 42703, and COPY FROM
+    // or to a file is refused.
+    let (ok, _, err) = world
+        .psql(
+            "app-a",
+            &t.token,
+            &["COPY (SELECT phone FROM contacts.people) TO STDOUT"],
+        )
+        .await;
+    assert!(!ok && err.contains("phone"), "{err}");
+    let e = client
+        .simple_query("COPY contacts.people FROM STDIN")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{}", told(&e));
+    let e = client
+        .simple_query("COPY contacts.people TO '/tmp/out'")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{}", told(&e));
+}
