@@ -1706,64 +1706,27 @@ async fn bad_input_is_a_clear_4xx_and_changes_nothing() {
     }
 
     // Bodies: unknown columns, wrong types, missing required values.
+    // `task(extra)`: a valid task (`title`, `completed`) with `extra` added.
+    let task = |extra: Value| {
+        let mut body = json!({"title": "x", "completed": false});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    const INVALID: (u16, &str) = (422, "invalid-row");
     for (body, expected, column) in [
-        (
-            json!({"title": "x", "completed": false, "nosuch": 1}),
-            (400, "unknown-column"),
-            "nosuch",
-        ),
-        (
-            json!({"title": "x", "completed": false, "priority": "high"}),
-            (422, "invalid-row"),
-            "priority",
-        ),
-        (
-            json!({"title": "x", "completed": false, "priority": 1.5}),
-            (422, "invalid-row"),
-            "priority",
-        ),
-        (
-            json!({"title": "x", "completed": false, "priority": true}),
-            (422, "invalid-row"),
-            "priority",
-        ),
-        (
-            json!({"title": "x", "completed": false, "due_at": "yesterday"}),
-            (422, "invalid-row"),
-            "due_at",
-        ),
-        (
-            json!({"title": "x", "completed": false, "due_at": "2024-13-45T99:00:00Z"}),
-            (422, "invalid-row"),
-            "due_at",
-        ),
-        (
-            json!({"title": "x", "completed": false, "due_at": 1700000000}),
-            (422, "invalid-row"),
-            "due_at",
-        ),
-        (
-            json!({"title": "x", "completed": false, "due_date": "2024-02-30"}),
-            (422, "invalid-row"),
-            "due_date",
-        ),
-        (
-            json!({"title": "x", "completed": "yes"}),
-            (422, "invalid-row"),
-            "completed",
-        ),
-        (json!({"title": 42, "completed": false}), (422, "invalid-row"), "title"),
-        (
-            json!({"priority": 1, "completed": false}),
-            (422, "invalid-row"),
-            "title",
-        ),
-        (
-            json!({"title": null, "completed": false}),
-            (422, "invalid-row"),
-            "title",
-        ),
-        (json!({"title": "x"}), (422, "invalid-row"), "completed"),
+        (task(json!({"nosuch": 1})), (400, "unknown-column"), "nosuch"),
+        (task(json!({"priority": "high"})), INVALID, "priority"),
+        (task(json!({"priority": 1.5})), INVALID, "priority"),
+        (task(json!({"priority": true})), INVALID, "priority"),
+        (task(json!({"due_at": "yesterday"})), INVALID, "due_at"),
+        (task(json!({"due_at": "2024-13-45T99:00:00Z"})), INVALID, "due_at"),
+        (task(json!({"due_at": 1700000000})), INVALID, "due_at"),
+        (task(json!({"due_date": "2024-02-30"})), INVALID, "due_date"),
+        (json!({"title": "x", "completed": "yes"}), INVALID, "completed"),
+        (json!({"title": 42, "completed": false}), INVALID, "title"),
+        (json!({"priority": 1, "completed": false}), INVALID, "title"),
+        (json!({"title": null, "completed": false}), INVALID, "title"),
+        (json!({"title": "x"}), INVALID, "completed"),
     ] {
         let what = format!("POST {body}");
         let reply = api.post(&rows, &body).await;

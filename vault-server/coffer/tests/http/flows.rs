@@ -427,32 +427,22 @@ async fn dpop_proofs_at_the_token_endpoint_bind_the_tokens() {
     let code = query_param(answer.location().unwrap(), "code").unwrap();
     let form = code_form(&code, REDIRECT, &client_id, Some(&verifier));
     let http = client();
+    // The token endpoint's status and answer to `form` with `proof` (a
+    // `DPoP` header, none when empty).
+    let token = async |form: &[(&str, &str)], proof: &str| {
+        let dpop: &[(&str, &str)] = if proof.is_empty() { &[] } else { &[("dpop", proof)] };
+        let (status, _, body) = oauth_post(&http, &token_url, form, dpop).await;
+        (status, body)
+    };
+    let refused = (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof"));
     // A malformed proof is refused without burning the code.
-    let (status, _, body) = oauth_post(&http, &token_url, &form, &[("dpop", "not.a.jwt")]).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof"))
-    );
+    let (status, body) = token(&form, "not.a.jwt").await;
+    assert_eq!((status, body["error"].as_str()), refused);
     // A proof for another URL neither.
-    let (status, _, body) = oauth_post(
-        &http,
-        &token_url,
-        &form,
-        &[("dpop", &key.proof("POST", &server.url("/oauth/par"), None))],
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof"))
-    );
+    let (status, body) = token(&form, &key.proof("POST", &server.url("/oauth/par"), None)).await;
+    assert_eq!((status, body["error"].as_str()), refused);
 
-    let (status, _, tokens) = oauth_post(
-        &http,
-        &token_url,
-        &form,
-        &[("dpop", &key.proof("POST", &token_url, None))],
-    )
-    .await;
+    let (status, tokens) = token(&form, &key.proof("POST", &token_url, None)).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     assert_eq!(tokens["token_type"], "DPoP");
     let refresh_token = tokens["refresh_token"].as_str().unwrap();
@@ -463,27 +453,12 @@ async fn dpop_proofs_at_the_token_endpoint_bind_the_tokens() {
         ("refresh_token", refresh_token),
         ("client_id", client_id.as_str()),
     ];
-    let (status, _, body) = oauth_post(&http, &token_url, &refresh_form, &[]).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof"))
-    );
+    let (status, body) = token(&refresh_form, "").await;
+    assert_eq!((status, body["error"].as_str()), refused);
     let other = DpopKey::new();
-    let (status, _, _) = oauth_post(
-        &http,
-        &token_url,
-        &refresh_form,
-        &[("dpop", &other.proof("POST", &token_url, None))],
-    )
-    .await;
+    let (status, _) = token(&refresh_form, &other.proof("POST", &token_url, None)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _, body) = oauth_post(
-        &http,
-        &token_url,
-        &refresh_form,
-        &[("dpop", &key.proof("POST", &token_url, None))],
-    )
-    .await;
+    let (status, body) = token(&refresh_form, &key.proof("POST", &token_url, None)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["token_type"], "DPoP");
     // A replayed proof is refused.
@@ -493,13 +468,10 @@ async fn dpop_proofs_at_the_token_endpoint_bind_the_tokens() {
         ("refresh_token", body["refresh_token"].as_str().unwrap()),
         ("client_id", client_id.as_str()),
     ];
-    let (status, _, _) = oauth_post(&http, &token_url, &refresh_form, &[("dpop", &proof)]).await;
+    let (status, _) = token(&refresh_form, &proof).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _, body) = oauth_post(&http, &token_url, &refresh_form, &[("dpop", &proof)]).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof"))
-    );
+    let (status, body) = token(&refresh_form, &proof).await;
+    assert_eq!((status, body["error"].as_str()), refused);
 }
 
 #[tokio::test]

@@ -292,11 +292,9 @@ async fn csrf_is_refused_on_consent_and_dashboard_forms_and_nothing_changes() {
 }
 
 #[tokio::test]
-async fn pages_send_security_headers_and_the_session_cookie_is_locked_down() {
+async fn pages_send_security_headers_and_a_locked_down_form_cookie() {
     let server = Server::start();
-    let client_id = server.public_app("Notes Pro", REDIRECT);
     let browser = server.browser();
-
     for path in ["/sign-in", "/sign-up", "/no-such-page"] {
         let page = browser.get(path).await;
         assert_page_headers(&page, path);
@@ -313,7 +311,12 @@ async fn pages_send_security_headers_and_the_session_cookie_is_locked_down() {
     let css = browser.get("/static/coffer.css").await;
     assert_eq!(css.status, StatusCode::OK);
     assert!(css.header("content-type").unwrap().starts_with("text/css"));
+}
 
+#[tokio::test]
+async fn sign_up_starts_no_session_and_sign_in_sets_a_locked_down_session_cookie() {
+    let server = Server::start();
+    let browser = server.browser();
     // Sign up: the session cookie.
     let form = browser.get("/sign-up").await;
     let csrf = form.hidden("csrf_token").unwrap();
@@ -365,7 +368,14 @@ async fn pages_send_security_headers_and_the_session_cookie_is_locked_down() {
         assert!(session.contains(attribute), "{session} lacks {attribute}");
     }
     assert!(!session.contains("Secure"), "served over plain http: {session}");
+}
 
+#[tokio::test]
+async fn signed_in_pages_and_json_endpoints_send_security_headers_and_are_never_cached() {
+    let server = Server::start();
+    let client_id = server.public_app("Notes Pro", REDIRECT);
+    let browser = server.browser();
+    browser.sign_up("ada@example.org", None).await;
     // Authenticated pages.
     let dashboard = browser.get("/dashboard").await;
     assert_eq!(dashboard.status, StatusCode::OK);
@@ -399,7 +409,12 @@ async fn pages_send_security_headers_and_the_session_cookie_is_locked_down() {
     let meta = browser.get("/.well-known/oauth-authorization-server").await;
     assert_eq!(meta.header("x-content-type-options"), Some("nosniff"));
     assert_not_cached(&meta, "metadata");
+}
 
+#[tokio::test]
+async fn sign_up_refuses_a_short_password_and_does_not_reveal_a_taken_address() {
+    let server = Server::start();
+    server.browser().sign_up("ada@example.org", None).await;
     // Sign-up with a password that is too short or mistyped is refused.
     let other = server.browser();
     let form = other.get("/sign-up").await;
