@@ -249,19 +249,14 @@ async fn csrf_is_refused_on_consent_and_dashboard_forms_and_nothing_changes() {
     assert_eq!(after.status, StatusCode::OK, "still signed in");
     assert_eq!(after.lines(), before, "the grant did not change");
     // And the refresh token still works.
-    let (status, _, _) = oauth_post(
-        &http,
-        &server.url("/oauth/token"),
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
-            ("client_id", &client_id),
-        ],
-        &[],
-    )
-    .await;
+    let (status, _) = refresh_tokens(&server.base, &client_id, tokens["refresh_token"].as_str().unwrap()).await;
     assert_eq!(status, StatusCode::OK);
+}
 
+#[tokio::test]
+async fn sign_in_and_sign_up_forms_refuse_a_forged_or_missing_csrf_token() {
+    let server = Server::start();
+    server.browser().sign_up("ada@example.org", None).await;
     // Sign-up and sign-in forms carry a token bound to a cookie.
     let fresh = server.browser();
     let form = fresh.get("/sign-in").await;
