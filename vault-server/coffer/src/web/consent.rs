@@ -16,7 +16,7 @@ use coffer_oauth::{App, AuthorizeError, AuthorizeParams, ConsentCheck, Error, en
 use super::AppState;
 use super::forms::{FormPairs, oauth_params};
 use super::lines::{describe, ticked};
-use super::respond::{self, csrf_refused, error_page, html, see_other};
+use super::respond::{self, error_page, html, see_other};
 use super::session::{self, to_sign_in};
 
 /// How the consent page names and identifies the app. Anyone can register
@@ -156,15 +156,10 @@ pub async fn authorize(State(state): State<AppState>, headers: HeaderMap, RawQue
 
 /// `POST /oauth/authorize`: the consent page's answer.
 pub async fn decide(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let form = FormPairs::parse(&body);
-    let signed_in = match session::signed_in(&state, &headers).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return signed_out(&state),
+    let (signed_in, form) = match session::signed_in_form(&state, &headers, &body, super::dashboard::PATH).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
-    if !signed_in.check_csrf(form.get(fields::CSRF)) {
-        return csrf_refused(&state, "/dashboard");
-    }
     let user = signed_in.session.user.id;
     let Some(pending) = form.get(fields::REQUEST_ID).and_then(|id| state.pending.take(id, user)) else {
         return error_page(
@@ -202,16 +197,4 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap, body: Byt
             None,
         ),
     }
-}
-
-/// A form posted without a session: refused, nothing changes.
-pub fn signed_out(state: &AppState) -> Response {
-    error_page(
-        state,
-        StatusCode::FORBIDDEN,
-        "You are signed out",
-        "Your session ended, so nothing was changed.",
-        Some("Sign in and try again."),
-        Some(("/sign-in", "Sign in")),
-    )
 }

@@ -21,10 +21,9 @@ use coffer_oauth::{Error, Grant, GrantWithApp};
 use serde::Deserialize;
 
 use super::AppState;
-use super::consent::signed_out;
 use super::forms::FormPairs;
 use super::lines::{describe, ticked};
-use super::respond::{self, csrf_refused, error_page, html, see_other};
+use super::respond::{self, error_page, html, see_other};
 use super::session::{self, SignedIn, to_sign_in};
 
 /// The dashboard.
@@ -185,16 +184,14 @@ async fn log_rows(state: &AppState, grants: &[GrantWithApp], entries: Vec<Access
     rows
 }
 
-/// The signed-in user and their grant named by the form, after the CSRF
-/// check; or the response that refuses.
-async fn form_grant(state: &AppState, headers: &HeaderMap, form: &FormPairs) -> Result<(SignedIn, Grant), Response> {
-    let signed_in = match session::signed_in(state, headers).await? {
-        Some(s) => s,
-        None => return Err(signed_out(state)),
-    };
-    if !signed_in.check_csrf(form.get(fields::CSRF)) {
-        return Err(csrf_refused(state, PATH));
-    }
+/// The signed-in user, the posted form and the grant it names, after the
+/// CSRF check; or the response that refuses.
+async fn form_grant(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(SignedIn, FormPairs, Grant), Response> {
+    let (signed_in, form) = session::signed_in_form(state, headers, body, PATH).await?;
     let not_found = || {
         error_page(
             state,
@@ -209,7 +206,7 @@ async fn form_grant(state: &AppState, headers: &HeaderMap, form: &FormPairs) -> 
         return Err(not_found());
     };
     match state.services.oauth.grant(signed_in.session.user.id, id).await {
-        Ok(grant) if grant.is_active() => Ok((signed_in, grant)),
+        Ok(grant) if grant.is_active() => Ok((signed_in, form, grant)),
         Ok(_) | Err(Error::NotFound(_)) => Err(not_found()),
         Err(e) => Err(respond::server_error(state, &e)),
     }
@@ -245,8 +242,7 @@ async fn confirm_revoke(state: &AppState, signed_in: &SignedIn, grant: &Grant) -
 /// `POST /dashboard/access`: narrows a grant to the lines still ticked.
 /// Unticking every line asks to revoke instead.
 pub async fn change_access(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let form = FormPairs::parse(&body);
-    let (signed_in, grant) = match form_grant(&state, &headers, &form).await {
+    let (signed_in, form, grant) = match form_grant(&state, &headers, &body).await {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -271,8 +267,7 @@ pub async fn change_access(State(state): State<AppState>, headers: HeaderMap, bo
 /// `POST /dashboard/revoke`: without `confirm=yes` the confirmation page;
 /// with it, revokes.
 pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let form = FormPairs::parse(&body);
-    let (signed_in, grant) = match form_grant(&state, &headers, &form).await {
+    let (signed_in, form, grant) = match form_grant(&state, &headers, &body).await {
         Ok(found) => found,
         Err(response) => return response,
     };

@@ -21,9 +21,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::consent::{app_view, approved_spec, consent_lines, signed_out};
-use super::forms::FormPairs;
-use super::respond::{self, csrf_refused, error_page, html};
+use super::consent::{app_view, approved_spec, consent_lines};
+use super::respond::{self, error_page, html};
 use super::session::{self, SignedIn, to_sign_in};
 
 /// Where the device consent page posts.
@@ -79,15 +78,11 @@ fn session_key(signed_in: &SignedIn) -> String {
 
 /// `POST /device`: looks the typed code up and shows the consent page.
 pub async fn enter_code(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let form = FormPairs::parse(&body);
-    let signed_in = match session::signed_in(&state, &headers).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return signed_out(&state),
+    let (signed_in, form) = match session::signed_in_form(&state, &headers, &body, endpoints::DEVICE_VERIFICATION).await
+    {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
-    if !signed_in.check_csrf(form.get(fields::CSRF)) {
-        return csrf_refused(&state, endpoints::DEVICE_VERIFICATION);
-    }
     let typed: String = form.get(fields::USER_CODE).unwrap_or("").chars().take(12).collect();
     let retry = |error: String, status: StatusCode| {
         let mut page = view(&signed_in, DeviceState::Enter);
@@ -157,15 +152,11 @@ pub async fn enter_code(State(state): State<AppState>, headers: HeaderMap, body:
 
 /// `POST /device/decision`: the consent page's answer for a device.
 pub async fn decide(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let form = FormPairs::parse(&body);
-    let signed_in = match session::signed_in(&state, &headers).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return signed_out(&state),
+    let (signed_in, form) = match session::signed_in_form(&state, &headers, &body, endpoints::DEVICE_VERIFICATION).await
+    {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
-    if !signed_in.check_csrf(form.get(fields::CSRF)) {
-        return csrf_refused(&state, endpoints::DEVICE_VERIFICATION);
-    }
     let oauth = &state.services.oauth;
     let user = signed_in.session.user.id;
     let expired = || {

@@ -52,6 +52,18 @@ pub fn csrf_refused(state: &AppState, back: &str) -> Response {
     )
 }
 
+/// A form posted without a session: refused, nothing changes.
+pub fn signed_out(state: &AppState) -> Response {
+    error_page(
+        state,
+        StatusCode::FORBIDDEN,
+        "You are signed out",
+        "Your session ended, so nothing was changed.",
+        Some("Sign in and try again."),
+        Some(("/sign-in", "Sign in")),
+    )
+}
+
 /// The page for a failure of the server itself (logged, not detailed).
 pub fn server_error(state: &AppState, error: &dyn std::fmt::Display) -> Response {
     tracing::error!(error = %error, "request failed");

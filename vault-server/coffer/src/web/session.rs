@@ -18,9 +18,11 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use coffer_consent_ui::fields;
 use coffer_oauth::{Error, Session};
 
 use super::AppState;
+use super::forms::FormPairs;
 use super::respond;
 
 /// The session cookie (over plain http).
@@ -115,6 +117,26 @@ pub async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Option<S
         Err(Error::InvalidSession) => Ok(None),
         Err(e) => Err(respond::server_error(state, &e)),
     }
+}
+
+/// A form posted by a signed-in user: the session and the form's fields,
+/// after the CSRF check. Refused with the "signed out" page when there is
+/// no session, and with the "form has expired" page (linking back to
+/// `back`) when the CSRF token does not match.
+pub async fn signed_in_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    back: &str,
+) -> Result<(SignedIn, FormPairs), Response> {
+    let form = FormPairs::parse(body);
+    let Some(signed_in) = signed_in(state, headers).await? else {
+        return Err(respond::signed_out(state));
+    };
+    if !signed_in.check_csrf(form.get(fields::CSRF)) {
+        return Err(respond::csrf_refused(state, back));
+    }
+    Ok((signed_in, form))
 }
 
 /// `next` if it is a path on this site (`/…`, not `//…` or `/\…`, no
