@@ -71,6 +71,41 @@ impl TableDef {
     pub fn column(&self, name: &str) -> Option<&ColumnDef> {
         self.columns.iter().find(|c| c.name == name)
     }
+
+    /// A table `t` with a column of every type: `name` (text, required),
+    /// `n` integer, `f` float, `b` boolean, `ts` timestamp, `day` date,
+    /// `j` json, `raw` bytes, `u` uuid, `v` vector(3) and `none` (text).
+    /// The one fixture of the tests of values and their forms.
+    pub fn with_every_type() -> TableDef {
+        let types = [
+            ("name", ColumnType::Text),
+            ("n", ColumnType::Integer),
+            ("f", ColumnType::Float),
+            ("b", ColumnType::Boolean),
+            ("ts", ColumnType::Timestamp),
+            ("day", ColumnType::Date),
+            ("j", ColumnType::Json),
+            ("raw", ColumnType::Bytes),
+            ("u", ColumnType::Uuid),
+            ("v", ColumnType::Vector(3)),
+            ("none", ColumnType::Text),
+        ];
+        TableDef {
+            name: "t".into(),
+            description: "A column of every type.".into(),
+            columns: types
+                .into_iter()
+                .map(|(name, ty)| ColumnDef {
+                    name: name.into(),
+                    ty,
+                    nullable: name != "name",
+                    description: format!("A {ty} column."),
+                    sensitive: None,
+                    references: None,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One column of a table.

@@ -239,17 +239,7 @@ mod tests {
 
     #[test]
     fn rows_survive_a_round_trip_through_arrow() {
-        let table: TableDef = serde_json::from_value(json!({
-            "name": "t", "description": "d",
-            "columns": [
-                {"name": "name", "type": "text", "description": "d"},
-                {"name": "j", "type": "json", "description": "d"},
-                {"name": "day", "type": "date", "description": "d"},
-                {"name": "raw", "type": "bytes", "description": "d"},
-                {"name": "v", "type": "vector(2)", "description": "d"}
-            ]
-        }))
-        .unwrap();
+        let table = TableDef::with_every_type();
         let schema = table_schema(&table);
         let rows = vec![
             RowVersion {
@@ -260,7 +250,7 @@ mod tests {
                 updated_by: "app2".into(),
                 created_at: 10,
                 updated_at: 20,
-                values: json!({"name": "x", "j": {"k": 1}, "day": 5, "raw": "aGk=", "v": [1.0, 2.5]})
+                values: json!({"name": "x", "j": {"k": 1}, "day": 5, "raw": "aGk=", "v": [1.0, 2.5, -3.0]})
                     .as_object()
                     .unwrap()
                     .clone(),

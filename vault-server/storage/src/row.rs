@@ -244,22 +244,7 @@ mod tests {
     use serde_json::json;
 
     fn table() -> TableDef {
-        serde_json::from_value(json!({
-            "name": "t", "description": "d",
-            "columns": [
-                {"name": "name", "type": "text", "nullable": false, "description": "d"},
-                {"name": "n", "type": "integer", "description": "d"},
-                {"name": "f", "type": "float", "description": "d"},
-                {"name": "b", "type": "boolean", "description": "d"},
-                {"name": "ts", "type": "timestamp", "description": "d"},
-                {"name": "day", "type": "date", "description": "d"},
-                {"name": "j", "type": "json", "description": "d"},
-                {"name": "raw", "type": "bytes", "description": "d"},
-                {"name": "u", "type": "uuid", "description": "d"},
-                {"name": "v", "type": "vector(3)", "description": "d"}
-            ]
-        }))
-        .unwrap()
+        TableDef::with_every_type()
     }
 
     fn name() -> TableName {
