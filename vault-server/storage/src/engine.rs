@@ -3,27 +3,29 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use coffer_core::schema::registry::SchemaRegistry;
 use coffer_core::{AppId, TableName, VaultId};
 use datafusion::arrow::array::RecordBatch;
 use object_store::ObjectStore;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::arrow_codec::rows_to_batch;
+use crate::cache::lru;
 use crate::commit::{Committer, Op, Prepared, PreparedOp, WriteRequest};
-use crate::control::ControlDb;
+use crate::control::{ControlDb, now_micros};
 use crate::crypto::{DataKey, MasterKey, VaultKeys};
 use crate::error::StorageError;
-use crate::files::{FileCache, LookupStats, Objects};
+use crate::files::{FileCache, LookupStats, Objects, PageCache};
 use crate::installed::InstalledTable;
 use crate::layout::{self, VaultPrefix};
 use crate::manifest::Manifest;
 use crate::options::EngineOptions;
 use crate::row::{RowVersion, Values, normalize_values, validate_id};
 use crate::shared::Shared;
+use crate::tail::TailIndex;
 
 /// One mutation of a write batch.
 #[derive(Clone, Debug)]
@@ -63,7 +65,8 @@ pub struct Engine {
 
 impl Engine {
     /// Opens the engine over a control database, an object store and a
-    /// master key, and starts its committer (and background worker).
+    /// master key, with the tail index rebuilt from the unflushed log, and
+    /// starts its committer (and background worker).
     pub async fn open(
         db: ControlDb,
         store: Arc<dyn ObjectStore>,
@@ -72,7 +75,28 @@ impl Engine {
         registry: SchemaRegistry,
         options: EngineOptions,
     ) -> Result<Self, StorageError> {
-        let shared = Arc::new(Shared::open(db, store, local_root, master, registry, options).await?);
+        let tail = TailIndex::default();
+        for (vault, table, hash, seq) in db.unflushed_entries().await? {
+            tail.record(vault, &table, hash, seq);
+        }
+        let shared = Arc::new(Shared {
+            db,
+            objects: Objects::new(store, local_root),
+            master,
+            registry: RwLock::new(registry),
+            keys: lru(options.key_cache),
+            tables: lru(options.key_cache),
+            manifests: lru(options.file_cache),
+            files: Arc::new(FileCache::new(options.file_cache)),
+            lookups: LookupStats::default(),
+            pages: PageCache::new(options.page_cache_bytes),
+            tail,
+            wake: Notify::new(),
+            shutdown: Default::default(),
+            stop_committer: Notify::new(),
+            deletions_seen: Mutex::new(now_micros()),
+            options,
+        });
         let (tx, rx) = mpsc::channel(4096);
         let mut tasks = vec![tokio::spawn(Committer::new(shared.clone(), rx).run())];
         if shared.options.background {

@@ -1,21 +1,20 @@
 //! The state the engine, its committer and its background worker share
 //! (control database, object store, master key, caches, tail index), and the
-//! reads built on it. It depends on none of the three.
+//! reads built on it. It depends on none of the three; `Engine::open`
+//! builds it.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
 use coffer_core::schema::registry::SchemaRegistry;
 use coffer_core::{TableName, VaultId};
 use lru::LruCache;
-use object_store::ObjectStore;
 use tokio::sync::Notify;
 
 use crate::aad::{log_aad, manifest_aad};
 use crate::arrow_codec::batch_row;
-use crate::cache::{lru, pop_where};
+use crate::cache::pop_where;
 use crate::control::{ControlDb, VaultKeyState, now_micros};
 use crate::crypto::{MasterKey, VaultKeys};
 use crate::error::StorageError;
@@ -54,40 +53,6 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// The state of an engine over `db`, `store` and `master`, with the
-    /// tail index rebuilt from the unflushed log.
-    pub(crate) async fn open(
-        db: ControlDb,
-        store: Arc<dyn ObjectStore>,
-        local_root: Option<PathBuf>,
-        master: MasterKey,
-        registry: SchemaRegistry,
-        options: EngineOptions,
-    ) -> Result<Self, StorageError> {
-        let tail = TailIndex::default();
-        for (vault, table, hash, seq) in db.unflushed_entries().await? {
-            tail.record(vault, &table, hash, seq);
-        }
-        Ok(Self {
-            db,
-            objects: Objects::new(store, local_root),
-            master,
-            registry: RwLock::new(registry),
-            keys: lru(options.key_cache),
-            tables: lru(options.key_cache),
-            manifests: lru(options.file_cache),
-            files: Arc::new(FileCache::new(options.file_cache)),
-            lookups: LookupStats::default(),
-            pages: PageCache::new(options.page_cache_bytes),
-            tail,
-            wake: Notify::new(),
-            shutdown: Default::default(),
-            stop_committer: Notify::new(),
-            deletions_seen: Mutex::new(now_micros()),
-            options,
-        })
-    }
-
     /// Drops everything cached about a deleted vault: its keys, tables,
     /// manifests, opened files, pages and tail.
     pub(crate) fn forget_vault(&self, vault: VaultId) {
