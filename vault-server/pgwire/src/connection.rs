@@ -85,6 +85,8 @@ pub(crate) struct Connection {
     last_active: Mutex<Instant>,
     /// Whether a statement wrote inside the open transaction block.
     wrote_in_block: AtomicBool,
+    /// The `COPY … FROM STDIN` waiting for its data.
+    pub copy_in: Mutex<Option<crate::copy_in::Pending>>,
 }
 
 impl Connection {
@@ -94,6 +96,7 @@ impl Connection {
             session: OnceLock::new(),
             last_active: Mutex::new(Instant::now()),
             wrote_in_block: AtomicBool::new(false),
+            copy_in: Mutex::new(None),
         })
     }
 

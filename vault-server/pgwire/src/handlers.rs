@@ -14,6 +14,7 @@ use datafusion::common::ScalarValue;
 use futures::{Sink, SinkExt, stream};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
@@ -48,6 +49,10 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.connection.clone()
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
         self.connection.clone()
     }
 
@@ -406,6 +411,25 @@ impl Connection {
                     Err(e) => Self::refusal(&e),
                 }
             }
+            Statement::CopyIn {
+                table,
+                columns,
+                csv,
+                header,
+            } => {
+                let caller = match self.gateway().authenticate(&session.credentials).await {
+                    Ok(caller) => caller,
+                    Err(e) => return Self::refusal(&e),
+                };
+                match crate::copy_in::start(&caller, table, columns.as_deref(), *csv, *header).await {
+                    Ok(pending) => {
+                        let width = pending.width();
+                        *self.copy_in.lock().expect("copy in") = Some(pending);
+                        Ok(Response::CopyIn(CopyResponse::new(0, width, stream::empty())))
+                    }
+                    Err(e) => Self::refusal(&e),
+                }
+            }
             Statement::CopyRefused(why) => {
                 self.check_token().await?;
                 Ok(Response::Error(Box::new(info(ERROR, "0A000", *why))))
@@ -501,9 +525,11 @@ impl SimpleQueryHandler for Connection {
                 Response::Error(_) => status.to_error_state(),
                 _ => status,
             };
-            let failed = matches!(response, Response::Error(_));
+            // Nothing runs after a failure, nor after a COPY FROM STDIN,
+            // whose data comes next.
+            let stop = matches!(response, Response::Error(_) | Response::CopyIn(_));
             out.push(response);
-            if failed {
+            if stop {
                 break;
             }
         }

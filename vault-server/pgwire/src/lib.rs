@@ -15,12 +15,14 @@
 //! describe, execute, typed parameters, text and binary formats for the
 //! types in [`types`]), and the probes drivers send at connect time
 //! (`SELECT version()`, `SHOW`, `SET`, `BEGIN`/`COMMIT`/`ROLLBACK`; see
-//! [`statements`]).
+//! [`statements`]), and `COPY … TO STDOUT` / `COPY … FROM STDIN` in the
+//! text format or CSV.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod auth;
 mod connection;
+mod copy_in;
 pub mod errors;
 mod handlers;
 mod server;

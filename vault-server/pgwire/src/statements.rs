@@ -136,8 +136,20 @@ pub enum Statement {
         /// A CSV header line with the column names.
         header: bool,
     },
-    /// A `COPY` this server does not do (`FROM STDIN`, a file, `BINARY`),
-    /// with why.
+    /// `COPY schema.table [(columns)] FROM STDIN`, in the text format or
+    /// CSV: one atomic insert of every row.
+    CopyIn {
+        /// The table, as written.
+        table: String,
+        /// The columns, in the data's order (`None`: every user column of
+        /// the table, in its order).
+        columns: Option<Vec<String>>,
+        /// CSV rather than the text format.
+        csv: bool,
+        /// Whether the first line is a header to skip (CSV).
+        header: bool,
+    },
+    /// A `COPY` this server does not do (a file, `BINARY`), with why.
     CopyRefused(&'static str),
 }
 
@@ -209,7 +221,9 @@ fn copy(tokens: &[TokenWithSpan]) -> Statement {
     let Some(&first) = significant.get(1) else {
         return Statement::CopyRefused("COPY needs a query or a table");
     };
-    let (query, mut next) = if tokens[first].token == Token::LParen {
+    let is_query = tokens[first].token == Token::LParen;
+    let mut copy_in = None;
+    let (query, mut next) = if is_query {
         let mut depth = 0usize;
         let mut close = None;
         for (i, t) in tokens.iter().enumerate().skip(first) {
@@ -243,13 +257,24 @@ fn copy(tokens: &[TokenWithSpan]) -> Statement {
             i += 1;
         }
         let mut columns = "*".to_owned();
+        let mut list = None;
         if tokens.get(i).is_some_and(|t| t.token == Token::LParen) {
             let Some(close) = tokens[i..].iter().position(|t| t.token == Token::RParen) else {
                 return Statement::CopyRefused("COPY's column list has no closing parenthesis");
             };
             columns = text(&tokens[i + 1..i + close]);
+            list = Some(
+                tokens[i + 1..i + close]
+                    .iter()
+                    .filter_map(|t| match &t.token {
+                        Token::Word(w) => Some(w.value.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+            );
             i += close + 1;
         }
+        copy_in = Some((table.trim().to_owned(), list));
         (format!("SELECT {columns} FROM {table}"), i)
     };
     let words: Vec<String> = tokens[next.min(tokens.len())..]
@@ -258,17 +283,28 @@ fn copy(tokens: &[TokenWithSpan]) -> Statement {
         .map(|t| t.token.to_string().to_ascii_lowercase())
         .collect();
     next = 0;
+    let options = words.get(2..).unwrap_or_default();
+    if options.iter().any(|w| w == "binary") {
+        return Statement::CopyRefused("COPY in the binary format is not supported; use the text format or CSV");
+    }
     match (
         words.get(next).map(String::as_str),
         words.get(next + 1).map(String::as_str),
     ) {
         (Some("to"), Some("stdout")) => {}
-        (Some("from"), _) => return Statement::CopyRefused("COPY … FROM is not supported yet; use INSERT"),
+        (Some("from"), Some("stdin")) => {
+            return match copy_in {
+                Some((table, columns)) => Statement::CopyIn {
+                    table,
+                    columns,
+                    csv: options.iter().any(|w| w == "csv"),
+                    header: options.iter().any(|w| w == "header"),
+                },
+                None => Statement::CopyRefused("COPY … FROM STDIN takes a table, not a query"),
+            };
+        }
+        (Some("from"), _) => return Statement::CopyRefused("COPY reads only FROM STDIN"),
         _ => return Statement::CopyRefused("COPY writes only TO STDOUT"),
-    }
-    let options = &words[2..];
-    if options.iter().any(|w| w == "binary") {
-        return Statement::CopyRefused("COPY in the binary format is not supported; use the text format or CSV");
     }
     Statement::CopyOut {
         query,
@@ -370,8 +406,17 @@ mod tests {
                 header: false
             }
         );
+        assert_eq!(
+            classify("COPY contacts.people (id, display_name) FROM STDIN WITH (FORMAT csv, HEADER)"),
+            Statement::CopyIn {
+                table: "contacts.people".into(),
+                columns: Some(vec!["id".into(), "display_name".into()]),
+                csv: true,
+                header: true
+            }
+        );
         assert!(matches!(
-            classify("COPY contacts.people FROM STDIN"),
+            classify("COPY contacts.people FROM '/etc/passwd'"),
             Statement::CopyRefused(_)
         ));
         assert!(matches!(

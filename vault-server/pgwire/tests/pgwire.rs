@@ -658,7 +658,7 @@ async fn psql_without_sslmode_falls_back_to_a_plain_connection() {
 }
 
 #[tokio::test]
-async fn psql_copies_query_results_out_and_refuses_copy_in() {
+async fn psql_copies_query_results_out_and_copy_to_or_from_a_file_is_refused() {
     let world = World::new().await;
     let t = world.token("app-a", "contacts.people(display_name,email):read+create");
     let client = world.connect("app-a", &t.token).await.unwrap();
@@ -699,13 +699,99 @@ async fn psql_copies_query_results_out_and_refuses_copy_in() {
         .await;
     assert!(!ok && err.contains("phone"), "{err}");
     let e = client
-        .simple_query("COPY contacts.people FROM STDIN")
+        .simple_query("COPY contacts.people FROM '/etc/passwd'")
         .await
         .unwrap_err();
     assert_eq!(code(&e), "0A000", "{}", told(&e));
+    // COPY FROM STDIN of every column needs the create right on each.
+    let e = client
+        .simple_query("COPY contacts.people FROM STDIN")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501", "{}", told(&e));
     let e = client
         .simple_query("COPY contacts.people TO '/tmp/out'")
         .await
         .unwrap_err();
     assert_eq!(code(&e), "0A000", "{}", told(&e));
+}
+
+#[tokio::test]
+async fn psql_copies_rows_in_as_one_atomic_insert_within_the_grant() {
+    let world = World::new().await;
+    let t = world.token(
+        "app-a",
+        "journal.entries(written_on,title,mood,tags,favorite):read+create",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("entries.csv");
+    std::fs::write(
+        &csv,
+        "written_on,title,mood,tags,favorite\n2025-01-31,\"Snow, at last\",3,\"[\"\"winter\"\"]\",t\n2025-02-01,,,,f\n",
+    )
+    .unwrap();
+    let copy = format!(
+        "\\copy journal.entries (written_on, title, mood, tags, favorite) FROM '{}' WITH (FORMAT csv, HEADER)",
+        csv.display()
+    );
+    let (ok, out, err) = world.psql("app-a", &t.token, &[&copy]).await;
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("COPY 2"), "{out}");
+    let client = world.connect("app-a", &t.token).await.unwrap();
+    let rows = client
+        .query(
+            "SELECT title, mood, tags, favorite FROM journal.entries ORDER BY written_on",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].get::<_, Option<String>>(0).as_deref(), Some("Snow, at last"));
+    assert_eq!(rows[0].get::<_, Option<i64>>(1), Some(3));
+    assert_eq!(rows[0].get::<_, serde_json::Value>(2), json!(["winter"]));
+    assert_eq!(rows[1].get::<_, Option<String>>(0), None);
+    assert!(!rows[1].get::<_, bool>(3));
+
+    // The text format, from a pipe.
+    let text = dir.path().join("entries.txt");
+    std::fs::write(&text, "2025-03-01\tTabs\\tinside\t\\N\n").unwrap();
+    let copy = format!(
+        "\\copy journal.entries (written_on, title, mood) FROM '{}'",
+        text.display()
+    );
+    let (ok, out, err) = world.psql("app-a", &t.token, &[&copy]).await;
+    assert!(ok && out.contains("COPY 1"), "{out}\n{err}");
+    let title: String = client
+        .query_one("SELECT title FROM journal.entries WHERE written_on = '2025-03-01'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(title, "Tabs\tinside");
+
+    // One bad line: nothing of the COPY is written, and the line is named.
+    std::fs::write(&text, "2025-04-01\tfine\t1\n2025-04-02\tbad\tnot-a-number\n").unwrap();
+    let (ok, _, err) = world.psql("app-a", &t.token, &[&copy]).await;
+    assert!(!ok && err.contains("line 2") && err.contains("mood"), "{err}");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM journal.entries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+
+    // A column the grant does not allow creating, and a table it does not name.
+    let copy = format!("\\copy journal.entries (written_on, place) FROM '{}'", text.display());
+    let (ok, _, err) = world.psql("app-a", &t.token, &[&copy]).await;
+    assert!(!ok && err.contains("journal.entries(place):create"), "{err}");
+    let copy = format!("\\copy notes.notes (title) FROM '{}'", text.display());
+    let (ok, _, err) = world.psql("app-a", &t.token, &[&copy]).await;
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    // More data than one COPY may send: refused, nothing kept.
+    let big = dir.path().join("big.txt");
+    std::fs::write(&big, "2025-05-01\tx\n".repeat(17 * 1024 * 1024 / 13 + 1)).unwrap();
+    let copy = format!("\\copy journal.entries (written_on, title) FROM '{}'", big.display());
+    let (ok, _, err) = world.psql("app-a", &t.token, &[&copy]).await;
+    assert!(!ok && err.contains("at most 16777216 bytes"), "{err}");
+    // The session goes on after a failed COPY.
+    client.simple_query("SELECT 1").await.unwrap();
 }
