@@ -1,7 +1,7 @@
 //! Every SQL statement of coffer-oauth, one file per table group, with
 //! named row structs. Callers pass an executor (the pool or a transaction's
 //! connection) and get typed rows back; the checks and decisions stay with
-//! the callers. The tables come from `migrations/sqlite` of this crate,
+//! the callers. The tables come from `migrations/sqlite/oauth`,
 //! applied by [`migrate`].
 //!
 //! | module | tables |
@@ -31,14 +31,14 @@ pub(crate) mod par;
 pub(crate) mod refresh;
 
 /// Brings coffer-oauth's tables in the control database up to date: applies
-/// the migrations of this crate's `migrations/sqlite` that have not run yet.
+/// the migrations of `migrations/sqlite/oauth` that have not run yet.
 /// Run it after the storage engine has opened the database (the `users`
 /// table refers to `vaults`). Both keep their versions in sqlx's one
 /// migrations table, with distinct version numbers, so each ignores the
 /// other's (decision 0023). A database whose tables were made when all
 /// migrations were in one folder is already up to date.
 pub async fn migrate(pool: &SqlitePool) -> Result<(), crate::Error> {
-    let mut migrator = sqlx::migrate!("./migrations/sqlite");
+    let mut migrator = sqlx::migrate!("../../migrations/sqlite/oauth");
     migrator.set_ignore_missing(true);
     migrator.run(pool).await.map_err(sqlx::Error::from)?;
     Ok(())
