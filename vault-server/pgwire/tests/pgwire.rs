@@ -795,3 +795,53 @@ async fn psql_copies_rows_in_as_one_atomic_insert_within_the_grant() {
     // The session goes on after a failed COPY.
     client.simple_query("SELECT 1").await.unwrap();
 }
+
+#[tokio::test]
+async fn every_statement_is_recorded_in_the_vaults_access_log() {
+    let world = World::new().await;
+    let t = world.token("app-a", PEOPLE);
+    let client = world.connect("app-a", &t.token).await.unwrap();
+    client
+        .simple_query("INSERT INTO contacts.people (display_name) VALUES ('a'), ('b'); SELECT * FROM contacts.people")
+        .await
+        .unwrap();
+    client.simple_query("SELECT * FROM notes.notes").await.unwrap_err();
+    world.gateway.access_log().flush().await;
+    let log = world
+        .gateway
+        .access_log()
+        .recent(world.vault, Some(&AppId::new("app-a")), 10)
+        .await
+        .unwrap();
+    let seen: Vec<(String, u64, String)> = log
+        .iter()
+        .rev()
+        .map(|e| (e.operation.clone(), e.rows, e.outcome.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("insert".into(), 2, "ok".into()),
+            ("read".into(), 2, "ok".into()),
+            ("read".into(), 0, "table-not-found".into()),
+        ]
+    );
+    assert!(log.iter().all(|e| e.app.as_str() == "app-a"));
+}
+
+#[tokio::test]
+async fn a_prepared_statement_fails_once_the_token_is_revoked() {
+    let world = World::new().await;
+    let t = world.token("app-a", PEOPLE);
+    let client = world.connect("app-a", &t.token).await.unwrap();
+    let select = client
+        .prepare("SELECT display_name FROM contacts.people WHERE id = $1")
+        .await
+        .unwrap();
+    client.query(&select, &[&"x"]).await.unwrap();
+    world.revoke(t.grant);
+    let e = client.query(&select, &[&"x"]).await.unwrap_err();
+    assert_eq!(code(&e), "28000", "{}", told(&e));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(client.is_closed());
+}
