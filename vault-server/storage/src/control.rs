@@ -221,6 +221,7 @@ impl ControlDb {
         let id = vault.to_string();
         for sql in [
             "DELETE FROM commit_log WHERE vault_id = ?",
+            "DELETE FROM commit_log_trimmed WHERE vault_id = ?",
             "DELETE FROM manifests WHERE vault_id = ?",
             "DELETE FROM vault_tables WHERE vault_id = ?",
         ] {
@@ -445,8 +446,79 @@ impl ControlDb {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // The change feed's horizon moves in the same transaction.
+        sqlx::query(
+            "INSERT INTO commit_log_trimmed (vault_id, table_name, upto) VALUES (?, ?, ?)
+             ON CONFLICT (vault_id, table_name) DO UPDATE SET upto = MAX(upto, excluded.upto)",
+        )
+        .bind(vault.to_string())
+        .bind(table)
+        .bind(upto)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(n)
+    }
+
+    /// The last sequence number a vault has handed out (0 before its first
+    /// write), or `None` for no such vault. Every change up to it is
+    /// committed: sequence numbers are reserved in the transaction that
+    /// appends their entries.
+    pub async fn last_seq(&self, vault: VaultId) -> Result<Option<i64>, StorageError> {
+        let next: Option<i64> = sqlx::query_scalar("SELECT next_seq FROM vaults WHERE id = ?")
+            .bind(vault.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(next.map(|n| n - 1))
+    }
+
+    /// The log entries of a vault with `after < seq <= upto` in one of
+    /// `tables`, oldest first, at most `limit`, as (seq, table, payload).
+    pub async fn log_changes(
+        &self,
+        vault: VaultId,
+        tables: &[String],
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, Vec<u8>)>, StorageError> {
+        if tables.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT seq, table_name, payload FROM commit_log WHERE vault_id = ");
+        qb.push_bind(vault.to_string())
+            .push(" AND seq > ")
+            .push_bind(after)
+            .push(" AND seq <= ")
+            .push_bind(upto)
+            .push(" AND table_name IN (");
+        let mut names = qb.separated(", ");
+        for t in tables {
+            names.push_bind(t);
+        }
+        qb.push(") ORDER BY seq LIMIT ").push_bind(limit);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("seq")?, r.try_get("table_name")?, r.try_get("payload")?)))
+            .collect()
+    }
+
+    /// How far the log of `tables` has been trimmed: the largest seq of
+    /// theirs no longer in the log (0 when none was trimmed).
+    pub async fn log_trimmed_upto(&self, vault: VaultId, tables: &[String]) -> Result<i64, StorageError> {
+        if tables.is_empty() {
+            return Ok(0);
+        }
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT COALESCE(MAX(upto), 0) FROM commit_log_trimmed WHERE vault_id = ");
+        qb.push_bind(vault.to_string()).push(" AND table_name IN (");
+        let mut names = qb.separated(", ");
+        for t in tables {
+            names.push_bind(t);
+        }
+        qb.push(")");
+        Ok(qb.build_query_scalar().fetch_one(&self.pool).await?)
     }
 
     /// The newest manifest of a table.

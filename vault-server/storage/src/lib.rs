@@ -10,6 +10,7 @@
 mod aad;
 pub mod arrow_codec;
 mod cache;
+pub mod changes;
 mod commit;
 pub mod control;
 pub mod crypto;
