@@ -110,6 +110,10 @@ pub enum GatewayError {
         /// Queries one grant may run at once.
         limit: usize,
     },
+    /// A change feed cursor older than the changes the vault keeps: the app
+    /// must load again from the start (decision 0025).
+    #[error("this cursor is older than the changes the vault keeps; load again without `since`")]
+    ResyncRequired,
     /// The server failed; nothing was changed.
     #[error("{0}")]
     Internal(String),
@@ -134,6 +138,7 @@ impl GatewayError {
             GatewayError::QueryLimit(_) => "query-limit",
             GatewayError::QueryTimeout { .. } => "query-timeout",
             GatewayError::TooManyRequests { .. } => "too-many-requests",
+            GatewayError::ResyncRequired => "resync-required",
             GatewayError::Internal(_) => "server-error",
         }
     }

@@ -19,6 +19,7 @@
 pub mod access_log;
 mod caller;
 pub mod catalog;
+pub mod changes;
 pub mod describe;
 mod error;
 pub mod filter;

@@ -55,6 +55,8 @@ pub fn sqlstate(error: &GatewayError) -> &'static str {
         GatewayError::BodyTooLarge { .. } | GatewayError::QueryLimit(_) => "54000",
         GatewayError::QueryTimeout { .. } => "57014",
         GatewayError::TooManyRequests { .. } => "53300",
+        // Only the change feed answers it; no statement does.
+        GatewayError::ResyncRequired => "55000",
         GatewayError::InvalidSql(message) => sql_state_of(message),
         GatewayError::Internal(_) => "XX000",
     }

@@ -1,0 +1,415 @@
+//! The change feed (`GET /v1/changes`): the changes after a cursor to the
+//! tables the token may read, oldest first, each confined like a read —
+//! only the readable columns, and for `own` scope only the app's rows.
+//!
+//! A feed runs in two phases, both in sequence order (sequence numbers are
+//! per vault, so one position orders every table):
+//!
+//! 1. **Load** (no `since`): the rows as they are now whose newest version
+//!    is at or before the vault's last sequence number when the load began
+//!    (`hw`), read through the confined catalog, each as an `insert`.
+//! 2. **Log**: every version after `hw` (then after the last one
+//!    delivered), from the commit log ([`coffer_storage::changes`]). A
+//!    row changed during the load is shadowed from phase 1 and arrives here,
+//!    so nothing is missed and nothing comes twice.
+//!
+//! `own` scope in the log phase: a row's `_created_by` never changes while
+//! it lives (updates keep it, a tombstone keeps it), so a row enters an
+//! app's scope only by an insert and leaves it only by a delete, and both
+//! versions carry the owner. Showing exactly the versions the app owns is
+//! therefore the whole rule: an id deleted and inserted again by another app
+//! shows the app its delete and nothing after.
+//!
+//! The cursor is opaque: a body (phase, position, `hw`, the app and the
+//! tables asked) and a tag keyed with the vault's keys over it
+//! ([`coffer_storage::changes::cursor_tag`]). The vault comes from the
+//! token; a cursor from another vault or app, or altered, does not verify
+//! and is refused without saying more.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use coffer_auth::{Action, ColumnSet, RowScope};
+use coffer_core::TableName;
+use coffer_core::schema::VISIBLE_SYSTEM_COLUMNS;
+use coffer_query::base_context;
+use coffer_storage::changes::{LogRead, cursor_tag, last_seq, log_holds_after, read_log};
+use coffer_storage::{InstalledTable, RowVersion, system};
+use datafusion::common::Column;
+use datafusion::logical_expr::{Expr, col, lit};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+use crate::caller::Caller;
+use crate::catalog::{ConfinedTable, Use};
+use crate::error::GatewayError;
+use crate::request::Logged;
+use crate::rows::{Row, plan_error};
+use crate::sql::collect_bounded;
+use crate::values::batch_to_objects;
+
+/// Changes a page holds unless `limit` says otherwise.
+pub const DEFAULT_LIMIT: usize = 100;
+/// Most changes a page may hold.
+pub const MAX_LIMIT: usize = 1000;
+/// Most tables one `tables=` may name.
+pub const MAX_TABLES: usize = 64;
+
+/// A parsed feed request.
+#[derive(Clone, Debug)]
+pub struct ChangesQuery {
+    /// `since=`: the previous page's cursor (`None`: start with the load).
+    pub since: Option<String>,
+    /// `tables=`: the tables asked for (`None`: every table the token may read).
+    pub tables: Option<Vec<TableName>>,
+    /// Changes per page.
+    pub limit: usize,
+}
+
+impl ChangesQuery {
+    /// Parses `since`, `tables` (comma-separated `schema.table`) and `limit`;
+    /// any other parameter, or one given twice, is refused by name.
+    pub fn parse(pairs: &[(String, String)]) -> Result<Self, GatewayError> {
+        let mut query = ChangesQuery {
+            since: None,
+            tables: None,
+            limit: DEFAULT_LIMIT,
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for (k, v) in pairs {
+            if seen.contains(&k.as_str()) {
+                return Err(GatewayError::filter(k, "given more than once"));
+            }
+            match k.as_str() {
+                "since" => query.since = Some(v.clone()),
+                "limit" => {
+                    query.limit = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                        .ok_or_else(|| GatewayError::filter("limit", format!("must be 1 to {MAX_LIMIT}")))?;
+                }
+                "tables" => {
+                    let names: Vec<&str> = v.split(',').map(str::trim).collect();
+                    if names.len() > MAX_TABLES {
+                        return Err(GatewayError::filter("tables", format!("at most {MAX_TABLES} tables")));
+                    }
+                    let mut tables = Vec::with_capacity(names.len());
+                    for name in names {
+                        let table: TableName =
+                            name.parse().map_err(|_| GatewayError::TableNotFound(name.to_owned()))?;
+                        if !tables.contains(&table) {
+                            tables.push(table);
+                        }
+                    }
+                    query.tables = Some(tables);
+                }
+                other => {
+                    return Err(GatewayError::filter(
+                        other,
+                        "the change feed takes `since`, `tables` and `limit`",
+                    ));
+                }
+            }
+            seen.push(k);
+        }
+        Ok(query)
+    }
+}
+
+/// What a change did, as the app sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeOp {
+    /// The row appeared (created, or first seen in the load).
+    Insert,
+    /// The row changed.
+    Update,
+    /// The row is gone.
+    Delete,
+}
+
+/// One change of the feed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Change {
+    /// What happened.
+    pub op: ChangeOp,
+    /// `schema.table`.
+    pub table: String,
+    /// The row id.
+    pub id: String,
+    /// The change's sequence number (the row's `_seq` after it).
+    pub seq: i64,
+    /// The row after the change with the readable columns (`null` for a
+    /// delete).
+    pub row: Option<Row>,
+}
+
+/// One page of the feed.
+#[derive(Debug)]
+pub struct ChangePage {
+    /// The changes, oldest first.
+    pub changes: Vec<Change>,
+    /// Where the next request resumes (`since=`).
+    pub cursor: String,
+    /// Whether more changes may wait right now (ask again at once).
+    pub more: bool,
+}
+
+impl Logged for ChangePage {
+    fn rows(&self) -> u64 {
+        self.changes.len() as u64
+    }
+}
+
+/// Where a feed stands, as its cursor carries it.
+#[derive(Debug, PartialEq, serde::Deserialize, Serialize)]
+struct Position {
+    /// `load` or `log`.
+    phase: String,
+    /// The last sequence number delivered (or skipped over).
+    after: i64,
+    /// The vault's last sequence number when the load began.
+    hw: i64,
+    /// The app the cursor was given to.
+    app: String,
+    /// The tables asked (`*`: every readable table).
+    tables: String,
+}
+
+/// One table of the feed and what the token may read of it.
+struct FeedTable {
+    installed: Arc<InstalledTable>,
+    columns: ColumnSet,
+    scope: RowScope,
+}
+
+/// The changes after `query.since` within the token's grant, within the
+/// gateway's limits.
+pub async fn changes(caller: &Caller, query: &ChangesQuery) -> Result<ChangePage, GatewayError> {
+    caller.bounded(changes_unbounded(caller, query)).await
+}
+
+async fn changes_unbounded(caller: &Caller, query: &ChangesQuery) -> Result<ChangePage, GatewayError> {
+    let engine = caller.gateway().engine();
+    let vault = caller.vault();
+    let tables = feed_tables(caller, query.tables.as_deref()).await?;
+    let names: Vec<TableName> = tables.iter().map(|t| t.installed.name.clone()).collect();
+    let tables_key = match &query.tables {
+        None => "*".to_owned(),
+        Some(_) => names.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+    };
+    // The vault's keys tag the cursor (and open the log).
+    let keys_table = names.first().cloned().unwrap_or_else(system::access_log_table);
+    let keys = engine.snapshot(vault, &keys_table).await?.keys;
+    let app = caller.app().as_str().to_owned();
+    let position = match &query.since {
+        None => Position {
+            phase: "load".into(),
+            after: 0,
+            hw: last_seq(engine, vault).await?,
+            app: app.clone(),
+            tables: tables_key.clone(),
+        },
+        Some(cursor) => {
+            let position = verify_cursor(&keys, &app, cursor)?;
+            if position.app != app || position.tables != tables_key {
+                return Err(bad_cursor());
+            }
+            position
+        }
+    };
+    let seal = |position: &Position| {
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(position).expect("a position serializes"));
+        let tag = URL_SAFE_NO_PAD.encode(cursor_tag(&keys, &app, &body));
+        format!("{body}.{tag}")
+    };
+    match position.phase.as_str() {
+        "load" => {
+            // The log must still hold what the load leaves to it.
+            if !log_holds_after(engine, vault, &names, position.hw).await? {
+                return Err(GatewayError::ResyncRequired);
+            }
+            let mut changes = Vec::new();
+            for table in &tables {
+                changes.extend(load_page(caller, table, position.after, position.hw, query.limit).await?);
+            }
+            changes.sort_by_key(|c| c.seq);
+            let next = if changes.len() > query.limit {
+                changes.truncate(query.limit);
+                Position {
+                    after: changes.last().map_or(position.after, |c| c.seq),
+                    ..position
+                }
+            } else {
+                Position {
+                    phase: "log".into(),
+                    after: position.hw,
+                    ..position
+                }
+            };
+            let more = true;
+            Ok(ChangePage {
+                changes,
+                cursor: seal(&next),
+                more,
+            })
+        }
+        "log" => {
+            let upto = last_seq(engine, vault).await?;
+            let read = read_log(engine, &keys, vault, &names, position.after, upto, query.limit).await?;
+            let LogRead::Page { changes, through } = read else {
+                return Err(GatewayError::ResyncRequired);
+            };
+            let changes = changes
+                .iter()
+                .filter_map(|c| {
+                    let table = tables.iter().find(|t| t.installed.name == c.table)?;
+                    confine(caller, table, &c.version)
+                })
+                .collect();
+            Ok(ChangePage {
+                changes,
+                cursor: seal(&Position {
+                    after: through,
+                    ..position
+                }),
+                more: through < upto,
+            })
+        }
+        _ => Err(bad_cursor()),
+    }
+}
+
+/// The tables of the feed: those asked (each readable, else refused like
+/// the rows API refuses it), or every table the token may read.
+async fn feed_tables(caller: &Caller, asked: Option<&[TableName]>) -> Result<Vec<FeedTable>, GatewayError> {
+    let engine = caller.gateway().engine();
+    let mut out = Vec::new();
+    let candidates: Vec<TableName> = match asked {
+        Some(tables) => tables.to_vec(),
+        None => {
+            let mut all: Vec<TableName> = caller.grant().tables().cloned().collect();
+            all.sort();
+            all.dedup();
+            all
+        }
+    };
+    for table in candidates {
+        let read = if asked.is_some() {
+            Some(caller.check(&table, Action::Read, &[])?)
+        } else {
+            caller.read_access(&table)?
+        };
+        let Some(read) = read else { continue };
+        let installed = match engine.table(caller.vault(), &table).await {
+            Ok(t) => t,
+            Err(coffer_storage::StorageError::TableNotFound(_)) if asked.is_none() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        out.push(FeedTable {
+            installed,
+            columns: read.access.columns.clone(),
+            scope: read.row_scope(),
+        });
+    }
+    out.sort_by(|a, b| a.installed.name.cmp(&b.installed.name));
+    Ok(out)
+}
+
+/// Up to `limit + 1` rows of `table` as they are now, with
+/// `after < _seq <= hw`, oldest first, as the token may read them.
+async fn load_page(
+    caller: &Caller,
+    table: &FeedTable,
+    after: i64,
+    hw: i64,
+    limit: usize,
+) -> Result<Vec<Change>, GatewayError> {
+    let name = &table.installed.name;
+    let confined = ConfinedTable::open(caller, name, Use::Read).await?;
+    let columns: Vec<Expr> = datafusion::catalog::TableProvider::schema(&confined)
+        .fields()
+        .iter()
+        .map(|f| Expr::Column(Column::new_unqualified(f.name())))
+        .collect();
+    let ctx =
+        base_context(caller.gateway().engine(), &caller.gateway().limits().query).map_err(GatewayError::internal)?;
+    let df = ctx
+        .read_table(Arc::new(confined))
+        .map_err(plan_error)?
+        .filter(col("_seq").gt(lit(after)).and(col("_seq").lt_eq(lit(hw))))
+        .map_err(plan_error)?
+        .select(columns)
+        .map_err(plan_error)?
+        .sort(vec![col("_seq").sort(true, false)])
+        .map_err(plan_error)?
+        .limit(0, Some(limit + 1))
+        .map_err(plan_error)?;
+    let mut rows = Vec::new();
+    for b in &collect_bounded(df, limit + 1).await? {
+        batch_to_objects(b, &mut rows);
+    }
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            let id = row.get("id")?.as_str()?.to_owned();
+            let seq = row.get("_seq")?.as_i64()?;
+            Some(Change {
+                op: ChangeOp::Insert,
+                table: name.to_string(),
+                id,
+                seq,
+                row: Some(row),
+            })
+        })
+        .collect())
+}
+
+/// A version from the log as the token may see it, or `None` when it is
+/// outside the token's rows.
+fn confine(caller: &Caller, table: &FeedTable, version: &RowVersion) -> Option<Change> {
+    if table.scope == RowScope::Own && version.created_by != caller.app().as_str() {
+        return None;
+    }
+    let op = if version.deleted {
+        ChangeOp::Delete
+    } else if version.created_at == version.updated_at && version.created_by == version.updated_by {
+        ChangeOp::Insert
+    } else {
+        ChangeOp::Update
+    };
+    let row = (!version.deleted).then(|| {
+        let mut row: Map<String, Value> = version.to_api_json(&table.installed.def);
+        row.retain(|k, _| VISIBLE_SYSTEM_COLUMNS.contains(&k.as_str()) || table.columns.contains(k));
+        row
+    });
+    Some(Change {
+        op,
+        table: table.installed.name.to_string(),
+        id: version.id.clone(),
+        seq: version.seq.0,
+        row,
+    })
+}
+
+fn bad_cursor() -> GatewayError {
+    GatewayError::filter("since", "not a cursor of this feed; start again without `since`")
+}
+
+/// The position a cursor holds, if its tag verifies with this vault's keys
+/// for this app.
+fn verify_cursor(keys: &coffer_storage::crypto::VaultKeys, app: &str, cursor: &str) -> Result<Position, GatewayError> {
+    if cursor.len() > 4096 {
+        return Err(bad_cursor());
+    }
+    let (body, tag) = cursor.split_once('.').ok_or_else(bad_cursor)?;
+    let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| bad_cursor())?;
+    let expected = cursor_tag(keys, app, body);
+    // Compared in constant time.
+    if tag.len() != expected.len() || tag.iter().zip(expected.iter()).fold(0u8, |d, (a, b)| d | (a ^ b)) != 0 {
+        return Err(bad_cursor());
+    }
+    let body = URL_SAFE_NO_PAD.decode(body).map_err(|_| bad_cursor())?;
+    serde_json::from_slice(&body).map_err(|_| bad_cursor())
+}
