@@ -7,198 +7,205 @@ use chrono::TimeDelta;
 use coffer_auth::{Action, DeniedKind, GrantStatus};
 use coffer_core::schema::TableName;
 use coffer_oauth::{
-    AuthorizeError, AuthorizeParams, ClientCredentials, ClientMetadata, ErrorCode, NewApp, TokenParams,
+    App, AuthorizeError, AuthorizeParams, ClientCredentials, ClientMetadata, ErrorCode, Grant, NewApp, TokenResponse,
+    User,
 };
 use common::*;
 
-fn code_of(e: &coffer_oauth::Error) -> ErrorCode {
-    e.code()
-}
+/// What the app asks for in the happy path; the user unticks "read notes".
+const ASKED: &str = "contacts.people:read+create notes.notes:read";
+const KEPT: &str = "contacts.people:read+create";
 
-#[tokio::test]
-async fn happy_path_with_unticked_line_refresh_and_rotation() {
-    let env = env().await;
-    let user = env.user("Ada@Example.org").await;
-    let app = env.public_app().await;
-
-    let (verifier, challenge) = pkce();
-    let params = authorize_params(&app, "contacts.people:read+create notes.notes:read", &challenge);
-    let pending = env.server.validate_authorize_request(&params).await.unwrap();
-    assert_eq!(pending.scope(), "contacts.people:read+create notes.notes:read");
-    assert_eq!(pending.app_name, "Notes Pro");
-
-    // First time: everything needs consent.
-    let consent = env
-        .server
-        .consent_needed(user.id, app.client_id.as_str(), &pending.requested)
-        .await
-        .unwrap();
-    assert!(consent.needed());
-    assert!(consent.existing.is_none());
-    assert_eq!(consent.new, pending.requested);
-
-    // The user unticks "read notes".
+/// The user is asked for [`ASKED`] and unticks "read notes": the redirect
+/// location and the PKCE verifier.
+async fn approve_unticked(env: &Env, user: &User, app: &App) -> (String, String) {
+    let (pending, verifier) = env.pending(app, ASKED).await;
     let mut approved = pending.requested.clone();
     assert!(approved.remove(&"notes.notes".parse::<TableName>().unwrap(), Action::Read));
     let response = env.server.approve(user.id, &approved, &pending).await.unwrap();
-    assert!(response.location.starts_with(REDIRECT));
-    assert_eq!(query_param(&response.location, "state").as_deref(), Some("xyz"));
-    assert_eq!(query_param(&response.location, "iss").as_deref(), Some(ISSUER));
-    let code = query_param(&response.location, "code").unwrap();
+    (response.location, verifier)
+}
 
-    let client = ClientCredentials::public(app.client_id.as_str());
-    let params = TokenParams {
-        grant_type: Some("authorization_code".into()),
-        code: Some(code),
-        redirect_uri: Some(REDIRECT.into()),
-        code_verifier: Some(verifier),
-        ..TokenParams::default()
-    };
-    let tokens = env.server.token(&client, &params, None).await.unwrap();
+/// [`approve_unticked`], then the code redeemed through the token endpoint.
+async fn unticked_tokens(env: &Env, user: &User, app: &App) -> TokenResponse {
+    let (location, verifier) = approve_unticked(env, user, app).await;
+    let params = code_grant(query_param(&location, "code").unwrap(), Some(verifier));
+    env.server.token(&public_client(app), &params, None).await.unwrap()
+}
+
+#[tokio::test]
+async fn first_request_needs_consent_for_everything() {
+    let (env, user, app) = with_user_and_app().await;
+    let (pending, _) = env.pending(&app, ASKED).await;
+    assert_eq!(pending.scope(), ASKED);
+    assert_eq!(pending.app_name, "Notes Pro");
+    let consent = env.consent(&user, &app, &pending).await;
+    assert!(consent.needed());
+    assert!(consent.existing.is_none());
+    assert_eq!(consent.new, pending.requested);
+}
+
+#[tokio::test]
+async fn approval_redirects_with_code_state_and_iss() {
+    let (env, user, app) = with_user_and_app().await;
+    let (location, _) = approve_unticked(&env, &user, &app).await;
+    assert!(location.starts_with(REDIRECT));
+    assert_eq!(query_param(&location, "state").as_deref(), Some("xyz"));
+    assert_eq!(query_param(&location, "iss").as_deref(), Some(ISSUER));
+    assert!(query_param(&location, "code").is_some());
+}
+
+#[tokio::test]
+async fn tokens_carry_only_the_approved_rights() {
+    let (env, user, app) = with_user_and_app().await;
+    let tokens = unticked_tokens(&env, &user, &app).await;
     assert_eq!(tokens.token_type, "Bearer");
-    assert_eq!(tokens.scope, "contacts.people:read+create");
+    assert_eq!(tokens.scope, KEPT);
     assert!(tokens.expires_in > 0 && tokens.expires_in <= 15 * 60);
-    let refresh = tokens.refresh_token.clone().unwrap();
+    let access = tokens.access_token.as_str();
+    env.check(&user, access, "contacts.people", Action::Read).unwrap();
+    env.check(&user, access, "contacts.people", Action::Create).unwrap();
+    let denied = env.denied(&user, access, "contacts.people", Action::Delete);
+    assert!(matches!(denied, DeniedKind::MissingRight { .. }));
+    let denied = env.denied(&user, access, "notes.notes", Action::Read);
+    assert!(matches!(denied, DeniedKind::MissingRight { .. }));
+}
 
-    // The gateway's authorizer sees only the approved rights.
-    env.check(&user, &tokens.access_token, "contacts.people", Action::Read)
-        .unwrap();
-    env.check(&user, &tokens.access_token, "contacts.people", Action::Create)
-        .unwrap();
-    let denied = env
-        .check(&user, &tokens.access_token, "contacts.people", Action::Delete)
-        .unwrap_err();
-    assert!(matches!(denied.kind, DeniedKind::MissingRight { .. }));
-    let denied = env
-        .check(&user, &tokens.access_token, "notes.notes", Action::Read)
-        .unwrap_err();
-    assert!(matches!(denied.kind, DeniedKind::MissingRight { .. }));
-
-    // The grant is listed on the dashboard.
+#[tokio::test]
+async fn the_grant_is_listed_on_the_dashboard() {
+    let (env, user, app) = with_user_and_app().await;
+    unticked_tokens(&env, &user, &app).await;
     let grants = env.server.grants_for_user(user.id).await.unwrap();
     assert_eq!(grants.len(), 1);
     assert_eq!(grants[0].app.name, "Notes Pro");
-    assert_eq!(grants[0].grant.scope(), "contacts.people:read+create");
+    assert_eq!(grants[0].grant.scope(), KEPT);
     assert_eq!(grants[0].grant.version, 1);
     env.server.touch_grant(grants[0].grant.id).await.unwrap();
     let g = env.server.grant(user.id, grants[0].grant.id).await.unwrap();
     assert!(g.last_access_at.is_some());
+}
 
-    // Refresh rotates: a new refresh token and a working access token.
+#[tokio::test]
+async fn refresh_rotates() {
+    let (env, user, app) = with_user_and_app().await;
+    let client = public_client(&app);
+    let tokens = unticked_tokens(&env, &user, &app).await;
+    let refresh = tokens.refresh_token.clone().unwrap();
     env.advance(TimeDelta::minutes(20));
     assert!(
         env.check(&user, &tokens.access_token, "contacts.people", Action::Read)
             .is_err()
     );
-    let rotated = env.server.refresh(&client, &refresh, None, None).await.unwrap();
+    let rotated = env.refresh(&client, &refresh).await.unwrap();
     let new_refresh = rotated.refresh_token.clone().unwrap();
     assert_ne!(new_refresh, refresh);
-    assert_eq!(rotated.scope, "contacts.people:read+create");
+    assert_eq!(rotated.scope, KEPT);
     env.check(&user, &rotated.access_token, "contacts.people", Action::Read)
         .unwrap();
     // And again with the new one.
-    let again = env.server.refresh(&client, &new_refresh, None, None).await.unwrap();
+    let again = env.refresh(&client, &new_refresh).await.unwrap();
     env.check(&user, &again.access_token, "contacts.people", Action::Create)
         .unwrap();
-
-    // A repeat request inside the grant needs no consent.
-    let (pending, _) = env.pending(&app, "contacts.people:read").await;
-    let consent = env
-        .server
-        .consent_needed(user.id, app.client_id.as_str(), &pending.requested)
-        .await
-        .unwrap();
-    assert!(!consent.needed());
-    // Asking for more shows only the new line.
-    let (pending, _) = env.pending(&app, "contacts.people:read notes.notes:read").await;
-    let consent = env
-        .server
-        .consent_needed(user.id, app.client_id.as_str(), &pending.requested)
-        .await
-        .unwrap();
-    assert_eq!(consent.new.to_scope_string(), "notes.notes:read");
-    // Approving it widens the grant and bumps its version.
-    env.server.approve(user.id, &pending.requested, &pending).await.unwrap();
-    let grants = env.server.grants_for_user(user.id).await.unwrap();
-    assert_eq!(grants[0].grant.version, 2);
-    assert_eq!(grants[0].grant.scope(), "contacts.people:read+create notes.notes:read");
 }
 
 #[tokio::test]
-async fn pkce_missing_plain_and_wrong_verifier_are_refused() {
-    let env = env().await;
-    let user = env.user("a@example.org").await;
-    let app = env.public_app().await;
-    let (_, challenge) = pkce();
+async fn consent_is_asked_only_for_lines_beyond_the_grant() {
+    let (env, user, app) = with_user_and_app().await;
+    unticked_tokens(&env, &user, &app).await;
+    // A repeat request inside the grant needs no consent.
+    let (pending, _) = env.pending(&app, "contacts.people:read").await;
+    assert!(!env.consent(&user, &app, &pending).await.needed());
+    // Asking for more shows only the new line.
+    let (pending, _) = env.pending(&app, "contacts.people:read notes.notes:read").await;
+    let consent = env.consent(&user, &app, &pending).await;
+    assert_eq!(consent.new.to_scope_string(), "notes.notes:read");
+    // Approving it widens the grant and bumps its version.
+    env.approve_all(&user, &pending).await;
+    let grants = env.server.grants_for_user(user.id).await.unwrap();
+    assert_eq!(grants[0].grant.version, 2);
+    assert_eq!(grants[0].grant.scope(), ASKED);
+}
 
-    let mut params = authorize_params(&app, "notes.notes:read", &challenge);
+#[tokio::test]
+async fn missing_pkce_challenge_redirects_with_invalid_request() {
+    let (env, app) = with_app().await;
+    let mut params = authorize_params(&app, "notes.notes:read", &pkce().1);
     params.code_challenge = None;
     params.code_challenge_method = None;
-    let err = env.server.validate_authorize_request(&params).await.unwrap_err();
+    let err = env.authorize_err(&params).await;
     assert_eq!(err.error().code(), ErrorCode::InvalidRequest);
     let location = err.redirect_location().unwrap();
     assert_eq!(query_param(location, "error").as_deref(), Some("invalid_request"));
     assert_eq!(query_param(location, "state").as_deref(), Some("xyz"));
+}
 
-    let mut params = authorize_params(&app, "notes.notes:read", &challenge);
+#[tokio::test]
+async fn plain_pkce_is_refused() {
+    let (env, app) = with_app().await;
+    let mut params = authorize_params(&app, "notes.notes:read", &pkce().1);
     params.code_challenge_method = Some("plain".into());
-    let err = env.server.validate_authorize_request(&params).await.unwrap_err();
+    let err = env.authorize_err(&params).await;
     assert_eq!(err.error().code(), ErrorCode::InvalidRequest);
     assert!(err.error().description().contains("plain"));
+}
 
-    // Method given but no challenge, and a malformed challenge.
-    let mut params = authorize_params(&app, "notes.notes:read", &challenge);
+#[tokio::test]
+async fn pkce_method_without_challenge_is_refused() {
+    let (env, app) = with_app().await;
+    let mut params = authorize_params(&app, "notes.notes:read", &pkce().1);
     params.code_challenge = None;
     assert_eq!(
-        env.server
-            .validate_authorize_request(&params)
-            .await
-            .unwrap_err()
-            .error()
-            .code(),
-        ErrorCode::InvalidRequest
-    );
-    let params = authorize_params(&app, "notes.notes:read", "too-short");
-    assert_eq!(
-        env.server
-            .validate_authorize_request(&params)
-            .await
-            .unwrap_err()
-            .error()
-            .code(),
-        ErrorCode::InvalidRequest
-    );
-
-    // Wrong verifier at the token endpoint.
-    let (code, _verifier) = env.code(&user, &app, "notes.notes:read").await;
-    let (other_verifier, _) = pkce();
-    let client = ClientCredentials::public(app.client_id.as_str());
-    let err = env
-        .server
-        .exchange_code(&client, &code, Some(REDIRECT), &other_verifier, None)
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&err), ErrorCode::InvalidGrant);
-    // Missing verifier through the endpoint dispatcher.
-    let (code, _) = env.code(&user, &app, "notes.notes:read").await;
-    let params = TokenParams {
-        grant_type: Some("authorization_code".into()),
-        code: Some(code),
-        redirect_uri: Some(REDIRECT.into()),
-        ..TokenParams::default()
-    };
-    assert_eq!(
-        env.server.token(&client, &params, None).await.unwrap_err().code(),
+        env.authorize_err(&params).await.error().code(),
         ErrorCode::InvalidRequest
     );
 }
 
 #[tokio::test]
-async fn redirect_mismatch_never_redirects_and_loopback_port_is_free() {
-    let env = env().await;
-    let app = env.public_app().await;
-    let (_, challenge) = pkce();
+async fn malformed_pkce_challenge_is_refused() {
+    let (env, app) = with_app().await;
+    let params = authorize_params(&app, "notes.notes:read", "too-short");
+    assert_eq!(
+        env.authorize_err(&params).await.error().code(),
+        ErrorCode::InvalidRequest
+    );
+}
 
+#[tokio::test]
+async fn wrong_code_verifier_is_refused() {
+    let (env, user, app) = with_user_and_app().await;
+    let (code, _verifier) = env.code(&user, &app, "notes.notes:read").await;
+    let (other_verifier, _) = pkce();
+    let err = env
+        .exchange(&public_client(&app), &code, &other_verifier, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidGrant);
+}
+
+#[tokio::test]
+async fn missing_code_verifier_is_refused() {
+    let (env, user, app) = with_user_and_app().await;
+    // Through the endpoint dispatcher.
+    let (code, _) = env.code(&user, &app, "notes.notes:read").await;
+    let err = env
+        .server
+        .token(&public_client(&app), &code_grant(code, None), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidRequest);
+}
+
+/// An authorization request for `app` to return to `redirect_uri`.
+fn redirect_to(app: &App, redirect_uri: &str) -> AuthorizeParams {
+    AuthorizeParams {
+        redirect_uri: Some(redirect_uri.into()),
+        ..authorize_params(app, "notes.notes:read", &pkce().1)
+    }
+}
+
+#[tokio::test]
+async fn redirect_mismatch_never_redirects() {
+    let (env, app) = with_app().await;
     for bad in [
         "https://app.example/callback/",
         "https://app.example/callback?x=1",
@@ -206,22 +213,23 @@ async fn redirect_mismatch_never_redirects_and_loopback_port_is_free() {
         "http://app.example/callback",
         "https://APP.example/callback",
     ] {
-        let mut params = authorize_params(&app, "notes.notes:read", &challenge);
-        params.redirect_uri = Some(bad.into());
-        let err = env.server.validate_authorize_request(&params).await.unwrap_err();
+        let err = env.authorize_err(&redirect_to(&app, bad)).await;
         assert!(matches!(err, AuthorizeError::Display(_)), "{bad} must not redirect");
         assert!(err.redirect_location().is_none());
     }
     // Even with other errors in the request, a bad redirect URI wins.
-    let mut params = authorize_params(&app, "no_such.table:read", &challenge);
-    params.redirect_uri = Some("https://evil.example/".into());
-    params.response_type = Some("token".into());
-    assert!(matches!(
-        env.server.validate_authorize_request(&params).await.unwrap_err(),
-        AuthorizeError::Display(_)
-    ));
+    let params = AuthorizeParams {
+        scope: Some("no_such.table:read".into()),
+        response_type: Some("token".into()),
+        ..redirect_to(&app, "https://evil.example/")
+    };
+    assert!(matches!(env.authorize_err(&params).await, AuthorizeError::Display(_)));
+}
 
-    // Loopback: registered without a port, any port matches; path must match.
+#[tokio::test]
+async fn loopback_redirect_matches_any_port_but_not_another_path() {
+    let env = env().await;
+    // Registered without a port, any port matches; path must match.
     let cli = env
         .server
         .register_app(NewApp::public(
@@ -236,9 +244,11 @@ async fn redirect_mismatch_never_redirects_and_loopback_port_is_free() {
         "http://127.0.0.1/cb",
         "http://[::1]:1234/cb",
     ] {
-        let mut params = authorize_params(&cli, "notes.notes:read", &challenge);
-        params.redirect_uri = Some(ok.into());
-        let pending = env.server.validate_authorize_request(&params).await.unwrap();
+        let pending = env
+            .server
+            .validate_authorize_request(&redirect_to(&cli, ok))
+            .await
+            .unwrap();
         assert_eq!(pending.redirect_uri, ok);
     }
     for bad in [
@@ -246,21 +256,19 @@ async fn redirect_mismatch_never_redirects_and_loopback_port_is_free() {
         "http://localhost:53123/cb",
         "https://127.0.0.1:53123/cb",
     ] {
-        let mut params = authorize_params(&cli, "notes.notes:read", &challenge);
-        params.redirect_uri = Some(bad.into());
-        assert!(matches!(
-            env.server.validate_authorize_request(&params).await.unwrap_err(),
-            AuthorizeError::Display(_)
-        ));
+        let err = env.authorize_err(&redirect_to(&cli, bad)).await;
+        assert!(matches!(err, AuthorizeError::Display(_)), "{bad}");
     }
+}
 
-    // The token request must repeat the redirect URI exactly.
-    let user = env.user("b@example.org").await;
+#[tokio::test]
+async fn token_request_must_repeat_the_redirect_uri() {
+    let (env, user, app) = with_user_and_app().await;
     let (code, verifier) = env.code(&user, &app, "notes.notes:read").await;
     let err = env
         .server
         .exchange_code(
-            &ClientCredentials::public(app.client_id.as_str()),
+            &public_client(&app),
             &code,
             Some("https://app.example/other"),
             &verifier,
@@ -274,37 +282,31 @@ async fn redirect_mismatch_never_redirects_and_loopback_port_is_free() {
 #[tokio::test]
 async fn unknown_client_never_redirects() {
     let env = env().await;
-    let (_, challenge) = pkce();
     let params = AuthorizeParams {
         response_type: Some("code".into()),
         client_id: Some("01hzzzzzzzzzzzzzzzzzzzzzzz".into()),
         redirect_uri: Some(REDIRECT.into()),
         scope: Some("notes.notes:read".into()),
-        code_challenge: Some(challenge),
+        code_challenge: Some(pkce().1),
         code_challenge_method: Some("S256".into()),
         ..AuthorizeParams::default()
     };
-    let err = env.server.validate_authorize_request(&params).await.unwrap_err();
+    let err = env.authorize_err(&params).await;
     assert!(matches!(err, AuthorizeError::Display(_)));
     assert_eq!(err.error().code(), ErrorCode::InvalidClient);
     let params = AuthorizeParams {
         client_id: None,
         ..params
     };
-    assert!(matches!(
-        env.server.validate_authorize_request(&params).await.unwrap_err(),
-        AuthorizeError::Display(_)
-    ));
+    assert!(matches!(env.authorize_err(&params).await, AuthorizeError::Display(_)));
 }
 
 #[tokio::test]
-async fn redirectable_errors_carry_state_and_iss() {
-    let env = env().await;
-    let app = env.public_app().await;
-    let (_, challenge) = pkce();
-    let mut params = authorize_params(&app, "contacts.people:read", &challenge);
+async fn unsupported_response_type_redirects_with_state_and_iss() {
+    let (env, app) = with_app().await;
+    let mut params = authorize_params(&app, "contacts.people:read", &pkce().1);
     params.response_type = Some("token".into());
-    let err = env.server.validate_authorize_request(&params).await.unwrap_err();
+    let err = env.authorize_err(&params).await;
     let location = err.redirect_location().unwrap();
     assert!(location.starts_with(REDIRECT));
     assert_eq!(
@@ -312,39 +314,64 @@ async fn redirectable_errors_carry_state_and_iss() {
         Some("unsupported_response_type")
     );
     assert_eq!(query_param(location, "iss").as_deref(), Some(ISSUER));
+}
 
-    let params = authorize_params(&app, "nosuch.table:read", &challenge);
-    let err = env.server.validate_authorize_request(&params).await.unwrap_err();
+#[tokio::test]
+async fn unknown_scope_redirects_with_invalid_scope() {
+    let (env, app) = with_app().await;
+    let params = authorize_params(&app, "nosuch.table:read", &pkce().1);
+    let err = env.authorize_err(&params).await;
     assert_eq!(
         query_param(err.redirect_location().unwrap(), "error").as_deref(),
         Some("invalid_scope")
     );
+}
 
-    let mut params = authorize_params(&app, "", &challenge);
+#[tokio::test]
+async fn bad_authorization_details_are_refused() {
+    let (env, app) = with_app().await;
+    let mut params = authorize_params(&app, "", &pkce().1);
     params.scope = None;
     params.authorization_details =
         Some(r#"[{"type":"coffer_table","table":"contacts.people","actions":["read"],"columns":["nope"]}]"#.into());
-    let err = env.server.validate_authorize_request(&params).await.unwrap_err();
+    let err = env.authorize_err(&params).await;
     assert_eq!(err.error().code(), ErrorCode::InvalidAuthorizationDetails);
+}
 
-    // authorization_details as an addition to scope.
-    let mut params = authorize_params(&app, "notes.notes:read", &challenge);
+/// A request for reading notes with `authorization_details` asking for
+/// display names of the user's own contacts.
+async fn pending_with_details(env: &Env, app: &App) -> coffer_oauth::PendingAuthorization {
+    let mut params = authorize_params(app, "notes.notes:read", &pkce().1);
     params.authorization_details = Some(
         r#"[{"type":"coffer_table","table":"contacts.people","actions":["read"],"columns":["display_name"],"rows":"own"}]"#
             .into(),
     );
-    let pending = env.server.validate_authorize_request(&params).await.unwrap();
+    env.server.validate_authorize_request(&params).await.unwrap()
+}
+
+#[tokio::test]
+async fn authorization_details_add_to_the_scope() {
+    let (env, app) = with_app().await;
+    let pending = pending_with_details(&env, &app).await;
     assert_eq!(
         pending.scope(),
         "contacts.people(display_name):read:own notes.notes:read"
     );
+}
 
-    // Denial redirects with access_denied.
+#[tokio::test]
+async fn denial_redirects_with_access_denied() {
+    let (env, app) = with_app().await;
+    let pending = pending_with_details(&env, &app).await;
     let location = env.server.deny(&pending).await.unwrap();
     assert_eq!(query_param(&location, "error").as_deref(), Some("access_denied"));
     assert_eq!(query_param(&location, "state").as_deref(), Some("xyz"));
-    // So does approving nothing.
-    let user = env.user("c@example.org").await;
+}
+
+#[tokio::test]
+async fn approving_nothing_is_a_denial() {
+    let (env, user, app) = with_user_and_app().await;
+    let pending = pending_with_details(&env, &app).await;
     let response = env
         .server
         .approve(user.id, &coffer_auth::GrantSpec::new(), &pending)
@@ -359,100 +386,75 @@ async fn redirectable_errors_carry_state_and_iss() {
 
 #[tokio::test]
 async fn code_reuse_is_refused_and_revokes_its_tokens() {
-    let env = env().await;
-    let user = env.user("a@example.org").await;
-    let app = env.public_app().await;
-    let client = ClientCredentials::public(app.client_id.as_str());
+    let (env, user, app) = with_user_and_app().await;
+    let client = public_client(&app);
     let (code, verifier) = env.code(&user, &app, "notes.notes:read").await;
-    let tokens = env
-        .server
-        .exchange_code(&client, &code, Some(REDIRECT), &verifier, None)
-        .await
-        .unwrap();
+    let tokens = env.exchange(&client, &code, &verifier, None).await.unwrap();
     env.check(&user, &tokens.access_token, "notes.notes", Action::Read)
         .unwrap();
 
-    let err = env
-        .server
-        .exchange_code(&client, &code, Some(REDIRECT), &verifier, None)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidGrant);
+    let reused = env.exchange(&client, &code, &verifier, None).await;
+    assert_eq!(reused.unwrap_err().code(), ErrorCode::InvalidGrant);
     // The refresh token and the access token issued from the code are dead.
     let err = env
-        .server
-        .refresh(&client, tokens.refresh_token.as_deref().unwrap(), None, None)
+        .refresh(&client, tokens.refresh_token.as_deref().unwrap())
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
-    let denied = env
-        .check(&user, &tokens.access_token, "notes.notes", Action::Read)
-        .unwrap_err();
-    assert_eq!(denied.kind, DeniedKind::Revoked);
+    let denied = env.denied(&user, &tokens.access_token, "notes.notes", Action::Read);
+    assert_eq!(denied, DeniedKind::Revoked);
+}
 
-    // Another client cannot redeem someone else's code (and does not burn it).
+#[tokio::test]
+async fn another_client_cannot_redeem_a_code_nor_burn_it() {
+    let (env, user, app) = with_user_and_app().await;
     let other = env.public_app().await;
     let (code, verifier) = env.code(&user, &app, "notes.notes:read").await;
     let err = env
-        .server
-        .exchange_code(
-            &ClientCredentials::public(other.client_id.as_str()),
-            &code,
-            Some(REDIRECT),
-            &verifier,
-            None,
-        )
+        .exchange(&public_client(&other), &code, &verifier, None)
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
-    env.server
-        .exchange_code(&client, &code, Some(REDIRECT), &verifier, None)
+    env.exchange(&public_client(&app), &code, &verifier, None)
         .await
         .unwrap();
 }
 
+/// Tokens for reading tasks: the env, the user, the app, its credentials and
+/// the refresh token.
+async fn task_tokens() -> (Env, User, App, ClientCredentials, String) {
+    let (env, user, app) = with_user_and_app().await;
+    let r1 = env.tokens(&user, &app, "tasks.items:read").await.refresh_token.unwrap();
+    let client = public_client(&app);
+    (env, user, app, client, r1)
+}
+
 #[tokio::test]
 async fn refresh_reuse_revokes_the_family() {
-    let env = env().await;
-    let user = env.user("a@example.org").await;
-    let app = env.public_app().await;
-    let client = ClientCredentials::public(app.client_id.as_str());
-    let first = env.tokens(&user, &app, "tasks.items:read").await;
-    let r1 = first.refresh_token.unwrap();
-    let second = env.server.refresh(&client, &r1, None, None).await.unwrap();
+    let (env, user, app, client, r1) = task_tokens().await;
+    let second = env.refresh(&client, &r1).await.unwrap();
     let r2 = second.refresh_token.unwrap();
 
     // An attacker replays r1: refused, and the whole family dies.
-    let err = env.server.refresh(&client, &r1, None, None).await.unwrap_err();
+    let err = env.refresh(&client, &r1).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
-    let err = env.server.refresh(&client, &r2, None, None).await.unwrap_err();
+    let err = env.refresh(&client, &r2).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
     assert_eq!(
-        env.check(&user, &second.access_token, "tasks.items", Action::Read)
-            .unwrap_err()
-            .kind,
+        env.denied(&user, &second.access_token, "tasks.items", Action::Read),
         DeniedKind::Revoked
     );
     // Other families of the same grant are unaffected.
     let other = env.tokens(&user, &app, "tasks.items:read").await;
-    env.server
-        .refresh(&client, other.refresh_token.as_deref().unwrap(), None, None)
+    env.refresh(&client, other.refresh_token.as_deref().unwrap())
         .await
         .unwrap();
 }
 
 #[tokio::test]
 async fn concurrent_redemptions_of_one_refresh_token_let_one_win_and_kill_the_family() {
-    let env = env().await;
-    let user = env.user("a@example.org").await;
-    let app = env.public_app().await;
-    let client = ClientCredentials::public(app.client_id.as_str());
-    let first = env.tokens(&user, &app, "tasks.items:read").await;
-    let r1 = first.refresh_token.unwrap();
-    let (a, b) = tokio::join!(
-        env.server.refresh(&client, &r1, None, None),
-        env.server.refresh(&client, &r1, None, None)
-    );
+    let (env, _, _, client, r1) = task_tokens().await;
+    let (a, b) = tokio::join!(env.refresh(&client, &r1), env.refresh(&client, &r1));
     let winner = match (a, b) {
         (Ok(t), Err(e)) | (Err(e), Ok(t)) => {
             assert_eq!(e.code(), ErrorCode::InvalidGrant);
@@ -462,70 +464,46 @@ async fn concurrent_redemptions_of_one_refresh_token_let_one_win_and_kill_the_fa
     };
     // The loser looked like a replay, so the winner's tokens are revoked too.
     let err = env
-        .server
-        .refresh(&client, winner.refresh_token.as_deref().unwrap(), None, None)
+        .refresh(&client, winner.refresh_token.as_deref().unwrap())
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
+}
 
-    // Same for a code.
+#[tokio::test]
+async fn concurrent_redemptions_of_one_code_let_one_win() {
+    let (env, user, app) = with_user_and_app().await;
+    let client = public_client(&app);
     let (code, verifier) = env.code(&user, &app, "tasks.items:read").await;
     let (a, b) = tokio::join!(
-        env.server
-            .exchange_code(&client, &code, Some(REDIRECT), &verifier, None),
-        env.server
-            .exchange_code(&client, &code, Some(REDIRECT), &verifier, None)
+        env.exchange(&client, &code, &verifier, None),
+        env.exchange(&client, &code, &verifier, None)
     );
     assert_eq!(usize::from(a.is_ok()) + usize::from(b.is_ok()), 1);
 }
 
 #[tokio::test]
 async fn refresh_can_narrow_scope_but_not_widen() {
-    let env = env().await;
-    let user = env.user("a@example.org").await;
-    let app = env.public_app().await;
-    let client = ClientCredentials::public(app.client_id.as_str());
+    let (env, user, app) = with_user_and_app().await;
+    let client = public_client(&app);
     let first = env.tokens(&user, &app, "tasks.items:read+create").await;
-    let narrowed = env
-        .server
-        .refresh(
-            &client,
-            first.refresh_token.as_deref().unwrap(),
-            Some("tasks.items:read"),
-            None,
-        )
-        .await
-        .unwrap();
+    let narrow = |refresh: Option<String>, scope: &'static str| {
+        let (server, client) = (env.server.clone(), client.clone());
+        async move { server.refresh(&client, &refresh.unwrap(), Some(scope), None).await }
+    };
+    let narrowed = narrow(first.refresh_token, "tasks.items:read").await.unwrap();
     assert_eq!(narrowed.scope, "tasks.items:read");
-    let err = env
-        .server
-        .refresh(
-            &client,
-            narrowed.refresh_token.as_deref().unwrap(),
-            Some("tasks.items:delete"),
-            None,
-        )
-        .await
-        .unwrap_err();
+    let err = narrow(narrowed.refresh_token, "tasks.items:delete").await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidScope);
 }
 
 #[tokio::test]
 async fn expired_code_is_refused() {
-    let env = env().await;
-    let user = env.user("a@example.org").await;
-    let app = env.public_app().await;
+    let (env, user, app) = with_user_and_app().await;
     let (code, verifier) = env.code(&user, &app, "notes.notes:read").await;
     env.advance(TimeDelta::minutes(10) + TimeDelta::seconds(1));
     let err = env
-        .server
-        .exchange_code(
-            &ClientCredentials::public(app.client_id.as_str()),
-            &code,
-            Some(REDIRECT),
-            &verifier,
-            None,
-        )
+        .exchange(&public_client(&app), &code, &verifier, None)
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
@@ -534,8 +512,7 @@ async fn expired_code_is_refused() {
 
 #[tokio::test]
 async fn confidential_client_needs_its_secret() {
-    let env = env().await;
-    let user = env.user("a@example.org").await;
+    let (env, user, _) = with_user_and_app().await;
     let registered = env
         .server
         .register_app(NewApp::confidential("Server App", vec![REDIRECT.into()]))
@@ -552,29 +529,25 @@ async fn confidential_client_needs_its_secret() {
         ClientCredentials::with_secret(id, "wrong"),
         ClientCredentials::with_secret(id, format!("{secret}x")),
     ] {
-        let err = env
-            .server
-            .exchange_code(&creds, &code, Some(REDIRECT), &verifier, None)
-            .await
-            .unwrap_err();
+        let err = env.exchange(&creds, &code, &verifier, None).await.unwrap_err();
         assert_eq!(err.code(), ErrorCode::InvalidClient);
         assert_eq!(err.http_status(), 401);
     }
     // Failed authentication did not burn the code.
     let tokens = env
-        .server
-        .exchange_code(
-            &ClientCredentials::with_secret(id, &secret),
-            &code,
-            Some(REDIRECT),
-            &verifier,
-            None,
-        )
+        .exchange(&ClientCredentials::with_secret(id, &secret), &code, &verifier, None)
         .await
         .unwrap();
     env.check(&user, &tokens.access_token, "notes.notes", Action::Read)
         .unwrap();
+}
 
+#[tokio::test]
+async fn client_secret_by_http_basic() {
+    let env = env().await;
+    let (app, client) = env.confidential_app().await;
+    let id = app.client_id.as_str();
+    let secret = client.client_secret.as_deref().unwrap();
     // HTTP Basic, form-urlencoded.
     use base64::Engine;
     let header = format!(
@@ -582,7 +555,7 @@ async fn confidential_client_needs_its_secret() {
         base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
     );
     let creds = ClientCredentials::from_request(Some(&header), None, None).unwrap();
-    assert_eq!(creds, ClientCredentials::with_secret(id, &secret));
+    assert_eq!(creds, client);
     env.server.authenticate_client(&creds).await.unwrap();
     assert_eq!(
         ClientCredentials::from_request(Some(&header), None, Some("also"))
@@ -590,8 +563,11 @@ async fn confidential_client_needs_its_secret() {
             .code(),
         ErrorCode::InvalidClient
     );
-    // A public client sending a secret is refused.
-    let public = env.public_app().await;
+}
+
+#[tokio::test]
+async fn public_client_sending_a_secret_is_refused() {
+    let (env, public) = with_app().await;
     let err = env
         .server
         .authenticate_client(&ClientCredentials::with_secret(public.client_id.as_str(), "x"))
@@ -600,47 +576,54 @@ async fn confidential_client_needs_its_secret() {
     assert_eq!(err.code(), ErrorCode::InvalidClient);
 }
 
+/// Tokens for reading contacts, then the user revokes their grant.
+async fn revoked_grant(env: &Env, user: &User, app: &App) -> (TokenResponse, Grant) {
+    let tokens = env.tokens(user, app, "contacts.people:read").await;
+    env.check(user, &tokens.access_token, "contacts.people", Action::Read)
+        .unwrap();
+    let grant = env.first_grant(user).await;
+    let revoked = env.server.revoke_grant(user.id, grant.id).await.unwrap();
+    (tokens, revoked)
+}
+
 #[tokio::test]
 async fn revoked_grant_fails_on_the_next_check() {
-    let env = env().await;
-    let user = env.user("a@example.org").await;
-    let app = env.public_app().await;
-    let client = ClientCredentials::public(app.client_id.as_str());
-    let tokens = env.tokens(&user, &app, "contacts.people:read").await;
-    env.check(&user, &tokens.access_token, "contacts.people", Action::Read)
-        .unwrap();
-
-    let grant = env.server.grants_for_user(user.id).await.unwrap().remove(0).grant;
-    let revoked = env.server.revoke_grant(user.id, grant.id).await.unwrap();
+    let (env, user, app) = with_user_and_app().await;
+    let (tokens, revoked) = revoked_grant(&env, &user, &app).await;
     assert_eq!(revoked.status, GrantStatus::Revoked);
     assert_eq!(revoked.version, 2);
     assert_eq!(
-        env.check(&user, &tokens.access_token, "contacts.people", Action::Read)
-            .unwrap_err()
-            .kind,
+        env.denied(&user, &tokens.access_token, "contacts.people", Action::Read),
         DeniedKind::Revoked
     );
     let err = env
-        .server
-        .refresh(&client, tokens.refresh_token.as_deref().unwrap(), None, None)
+        .refresh(&public_client(&app), tokens.refresh_token.as_deref().unwrap())
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
-    // Revoking again is a no-op; another user cannot touch it.
+}
+
+#[tokio::test]
+async fn revoking_again_is_a_no_op_and_another_user_cannot() {
+    let (env, user, app) = with_user_and_app().await;
+    let (_, grant) = revoked_grant(&env, &user, &app).await;
     env.server.revoke_grant(user.id, grant.id).await.unwrap();
     let mallory = env.user("m@example.org").await;
     assert!(matches!(
         env.server.revoke_grant(mallory.id, grant.id).await.unwrap_err(),
         coffer_oauth::Error::NotFound(_)
     ));
+}
 
-    // A fresh view loaded from the database agrees.
+#[tokio::test]
+async fn a_fresh_revocation_view_loaded_from_the_database_agrees() {
+    let (env, user, app) = with_user_and_app().await;
+    let (_, grant) = revoked_grant(&env, &user, &app).await;
     let fresh = std::sync::Arc::new(coffer_auth::RevocationView::new());
-    let env2_view = fresh.clone();
     let server2 = coffer_oauth::OAuthServer::new(
         env.pool.clone(),
         std::sync::Arc::new(coffer_auth::RootKeyPair::generate()),
-        env2_view,
+        fresh.clone(),
         std::sync::Arc::new(|_: &str| None),
         coffer_oauth::OAuthConfig::new(ISSUER),
     )
@@ -650,8 +633,12 @@ async fn revoked_grant_fails_on_the_next_check() {
         fresh.grant(grant.id).map(|s| (s.version, s.status)),
         Some((2, GrantStatus::Revoked))
     );
+}
 
-    // Consenting again makes a new grant; the old one stays revoked.
+#[tokio::test]
+async fn consenting_again_after_revocation_makes_a_new_grant() {
+    let (env, user, app) = with_user_and_app().await;
+    revoked_grant(&env, &user, &app).await;
     let again = env.tokens(&user, &app, "contacts.people:read").await;
     env.check(&user, &again.access_token, "contacts.people", Action::Read)
         .unwrap();
@@ -661,190 +648,163 @@ async fn revoked_grant_fails_on_the_next_check() {
 }
 
 #[tokio::test]
-async fn narrowing_bumps_the_version_and_old_tokens_fail() {
-    let env = env().await;
-    let user = env.user("a@example.org").await;
-    let app = env.public_app().await;
-    let client = ClientCredentials::public(app.client_id.as_str());
-    let tokens = env.tokens(&user, &app, "contacts.people:read+create").await;
-    let grant = env.server.grants_for_user(user.id).await.unwrap().remove(0).grant;
+async fn narrowing_refuses_widening_and_nothing() {
+    let (env, user, app) = with_user_and_app().await;
+    env.tokens(&user, &app, "contacts.people:read+create").await;
+    let grant = env.first_grant(&user).await;
+    for spec in [
+        env.spec("contacts.people:read+create+delete"),
+        coffer_auth::GrantSpec::new(),
+    ] {
+        let err = env.server.narrow_grant(user.id, grant.id, &spec).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidScope, "{}", spec.to_scope_string());
+    }
+}
 
-    // Widening through narrow is refused; so is narrowing to nothing.
-    let wider = env.spec("contacts.people:read+create+delete");
-    assert_eq!(
-        env.server
-            .narrow_grant(user.id, grant.id, &wider)
-            .await
-            .unwrap_err()
-            .code(),
-        ErrorCode::InvalidScope
-    );
-    assert_eq!(
-        env.server
-            .narrow_grant(user.id, grant.id, &coffer_auth::GrantSpec::new())
-            .await
-            .unwrap_err()
-            .code(),
-        ErrorCode::InvalidScope
-    );
-
+/// Tokens for reading and creating contacts; then the user narrows the
+/// grant to reading.
+async fn narrowed(env: &Env, user: &User, app: &App) -> (TokenResponse, Grant) {
+    let tokens = env.tokens(user, app, "contacts.people:read+create").await;
+    let grant = env.first_grant(user).await;
     let narrowed = env
         .server
         .narrow_grant(user.id, grant.id, &env.spec("contacts.people:read"))
         .await
         .unwrap();
-    assert_eq!(narrowed.version, 2);
-    let denied = env
-        .check(&user, &tokens.access_token, "contacts.people", Action::Read)
-        .unwrap_err();
-    assert_eq!(denied.kind, DeniedKind::GrantChanged { current_version: 2 });
+    (tokens, narrowed)
+}
 
-    // The refresh token still works and mints for the narrowed grant.
+#[tokio::test]
+async fn narrowing_bumps_the_version_and_old_tokens_fail() {
+    let (env, user, app) = with_user_and_app().await;
+    let (tokens, narrowed) = narrowed(&env, &user, &app).await;
+    assert_eq!(narrowed.version, 2);
+    let denied = env.denied(&user, &tokens.access_token, "contacts.people", Action::Read);
+    assert_eq!(denied, DeniedKind::GrantChanged { current_version: 2 });
+}
+
+#[tokio::test]
+async fn refresh_after_narrowing_mints_for_the_narrowed_grant() {
+    let (env, user, app) = with_user_and_app().await;
+    let (tokens, _) = narrowed(&env, &user, &app).await;
     let fresh = env
-        .server
-        .refresh(&client, tokens.refresh_token.as_deref().unwrap(), None, None)
+        .refresh(&public_client(&app), tokens.refresh_token.as_deref().unwrap())
         .await
         .unwrap();
     assert_eq!(fresh.scope, "contacts.people:read");
     env.check(&user, &fresh.access_token, "contacts.people", Action::Read)
         .unwrap();
     assert!(matches!(
-        env.check(&user, &fresh.access_token, "contacts.people", Action::Create)
-            .unwrap_err()
-            .kind,
+        env.denied(&user, &fresh.access_token, "contacts.people", Action::Create),
         DeniedKind::MissingRight { .. }
     ));
 }
 
-#[tokio::test]
-async fn par_request_uri_is_single_use_and_expires() {
+/// A confidential app's pushed request for reading notes: the env, the app,
+/// its credentials, the request and its PKCE verifier.
+async fn par() -> (Env, App, ClientCredentials, AuthorizeParams, String) {
     let env = env().await;
-    let user = env.user("a@example.org").await;
-    let registered = env
-        .server
-        .register_app(NewApp::confidential("Server App", vec![REDIRECT.into()]))
-        .await
-        .unwrap();
-    let app = registered.app;
-    let client = ClientCredentials::with_secret(app.client_id.as_str(), registered.client_secret.unwrap());
+    let (app, client) = env.confidential_app().await;
     let (verifier, challenge) = pkce();
-    let mut params = authorize_params(&app, "notes.notes:read", &challenge);
-    params.client_id = None;
+    let params = pushed_params(&app, "notes.notes:read", &challenge);
+    (env, app, client, params, verifier)
+}
 
+#[tokio::test]
+async fn par_request_uri_is_single_use() {
+    let (env, app, client, params, verifier) = par().await;
+    let user = env.user("a@example.org").await;
     let pushed = env
         .server
-        .push_authorization_request(&client, params.clone(), None)
+        .push_authorization_request(&client, params, None)
         .await
         .unwrap();
     assert!(pushed.request_uri.starts_with("urn:ietf:params:oauth:request_uri:"));
     assert_eq!(pushed.expires_in, 60);
-    let by_reference = AuthorizeParams {
-        client_id: Some(app.client_id.to_string()),
-        request_uri: Some(pushed.request_uri.clone()),
-        ..AuthorizeParams::default()
-    };
+    let by_reference = by_reference(app.client_id.as_str(), pushed.request_uri);
     let pending = env.server.validate_authorize_request(&by_reference).await.unwrap();
     assert_eq!(pending.scope(), "notes.notes:read");
     assert_eq!(pending.state.as_deref(), Some("xyz"));
     // Second use refused, without redirect.
-    let err = env.server.validate_authorize_request(&by_reference).await.unwrap_err();
+    let err = env.authorize_err(&by_reference).await;
     assert!(matches!(err, AuthorizeError::Display(_)));
     assert_eq!(err.error().code(), ErrorCode::InvalidRequestUri);
     // The code works.
-    let response = env.server.approve(user.id, &pending.requested, &pending).await.unwrap();
-    let code = query_param(&response.location, "code").unwrap();
-    env.server
-        .exchange_code(&client, &code, Some(REDIRECT), &verifier, None)
-        .await
-        .unwrap();
+    let code = env.approve_all(&user, &pending).await;
+    env.exchange(&client, &code, &verifier, None).await.unwrap();
+}
 
-    // Expiry after 60 s.
-    let pushed = env
-        .server
-        .push_authorization_request(&client, params.clone(), None)
-        .await
-        .unwrap();
+#[tokio::test]
+async fn par_request_uri_expires_after_60_seconds() {
+    let (env, app, client, params, _) = par().await;
+    let request_uri = env.push(&client, &params, None).await;
     env.advance(TimeDelta::seconds(61));
-    let by_reference = AuthorizeParams {
-        client_id: Some(app.client_id.to_string()),
-        request_uri: Some(pushed.request_uri),
-        ..AuthorizeParams::default()
-    };
+    let by_reference = by_reference(app.client_id.as_str(), request_uri);
     assert_eq!(
-        env.server
-            .validate_authorize_request(&by_reference)
-            .await
-            .unwrap_err()
-            .error()
-            .code(),
+        env.authorize_err(&by_reference).await.error().code(),
         ErrorCode::InvalidRequestUri
-    );
-
-    // Another client cannot use the request_uri.
-    let pushed = env
-        .server
-        .push_authorization_request(&client, params.clone(), None)
-        .await
-        .unwrap();
-    let other = env.public_app().await;
-    let stolen = AuthorizeParams {
-        client_id: Some(other.client_id.to_string()),
-        request_uri: Some(pushed.request_uri),
-        ..AuthorizeParams::default()
-    };
-    assert!(matches!(
-        env.server.validate_authorize_request(&stolen).await.unwrap_err(),
-        AuthorizeError::Display(_)
-    ));
-
-    // PAR validates like the authorization endpoint, but answers directly.
-    let mut bad = params.clone();
-    bad.code_challenge_method = Some("plain".into());
-    assert_eq!(
-        env.server
-            .push_authorization_request(&client, bad, None)
-            .await
-            .unwrap_err()
-            .code(),
-        ErrorCode::InvalidRequest
-    );
-    let mut bad = params.clone();
-    bad.redirect_uri = Some("https://evil.example/".into());
-    assert_eq!(
-        env.server
-            .push_authorization_request(&client, bad, None)
-            .await
-            .unwrap_err()
-            .code(),
-        ErrorCode::InvalidRequest
-    );
-    assert_eq!(
-        env.server
-            .push_authorization_request(
-                &ClientCredentials::with_secret(app.client_id.as_str(), "nope"),
-                params,
-                None
-            )
-            .await
-            .unwrap_err()
-            .code(),
-        ErrorCode::InvalidClient
     );
 }
 
 #[tokio::test]
-async fn dynamic_registration_is_validated() {
-    let env = env().await;
-    let meta = |uris: &[&str]| ClientMetadata {
-        redirect_uris: uris.iter().map(|s| s.to_string()).collect(),
-        client_name: Some("Agent".into()),
-        token_endpoint_auth_method: Some("none".into()),
-        ..ClientMetadata::default()
+async fn another_client_cannot_use_the_request_uri() {
+    let (env, _, client, params, _) = par().await;
+    let request_uri = env.push(&client, &params, None).await;
+    let other = env.public_app().await;
+    let stolen = by_reference(other.client_id.as_str(), request_uri);
+    assert!(matches!(env.authorize_err(&stolen).await, AuthorizeError::Display(_)));
+}
+
+#[tokio::test]
+async fn par_validates_like_the_authorization_endpoint_but_answers_directly() {
+    let (env, app, client, params, _) = par().await;
+    let plain = AuthorizeParams {
+        code_challenge_method: Some("plain".into()),
+        ..params.clone()
     };
-    // Accepted: https, loopback IP literals.
+    let evil = AuthorizeParams {
+        redirect_uri: Some("https://evil.example/".into()),
+        ..params.clone()
+    };
+    let wrong_secret = ClientCredentials::with_secret(app.client_id.as_str(), "nope");
+    for (what, creds, params, code) in [
+        ("plain PKCE", &client, plain, ErrorCode::InvalidRequest),
+        ("another redirect URI", &client, evil, ErrorCode::InvalidRequest),
+        ("a wrong secret", &wrong_secret, params, ErrorCode::InvalidClient),
+    ] {
+        let err = env
+            .server
+            .push_authorization_request(creds, params, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{what}");
+    }
+}
+
+/// Dynamic registration of a public client by the name `name`.
+fn registration(name: &str) -> ClientMetadata {
+    ClientMetadata {
+        redirect_uris: vec![REDIRECT.into()],
+        token_endpoint_auth_method: Some("none".into()),
+        client_name: Some(name.into()),
+        ..ClientMetadata::default()
+    }
+}
+
+/// Dynamic registration of the public client "Agent" with `uris`.
+fn agent(uris: &[&str]) -> ClientMetadata {
+    ClientMetadata {
+        redirect_uris: uris.iter().map(|s| s.to_string()).collect(),
+        ..registration("Agent")
+    }
+}
+
+#[tokio::test]
+async fn registration_accepts_https_and_loopback_redirect_uris() {
+    let env = env().await;
     let ok = env
         .server
-        .register_client(meta(&[
+        .register_client(agent(&[
             "https://agent.example/cb",
             "http://127.0.0.1/cb",
             "http://[::1]/cb",
@@ -862,8 +822,11 @@ async fn dynamic_registration_is_validated() {
     assert!(json.get("client_secret").is_none());
     let app = env.server.app(&ok.client_id).await.unwrap();
     assert_eq!(app.kind(), coffer_oauth::ClientKind::Public);
+}
 
-    // Redirect URIs refused.
+#[tokio::test]
+async fn registration_refuses_redirect_uris() {
+    let env = env().await;
     for bad in [
         "http://agent.example/cb",
         "http://localhost:8080/cb",
@@ -873,54 +836,49 @@ async fn dynamic_registration_is_validated() {
         "javascript:alert(1)",
         "/relative",
     ] {
-        let err = env.server.register_client(meta(&[bad])).await.unwrap_err();
+        let err = env.server.register_client(agent(&[bad])).await.unwrap_err();
         assert_eq!(err.code(), ErrorCode::InvalidRedirectUri, "{bad}");
     }
     // The code grant needs a redirect URI.
     assert_eq!(
-        env.server.register_client(meta(&[])).await.unwrap_err().code(),
+        env.server.register_client(agent(&[])).await.unwrap_err().code(),
         ErrorCode::InvalidRedirectUri
     );
-    // Metadata refused.
-    let mut m = meta(&["https://agent.example/cb"]);
-    m.token_endpoint_auth_method = Some("private_key_jwt".into());
-    assert_eq!(
-        env.server.register_client(m).await.unwrap_err().code(),
-        ErrorCode::InvalidClientMetadata
-    );
-    let mut m = meta(&["https://agent.example/cb"]);
-    m.grant_types = Some(vec!["implicit".into()]);
-    assert_eq!(
-        env.server.register_client(m).await.unwrap_err().code(),
-        ErrorCode::InvalidClientMetadata
-    );
-    let mut m = meta(&["https://agent.example/cb"]);
-    m.response_types = Some(vec!["token".into()]);
-    assert_eq!(
-        env.server.register_client(m).await.unwrap_err().code(),
-        ErrorCode::InvalidClientMetadata
-    );
-    let mut m = meta(&["https://agent.example/cb"]);
-    m.client_name = None;
-    assert_eq!(
-        env.server.register_client(m).await.unwrap_err().code(),
-        ErrorCode::InvalidClientMetadata
-    );
-    let mut m = meta(&["https://agent.example/cb"]);
-    m.logo_uri = Some("http://agent.example/logo.png".into());
-    assert_eq!(
-        env.server.register_client(m).await.unwrap_err().code(),
-        ErrorCode::InvalidClientMetadata
-    );
-    let mut m = meta(&["https://agent.example/cb"]);
-    m.scope = Some("Contacts.People:READ".into());
-    assert_eq!(
-        env.server.register_client(m).await.unwrap_err().code(),
-        ErrorCode::InvalidClientMetadata
-    );
+}
 
-    // Confidential by default, with a secret shown once; device-only clients need no redirect URI.
-    let mut m = meta(&["https://agent.example/cb"]);
+#[tokio::test]
+async fn registration_refuses_metadata() {
+    let env = env().await;
+    type Change = fn(&mut ClientMetadata);
+    let refused: [(&str, Change); 6] = [
+        ("private_key_jwt", |m| {
+            m.token_endpoint_auth_method = Some("private_key_jwt".into())
+        }),
+        ("implicit grant", |m| m.grant_types = Some(vec!["implicit".into()])),
+        ("token response", |m| m.response_types = Some(vec!["token".into()])),
+        ("no name", |m| m.client_name = None),
+        ("http logo", |m| {
+            m.logo_uri = Some("http://agent.example/logo.png".into())
+        }),
+        ("scope not in lower case", |m| {
+            m.scope = Some("Contacts.People:READ".into())
+        }),
+    ];
+    for (what, change) in refused {
+        let mut m = agent(&["https://agent.example/cb"]);
+        change(&mut m);
+        assert_eq!(
+            env.server.register_client(m).await.unwrap_err().code(),
+            ErrorCode::InvalidClientMetadata,
+            "{what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn registered_clients_are_confidential_by_default_with_a_secret_shown_once() {
+    let env = env().await;
+    let mut m = agent(&["https://agent.example/cb"]);
     m.token_endpoint_auth_method = None;
     let conf = env.server.register_client(m).await.unwrap();
     let secret = conf.client_secret.clone().unwrap();
@@ -929,7 +887,12 @@ async fn dynamic_registration_is_validated() {
         .authenticate_client(&ClientCredentials::with_secret(&conf.client_id, secret))
         .await
         .unwrap();
-    let mut m = meta(&[]);
+}
+
+#[tokio::test]
+async fn device_only_clients_need_no_redirect_uri() {
+    let env = env().await;
+    let mut m = agent(&[]);
     m.grant_types = Some(vec![
         "urn:ietf:params:oauth:grant-type:device_code".into(),
         "refresh_token".into(),
@@ -938,120 +901,93 @@ async fn dynamic_registration_is_validated() {
     env.server.register_client(m).await.unwrap();
 }
 
-#[tokio::test]
-async fn introspection_of_active_and_revoked_tokens() {
+/// A confidential app's tokens for reading events: the env, the user, the
+/// app's credentials and the tokens.
+async fn confidential_tokens() -> (Env, User, ClientCredentials, TokenResponse) {
     let env = env().await;
     let user = env.user("a@example.org").await;
-    let registered = env
-        .server
-        .register_app(NewApp::confidential("Server App", vec![REDIRECT.into()]))
-        .await
-        .unwrap();
-    let app = registered.app;
-    let client = ClientCredentials::with_secret(app.client_id.as_str(), registered.client_secret.unwrap());
+    let (app, client) = env.confidential_app().await;
     let (code, verifier) = env.code(&user, &app, "calendar.events:read").await;
-    let tokens = env
-        .server
-        .exchange_code(&client, &code, Some(REDIRECT), &verifier, None)
-        .await
-        .unwrap();
-    let refresh = tokens.refresh_token.clone().unwrap();
+    let tokens = env.exchange(&client, &code, &verifier, None).await.unwrap();
+    (env, user, client, tokens)
+}
 
+#[tokio::test]
+async fn introspection_of_active_tokens() {
+    let (env, user, client, tokens) = confidential_tokens().await;
     let info = env.server.introspect(&client, &tokens.access_token).await.unwrap();
     assert!(info.active);
     assert_eq!(info.scope.as_deref(), Some("calendar.events:read"));
-    assert_eq!(info.client_id.as_deref(), Some(app.client_id.as_str()));
+    assert_eq!(info.client_id.as_deref(), Some(client.client_id.as_str()));
     assert_eq!(info.sub, Some(user.id.to_string()));
     assert_eq!(info.token_type.as_deref(), Some("Bearer"));
     assert_eq!(info.vault_id, Some(user.vault_id.to_string()));
     assert!(info.exp.unwrap() > info.iat.unwrap());
-    let info = env.server.introspect(&client, &refresh).await.unwrap();
+    let info = env
+        .server
+        .introspect(&client, tokens.refresh_token.as_deref().unwrap())
+        .await
+        .unwrap();
     assert!(info.active);
     assert_eq!(info.token_type.as_deref(), Some("refresh_token"));
+}
 
-    // Another client learns nothing; garbage is inactive.
-    let other = env.public_app().await;
-    let other_client = ClientCredentials::public(other.client_id.as_str());
-    assert!(
-        !env.server
-            .introspect(&other_client, &tokens.access_token)
-            .await
-            .unwrap()
-            .active
-    );
-    assert!(!env.server.introspect(&client, "not-a-token").await.unwrap().active);
+#[tokio::test]
+async fn introspection_tells_another_client_nothing_and_garbage_is_inactive() {
+    let (env, _, client, tokens) = confidential_tokens().await;
+    let other = public_client(&env.public_app().await);
+    assert!(!env.active(&other, &tokens.access_token).await);
+    assert!(!env.active(&client, "not-a-token").await);
     assert_eq!(
         serde_json::to_value(env.server.introspect(&client, "x").await.unwrap()).unwrap(),
         serde_json::json!({"active": false})
     );
-    // Another client's revocation request is ignored.
-    env.server.revoke(&other_client, &tokens.access_token).await.unwrap();
-    assert!(
-        env.server
-            .introspect(&client, &tokens.access_token)
-            .await
-            .unwrap()
-            .active
-    );
+}
 
-    // RFC 7009: revoking the access token.
+#[tokio::test]
+async fn another_clients_revocation_request_is_ignored() {
+    let (env, _, client, tokens) = confidential_tokens().await;
+    let other = public_client(&env.public_app().await);
+    env.server.revoke(&other, &tokens.access_token).await.unwrap();
+    assert!(env.active(&client, &tokens.access_token).await);
+}
+
+#[tokio::test]
+async fn revoking_the_access_token() {
+    // RFC 7009.
+    let (env, user, client, tokens) = confidential_tokens().await;
     env.server.revoke(&client, &tokens.access_token).await.unwrap();
-    assert!(
-        !env.server
-            .introspect(&client, &tokens.access_token)
-            .await
-            .unwrap()
-            .active
-    );
+    assert!(!env.active(&client, &tokens.access_token).await);
     assert_eq!(
-        env.check(&user, &tokens.access_token, "calendar.events", Action::Read)
-            .unwrap_err()
-            .kind,
+        env.denied(&user, &tokens.access_token, "calendar.events", Action::Read),
         DeniedKind::Revoked
     );
-    assert!(env.server.introspect(&client, &refresh).await.unwrap().active);
-    // Revoking the refresh token kills the family.
-    let rotated = env.server.refresh(&client, &refresh, None, None).await.unwrap();
-    assert!(
-        !env.server.introspect(&client, &refresh).await.unwrap().active,
-        "a used refresh token is inactive"
-    );
-    env.server
-        .revoke(&client, rotated.refresh_token.as_deref().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        !env.server
-            .introspect(&client, rotated.refresh_token.as_deref().unwrap())
-            .await
-            .unwrap()
-            .active
-    );
-    assert!(
-        !env.server
-            .introspect(&client, &rotated.access_token)
-            .await
-            .unwrap()
-            .active
-    );
-    // Unknown tokens revoke fine.
-    env.server.revoke(&client, "unknown").await.unwrap();
+    assert!(env.active(&client, tokens.refresh_token.as_deref().unwrap()).await);
+}
 
-    // Expired access token.
-    let (code, verifier) = env.code(&user, &app, "calendar.events:read").await;
-    let tokens = env
-        .server
-        .exchange_code(&client, &code, Some(REDIRECT), &verifier, None)
-        .await
-        .unwrap();
+#[tokio::test]
+async fn revoking_the_refresh_token_kills_the_family() {
+    let (env, _, client, tokens) = confidential_tokens().await;
+    let refresh = tokens.refresh_token.unwrap();
+    let rotated = env.refresh(&client, &refresh).await.unwrap();
+    assert!(!env.active(&client, &refresh).await, "a used refresh token is inactive");
+    let rotated_refresh = rotated.refresh_token.as_deref().unwrap();
+    env.server.revoke(&client, rotated_refresh).await.unwrap();
+    assert!(!env.active(&client, rotated_refresh).await);
+    assert!(!env.active(&client, &rotated.access_token).await);
+}
+
+#[tokio::test]
+async fn unknown_tokens_revoke_fine() {
+    let (env, _, client, _) = confidential_tokens().await;
+    env.server.revoke(&client, "unknown").await.unwrap();
+}
+
+#[tokio::test]
+async fn an_expired_access_token_is_inactive() {
+    let (env, _, client, tokens) = confidential_tokens().await;
     env.advance(TimeDelta::minutes(16));
-    assert!(
-        !env.server
-            .introspect(&client, &tokens.access_token)
-            .await
-            .unwrap()
-            .active
-    );
+    assert!(!env.active(&client, &tokens.access_token).await);
 }
 
 #[tokio::test]
@@ -1093,9 +1029,7 @@ async fn metadata_lists_endpoints_and_the_root_key() {
 
 #[tokio::test]
 async fn revoking_an_attenuated_token_revokes_its_parent_until_the_parents_expiry() {
-    let env = env().await;
-    let user = env.user("ada@example.org").await;
-    let app = env.public_app().await;
+    let (env, user, app) = with_user_and_app().await;
     let parent = env.tokens(&user, &app, "notes.notes:read").await.access_token;
     // The holder hands out a copy that lives one minute; the parent lives ten.
     let child = coffer_auth::attenuate(
@@ -1105,8 +1039,7 @@ async fn revoking_an_attenuated_token_revokes_its_parent_until_the_parents_expir
     .unwrap();
     env.check(&user, &child, "notes.notes", Action::Read).unwrap();
 
-    let client = ClientCredentials::public(app.client_id.as_str());
-    env.server.revoke(&client, &child).await.unwrap();
+    env.server.revoke(&public_client(&app), &child).await.unwrap();
     for token in [&parent, &child] {
         let denied = env.check(&user, token, "notes.notes", Action::Read).unwrap_err();
         assert_eq!(denied.kind, DeniedKind::Revoked, "{denied:?}");
@@ -1123,17 +1056,8 @@ async fn revoking_an_attenuated_token_revokes_its_parent_until_the_parents_expir
     assert_eq!(env.server.revocation_view().prune(env.server.now()), 1);
 }
 
-fn registration(name: &str) -> ClientMetadata {
-    ClientMetadata {
-        redirect_uris: vec![REDIRECT.into()],
-        token_endpoint_auth_method: Some("none".into()),
-        client_name: Some(name.into()),
-        ..ClientMetadata::default()
-    }
-}
-
 #[tokio::test]
-async fn registration_refuses_invisible_and_bidi_characters() {
+async fn registration_refuses_invisible_and_bidi_characters_in_the_name() {
     let env = env().await;
     for (what, name) in [
         ("right-to-left override", "Notes \u{202E}orP"),
@@ -1155,15 +1079,28 @@ async fn registration_refuses_invisible_and_bidi_characters() {
         );
         assert!(err.description().contains("U+"), "{what}: {}", err.description());
     }
+}
+
+#[tokio::test]
+async fn registration_refuses_a_bidi_override_in_the_client_uri() {
+    let env = env().await;
     let mut uri = registration("Notes Pro");
     uri.client_uri = Some("https://notes.example/\u{202E}lmth.xedni".into());
     let err = env.server.register_client(uri).await.unwrap_err();
     assert!(err.description().contains("client_uri"), "{}", err.description());
-    // Letters of any script, marks and emoji are fine.
+}
+
+#[tokio::test]
+async fn registration_accepts_letters_of_any_script_marks_and_emoji() {
+    let env = env().await;
     for name in ["Notizen für Ärzte", "ノート", "Ma\u{301}rkdown", "Notes 📝", "دفتر"] {
         env.server.register_client(registration(name)).await.unwrap();
     }
-    // Operators' registrations follow the same rule.
+}
+
+#[tokio::test]
+async fn operators_registrations_refuse_bidi_characters_too() {
+    let env = env().await;
     let err = env
         .server
         .register_app(NewApp::public("Notes\u{202E}", vec![REDIRECT.into()]))
@@ -1173,7 +1110,7 @@ async fn registration_refuses_invisible_and_bidi_characters() {
 }
 
 #[tokio::test]
-async fn open_registration_can_be_turned_off_and_is_capped() {
+async fn open_registration_is_capped() {
     let env = env_with(|c| c.max_open_registrations = 2).await;
     assert!(env.server.authorization_server_metadata()["registration_endpoint"].is_string());
     env.server.register_client(registration("One")).await.unwrap();
@@ -1186,7 +1123,11 @@ async fn open_registration_can_be_turned_off_and_is_capped() {
         "{}",
         err.description()
     );
+}
 
+#[tokio::test]
+async fn open_registration_can_be_turned_off() {
+    let env = env().await;
     let closed = env.server.clone().with_open_registration(false);
     let err = closed.register_client(registration("Four")).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::AccessDenied);

@@ -9,13 +9,13 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{TimeDelta, Utc};
-use coffer_auth::{Action, GrantSpec, Request, RevocationView, RootKeyPair, ScopeSet};
+use coffer_auth::{Action, DeniedKind, GrantSpec, Request, RevocationView, RootKeyPair, ScopeSet};
 use coffer_core::VaultId;
 use coffer_core::schema::TableName;
 use coffer_core::schema::registry::SchemaRegistry;
 use coffer_oauth::{
-    App, AuthorizeParams, ClientCredentials, Clock, DpopProof, ManualClock, NewApp, OAuthConfig, OAuthServer,
-    PendingAuthorization, TokenResponse, User,
+    App, AuthorizeError, AuthorizeParams, ClientCredentials, Clock, ConsentCheck, DpopProof, Error, Grant, ManualClock,
+    NewApp, OAuthConfig, OAuthServer, PendingAuthorization, TokenParams, TokenResponse, User,
 };
 use sha2::{Digest, Sha256};
 use sqlx::SqlitePool;
@@ -36,6 +36,20 @@ pub struct Env {
 
 pub async fn env() -> Env {
     env_with(|_| {}).await
+}
+
+/// An env with a public app.
+pub async fn with_app() -> (Env, App) {
+    let env = env().await;
+    let app = env.public_app().await;
+    (env, app)
+}
+
+/// An env with a user and a public app: the start of most tests.
+pub async fn with_user_and_app() -> (Env, User, App) {
+    let (env, app) = with_app().await;
+    let user = env.user("ada@example.org").await;
+    (env, user, app)
 }
 
 pub async fn env_with(configure: impl FnOnce(&mut OAuthConfig)) -> Env {
@@ -82,8 +96,8 @@ pub async fn env_with(configure: impl FnOnce(&mut OAuthConfig)) -> Env {
 }
 
 impl Env {
-    /// Creates a vault row (as the storage engine would) and a user owning it.
-    pub async fn user(&self, email: &str) -> User {
+    /// Creates a vault row, as the storage engine would.
+    pub async fn vault(&self) -> VaultId {
         let vault = VaultId::generate();
         sqlx::query("INSERT INTO vaults (id, created_at) VALUES (?, ?)")
             .bind(vault.to_string())
@@ -91,6 +105,12 @@ impl Env {
             .execute(&self.pool)
             .await
             .unwrap();
+        vault
+    }
+
+    /// Creates a vault and a user owning it.
+    pub async fn user(&self, email: &str) -> User {
+        let vault = self.vault().await;
         self.server
             .sign_up(email, "correct horse battery", vault)
             .await
@@ -103,6 +123,18 @@ impl Env {
             .await
             .unwrap()
             .app
+    }
+
+    /// A confidential app and its credentials.
+    pub async fn confidential_app(&self) -> (App, ClientCredentials) {
+        let registered = self
+            .server
+            .register_app(NewApp::confidential("Server App", vec![REDIRECT.into()]))
+            .await
+            .unwrap();
+        let client =
+            ClientCredentials::with_secret(registered.app.client_id.as_str(), registered.client_secret.unwrap());
+        (registered.app, client)
     }
 
     pub fn spec(&self, scope: &str) -> GrantSpec {
@@ -120,30 +152,79 @@ impl Env {
         (pending, verifier)
     }
 
+    /// The refusal of an authorization request.
+    pub async fn authorize_err(&self, params: &AuthorizeParams) -> AuthorizeError {
+        self.server.validate_authorize_request(params).await.unwrap_err()
+    }
+
+    /// What consent `user` still has to give `app` for `pending`.
+    pub async fn consent(&self, user: &User, app: &App, pending: &PendingAuthorization) -> ConsentCheck {
+        self.server
+            .consent_needed(user.id, app.client_id.as_str(), &pending.requested)
+            .await
+            .unwrap()
+    }
+
+    /// Approves everything `pending` asks for; returns the code.
+    pub async fn approve_all(&self, user: &User, pending: &PendingAuthorization) -> String {
+        let response = self.server.approve(user.id, &pending.requested, pending).await.unwrap();
+        query_param(&response.location, "code").unwrap()
+    }
+
     /// Authorize + approve everything requested; returns (code, verifier).
     pub async fn code(&self, user: &User, app: &App, scope: &str) -> (String, String) {
         let (pending, verifier) = self.pending(app, scope).await;
-        let response = self
-            .server
-            .approve(user.id, &pending.requested, &pending)
+        (self.approve_all(user, &pending).await, verifier)
+    }
+
+    /// Redeems `code` at the token endpoint with the registered redirect URI.
+    pub async fn exchange(
+        &self,
+        client: &ClientCredentials,
+        code: &str,
+        verifier: &str,
+        proof: Option<&DpopProof>,
+    ) -> Result<TokenResponse, Error> {
+        self.server
+            .exchange_code(client, code, Some(REDIRECT), verifier, proof)
             .await
-            .unwrap();
-        (query_param(&response.location, "code").unwrap(), verifier)
     }
 
     /// A full authorization for a public app: returns the token response.
     pub async fn tokens(&self, user: &User, app: &App, scope: &str) -> TokenResponse {
         let (code, verifier) = self.code(user, app, scope).await;
-        self.server
-            .exchange_code(
-                &ClientCredentials::public(app.client_id.as_str()),
-                &code,
-                Some(REDIRECT),
-                &verifier,
-                None,
-            )
+        self.exchange(&public_client(app), &code, &verifier, None)
             .await
             .unwrap()
+    }
+
+    /// Redeems `refresh` for the same scope, without a DPoP proof.
+    pub async fn refresh(&self, client: &ClientCredentials, refresh: &str) -> Result<TokenResponse, Error> {
+        self.server.refresh(client, refresh, None, None).await
+    }
+
+    /// Pushes `params` (PAR) and returns the request URI.
+    pub async fn push(
+        &self,
+        client: &ClientCredentials,
+        params: &AuthorizeParams,
+        proof: Option<&DpopProof>,
+    ) -> String {
+        self.server
+            .push_authorization_request(client, params.clone(), proof)
+            .await
+            .unwrap()
+            .request_uri
+    }
+
+    /// Whether introspection by `client` calls `token` active.
+    pub async fn active(&self, client: &ClientCredentials, token: &str) -> bool {
+        self.server.introspect(client, token).await.unwrap().active
+    }
+
+    /// The user's first grant on the dashboard.
+    pub async fn first_grant(&self, user: &User) -> Grant {
+        self.server.grants_for_user(user.id).await.unwrap().remove(0).grant
     }
 
     /// Asks the gateway's authorizer whether `token` may do `action` on `table`.
@@ -155,6 +236,11 @@ impl Env {
             self.clock.now(),
         );
         self.server.authorizer().authorize(token, &request).map(|_| ())
+    }
+
+    /// Why the authorizer refuses `token` to do `action` on `table`.
+    pub fn denied(&self, user: &User, token: &str, table: &str, action: Action) -> DeniedKind {
+        self.check(user, token, table, action).unwrap_err().kind
     }
 
     pub fn advance(&self, by: TimeDelta) {
@@ -173,6 +259,38 @@ pub fn authorize_params(app: &App, scope: &str, challenge: &str) -> AuthorizePar
         code_challenge_method: Some("S256".into()),
         ..AuthorizeParams::default()
     }
+}
+
+/// The parameters of a pushed request: no client ID, it comes with the credentials.
+pub fn pushed_params(app: &App, scope: &str, challenge: &str) -> AuthorizeParams {
+    AuthorizeParams {
+        client_id: None,
+        ..authorize_params(app, scope, challenge)
+    }
+}
+
+/// An authorization request by reference to a pushed one.
+pub fn by_reference(client_id: &str, request_uri: String) -> AuthorizeParams {
+    AuthorizeParams {
+        client_id: Some(client_id.into()),
+        request_uri: Some(request_uri),
+        ..AuthorizeParams::default()
+    }
+}
+
+/// A token request of the authorization code grant.
+pub fn code_grant(code: String, verifier: Option<String>) -> TokenParams {
+    TokenParams {
+        grant_type: Some("authorization_code".into()),
+        code: Some(code),
+        redirect_uri: Some(REDIRECT.into()),
+        code_verifier: verifier,
+        ..TokenParams::default()
+    }
+}
+
+pub fn public_client(app: &App) -> ClientCredentials {
+    ClientCredentials::public(app.client_id.as_str())
 }
 
 /// A PKCE verifier and its S256 challenge.
