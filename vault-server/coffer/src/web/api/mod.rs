@@ -9,11 +9,13 @@
 //!
 //! | module | routes |
 //! |---|---|
+//! | [`changes`] | `GET /v1/changes` |
 //! | [`describe`] | `GET /v1/schemas`, `GET /v1/tables` |
 //! | [`rows`] | `/v1/tables/{table}/rows`, `/v1/tables/{table}/rows/{id}` |
 //! | [`sql`] | `POST /v1/sql` |
 //! | [`openapi`] | `GET /v1/openapi.json` |
 
+mod changes;
 mod describe;
 mod openapi;
 mod problem;
@@ -52,6 +54,7 @@ pub fn router(body_limit: usize) -> Router<AppState> {
             get(rows::get).patch(rows::update).delete(rows::delete),
         )
         .route("/v1/sql", post(sql::execute))
+        .route("/v1/changes", get(changes::list))
         .layer(DefaultBodyLimit::max(body_limit))
 }
 

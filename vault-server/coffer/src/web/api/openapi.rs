@@ -98,6 +98,38 @@ pub struct RowsPage {
     pub next_cursor: Option<String>,
 }
 
+/// One change of the feed.
+#[derive(Serialize, ToSchema)]
+pub struct ChangeDoc {
+    /// `insert` (the row appeared: created, or first seen in the load),
+    /// `update` or `delete` (the row is gone, or left the token's rows).
+    #[schema(pattern = "^(insert|update|delete)$")]
+    pub op: String,
+    /// `schema.table`.
+    pub table: String,
+    /// The row id.
+    pub id: String,
+    /// The change's sequence number (the row's `_seq` after it).
+    pub seq: i64,
+    /// The row after the change (`id`, granted columns, system columns);
+    /// `null` for a delete.
+    #[schema(value_type = Option<Object>)]
+    pub row: Option<Value>,
+}
+
+/// A page of the change feed.
+#[derive(Serialize, ToSchema)]
+pub struct ChangesPage {
+    /// The changes, oldest first.
+    pub changes: Vec<ChangeDoc>,
+    /// Pass as `since` for the next page. Opaque, bound to the vault, the
+    /// app and `tables`.
+    pub cursor: String,
+    /// Whether more changes may wait now: ask again at once; when `false`,
+    /// poll later with the same cursor.
+    pub more: bool,
+}
+
 /// A SQL request.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"sql": "SELECT id, title FROM notes.notes WHERE title LIKE $1", "params": ["%a%"]}))]
@@ -184,8 +216,9 @@ impl Modify for BearerAuth {
         super::rows::update,
         super::rows::delete,
         super::sql::execute,
+        super::changes::list,
     ),
-    components(schemas(Problem, RowsPage, FilterValue, InsertBody, SqlRequest, SqlColumn, SqlResponse, SchemasDoc, TablesDoc)),
+    components(schemas(Problem, RowsPage, ChangeDoc, ChangesPage, FilterValue, InsertBody, SqlRequest, SqlColumn, SqlResponse, SchemasDoc, TablesDoc)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

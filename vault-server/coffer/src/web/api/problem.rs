@@ -69,6 +69,7 @@ fn status(error: &GatewayError) -> StatusCode {
         GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         GatewayError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         GatewayError::QueryTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        GatewayError::ResyncRequired => StatusCode::GONE,
         GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -91,6 +92,7 @@ fn title(error: &GatewayError) -> &'static str {
         GatewayError::QueryLimit(_) => "The query exceeds a limit",
         GatewayError::QueryTimeout { .. } => "The query took too long",
         GatewayError::TooManyRequests { .. } => "Too many queries at once",
+        GatewayError::ResyncRequired => "Load the changes again",
         GatewayError::Internal(_) => "Server error",
     }
 }
@@ -113,6 +115,7 @@ fn members(error: &GatewayError) -> Value {
         GatewayError::InvalidBody(_)
         | GatewayError::InvalidSql(_)
         | GatewayError::QueryLimit(_)
+        | GatewayError::ResyncRequired
         | GatewayError::Internal(_) => json!({}),
     }
 }

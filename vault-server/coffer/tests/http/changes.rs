@@ -1,0 +1,186 @@
+//! The change feed (`GET /v1/changes`) through the running server, with
+//! tokens from the real OAuth flow: two apps with different grants on one
+//! vault, one without the table, a cursor from another user's vault, and
+//! the parameters' bounds. Every answer is checked against the OpenAPI
+//! document by the `Api` client.
+
+use crate::common::*;
+use serde_json::{Value, json};
+
+/// `/v1/changes` with `query` encoded.
+fn changes_path(query: &[(&str, &str)]) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in query {
+        q.append_pair(k, v);
+    }
+    format!("/v1/changes?{}", q.finish())
+}
+
+/// Every change from `since` until `more` is false, `limit` per page, and
+/// the last cursor.
+async fn drain(api: &Api, since: Option<String>, limit: &str) -> (Vec<Value>, String) {
+    let mut since = since;
+    let mut out = Vec::new();
+    for _ in 0..1000 {
+        let mut q = vec![("limit", limit)];
+        if let Some(s) = &since {
+            q.push(("since", s));
+        }
+        let page = api.get(&changes_path(&q)).await;
+        page.expect(200);
+        let changes = page.body["changes"].as_array().unwrap();
+        assert!(changes.len() <= limit.parse().unwrap());
+        out.extend(changes.iter().cloned());
+        since = Some(page.body["cursor"].as_str().unwrap().to_owned());
+        if page.body["more"] == json!(false) {
+            return (out, since.unwrap());
+        }
+    }
+    panic!("the feed never ended");
+}
+
+fn ops(changes: &[Value]) -> Vec<(String, String)> {
+    changes
+        .iter()
+        .map(|c| {
+            (
+                c["op"].as_str().unwrap().to_owned(),
+                c["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn pair(op: &str, id: &str) -> (String, String) {
+    (op.to_owned(), id.to_owned())
+}
+
+#[tokio::test]
+async fn the_feed_shows_each_app_its_grant_and_nothing_else() {
+    let server = Server::start();
+    let user = server.new_user("ada@example.org", 2).await;
+    let a = server.api(
+        &authorize_app(
+            &user,
+            &server.app("Alpha"),
+            "contacts.people:read+create+update+delete",
+            None,
+        )
+        .await
+        .access,
+    );
+    let b = server.api(
+        &authorize_app(&user, &server.app("Beta"), "contacts.people(display_name):read", None)
+            .await
+            .access,
+    );
+    let c = server.api(
+        &authorize_app(&user, &server.app("Gamma"), "notes.notes:read", None)
+            .await
+            .access,
+    );
+
+    let (loaded, b0) = drain(&b, None, "10").await;
+    assert!(loaded.is_empty());
+    a.post(
+        "/v1/tables/contacts.people/rows",
+        &json!([
+            {"id": "p1", "display_name": "Ada", "email": "ada@example.org"},
+            {"id": "p2", "display_name": "Al", "email": "al@example.org"},
+        ]),
+    )
+    .await
+    .expect(201);
+    a.patch("/v1/tables/contacts.people/rows/p1", &json!({"display_name": "Ada L"}))
+        .await
+        .expect(200);
+    a.delete("/v1/tables/contacts.people/rows/p2").await.expect(204);
+
+    let (seen, b1) = drain(&b, Some(b0), "1").await;
+    assert_eq!(
+        ops(&seen),
+        [
+            pair("insert", "p1"),
+            pair("insert", "p2"),
+            pair("update", "p1"),
+            pair("delete", "p2")
+        ]
+    );
+    assert_eq!(seen[2]["row"]["display_name"], "Ada L");
+    assert_eq!(seen[3]["row"], Value::Null);
+    assert!(
+        !serde_json::to_string(&seen).unwrap().contains("example.org"),
+        "{seen:?}"
+    );
+    let seqs: Vec<i64> = seen.iter().map(|c| c["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    // A load from the start shows the table as it is now.
+    let (loaded, _) = drain(&b, None, "10").await;
+    assert_eq!(ops(&loaded), [pair("insert", "p1")]);
+    assert_eq!(loaded[0]["row"]["display_name"], "Ada L");
+
+    // Nothing more since the last cursor.
+    let (nothing, _) = drain(&b, Some(b1), "10").await;
+    assert!(nothing.is_empty(), "{nothing:?}");
+
+    // C reads no contacts: none in its feed, and naming the table is the
+    // same answer as naming one that does not exist.
+    let (seen, _) = drain(&c, None, "10").await;
+    assert!(seen.is_empty(), "{seen:?}");
+    let ungranted = c.get(&changes_path(&[("tables", "contacts.people")])).await;
+    ungranted.expect_problem(404, "table-not-found");
+    let missing = c.get(&changes_path(&[("tables", "contacts.nothing")])).await;
+    missing.expect_problem(404, "table-not-found");
+    assert_eq!(
+        ungranted.text.replace("contacts.people", "T"),
+        missing.text.replace("contacts.nothing", "T")
+    );
+}
+
+#[tokio::test]
+async fn cursors_from_elsewhere_and_bad_parameters_are_refused() {
+    let server = Server::start();
+    let ada = server.new_user("ada@example.org", 2).await;
+    let bob = server.new_user("bob@example.org", 3).await;
+    let client_id = server.app("Alpha");
+    let scope = "contacts.people:read+create";
+    let at_ada = server.api(&authorize_app(&ada, &client_id, scope, None).await.access);
+    let at_bob = server.api(&authorize_app(&bob, &client_id, scope, None).await.access);
+    for api in [&at_ada, &at_bob] {
+        api.post("/v1/tables/contacts.people/rows", &json!({"display_name": "X"}))
+            .await
+            .expect(201);
+    }
+    let (_, bobs) = drain(&at_bob, None, "10").await;
+    let refused = at_ada.get(&changes_path(&[("since", &bobs)])).await;
+    refused.expect_problem(400, "invalid-filter");
+    assert_eq!(refused.body["parameter"], "since");
+    assert!(!refused.text.contains("bob"), "{}", refused.text);
+    let (_, adas) = drain(&at_ada, None, "10").await;
+    at_ada.get(&changes_path(&[("since", &adas)])).await.expect(200);
+    at_ada
+        .get(&changes_path(&[("since", "made-up")]))
+        .await
+        .expect_problem(400, "invalid-filter");
+
+    for (query, parameter) in [
+        (vec![("limit", "0")], "limit"),
+        (vec![("limit", "1001")], "limit"),
+        (vec![("limit", "x")], "limit"),
+        (vec![("order", "id")], "order"),
+        (vec![("limit", "1"), ("limit", "2")], "limit"),
+    ] {
+        let r = at_ada.get(&changes_path(&query)).await;
+        r.expect_problem(400, "invalid-filter");
+        assert_eq!(r.body["parameter"], parameter, "{}", r.text);
+    }
+    let page = at_ada.get(&changes_path(&[("limit", "1000")])).await;
+    page.expect(200);
+    assert_eq!(page.body["changes"].as_array().unwrap().len(), 1);
+    at_ada
+        .with_token("nope")
+        .get("/v1/changes")
+        .await
+        .expect_problem(401, "invalid-token");
+}
