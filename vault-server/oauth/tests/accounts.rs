@@ -17,6 +17,18 @@ async fn sign_in(env: &Env, email: &str, password: &str, ip: IpAddr) -> Result<U
     env.server.sign_in(email, password, ip).await
 }
 
+/// An env with the user ada@example.org.
+async fn with_ada() -> (Env, User) {
+    let env = env().await;
+    let user = env.user("ada@example.org").await;
+    (env, user)
+}
+
+/// Whether signing in as `email` from `ip` is refused for throttling.
+async fn throttled(env: &Env, email: &str, password: &str, ip: IpAddr) -> bool {
+    matches!(sign_in(env, email, password, ip).await, Err(Error::Throttled { .. }))
+}
+
 /// Signs in `times` times with a wrong password, each refused as such.
 async fn fail(env: &Env, email: &str, ip: IpAddr, times: usize) {
     for _ in 0..times {
@@ -85,8 +97,7 @@ async fn sign_in_ignores_case_and_the_password_is_not_stored_in_the_clear() {
 
 #[tokio::test]
 async fn repeated_bad_passwords_are_throttled() {
-    let env = env().await;
-    env.user("ada@example.org").await;
+    let (env, _) = with_ada().await;
     fail(&env, "ada@example.org", IP, 5).await;
     // Now even the right password is refused, with a clear error.
     let err = sign_in(&env, "ada@example.org", RIGHT, IP).await.unwrap_err();
@@ -101,8 +112,7 @@ async fn repeated_bad_passwords_are_throttled() {
 
 #[tokio::test]
 async fn throttling_is_per_address_and_counts_unknown_emails_the_same_way() {
-    let env = env().await;
-    let user = env.user("ada@example.org").await;
+    let (env, user) = with_ada().await;
     fail(&env, "ada@example.org", IP, 5).await;
     let other = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
     assert_eq!(
@@ -110,29 +120,21 @@ async fn throttling_is_per_address_and_counts_unknown_emails_the_same_way() {
         user.id
     );
     fail(&env, "nobody@example.org", other, 5).await;
-    assert!(matches!(
-        sign_in(&env, "nobody@example.org", WRONG, other).await,
-        Err(Error::Throttled { .. })
-    ));
+    assert!(throttled(&env, "nobody@example.org", WRONG, other).await);
 }
 
 #[tokio::test]
 async fn ipv6_addresses_are_throttled_per_64() {
-    let env = env().await;
-    env.user("ada@example.org").await;
+    let (env, _) = with_ada().await;
     let a = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, 1));
     let b = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 9, 9, 9, 9));
     fail(&env, "ada@example.org", a, 5).await;
-    assert!(matches!(
-        sign_in(&env, "ada@example.org", RIGHT, b).await,
-        Err(Error::Throttled { .. })
-    ));
+    assert!(throttled(&env, "ada@example.org", RIGHT, b).await);
 }
 
 #[tokio::test]
 async fn after_the_window_sign_in_works_again_and_clears_the_failures() {
-    let env = env().await;
-    let user = env.user("ada@example.org").await;
+    let (env, user) = with_ada().await;
     fail(&env, "ada@example.org", IP, 5).await;
     env.advance(TimeDelta::minutes(15) + TimeDelta::seconds(1));
     assert_eq!(sign_in(&env, "ada@example.org", RIGHT, IP).await.unwrap().id, user.id);
@@ -142,8 +144,7 @@ async fn after_the_window_sign_in_works_again_and_clears_the_failures() {
 
 #[tokio::test]
 async fn sessions_check_their_csrf_token() {
-    let env = env().await;
-    let user = env.user("ada@example.org").await;
+    let (env, user) = with_ada().await;
     let new = env.server.create_session(user.id).await.unwrap();
     assert_eq!(new.token.len(), 43);
     assert!(!format!("{new:?}").contains(&new.token));
@@ -157,8 +158,7 @@ async fn sessions_check_their_csrf_token() {
 
 #[tokio::test]
 async fn only_the_hash_of_a_session_token_is_stored() {
-    let env = env().await;
-    let user = env.user("ada@example.org").await;
+    let (env, user) = with_ada().await;
     env.server.create_session(user.id).await.unwrap();
     let stored: Vec<u8> = sqlx::query_scalar("SELECT token_hash FROM sessions")
         .fetch_one(&env.pool)
@@ -170,8 +170,7 @@ async fn only_the_hash_of_a_session_token_is_stored() {
 
 #[tokio::test]
 async fn sign_out_and_expiry_end_sessions() {
-    let env = env().await;
-    let user = env.user("ada@example.org").await;
+    let (env, user) = with_ada().await;
     let new = env.server.create_session(user.id).await.unwrap();
     env.server.sign_out(&new.token).await.unwrap();
     assert!(matches!(

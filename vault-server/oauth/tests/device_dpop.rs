@@ -190,23 +190,21 @@ async fn unknown_and_other_clients_device_codes_are_invalid_grants() {
 async fn device_authorization_refuses_an_unknown_scope() {
     let env = env().await;
     let client = device_app(&env).await;
-    let err = env
+    let refused = env
         .server
         .start_device_authorization(&client, Some("nope.nope:read"), None)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidScope);
+        .await;
+    assert_eq!(refused.unwrap_err().code(), ErrorCode::InvalidScope);
 }
 
 #[tokio::test]
 async fn device_authorization_needs_a_client_registered_for_the_grant() {
     let (env, web) = with_app().await;
-    let err = env
+    let refused = env
         .server
         .start_device_authorization(&public_client(&web), Some("notes.notes:read"), None)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::UnauthorizedClient);
+        .await;
+    assert_eq!(refused.unwrap_err().code(), ErrorCode::UnauthorizedClient);
 }
 
 #[tokio::test]
@@ -311,12 +309,8 @@ async fn refreshing_bound_tokens_needs_a_proof_of_the_same_key() {
     let err = env.refresh(&client, &refresh).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidDpopProof);
     let other = token_proof(&env, &DpopKey::es256());
-    let err = env
-        .server
-        .refresh(&client, &refresh, None, Some(&other))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidDpopProof);
+    let refused = env.server.refresh(&client, &refresh, None, Some(&other)).await;
+    assert_eq!(refused.unwrap_err().code(), ErrorCode::InvalidDpopProof);
     let rotated = env
         .server
         .refresh(&client, &refresh, None, Some(&token_proof(&env, &key)))
@@ -594,11 +588,8 @@ async fn bound_code(env: &Env, user: &User, app: &App, key: &DpopKey) -> (String
 async fn a_code_bound_to_a_key_needs_its_proof() {
     let (env, user, app) = with_user_and_app().await;
     let (code, verifier) = bound_code(&env, &user, &app, &DpopKey::es256()).await;
-    let err = env
-        .exchange(&public_client(&app), &code, &verifier, None)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidDpopProof);
+    let refused = env.exchange(&public_client(&app), &code, &verifier, None).await;
+    assert_eq!(refused.unwrap_err().code(), ErrorCode::InvalidDpopProof);
 }
 
 #[tokio::test]

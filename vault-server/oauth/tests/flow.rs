@@ -126,13 +126,21 @@ async fn consent_is_asked_only_for_lines_beyond_the_grant() {
     assert_eq!(grants[0].grant.scope(), ASKED);
 }
 
+/// Why a public app's request for `scope`, changed by `change`, is refused.
+async fn refusal(scope: &str, change: impl FnOnce(&mut AuthorizeParams)) -> AuthorizeError {
+    let (env, app) = with_app().await;
+    let mut params = authorize_params(&app, scope, &pkce().1);
+    change(&mut params);
+    env.authorize_err(&params).await
+}
+
 #[tokio::test]
 async fn missing_pkce_challenge_redirects_with_invalid_request() {
-    let (env, app) = with_app().await;
-    let mut params = authorize_params(&app, "notes.notes:read", &pkce().1);
-    params.code_challenge = None;
-    params.code_challenge_method = None;
-    let err = env.authorize_err(&params).await;
+    let err = refusal("notes.notes:read", |p| {
+        p.code_challenge = None;
+        p.code_challenge_method = None;
+    })
+    .await;
     assert_eq!(err.error().code(), ErrorCode::InvalidRequest);
     let location = err.redirect_location().unwrap();
     assert_eq!(query_param(location, "error").as_deref(), Some("invalid_request"));
@@ -141,33 +149,21 @@ async fn missing_pkce_challenge_redirects_with_invalid_request() {
 
 #[tokio::test]
 async fn plain_pkce_is_refused() {
-    let (env, app) = with_app().await;
-    let mut params = authorize_params(&app, "notes.notes:read", &pkce().1);
-    params.code_challenge_method = Some("plain".into());
-    let err = env.authorize_err(&params).await;
+    let err = refusal("notes.notes:read", |p| p.code_challenge_method = Some("plain".into())).await;
     assert_eq!(err.error().code(), ErrorCode::InvalidRequest);
     assert!(err.error().description().contains("plain"));
 }
 
 #[tokio::test]
 async fn pkce_method_without_challenge_is_refused() {
-    let (env, app) = with_app().await;
-    let mut params = authorize_params(&app, "notes.notes:read", &pkce().1);
-    params.code_challenge = None;
-    assert_eq!(
-        env.authorize_err(&params).await.error().code(),
-        ErrorCode::InvalidRequest
-    );
+    let err = refusal("notes.notes:read", |p| p.code_challenge = None).await;
+    assert_eq!(err.error().code(), ErrorCode::InvalidRequest);
 }
 
 #[tokio::test]
 async fn malformed_pkce_challenge_is_refused() {
-    let (env, app) = with_app().await;
-    let params = authorize_params(&app, "notes.notes:read", "too-short");
-    assert_eq!(
-        env.authorize_err(&params).await.error().code(),
-        ErrorCode::InvalidRequest
-    );
+    let err = refusal("notes.notes:read", |p| p.code_challenge = Some("too-short".into())).await;
+    assert_eq!(err.error().code(), ErrorCode::InvalidRequest);
 }
 
 #[tokio::test]
@@ -175,11 +171,8 @@ async fn wrong_code_verifier_is_refused() {
     let (env, user, app) = with_user_and_app().await;
     let (code, _verifier) = env.code(&user, &app, "notes.notes:read").await;
     let (other_verifier, _) = pkce();
-    let err = env
-        .exchange(&public_client(&app), &code, &other_verifier, None)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidGrant);
+    let refused = env.exchange(&public_client(&app), &code, &other_verifier, None).await;
+    assert_eq!(refused.unwrap_err().code(), ErrorCode::InvalidGrant);
 }
 
 #[tokio::test]
@@ -187,12 +180,9 @@ async fn missing_code_verifier_is_refused() {
     let (env, user, app) = with_user_and_app().await;
     // Through the endpoint dispatcher.
     let (code, _) = env.code(&user, &app, "notes.notes:read").await;
-    let err = env
-        .server
-        .token(&public_client(&app), &code_grant(code, None), None)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidRequest);
+    let params = code_grant(code, None);
+    let refused = env.server.token(&public_client(&app), &params, None).await;
+    assert_eq!(refused.unwrap_err().code(), ErrorCode::InvalidRequest);
 }
 
 /// An authorization request for `app` to return to `redirect_uri`.
@@ -265,18 +255,9 @@ async fn loopback_redirect_matches_any_port_but_not_another_path() {
 async fn token_request_must_repeat_the_redirect_uri() {
     let (env, user, app) = with_user_and_app().await;
     let (code, verifier) = env.code(&user, &app, "notes.notes:read").await;
-    let err = env
-        .server
-        .exchange_code(
-            &public_client(&app),
-            &code,
-            Some("https://app.example/other"),
-            &verifier,
-            None,
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidGrant);
+    let (client, other) = (public_client(&app), Some("https://app.example/other"));
+    let refused = env.server.exchange_code(&client, &code, other, &verifier, None).await;
+    assert_eq!(refused.unwrap_err().code(), ErrorCode::InvalidGrant);
 }
 
 #[tokio::test]
@@ -303,10 +284,7 @@ async fn unknown_client_never_redirects() {
 
 #[tokio::test]
 async fn unsupported_response_type_redirects_with_state_and_iss() {
-    let (env, app) = with_app().await;
-    let mut params = authorize_params(&app, "contacts.people:read", &pkce().1);
-    params.response_type = Some("token".into());
-    let err = env.authorize_err(&params).await;
+    let err = refusal("contacts.people:read", |p| p.response_type = Some("token".into())).await;
     let location = err.redirect_location().unwrap();
     assert!(location.starts_with(REDIRECT));
     assert_eq!(
@@ -318,9 +296,7 @@ async fn unsupported_response_type_redirects_with_state_and_iss() {
 
 #[tokio::test]
 async fn unknown_scope_redirects_with_invalid_scope() {
-    let (env, app) = with_app().await;
-    let params = authorize_params(&app, "nosuch.table:read", &pkce().1);
-    let err = env.authorize_err(&params).await;
+    let err = refusal("nosuch.table:read", |_| {}).await;
     assert_eq!(
         query_param(err.redirect_location().unwrap(), "error").as_deref(),
         Some("invalid_scope")
@@ -329,12 +305,12 @@ async fn unknown_scope_redirects_with_invalid_scope() {
 
 #[tokio::test]
 async fn bad_authorization_details_are_refused() {
-    let (env, app) = with_app().await;
-    let mut params = authorize_params(&app, "", &pkce().1);
-    params.scope = None;
-    params.authorization_details =
-        Some(r#"[{"type":"coffer_table","table":"contacts.people","actions":["read"],"columns":["nope"]}]"#.into());
-    let err = env.authorize_err(&params).await;
+    let err = refusal("", |p| {
+        p.scope = None;
+        p.authorization_details =
+            Some(r#"[{"type":"coffer_table","table":"contacts.people","actions":["read"],"columns":["nope"]}]"#.into());
+    })
+    .await;
     assert_eq!(err.error().code(), ErrorCode::InvalidAuthorizationDetails);
 }
 
@@ -396,11 +372,8 @@ async fn code_reuse_is_refused_and_revokes_its_tokens() {
     let reused = env.exchange(&client, &code, &verifier, None).await;
     assert_eq!(reused.unwrap_err().code(), ErrorCode::InvalidGrant);
     // The refresh token and the access token issued from the code are dead.
-    let err = env
-        .refresh(&client, tokens.refresh_token.as_deref().unwrap())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidGrant);
+    let refused = env.refresh(&client, tokens.refresh_token.as_deref().unwrap()).await;
+    assert_eq!(refused.unwrap_err().code(), ErrorCode::InvalidGrant);
     let denied = env.denied(&user, &tokens.access_token, "notes.notes", Action::Read);
     assert_eq!(denied, DeniedKind::Revoked);
 }
@@ -410,11 +383,8 @@ async fn another_client_cannot_redeem_a_code_nor_burn_it() {
     let (env, user, app) = with_user_and_app().await;
     let other = env.public_app().await;
     let (code, verifier) = env.code(&user, &app, "notes.notes:read").await;
-    let err = env
-        .exchange(&public_client(&other), &code, &verifier, None)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidGrant);
+    let refused = env.exchange(&public_client(&other), &code, &verifier, None).await;
+    assert_eq!(refused.unwrap_err().code(), ErrorCode::InvalidGrant);
     env.exchange(&public_client(&app), &code, &verifier, None)
         .await
         .unwrap();
@@ -463,11 +433,8 @@ async fn concurrent_redemptions_of_one_refresh_token_let_one_win_and_kill_the_fa
         other => panic!("exactly one redemption must win: {other:?}"),
     };
     // The loser looked like a replay, so the winner's tokens are revoked too.
-    let err = env
-        .refresh(&client, winner.refresh_token.as_deref().unwrap())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidGrant);
+    let refused = env.refresh(&client, winner.refresh_token.as_deref().unwrap()).await;
+    assert_eq!(refused.unwrap_err().code(), ErrorCode::InvalidGrant);
 }
 
 #[tokio::test]
@@ -502,10 +469,8 @@ async fn expired_code_is_refused() {
     let (env, user, app) = with_user_and_app().await;
     let (code, verifier) = env.code(&user, &app, "notes.notes:read").await;
     env.advance(TimeDelta::minutes(10) + TimeDelta::seconds(1));
-    let err = env
-        .exchange(&public_client(&app), &code, &verifier, None)
-        .await
-        .unwrap_err();
+    let refused = env.exchange(&public_client(&app), &code, &verifier, None).await;
+    let err = refused.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidGrant);
     assert!(err.description().contains("expired"));
 }
@@ -568,12 +533,11 @@ async fn client_secret_by_http_basic() {
 #[tokio::test]
 async fn public_client_sending_a_secret_is_refused() {
     let (env, public) = with_app().await;
-    let err = env
+    let refused = env
         .server
         .authenticate_client(&ClientCredentials::with_secret(public.client_id.as_str(), "x"))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidClient);
+        .await;
+    assert_eq!(refused.unwrap_err().code(), ErrorCode::InvalidClient);
 }
 
 /// Tokens for reading contacts, then the user revokes their grant.
@@ -596,11 +560,10 @@ async fn revoked_grant_fails_on_the_next_check() {
         env.denied(&user, &tokens.access_token, "contacts.people", Action::Read),
         DeniedKind::Revoked
     );
-    let err = env
+    let refused = env
         .refresh(&public_client(&app), tokens.refresh_token.as_deref().unwrap())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidGrant);
+        .await;
+    assert_eq!(refused.unwrap_err().code(), ErrorCode::InvalidGrant);
 }
 
 #[tokio::test]
@@ -1101,12 +1064,11 @@ async fn registration_accepts_letters_of_any_script_marks_and_emoji() {
 #[tokio::test]
 async fn operators_registrations_refuse_bidi_characters_too() {
     let env = env().await;
-    let err = env
+    let refused = env
         .server
         .register_app(NewApp::public("Notes\u{202E}", vec![REDIRECT.into()]))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidClientMetadata);
+        .await;
+    assert_eq!(refused.unwrap_err().code(), ErrorCode::InvalidClientMetadata);
 }
 
 #[tokio::test]
