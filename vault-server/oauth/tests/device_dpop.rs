@@ -139,8 +139,7 @@ async fn an_approved_device_gets_tokens_for_the_approved_lines_once() {
     env.advance(TimeDelta::seconds(15));
     let tokens = poll(&env, &client, &start).await.unwrap();
     assert_eq!(tokens.scope, "notes.notes:read");
-    env.check(&user, &tokens.access_token, "notes.notes", Action::Read)
-        .unwrap();
+    env.assert_allows(&user, &tokens.access_token, "notes.notes", Action::Read);
     assert!(
         env.check(&user, &tokens.access_token, "tasks.items", Action::Read)
             .is_err()

@@ -63,8 +63,8 @@ async fn tokens_carry_only_the_approved_rights() {
     assert_eq!(tokens.scope, KEPT);
     assert!(tokens.expires_in > 0 && tokens.expires_in <= 15 * 60);
     let access = tokens.access_token.as_str();
-    env.check(&user, access, "contacts.people", Action::Read).unwrap();
-    env.check(&user, access, "contacts.people", Action::Create).unwrap();
+    env.assert_allows(&user, access, "contacts.people", Action::Read);
+    env.assert_allows(&user, access, "contacts.people", Action::Create);
     let denied = env.denied(&user, access, "contacts.people", Action::Delete);
     assert!(matches!(denied, DeniedKind::MissingRight { .. }));
     let denied = env.denied(&user, access, "notes.notes", Action::Read);
@@ -100,12 +100,10 @@ async fn refresh_rotates() {
     let new_refresh = rotated.refresh_token.clone().unwrap();
     assert_ne!(new_refresh, refresh);
     assert_eq!(rotated.scope, KEPT);
-    env.check(&user, &rotated.access_token, "contacts.people", Action::Read)
-        .unwrap();
+    env.assert_allows(&user, &rotated.access_token, "contacts.people", Action::Read);
     // And again with the new one.
     let again = env.refresh(&client, &new_refresh).await.unwrap();
-    env.check(&user, &again.access_token, "contacts.people", Action::Create)
-        .unwrap();
+    env.assert_allows(&user, &again.access_token, "contacts.people", Action::Create);
 }
 
 #[tokio::test]
@@ -366,8 +364,7 @@ async fn code_reuse_is_refused_and_revokes_its_tokens() {
     let client = public_client(&app);
     let (code, verifier) = env.code(&user, &app, "notes.notes:read").await;
     let tokens = env.exchange(&client, &code, &verifier, None).await.unwrap();
-    env.check(&user, &tokens.access_token, "notes.notes", Action::Read)
-        .unwrap();
+    env.assert_allows(&user, &tokens.access_token, "notes.notes", Action::Read);
 
     let reused = env.exchange(&client, &code, &verifier, None).await;
     assert_eq!(reused.unwrap_err().code(), ErrorCode::InvalidGrant);
@@ -503,8 +500,7 @@ async fn confidential_client_needs_its_secret() {
         .exchange(&ClientCredentials::with_secret(id, &secret), &code, &verifier, None)
         .await
         .unwrap();
-    env.check(&user, &tokens.access_token, "notes.notes", Action::Read)
-        .unwrap();
+    env.assert_allows(&user, &tokens.access_token, "notes.notes", Action::Read);
 }
 
 #[tokio::test]
@@ -543,8 +539,7 @@ async fn public_client_sending_a_secret_is_refused() {
 /// Tokens for reading contacts, then the user revokes their grant.
 async fn revoked_grant(env: &Env, user: &User, app: &App) -> (TokenResponse, Grant) {
     let tokens = env.tokens(user, app, "contacts.people:read").await;
-    env.check(user, &tokens.access_token, "contacts.people", Action::Read)
-        .unwrap();
+    env.assert_allows(user, &tokens.access_token, "contacts.people", Action::Read);
     let grant = env.first_grant(user).await;
     let revoked = env.server.revoke_grant(user.id, grant.id).await.unwrap();
     (tokens, revoked)
@@ -603,8 +598,7 @@ async fn consenting_again_after_revocation_makes_a_new_grant() {
     let (env, user, app) = with_user_and_app().await;
     revoked_grant(&env, &user, &app).await;
     let again = env.tokens(&user, &app, "contacts.people:read").await;
-    env.check(&user, &again.access_token, "contacts.people", Action::Read)
-        .unwrap();
+    env.assert_allows(&user, &again.access_token, "contacts.people", Action::Read);
     let grants = env.server.grants_for_user(user.id).await.unwrap();
     assert_eq!(grants.len(), 2);
     assert!(grants[0].grant.is_active() && !grants[1].grant.is_active());
@@ -655,8 +649,7 @@ async fn refresh_after_narrowing_mints_for_the_narrowed_grant() {
         .await
         .unwrap();
     assert_eq!(fresh.scope, "contacts.people:read");
-    env.check(&user, &fresh.access_token, "contacts.people", Action::Read)
-        .unwrap();
+    env.assert_allows(&user, &fresh.access_token, "contacts.people", Action::Read);
     assert!(matches!(
         env.denied(&user, &fresh.access_token, "contacts.people", Action::Create),
         DeniedKind::MissingRight { .. }
@@ -1000,7 +993,7 @@ async fn revoking_an_attenuated_token_revokes_its_parent_until_the_parents_expir
         &coffer_auth::Attenuation::new().expires_at(env.server.now() + TimeDelta::minutes(1)),
     )
     .unwrap();
-    env.check(&user, &child, "notes.notes", Action::Read).unwrap();
+    env.assert_allows(&user, &child, "notes.notes", Action::Read);
 
     env.server.revoke(&public_client(&app), &child).await.unwrap();
     for token in [&parent, &child] {

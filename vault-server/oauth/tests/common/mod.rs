@@ -238,6 +238,11 @@ impl Env {
         self.server.authorizer().authorize(token, &request).map(|_| ())
     }
 
+    /// Panics unless the authorizer lets `token` do `action` on `table`.
+    pub fn assert_allows(&self, user: &User, token: &str, table: &str, action: Action) {
+        self.check(user, token, table, action).unwrap()
+    }
+
     /// Why the authorizer refuses `token` to do `action` on `table`.
     pub fn denied(&self, user: &User, token: &str, table: &str, action: Action) -> DeniedKind {
         self.check(user, token, table, action).unwrap_err().kind
