@@ -341,12 +341,7 @@ pub async fn execute(caller: &Caller, sql: &str, params: &[Value]) -> Result<Sql
 pub async fn execute_batches(caller: &Caller, sql: &str, params: &[ScalarValue]) -> Result<SqlBatches, GatewayError> {
     let prepared = caller
         .bounded(async {
-            let parsed = parse(sql).await?;
-            if let Some(t) = &parsed.target
-                && !caller.names_table(t)
-            {
-                return Err(GatewayError::TableNotFound(t.to_string()));
-            }
+            let parsed = parse_for(caller, sql).await?;
             prepare(caller, parsed, params).await
         })
         .await?;
@@ -379,28 +374,9 @@ pub async fn execute_batches(caller: &Caller, sql: &str, params: &[ScalarValue])
 pub async fn describe(caller: &Caller, sql: &str) -> Result<Described, GatewayError> {
     caller
         .bounded(async {
-            let parsed = parse(sql).await?;
-            if let Some(t) = &parsed.target
-                && !caller.names_table(t)
-            {
-                return Err(GatewayError::TableNotFound(t.to_string()));
-            }
-            let Parsed {
-                statement,
-                kind,
-                target,
-                ..
-            } = parsed;
-            let ctx = confined_context(caller, target.as_ref().map(|t| (t, Use::Insert)))?;
-            let state = ctx.state();
-            check_tables(&state, &statement)?;
-            let plan = state.statement_to_plan(statement).await.map_err(from_datafusion)?;
-            SQLOptions::new()
-                .with_allow_ddl(false)
-                .with_allow_dml(kind != Operation::Read)
-                .with_allow_statements(false)
-                .verify_plan(&plan)
-                .map_err(|e| GatewayError::InvalidSql(e.to_string()))?;
+            let parsed = parse_for(caller, sql).await?;
+            let kind = parsed.kind;
+            let (_, _, plan) = plan_statement(caller, parsed.statement, kind, parsed.target.as_ref()).await?;
             check_reads(&plan)?;
             let types = plan.get_parameter_types().map_err(from_datafusion)?;
             let count = types
@@ -417,16 +393,28 @@ pub async fn describe(caller: &Caller, sql: &str) -> Result<Described, GatewayEr
         .await
 }
 
-/// Plans `parsed` over the caller's confined catalog and evaluates it: the
-/// rows of a query, or the changes of a write.
-async fn prepare(caller: &Caller, parsed: Parsed, params: &[ScalarValue]) -> Result<Prepared, GatewayError> {
-    let Parsed {
-        statement,
-        kind,
-        target,
-        has_where,
-    } = parsed;
-    let ctx = confined_context(caller, target.as_ref().map(|t| (t, Use::Insert)))?;
+/// Parses `sql` and refuses an `INSERT` into a table the token does not
+/// name (as if it did not exist).
+async fn parse_for(caller: &Caller, sql: &str) -> Result<Parsed, GatewayError> {
+    let parsed = parse(sql).await?;
+    if let Some(t) = &parsed.target
+        && !caller.names_table(t)
+    {
+        return Err(GatewayError::TableNotFound(t.to_string()));
+    }
+    Ok(parsed)
+}
+
+/// Plans `statement` over a new confined session for `caller` (`target`:
+/// the table an `INSERT` writes): its tables checked to exist first, and the
+/// plan checked to be a query, or a write when `kind` is one.
+async fn plan_statement(
+    caller: &Caller,
+    statement: DfStatement,
+    kind: Operation,
+    target: Option<&TableName>,
+) -> Result<(SessionContext, SessionState, LogicalPlan), GatewayError> {
+    let ctx = confined_context(caller, target.map(|t| (t, Use::Insert)))?;
     let state = ctx.state();
     check_tables(&state, &statement)?;
     let plan = state.statement_to_plan(statement).await.map_err(from_datafusion)?;
@@ -436,6 +424,19 @@ async fn prepare(caller: &Caller, parsed: Parsed, params: &[ScalarValue]) -> Res
         .with_allow_statements(false)
         .verify_plan(&plan)
         .map_err(|e| GatewayError::InvalidSql(e.to_string()))?;
+    Ok((ctx, state, plan))
+}
+
+/// Plans `parsed` over the caller's confined catalog and evaluates it: the
+/// rows of a query, or the changes of a write.
+async fn prepare(caller: &Caller, parsed: Parsed, params: &[ScalarValue]) -> Result<Prepared, GatewayError> {
+    let Parsed {
+        statement,
+        kind,
+        target,
+        has_where,
+    } = parsed;
+    let (ctx, state, plan) = plan_statement(caller, statement, kind, target.as_ref()).await?;
     let plan = bind(plan, params)?;
     check_reads(&plan)?;
     let LogicalPlan::Dml(dml) = plan else {

@@ -437,6 +437,29 @@ impl Connection {
         }
     }
 
+    /// The description of `prepared` (for the extended protocol's Describe)
+    /// and its result columns as fields in `format`.
+    async fn described_fields(
+        &self,
+        prepared: &Prepared,
+        given: &[Option<Type>],
+        format: &Format,
+    ) -> PgWireResult<(Arc<Description>, Vec<FieldInfo>)> {
+        self.touch();
+        let d = self.describe(prepared, given).await?;
+        let mut fields = Vec::new();
+        for (i, (name, ty)) in d.columns.iter().flatten().enumerate() {
+            fields.push(FieldInfo::new(
+                name.clone(),
+                None,
+                None,
+                ty.clone(),
+                format_of(format, i)?,
+            ));
+        }
+        Ok((d, fields))
+    }
+
     /// The parameter types and result columns of `prepared`, planned once
     /// through the gateway (recorded as a `describe` in the access log).
     async fn describe(&self, prepared: &Prepared, given: &[Option<Type>]) -> PgWireResult<Arc<Description>> {
@@ -558,14 +581,9 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.touch();
-        let d = self.describe(&target.statement, &target.parameter_types).await?;
-        let fields = d
-            .columns
-            .iter()
-            .flatten()
-            .map(|(name, ty)| FieldInfo::new(name.clone(), None, None, ty.clone(), FieldFormat::Text))
-            .collect();
+        let (d, fields) = self
+            .described_fields(&target.statement, &target.parameter_types, &Format::UnifiedText)
+            .await?;
         Ok(DescribeStatementResponse::new(d.params.clone(), fields))
     }
 
@@ -580,20 +598,13 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.touch();
-        let d = self
-            .describe(&portal.statement.statement, &portal.statement.parameter_types)
+        let (_, fields) = self
+            .described_fields(
+                &portal.statement.statement,
+                &portal.statement.parameter_types,
+                &portal.result_column_format,
+            )
             .await?;
-        let mut fields = Vec::new();
-        for (i, (name, ty)) in d.columns.iter().flatten().enumerate() {
-            fields.push(FieldInfo::new(
-                name.clone(),
-                None,
-                None,
-                ty.clone(),
-                format_of(&portal.result_column_format, i)?,
-            ));
-        }
         Ok(DescribePortalResponse::new(fields))
     }
 

@@ -24,10 +24,10 @@ use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, NaiveDate};
 use coffer_gateway::values::type_name;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Field, Float16Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
-    TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
-    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    TimeUnit, TimestampMicrosecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions as ArrowFormat};
 use datafusion::common::ScalarValue;
@@ -127,21 +127,22 @@ pub fn cell(array: &ArrayRef, row: usize) -> Cell {
         DataType::Float16 => Cell::Float(array.as_primitive::<Float16Type>().value(row).to_f64()),
         DataType::Float32 => Cell::Float(f64::from(array.as_primitive::<Float32Type>().value(row))),
         DataType::Float64 => Cell::Float(array.as_primitive::<Float64Type>().value(row)),
-        DataType::Timestamp(unit, _) => Cell::Micros(match unit {
-            TimeUnit::Second => array
-                .as_primitive::<TimestampSecondType>()
-                .value(row)
-                .saturating_mul(1_000_000),
-            TimeUnit::Millisecond => array
-                .as_primitive::<TimestampMillisecondType>()
-                .value(row)
-                .saturating_mul(1_000),
-            TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(row),
-            TimeUnit::Nanosecond => array
-                .as_primitive::<TimestampNanosecondType>()
-                .value(row)
-                .div_euclid(1_000),
-        }),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            Cell::Micros(array.as_primitive::<TimestampMicrosecondType>().value(row))
+        }
+        // Other units (`now()` is in nanoseconds) through Arrow's own cast;
+        // a value microseconds cannot hold is NULL.
+        DataType::Timestamp(_, zone) => {
+            match cast(
+                &array.slice(row, 1),
+                &DataType::Timestamp(TimeUnit::Microsecond, zone.clone()),
+            ) {
+                Ok(micros) if !micros.is_null(0) => {
+                    Cell::Micros(micros.as_primitive::<TimestampMicrosecondType>().value(0))
+                }
+                _ => Cell::Null,
+            }
+        }
         DataType::Date32 => Cell::Days(array.as_primitive::<Date32Type>().value(row)),
         DataType::Binary => Cell::Bytes(array.as_binary::<i32>().value(row).to_vec()),
         DataType::LargeBinary => Cell::Bytes(array.as_binary::<i64>().value(row).to_vec()),

@@ -29,6 +29,19 @@ fn texts(messages: &[SimpleQueryMessage]) -> Vec<Option<String>> {
         .collect()
 }
 
+/// Inserts `n` people (`n0`, `n1`, …) in one statement: enough rows for a
+/// cross join to run long.
+async fn insert_people(client: &tokio_postgres::Client, n: usize) {
+    let values: Vec<String> = (0..n).map(|i| format!("('n{i}')")).collect();
+    client
+        .simple_query(&format!(
+            "INSERT INTO contacts.people (display_name) VALUES {}",
+            values.join(",")
+        ))
+        .await
+        .unwrap();
+}
+
 fn completions(messages: &[SimpleQueryMessage]) -> Vec<u64> {
     messages
         .iter()
@@ -297,14 +310,7 @@ async fn a_query_past_the_time_or_memory_limit_is_57014_or_54000() {
     let world = World::with(limits, PgwireLimits::default()).await;
     let t = world.token("app-a", PEOPLE);
     let client = world.connect("app-a", &t.token).await.unwrap();
-    let values: Vec<String> = (0..400).map(|i| format!("('n{i}')")).collect();
-    client
-        .simple_query(&format!(
-            "INSERT INTO contacts.people (display_name) VALUES {}",
-            values.join(",")
-        ))
-        .await
-        .unwrap();
+    insert_people(&client, 400).await;
     // Too much memory.
     let e = client
         .simple_query(
@@ -608,14 +614,7 @@ async fn a_cancel_request_stops_the_running_query() {
     let world = World::new().await;
     let t = world.token("app-a", PEOPLE);
     let client = world.connect("app-a", &t.token).await.unwrap();
-    let values: Vec<String> = (0..400).map(|i| format!("('n{i}')")).collect();
-    client
-        .simple_query(&format!(
-            "INSERT INTO contacts.people (display_name) VALUES {}",
-            values.join(",")
-        ))
-        .await
-        .unwrap();
+    insert_people(&client, 400).await;
     let cancel = client.cancel_token();
     let canceller = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;

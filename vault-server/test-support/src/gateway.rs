@@ -62,9 +62,15 @@ impl World {
 
     /// A world whose gateway runs queries within `limits`.
     pub async fn with_limits(limits: RequestLimits) -> World {
+        World::with_schemas(limits, &WORLD_SCHEMAS).await
+    }
+
+    /// A world whose vault holds the built-in `schemas` (rather than
+    /// [`WORLD_SCHEMAS`]) and whose gateway runs queries within `limits`.
+    pub async fn with_schemas(limits: RequestLimits, schemas: &[&str]) -> World {
         let (dir, engine) = throwaway().await;
         let registry = SchemaRegistry::builtin().unwrap();
-        let vault = vault_with(&engine, &WORLD_SCHEMAS).await;
+        let vault = vault_with(&engine, schemas).await;
         let root = RootKeyPair::generate();
         let view = Arc::new(RevocationView::new());
         let authorizer = Authorizer::new(root.public_key(), view.clone());
@@ -100,13 +106,25 @@ impl World {
     /// A token for `app` holding `scope` on `vault`, valid for five minutes,
     /// its grant active in the revocation view.
     pub fn token(&self, vault: VaultId, app: &str, scope: &str) -> String {
+        self.token_with(vault, app, scope, TimeDelta::minutes(5)).0
+    }
+
+    /// A token for `app` holding `scope` on `vault`, valid for `lifetime`,
+    /// and the grant it was minted for (active in the revocation view).
+    pub fn token_with(&self, vault: VaultId, app: &str, scope: &str, lifetime: TimeDelta) -> (String, GrantId) {
         let grant = ScopeSet::parse(scope)
             .unwrap()
             .resolve(|name| self.registry.latest(name))
             .unwrap();
         let id = GrantId::generate();
         self.view.set_grant(id, 1, GrantStatus::Active);
-        let claims = TokenClaims::new(vault, AppId::new(app), id, 1, grant, Utc::now(), TimeDelta::minutes(5));
-        mint(&self.root, &claims).unwrap()
+        let claims = TokenClaims::new(vault, AppId::new(app), id, 1, grant, Utc::now(), lifetime);
+        (mint(&self.root, &claims).unwrap(), id)
+    }
+
+    /// Marks `grant` revoked in the revocation view: its tokens are refused
+    /// from the next request on.
+    pub fn revoke(&self, grant: GrantId) {
+        self.view.set_grant(grant, 1, GrantStatus::Revoked);
     }
 }

@@ -3,29 +3,15 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::ops::Deref;
 
-use async_trait::async_trait;
-use chrono::{TimeDelta, Utc};
-use coffer_auth::{Authorizer, GrantStatus, RevocationView, RootKeyPair, ScopeSet, TokenClaims, mint};
-use coffer_core::schema::registry::SchemaRegistry;
-use coffer_core::{AppId, GrantId, VaultId};
-use coffer_gateway::{AccessLog, ControlPlane, Gateway, RequestLimits};
+use chrono::TimeDelta;
+use coffer_core::GrantId;
+use coffer_gateway::RequestLimits;
 use coffer_pgwire::{Listener, PgwireLimits};
-use coffer_storage::{Embedded, Engine, EngineOptions, open_embedded};
 
-pub struct NoControl;
-
-#[async_trait]
-impl ControlPlane for NoControl {
-    async fn sync_grant(&self, _grant: GrantId) -> bool {
-        false
-    }
-    async fn touch_grant(&self, _grant: GrantId) {}
-    async fn verify_dpop(&self, _proof: &str, _method: &str, _url: &str, _token: &str) -> Result<String, String> {
-        Err("no DPoP in these tests".into())
-    }
-}
+/// The schemas installed in the world's vault.
+pub const SCHEMAS: [&str; 4] = ["contacts", "notes", "journal", "health"];
 
 /// A token and the grant it was minted for.
 pub struct Token {
@@ -33,16 +19,19 @@ pub struct Token {
     pub grant: GrantId,
 }
 
+/// The shared gateway world with a pgwire listener in front of it.
 pub struct World {
-    pub _dir: tempfile::TempDir,
-    pub engine: Engine,
-    pub gateway: Gateway,
-    pub root: RootKeyPair,
-    pub view: Arc<RevocationView>,
-    pub registry: SchemaRegistry,
-    pub vault: VaultId,
+    pub world: coffer_test_support::gateway::World,
     pub addr: SocketAddr,
     _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Deref for World {
+    type Target = coffer_test_support::gateway::World;
+
+    fn deref(&self) -> &Self::Target {
+        &self.world
+    }
 }
 
 impl World {
@@ -52,41 +41,20 @@ impl World {
 
     /// A world whose gateway and listener run within these limits.
     pub async fn with(limits: RequestLimits, pgwire: PgwireLimits) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = SchemaRegistry::builtin().unwrap();
-        let opts = EngineOptions {
-            background: false,
-            ..EngineOptions::default()
-        };
-        let Embedded { engine, .. } = open_embedded(dir.path(), registry.clone(), opts).await.unwrap();
-        let vault = engine.create_vault().await.unwrap();
-        for schema in ["contacts", "notes", "journal", "health"] {
-            engine.install_schema(vault, schema, None).await.unwrap();
-        }
-        let root = RootKeyPair::generate();
-        let view = Arc::new(RevocationView::new());
-        let authorizer = Authorizer::new(root.public_key(), view.clone());
-        let gateway = Gateway::with_limits(
-            engine.clone(),
-            authorizer,
-            Arc::new(NoControl),
-            AccessLog::start(engine.clone()),
-            limits,
-        );
+        let world = coffer_test_support::gateway::World::with_schemas(limits, &SCHEMAS).await;
         let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(coffer_pgwire::serve(listener, gateway.clone(), pgwire, async move {
-            let _ = stopped.await;
-        }));
+        tokio::spawn(coffer_pgwire::serve(
+            listener,
+            world.gateway.clone(),
+            pgwire,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         World {
-            _dir: dir,
-            engine,
-            gateway,
-            root,
-            view,
-            registry,
-            vault,
+            world,
             addr,
             _stop: stop,
         }
@@ -95,25 +63,12 @@ impl World {
     /// A token for `app` holding `scope` on the world's vault, valid for
     /// `lifetime`.
     pub fn token_for(&self, app: &str, scope: &str, lifetime: TimeDelta) -> Token {
-        let grant = ScopeSet::parse(scope)
-            .unwrap()
-            .resolve(|name| self.registry.latest(name))
-            .unwrap();
-        let id = GrantId::generate();
-        self.view.set_grant(id, 1, GrantStatus::Active);
-        let claims = TokenClaims::new(self.vault, AppId::new(app), id, 1, grant, Utc::now(), lifetime);
-        Token {
-            token: mint(&self.root, &claims).unwrap(),
-            grant: id,
-        }
+        let (token, grant) = self.world.token_with(self.vault, app, scope, lifetime);
+        Token { token, grant }
     }
 
     pub fn token(&self, app: &str, scope: &str) -> Token {
         self.token_for(app, scope, TimeDelta::minutes(5))
-    }
-
-    pub fn revoke(&self, grant: GrantId) {
-        self.view.set_grant(grant, 1, GrantStatus::Revoked);
     }
 
     /// The connection string for `app` with `password`.
