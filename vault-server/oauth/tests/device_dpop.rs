@@ -13,31 +13,22 @@ use coffer_oauth::{
 use common::*;
 use sha2::{Digest, Sha256};
 
+/// A public app registered for the device grant only.
 async fn device_app(env: &Env) -> ClientCredentials {
-    let app = env
-        .server
-        .register_app(
-            NewApp::public("coffer-cli", vec![]).with_grant_types([GrantType::DeviceCode, GrantType::RefreshToken]),
-        )
-        .await
-        .unwrap()
-        .app;
-    ClientCredentials::public(app.client_id.as_str())
-}
-
-/// Starts a device authorization for `scope`.
-async fn start(env: &Env, client: &ClientCredentials, scope: &str) -> DeviceAuthorization {
-    env.server
-        .start_device_authorization(client, Some(scope), None)
-        .await
-        .unwrap()
+    let app = NewApp::public("coffer-cli", vec![]).with_grant_types([GrantType::DeviceCode, GrantType::RefreshToken]);
+    public_client(&env.server.register_app(app).await.unwrap().app)
 }
 
 /// A device app and its started request for reading notes and tasks.
 async fn started() -> (Env, ClientCredentials, DeviceAuthorization) {
     let env = env().await;
     let client = device_app(&env).await;
-    let start = start(&env, &client, "notes.notes:read tasks.items:read").await;
+    let scope = Some("notes.notes:read tasks.items:read");
+    let start = env
+        .server
+        .start_device_authorization(&client, scope, None)
+        .await
+        .unwrap();
     (env, client, start)
 }
 
