@@ -318,6 +318,11 @@ pub struct DpopKey {
 }
 
 impl DpopKey {
+    fn new(alg: jsonwebtoken::Algorithm, key: jsonwebtoken::EncodingKey) -> Self {
+        let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, alg).unwrap();
+        DpopKey { alg, key, jwk }
+    }
+
     pub fn es256() -> Self {
         use p256::pkcs8::EncodePrivateKey;
         let secret = loop {
@@ -326,13 +331,10 @@ impl DpopKey {
             }
         };
         let der = secret.to_pkcs8_der().unwrap();
-        let key = jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes());
-        let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::ES256).unwrap();
-        DpopKey {
-            alg: jsonwebtoken::Algorithm::ES256,
-            key,
-            jwk,
-        }
+        Self::new(
+            jsonwebtoken::Algorithm::ES256,
+            jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()),
+        )
     }
 
     pub fn ed25519() -> Self {
@@ -341,13 +343,10 @@ impl DpopKey {
             0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
         ];
         der.extend_from_slice(&rand::random::<[u8; 32]>());
-        let key = jsonwebtoken::EncodingKey::from_ed_der(&der);
-        let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::EdDSA).unwrap();
-        DpopKey {
-            alg: jsonwebtoken::Algorithm::EdDSA,
-            key,
-            jwk,
-        }
+        Self::new(
+            jsonwebtoken::Algorithm::EdDSA,
+            jsonwebtoken::EncodingKey::from_ed_der(&der),
+        )
     }
 
     /// A proof for `POST {ISSUER}{path}` at `iat`.
