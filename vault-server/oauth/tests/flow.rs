@@ -537,18 +537,18 @@ async fn public_client_sending_a_secret_is_refused() {
 }
 
 /// Tokens for reading contacts, then the user revokes their grant.
-async fn revoked_grant(env: &Env, user: &User, app: &App) -> (TokenResponse, Grant) {
-    let tokens = env.tokens(user, app, "contacts.people:read").await;
-    env.assert_allows(user, &tokens.access_token, "contacts.people", Action::Read);
-    let grant = env.first_grant(user).await;
+async fn revoked_grant() -> (Env, User, App, TokenResponse, Grant) {
+    let (env, user, app) = with_user_and_app().await;
+    let tokens = env.tokens(&user, &app, "contacts.people:read").await;
+    env.assert_allows(&user, &tokens.access_token, "contacts.people", Action::Read);
+    let grant = env.first_grant(&user).await;
     let revoked = env.server.revoke_grant(user.id, grant.id).await.unwrap();
-    (tokens, revoked)
+    (env, user, app, tokens, revoked)
 }
 
 #[tokio::test]
 async fn revoked_grant_fails_on_the_next_check() {
-    let (env, user, app) = with_user_and_app().await;
-    let (tokens, revoked) = revoked_grant(&env, &user, &app).await;
+    let (env, user, app, tokens, revoked) = revoked_grant().await;
     assert_eq!(revoked.status, GrantStatus::Revoked);
     assert_eq!(revoked.version, 2);
     assert_eq!(
@@ -563,8 +563,7 @@ async fn revoked_grant_fails_on_the_next_check() {
 
 #[tokio::test]
 async fn revoking_again_is_a_no_op_and_another_user_cannot() {
-    let (env, user, app) = with_user_and_app().await;
-    let (_, grant) = revoked_grant(&env, &user, &app).await;
+    let (env, user, _, _, grant) = revoked_grant().await;
     env.server.revoke_grant(user.id, grant.id).await.unwrap();
     let mallory = env.user("m@example.org").await;
     assert!(matches!(
@@ -575,8 +574,7 @@ async fn revoking_again_is_a_no_op_and_another_user_cannot() {
 
 #[tokio::test]
 async fn a_fresh_revocation_view_loaded_from_the_database_agrees() {
-    let (env, user, app) = with_user_and_app().await;
-    let (_, grant) = revoked_grant(&env, &user, &app).await;
+    let (env, _, _, _, grant) = revoked_grant().await;
     let fresh = std::sync::Arc::new(coffer_auth::RevocationView::new());
     let server2 = coffer_oauth::OAuthServer::new(
         env.pool.clone(),
@@ -595,8 +593,7 @@ async fn a_fresh_revocation_view_loaded_from_the_database_agrees() {
 
 #[tokio::test]
 async fn consenting_again_after_revocation_makes_a_new_grant() {
-    let (env, user, app) = with_user_and_app().await;
-    revoked_grant(&env, &user, &app).await;
+    let (env, user, app, _, _) = revoked_grant().await;
     let again = env.tokens(&user, &app, "contacts.people:read").await;
     env.assert_allows(&user, &again.access_token, "contacts.people", Action::Read);
     let grants = env.server.grants_for_user(user.id).await.unwrap();
@@ -620,21 +617,21 @@ async fn narrowing_refuses_widening_and_nothing() {
 
 /// Tokens for reading and creating contacts; then the user narrows the
 /// grant to reading.
-async fn narrowed(env: &Env, user: &User, app: &App) -> (TokenResponse, Grant) {
-    let tokens = env.tokens(user, app, "contacts.people:read+create").await;
-    let grant = env.first_grant(user).await;
+async fn narrowed() -> (Env, User, App, TokenResponse, Grant) {
+    let (env, user, app) = with_user_and_app().await;
+    let tokens = env.tokens(&user, &app, "contacts.people:read+create").await;
+    let grant = env.first_grant(&user).await;
     let narrowed = env
         .server
         .narrow_grant(user.id, grant.id, &env.spec("contacts.people:read"))
         .await
         .unwrap();
-    (tokens, narrowed)
+    (env, user, app, tokens, narrowed)
 }
 
 #[tokio::test]
 async fn narrowing_bumps_the_version_and_old_tokens_fail() {
-    let (env, user, app) = with_user_and_app().await;
-    let (tokens, narrowed) = narrowed(&env, &user, &app).await;
+    let (env, user, _, tokens, narrowed) = narrowed().await;
     assert_eq!(narrowed.version, 2);
     let denied = env.denied(&user, &tokens.access_token, "contacts.people", Action::Read);
     assert_eq!(denied, DeniedKind::GrantChanged { current_version: 2 });
@@ -642,8 +639,7 @@ async fn narrowing_bumps_the_version_and_old_tokens_fail() {
 
 #[tokio::test]
 async fn refresh_after_narrowing_mints_for_the_narrowed_grant() {
-    let (env, user, app) = with_user_and_app().await;
-    let (tokens, _) = narrowed(&env, &user, &app).await;
+    let (env, user, app, tokens, _) = narrowed().await;
     let fresh = env
         .refresh(&public_client(&app), tokens.refresh_token.as_deref().unwrap())
         .await
