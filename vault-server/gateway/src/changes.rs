@@ -21,10 +21,10 @@
 //! shows the app its delete and nothing after.
 //!
 //! The cursor is opaque: a body (phase, position, `hw`, the app and the
-//! tables asked) and a tag keyed with the vault's keys over it
-//! ([`coffer_storage::changes::cursor_tag`]). The vault comes from the
-//! token; a cursor from another vault or app, or altered, does not verify
-//! and is refused without saying more.
+//! tables asked) and a tag over it keyed with the vault's keys, which stay
+//! in the engine ([`coffer_storage::changes::cursor_tag`]). The vault comes
+//! from the token; a cursor from another vault or app, or altered, does not
+//! verify and is refused without saying more.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -33,7 +33,7 @@ use coffer_core::TableName;
 use coffer_core::schema::VISIBLE_SYSTEM_COLUMNS;
 use coffer_query::base_context;
 use coffer_storage::changes::{LogRead, cursor_tag, last_seq, log_holds_after, read_log};
-use coffer_storage::{InstalledTable, RowVersion, system};
+use coffer_storage::{InstalledTable, RowVersion};
 use datafusion::common::Column;
 use datafusion::logical_expr::{Expr, col, lit};
 use serde::Serialize;
@@ -199,9 +199,6 @@ async fn changes_unbounded(caller: &Caller, query: &ChangesQuery) -> Result<Chan
         None => "*".to_owned(),
         Some(_) => names.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
     };
-    // The vault's keys tag the cursor (and open the log).
-    let keys_table = names.first().cloned().unwrap_or_else(system::access_log_table);
-    let keys = engine.snapshot(vault, &keys_table).await?.keys;
     let app = caller.app().as_str().to_owned();
     let position = match &query.since {
         None => Position {
@@ -212,17 +209,12 @@ async fn changes_unbounded(caller: &Caller, query: &ChangesQuery) -> Result<Chan
             tables: tables_key.clone(),
         },
         Some(cursor) => {
-            let position = verify_cursor(&keys, &app, cursor)?;
+            let position = verify_cursor(caller, cursor).await?;
             if position.app != app || position.tables != tables_key {
                 return Err(bad_cursor());
             }
             position
         }
-    };
-    let seal = |position: &Position| {
-        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(position).expect("a position serializes"));
-        let tag = URL_SAFE_NO_PAD.encode(cursor_tag(&keys, &app, &body));
-        format!("{body}.{tag}")
     };
     match position.phase.as_str() {
         "load" => {
@@ -248,16 +240,15 @@ async fn changes_unbounded(caller: &Caller, query: &ChangesQuery) -> Result<Chan
                     ..position
                 }
             };
-            let more = true;
             Ok(ChangePage {
                 changes,
-                cursor: seal(&next),
-                more,
+                cursor: seal(caller, &next).await?,
+                more: true,
             })
         }
         "log" => {
             let upto = last_seq(engine, vault).await?;
-            let read = read_log(engine, &keys, vault, &names, position.after, upto, query.limit).await?;
+            let read = read_log(engine, vault, &names, position.after, upto, query.limit).await?;
             let LogRead::Page { changes, through } = read else {
                 return Err(GatewayError::ResyncRequired);
             };
@@ -268,12 +259,13 @@ async fn changes_unbounded(caller: &Caller, query: &ChangesQuery) -> Result<Chan
                     confine(caller, table, &c.version)
                 })
                 .collect();
+            let next = Position {
+                after: through,
+                ..position
+            };
             Ok(ChangePage {
                 changes,
-                cursor: seal(&Position {
-                    after: through,
-                    ..position
-                }),
+                cursor: seal(caller, &next).await?,
                 more: through < upto,
             })
         }
@@ -397,15 +389,22 @@ fn bad_cursor() -> GatewayError {
     GatewayError::filter("since", "not a cursor of this feed; start again without `since`")
 }
 
-/// The position a cursor holds, if its tag verifies with this vault's keys
-/// for this app.
-fn verify_cursor(keys: &coffer_storage::crypto::VaultKeys, app: &str, cursor: &str) -> Result<Position, GatewayError> {
+/// A cursor for `position`: its body, a dot, and the body's tag.
+async fn seal(caller: &Caller, position: &Position) -> Result<String, GatewayError> {
+    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(position).map_err(GatewayError::internal)?);
+    let tag = cursor_tag(caller.gateway().engine(), caller.vault(), caller.app().as_str(), &body).await?;
+    Ok(format!("{body}.{}", URL_SAFE_NO_PAD.encode(tag)))
+}
+
+/// The position a cursor holds, if its tag verifies with the caller's
+/// vault's keys for the caller's app.
+async fn verify_cursor(caller: &Caller, cursor: &str) -> Result<Position, GatewayError> {
     if cursor.len() > 4096 {
         return Err(bad_cursor());
     }
     let (body, tag) = cursor.split_once('.').ok_or_else(bad_cursor)?;
     let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| bad_cursor())?;
-    let expected = cursor_tag(keys, app, body);
+    let expected = cursor_tag(caller.gateway().engine(), caller.vault(), caller.app().as_str(), body).await?;
     // Compared in constant time.
     if tag.len() != expected.len() || tag.iter().zip(expected.iter()).fold(0u8, |d, (a, b)| d | (a ^ b)) != 0 {
         return Err(bad_cursor());

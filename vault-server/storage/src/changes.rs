@@ -12,7 +12,6 @@
 use coffer_core::{TableName, VaultId};
 
 use crate::aad::log_aad;
-use crate::crypto::VaultKeys;
 use crate::engine::Engine;
 use crate::error::StorageError;
 use crate::row::RowVersion;
@@ -71,7 +70,6 @@ pub async fn log_holds_after(
 /// `upto` (a [`last_seq`] read before).
 pub async fn read_log(
     engine: &Engine,
-    keys: &VaultKeys,
     vault: VaultId,
     tables: &[TableName],
     after: i64,
@@ -79,6 +77,7 @@ pub async fn read_log(
     limit: usize,
 ) -> Result<LogRead, StorageError> {
     let names: Vec<String> = tables.iter().map(ToString::to_string).collect();
+    let keys = engine.shared().vault_keys(vault).await?;
     let db = engine.control();
     if db.log_trimmed_upto(vault, &names).await? > after {
         return Ok(LogRead::Trimmed);
@@ -113,6 +112,7 @@ pub async fn read_log(
 /// to `app`, so that a cursor made up, altered, or taken from another vault
 /// or app does not verify. The domain cannot collide with a row hash: no
 /// table name contains NUL.
-pub fn cursor_tag(keys: &VaultKeys, app: &str, cursor: &str) -> [u8; 16] {
-    keys.row_hash(&format!("\0change-cursor\0{app}"), cursor)
+pub async fn cursor_tag(engine: &Engine, vault: VaultId, app: &str, cursor: &str) -> Result<[u8; 16], StorageError> {
+    let keys = engine.shared().vault_keys(vault).await?;
+    Ok(keys.row_hash(&format!("\0change-cursor\0{app}"), cursor))
 }

@@ -109,6 +109,12 @@ impl Engine {
         })
     }
 
+    /// The state the engine shares with its committer and worker, for the
+    /// crate's other modules (the change feed's reads).
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// The control database.
     pub fn control(&self) -> &ControlDb {
         &self.shared.db
