@@ -29,6 +29,7 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::CopyData;
 use pgwire::messages::response::{NoticeResponse, TransactionStatus};
 
+use crate::catalog::CatalogRows;
 use crate::connection::Connection;
 use crate::errors::{ERROR, FATAL, info, statement_error, wire};
 use crate::statements::{self, MAX_PARAMETERS, SplitError, Statement};
@@ -247,6 +248,24 @@ fn text_rows(name: &str, values: Vec<String>) -> PgWireResult<QueryResponse> {
     Ok(QueryResponse::new(fields, stream::iter(out)))
 }
 
+/// A catalog query's rows, every column `text`.
+fn catalog_rows(result: CatalogRows, format: &Format) -> PgWireResult<QueryResponse> {
+    let mut fields = Vec::with_capacity(result.columns.len());
+    for (i, name) in result.columns.into_iter().enumerate() {
+        fields.push(FieldInfo::new(name, None, None, Type::TEXT, format_of(format, i)?));
+    }
+    let fields = Arc::new(fields);
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    let mut out = Vec::with_capacity(result.rows.len());
+    for row in result.rows {
+        for value in row {
+            encoder.encode_field(&value)?;
+        }
+        out.push(Ok(encoder.take_row()));
+    }
+    Ok(QueryResponse::new(fields, stream::iter(out)))
+}
+
 /// What a gateway write answers.
 fn write_tag(result: &SqlBatches) -> Tag {
     let rows = usize::try_from(result.row_count).unwrap_or(usize::MAX);
@@ -392,6 +411,18 @@ impl Connection {
                 self.check_token().await?;
                 Ok(Response::Query(text_rows("version", vec![statements::version()])?))
             }
+            Statement::Catalog => {
+                let served = self
+                    .gateway()
+                    .run(&session.credentials, Operation::Read, Vec::new(), |caller| async move {
+                        crate::catalog::answer(&caller, sql_text).await
+                    })
+                    .await;
+                match served.result {
+                    Ok(result) => Ok(Response::Query(catalog_rows(result, format)?)),
+                    Err(e) => Self::refusal(&e),
+                }
+            }
             Statement::CopyOut { query, csv, header } => {
                 let query = query.as_str();
                 let served = self
@@ -509,6 +540,15 @@ impl Connection {
             Statement::Version => Description {
                 params: Vec::new(),
                 columns: Some(vec![("version".to_owned(), Type::TEXT)]),
+            },
+            Statement::Catalog => Description {
+                params: Vec::new(),
+                columns: Some(
+                    crate::catalog::columns(&prepared.sql)
+                        .into_iter()
+                        .map(|c| (c, Type::TEXT))
+                        .collect(),
+                ),
             },
             _ => Description {
                 params: Vec::new(),

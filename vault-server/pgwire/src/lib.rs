@@ -16,11 +16,14 @@
 //! types in [`types`]), and the probes drivers send at connect time
 //! (`SELECT version()`, `SHOW`, `SET`, `BEGIN`/`COMMIT`/`ROLLBACK`; see
 //! [`statements`]), and `COPY … TO STDOUT` / `COPY … FROM STDIN` in the
-//! text format or CSV.
+//! text format or CSV. psql's `\dt`, `\d table`, `\dn` and `\l` read a
+//! `pg_catalog` and `information_schema` built from the confined catalog
+//! ([`catalog`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod auth;
+pub mod catalog;
 mod connection;
 mod copy_in;
 pub mod errors;

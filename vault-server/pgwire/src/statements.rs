@@ -125,6 +125,9 @@ pub enum Statement {
     Show(String),
     /// `SELECT version()`.
     Version,
+    /// A `SELECT` from `pg_catalog` or `information_schema` (psql's `\dt`,
+    /// `\d`, …), answered from the confined catalog ([`crate::catalog`]).
+    Catalog,
     /// `COPY (query) TO STDOUT` or `COPY schema.table [(columns)] TO
     /// STDOUT`, in the text format or CSV (`WITH (FORMAT csv, HEADER)`,
     /// `CSV HEADER`). A table is copied as `SELECT *` (or its columns).
@@ -204,6 +207,7 @@ pub fn classify(statement: &str) -> Statement {
             let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
             match rest.as_slice() {
                 ["version", "(", ")"] | ["pg_catalog", ".", "version", "(", ")"] => Statement::Version,
+                _ if crate::catalog::is_catalog_query(statement) => Statement::Catalog,
                 _ => Statement::Sql,
             }
         }

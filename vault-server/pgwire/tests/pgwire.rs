@@ -844,3 +844,172 @@ async fn a_prepared_statement_fails_once_the_token_is_revoked() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(client.is_closed());
 }
+
+/// A narrowed token: two columns of `contacts.people`, and `notes.notes`.
+const NARROW: &str = "contacts.people(display_name,email):read notes.notes:read";
+
+/// Every value of every row of a simple query.
+fn values(messages: &[SimpleQueryMessage]) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in messages {
+        if let SimpleQueryMessage::Row(row) = m {
+            for i in 0..row.len() {
+                out.extend(row.get(i).map(str::to_owned));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn psql_lists_and_describes_exactly_the_granted_tables_and_columns() {
+    let world = World::new().await;
+    let t = world.token("app-a", NARROW);
+    let (ok, out, err) = world.psql("app-a", &t.token, &["\\dt"]).await;
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains(" | table | ")).collect();
+    assert_eq!(
+        rows,
+        vec![
+            " contacts | people | table | vault",
+            " notes    | notes  | table | vault"
+        ],
+        "{out}"
+    );
+    assert!(out.contains("(2 rows)"), "{out}");
+
+    let (ok, out, err) = world.psql("app-a", &t.token, &["\\d contacts.people"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("Table \"contacts.people\""), "{out}");
+    let columns: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(" | "))
+        .skip(1)
+        .map(|l| l.split('|').next().unwrap().trim())
+        .collect();
+    assert_eq!(
+        columns,
+        vec![
+            "id",
+            "_seq",
+            "_created_by",
+            "_updated_by",
+            "_created_at",
+            "_updated_at",
+            "display_name",
+            "email"
+        ],
+        "{out}"
+    );
+    assert!(out.contains("timestamp with time zone"), "{out}");
+    // An ungranted table is as missing as one that never existed.
+    for name in ["journal.entries", "contacts.nope"] {
+        let (ok, out, err) = world.psql("app-a", &t.token, &[&format!("\\d {name}")]).await;
+        assert!(!ok || out.is_empty(), "{name}: {out}");
+        assert!(
+            err.contains(&format!("Did not find any relation named \"{name}\"")),
+            "{name}: {err}"
+        );
+    }
+
+    let (ok, out, err) = world.psql("app-a", &t.token, &["\\dn", "\\l", "\\conninfo"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains(" contacts | vault\n notes    | vault\n(2 rows)"), "{out}");
+    assert!(out.contains(" vault | vault | UTF8"), "{out}");
+    assert!(
+        out.contains("connected to database \"vault\" as user \"app-a\""),
+        "{out}"
+    );
+    for ungranted in ["journal", "health", "entries", "phone", "given_name"] {
+        assert!(!out.contains(ungranted), "{ungranted}: {out}");
+    }
+}
+
+#[tokio::test]
+async fn an_ungranted_table_or_column_is_in_no_catalog_view() {
+    let world = World::new().await;
+    let t = world.token("app-a", NARROW);
+    let client = world.connect("app-a", &t.token).await.unwrap();
+    let oid: String = client
+        .query_one(
+            "SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relname OPERATOR(pg_catalog.~) '^(people)$'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut seen = Vec::new();
+    for query in [
+        "SELECT n.nspname, n.oid FROM pg_catalog.pg_namespace n".to_owned(),
+        "SELECT c.relname, c.relkind, c.oid FROM pg_catalog.pg_class c".to_owned(),
+        format!(
+            "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a WHERE a.attrelid = '{oid}'"
+        ),
+        "SELECT d.datname FROM pg_catalog.pg_database d".to_owned(),
+        "SELECT schema_name FROM information_schema.schemata".to_owned(),
+        "SELECT table_schema, table_name, table_type FROM information_schema.tables".to_owned(),
+        "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns".to_owned(),
+        "SELECT * FROM pg_catalog.pg_index".to_owned(),
+    ] {
+        seen.extend(values(&client.simple_query(&query).await.unwrap()));
+    }
+    for granted in ["contacts", "people", "display_name", "email", "notes", "vault"] {
+        assert!(seen.iter().any(|v| v == granted), "{granted}: {seen:?}");
+    }
+    for ungranted in [
+        "journal",
+        "health",
+        "entries",
+        "measurements",
+        "phone",
+        "given_name",
+        "tasks",
+    ] {
+        assert!(!seen.iter().any(|v| v.contains(ungranted)), "{ungranted}: {seen:?}");
+    }
+    // Columns by table: exactly those SQL shows, and an ungranted table has
+    // none, as a missing one.
+    let columns = |table: &str| {
+        format!(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'contacts' AND table_name = '{table}'"
+        )
+    };
+    let people = values(&client.simple_query(&columns("people")).await.unwrap());
+    assert_eq!(
+        people,
+        vec![
+            "id",
+            "_seq",
+            "_created_by",
+            "_updated_by",
+            "_created_at",
+            "_updated_at",
+            "display_name",
+            "email"
+        ]
+    );
+    for other in ["organizations", "nope"] {
+        assert!(
+            values(&client.simple_query(&columns(other)).await.unwrap()).is_empty(),
+            "{other}"
+        );
+    }
+    // The extended protocol reads the same views, as text.
+    let rows = client
+        .query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'notes'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, vec!["notes"]);
+    // A catalog query is a statement like any other: a revoked token ends
+    // the session.
+    world.revoke(t.grant);
+    let e = client
+        .simple_query("SELECT n.nspname FROM pg_catalog.pg_namespace n")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "28000", "{}", told(&e));
+}
