@@ -19,6 +19,11 @@ fi
 export COFFER_SCHEMATHESIS="$venv/bin/st"
 
 echo "== cargo test"
+# Debian's psql, for the pgwire tests that run it.
+if [ ! -x /usr/bin/psql ]; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql-client
+fi
 # The fuzz tests are bounded (COFFER_FUZZ_CASES statements, printed seed).
 cargo test --workspace
 
