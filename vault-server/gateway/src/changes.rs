@@ -43,7 +43,7 @@ use std::sync::Arc;
 use crate::caller::Caller;
 use crate::catalog::{ConfinedTable, Use};
 use crate::error::GatewayError;
-use crate::request::Logged;
+use crate::request::{Logged, Operation};
 use crate::rows::{Row, plan_error};
 use crate::sql::collect_bounded;
 use crate::values::batch_to_objects;
@@ -154,11 +154,17 @@ pub struct ChangePage {
     pub cursor: String,
     /// Whether more changes may wait right now (ask again at once).
     pub more: bool,
+    /// The tables the page followed (what the access log records).
+    pub tables: Vec<TableName>,
 }
 
 impl Logged for ChangePage {
     fn rows(&self) -> u64 {
         self.changes.len() as u64
+    }
+
+    fn learned(&self) -> Option<(Operation, &[TableName])> {
+        Some((Operation::Read, &self.tables))
     }
 }
 
@@ -244,6 +250,7 @@ async fn changes_unbounded(caller: &Caller, query: &ChangesQuery) -> Result<Chan
                 changes,
                 cursor: seal(caller, &next).await?,
                 more: true,
+                tables: names,
             })
         }
         "log" => {
@@ -267,6 +274,7 @@ async fn changes_unbounded(caller: &Caller, query: &ChangesQuery) -> Result<Chan
                 changes,
                 cursor: seal(caller, &next).await?,
                 more: through < upto,
+                tables: names,
             })
         }
         _ => Err(bad_cursor()),

@@ -155,6 +155,21 @@ async fn each_app_sees_exactly_the_changes_within_its_grant() {
     let text = format!("{seen:?}");
     assert!(!text.contains("@example.org"), "no ungranted column leaks: {text}");
 
+    // B's load holds only B's live rows: not A's, not the id A took over.
+    insert(&b, "b2", "Bo", "bo@example.org").await;
+    let (loaded, _) = drain(&b, None, 1).await;
+    assert_eq!(ops(&loaded), vec![(ChangeOp::Insert, "b2".into())]);
+    assert_eq!(
+        loaded[0]
+            .row
+            .as_ref()
+            .unwrap()
+            .keys()
+            .filter(|k| !k.starts_with('_'))
+            .collect::<Vec<_>>(),
+        ["display_name", "id"]
+    );
+
     let (seen, _) = drain(&c, Some(c0), 5).await;
     assert!(seen.is_empty(), "C reads no contacts: {seen:?}");
     let (seen, _) = drain(&c, None, 5).await;
@@ -458,4 +473,41 @@ async fn the_gateway_answers_resync_required_past_the_trimmed_log() {
         vec![(ChangeOp::Insert, "a2".into()), (ChangeOp::Insert, "a1".into())]
     );
     assert_eq!(seen[1].row.as_ref().unwrap()["display_name"], "Ada L");
+}
+
+#[tokio::test]
+async fn the_access_log_records_each_feed_request_with_the_tables_it_followed() {
+    let w = World::new().await;
+    let a = w.caller("app-a", "contacts.people:read+create").await;
+    insert(&a, "a1", "Ada", "ada@example.org").await;
+    let token = w.token(w.vault, "app-f", "contacts.people(display_name):read notes.notes:read");
+    let credentials = coffer_gateway::Credentials::bearer(token);
+    let query = feed_query(&[]);
+    let served = w
+        .gateway
+        .run(&credentials, coffer_gateway::Operation::Read, Vec::new(), |caller| {
+            let query = query.clone();
+            async move { changes::changes(&caller, &query).await }
+        })
+        .await;
+    assert_eq!(served.result.unwrap().changes.len(), 1);
+    w.gateway.access_log().flush().await;
+    let logged: Vec<_> = w
+        .gateway
+        .access_log()
+        .recent(w.vault, Some(&coffer_core::AppId::new("app-f")), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.operation, e.tables, e.rows, e.outcome))
+        .collect();
+    assert_eq!(
+        logged,
+        vec![(
+            "read".to_owned(),
+            vec![people(), TableName::new("notes", "notes")],
+            1,
+            "ok".to_owned()
+        )]
+    );
 }
