@@ -42,6 +42,13 @@ async fn insert_people(client: &tokio_postgres::Client, n: usize) {
         .unwrap();
 }
 
+/// Runs `sql` as one simple query and checks that it is refused with
+/// SQLSTATE `expected`.
+async fn refused(client: &tokio_postgres::Client, sql: &str, expected: &str) {
+    let e = client.simple_query(sql).await.unwrap_err();
+    assert_eq!(code(&e), expected, "{sql}: {}", told(&e));
+}
+
 fn completions(messages: &[SimpleQueryMessage]) -> Vec<u64> {
     messages
         .iter()
@@ -73,11 +80,7 @@ async fn connects_with_a_token_and_runs_statements_in_one_simple_query() {
         vec![Some("Ada".into()), Some("Grace".into()), Some("1".into())]
     );
     // A failing statement stops the query; the ones before it stay done.
-    let e = client
-        .simple_query("INSERT INTO contacts.people (id, display_name) VALUES ('p3', 'Lin'); SELECT nope FROM contacts.people; DELETE FROM contacts.people")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "42703", "{}", told(&e));
+    refused(&client, "INSERT INTO contacts.people (id, display_name) VALUES ('p3', 'Lin'); SELECT nope FROM contacts.people; DELETE FROM contacts.people", "42703").await;
     let left = client
         .simple_query("SELECT id FROM contacts.people ORDER BY id")
         .await
@@ -169,8 +172,7 @@ async fn a_token_revoked_or_expired_during_a_session_ends_it_at_the_next_stateme
     let client = world.connect("app-a", &short.token).await.unwrap();
     client.simple_query("SHOW TimeZone").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let e = client.simple_query("SHOW TimeZone").await.unwrap_err();
-    assert_eq!(code(&e), "28000", "{}", told(&e));
+    refused(&client, "SHOW TimeZone", "28000").await;
 }
 
 #[tokio::test]
@@ -215,10 +217,8 @@ async fn ungranted_tables_and_columns_look_exactly_like_missing_ones() {
         .unwrap_err();
     assert_eq!(code(&e), "42501", "{}", told(&e));
     assert!(told(&e).contains("contacts.people"), "{}", told(&e));
-    let e = client.simple_query("SELEC 1").await.unwrap_err();
-    assert_eq!(code(&e), "42601", "{}", told(&e));
-    let e = client.simple_query("DROP TABLE contacts.people").await.unwrap_err();
-    assert_eq!(code(&e), "0A000", "{}", told(&e));
+    refused(&client, "SELEC 1", "42601").await;
+    refused(&client, "DROP TABLE contacts.people", "0A000").await;
 }
 
 #[tokio::test]
@@ -275,16 +275,13 @@ async fn huge_queries_and_too_many_parameters_are_bounded() {
     let client = world.connect("app-a", &t.token).await.unwrap();
     // One statement past the gateway's length.
     let long = format!("SELECT '{}'", "x".repeat(70 * 1024));
-    let e = client.simple_query(&long).await.unwrap_err();
-    assert_eq!(code(&e), "54000", "{}", told(&e));
+    refused(&client, &long, "54000").await;
     // A whole query past the front end's length.
     let huge = "SELECT 1;".repeat(coffer_pgwire::statements::MAX_QUERY_LEN / 9 + 1);
-    let e = client.simple_query(&huge).await.unwrap_err();
-    assert_eq!(code(&e), "54000", "{}", told(&e));
+    refused(&client, &huge, "54000").await;
     // Too many statements.
     let many = "SELECT 1;".repeat(coffer_pgwire::statements::MAX_STATEMENTS + 1);
-    let e = client.simple_query(&many).await.unwrap_err();
-    assert_eq!(code(&e), "54000", "{}", told(&e));
+    refused(&client, &many, "54000").await;
     // Too many parameters.
     let n = coffer_pgwire::statements::MAX_PARAMETERS + 1;
     let list: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
@@ -295,8 +292,7 @@ async fn huge_queries_and_too_many_parameters_are_bounded() {
     assert_eq!(code(&e), "54000", "{}", told(&e));
     // Deep nesting.
     let deep = format!("SELECT 1{}", "+1".repeat(300));
-    let e = client.simple_query(&deep).await.unwrap_err();
-    assert_eq!(code(&e), "54000", "{}", told(&e));
+    refused(&client, &deep, "54000").await;
     // The session goes on.
     client.simple_query("SELECT 1").await.unwrap();
 }
@@ -312,26 +308,24 @@ async fn a_query_past_the_time_or_memory_limit_is_57014_or_54000() {
     let client = world.connect("app-a", &t.token).await.unwrap();
     insert_people(&client, 400).await;
     // Too much memory.
-    let e = client
-        .simple_query(
-            "SELECT a.display_name, b.display_name, c.display_name, d.display_name \
+    refused(
+        &client,
+        "SELECT a.display_name, b.display_name, c.display_name, d.display_name \
              FROM contacts.people a, contacts.people b, contacts.people c, contacts.people d \
              ORDER BY a.display_name, b.display_name, c.display_name, d.display_name LIMIT 5",
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "54000", "{}", told(&e));
+        "54000",
+    )
+    .await;
     // Too much time.
     let started = std::time::Instant::now();
-    let e = client
-        .simple_query(
-            "SELECT a.display_name, b.display_name, c.display_name \
+    refused(
+        &client,
+        "SELECT a.display_name, b.display_name, c.display_name \
              FROM contacts.people a, contacts.people b, contacts.people c \
              ORDER BY a.display_name, b.display_name, c.display_name LIMIT 5",
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "57014", "{}", told(&e));
+        "57014",
+    )
+    .await;
     assert!(started.elapsed() < Duration::from_secs(5));
     client.simple_query("SELECT 1").await.unwrap();
 }
@@ -697,22 +691,10 @@ async fn psql_copies_query_results_out_and_copy_to_or_from_a_file_is_refused() {
         )
         .await;
     assert!(!ok && err.contains("phone"), "{err}");
-    let e = client
-        .simple_query("COPY contacts.people FROM '/etc/passwd'")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "0A000", "{}", told(&e));
+    refused(&client, "COPY contacts.people FROM '/etc/passwd'", "0A000").await;
     // COPY FROM STDIN of every column needs the create right on each.
-    let e = client
-        .simple_query("COPY contacts.people FROM STDIN")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "42501", "{}", told(&e));
-    let e = client
-        .simple_query("COPY contacts.people TO '/tmp/out'")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "0A000", "{}", told(&e));
+    refused(&client, "COPY contacts.people FROM STDIN", "42501").await;
+    refused(&client, "COPY contacts.people TO '/tmp/out'", "0A000").await;
 }
 
 #[tokio::test]
@@ -1007,9 +989,5 @@ async fn an_ungranted_table_or_column_is_in_no_catalog_view() {
     // A catalog query is a statement like any other: a revoked token ends
     // the session.
     world.revoke(t.grant);
-    let e = client
-        .simple_query("SELECT n.nspname FROM pg_catalog.pg_namespace n")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "28000", "{}", told(&e));
+    refused(&client, "SELECT n.nspname FROM pg_catalog.pg_namespace n", "28000").await;
 }
