@@ -184,3 +184,41 @@ async fn cursors_from_elsewhere_and_bad_parameters_are_refused() {
         .await
         .expect_problem(401, "invalid-token");
 }
+
+#[tokio::test]
+async fn a_cursor_past_the_trimmed_log_is_410_resync_required() {
+    // Flushed entries leave the log at the next flush.
+    let server = Server::start_with(&[("COFFER_LOG_RETENTION_HOURS", "0"), ("COFFER_FLUSH_INTERVAL_SECS", "1")]);
+    let user = server.new_user("ada@example.org", 2).await;
+    let api = server.api(
+        &authorize_app(&user, &server.app("Alpha"), "contacts.people:read+create", None)
+            .await
+            .access,
+    );
+    let (_, cursor) = drain(&api, None, "10").await;
+    api.post(
+        "/v1/tables/contacts.people/rows",
+        &json!({"id": "p1", "display_name": "Ada"}),
+    )
+    .await
+    .expect(201);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let gone = loop {
+        let r = api.get(&changes_path(&[("since", &cursor)])).await;
+        if r.status.as_u16() == 410 {
+            break r;
+        }
+        r.expect(200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log was never trimmed: {}",
+            r.text
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    gone.expect_problem(410, "resync-required");
+    // Loading again gives the row as it is now, and a cursor that works.
+    let (loaded, fresh) = drain(&api, None, "10").await;
+    assert_eq!(ops(&loaded), [pair("insert", "p1")]);
+    api.get(&changes_path(&[("since", &fresh)])).await.expect(200);
+}
