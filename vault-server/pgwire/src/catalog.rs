@@ -206,7 +206,7 @@ impl Query {
         };
         // Joins that only decorate the main relation; any other (an
         // inheritance, index or constraint list) has no rows here.
-        let decorating = ["pg_namespace", "pg_am", "pg_class", "pg_description"];
+        let decorating = ["pg_namespace", "pg_am", "pg_class", "pg_description", "pg_tablespace"];
         if self.from[1..].iter().any(|(_, r)| !decorating.contains(&r.as_str())) {
             return Ok(Vec::new());
         }
@@ -340,6 +340,7 @@ struct Column {
     name: String,
     ty: Type,
     nullable: bool,
+    description: String,
 }
 
 /// The catalog objects the caller may know of: the granted tables the vault
@@ -360,6 +361,7 @@ impl Objects {
                 Err(GatewayError::TableNotFound(_)) => continue,
                 Err(e) => return Err(e),
             };
+            let def = &table.installed().def;
             let columns = table
                 .schema()
                 .fields()
@@ -368,11 +370,17 @@ impl Objects {
                     name: f.name().clone(),
                     ty: pg_type(f),
                     nullable: f.is_nullable(),
+                    description: def
+                        .columns
+                        .iter()
+                        .find(|c| c.name == *f.name())
+                        .map(|c| c.description.clone())
+                        .unwrap_or_default(),
                 })
                 .collect();
             tables.push(Table {
                 name: name.clone(),
-                description: table.installed().def.description.clone(),
+                description: def.description.clone(),
                 columns,
             });
         }
@@ -407,6 +415,7 @@ fn database(key: &str) -> Option<String> {
         "encoding" | "pg_encoding_to_char" => "UTF8",
         "collate" | "ctype" | "datcollate" | "datctype" => "C",
         "locale provider" => "libc",
+        "tablespace" => "pg_default",
         _ => return None,
     };
     Some(v.to_owned())
@@ -432,6 +441,7 @@ fn class(key: &str, table: &Table, oid: u32, objects: &Objects) -> Option<String
         "relkind" => "r".into(),
         "relchecks" | "reltablespace" | "reloftype" => "0".into(),
         "relpersistence" => "p".into(),
+        "persistence" => "permanent".into(),
         "relreplident" => "d".into(),
         "amname" | "access method" => "heap".into(),
         "description" | "obj_description" => table.description.clone(),
@@ -451,10 +461,16 @@ fn attribute(key: &str, table: &Table, column: &Column, number: usize) -> Option
     let v = match key {
         "attname" | "column_name" => column.name.clone(),
         "attnum" | "ordinal_position" => number.to_string(),
+        "description" | "col_description" => column.description.clone(),
         "format_type" | "type" => format_type(&column.ty),
         "data_type" => data_type(&column.ty),
         "atttypid" => column.ty.oid().to_string(),
         "attnotnull" => return yes(!column.nullable),
+        "attstorage" => match column.ty {
+            Type::TEXT | Type::JSONB | Type::BYTEA | Type::FLOAT4_ARRAY => "x",
+            _ => "p",
+        }
+        .into(),
         "is_nullable" => if column.nullable { "YES" } else { "NO" }.into(),
         "relname" | "table_name" => table.name.table.clone(),
         "nspname" | "table_schema" => table.name.schema.clone(),

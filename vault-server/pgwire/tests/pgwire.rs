@@ -889,6 +889,22 @@ async fn psql_lists_and_describes_exactly_the_granted_tables_and_columns() {
         );
     }
 
+    // Patterns, and the verbose forms.
+    let (ok, out, err) = world
+        .psql(
+            "app-a",
+            &t.token,
+            &["\\dt contacts.*", "\\dt journal.*", "\\d+ contacts.people"],
+        )
+        .await;
+    assert!(ok, "{err}");
+    assert!(out.contains(" contacts | people | table | vault\n(1 row)"), "{out}");
+    assert!(
+        err.contains("Did not find any relation named \"journal.*\""),
+        "{out}\n{err}"
+    );
+    assert!(out.contains("The person's main email address."), "{out}");
+    assert!(!out.contains("given_name") && !out.contains("phone"), "{out}");
     let (ok, out, err) = world.psql("app-a", &t.token, &["\\dn", "\\l", "\\conninfo"]).await;
     assert!(ok, "{err}");
     assert!(out.contains(" contacts | vault\n notes    | vault\n(2 rows)"), "{out}");
