@@ -32,6 +32,7 @@ use std::sync::LazyLock;
 
 use coffer_core::TableName;
 use coffer_gateway::catalog::{ConfinedTable, Use};
+use coffer_gateway::sql::MAX_SQL_LEN;
 use coffer_gateway::{Caller, GatewayError, Logged};
 use datafusion::catalog::TableProvider;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -51,6 +52,8 @@ pub const FIRST_SCHEMA_OID: u32 = 16_000;
 const OWNER: &str = "vault";
 /// Largest compiled pattern, in bytes (a pattern comes from the client).
 const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+/// Most conditions (name patterns, oids, names) one catalog query may hold.
+pub const MAX_CONDITIONS: usize = 64;
 
 /// The rows of a catalog query: every value as text.
 #[derive(Debug)]
@@ -93,7 +96,14 @@ pub fn columns(statement: &str) -> Vec<String> {
 }
 
 /// Answers the catalog query `statement` as `caller`.
+/// A statement longer than the gateway's [`MAX_SQL_LEN`] is refused, as
+/// one holding more than [`MAX_CONDITIONS`] conditions is.
 pub async fn answer(caller: &Caller, statement: &str) -> Result<CatalogRows, GatewayError> {
+    if statement.len() > MAX_SQL_LEN {
+        return Err(GatewayError::QueryLimit(format!(
+            "the statement is longer than {MAX_SQL_LEN} bytes"
+        )));
+    }
     let query = Query::read(statement);
     let objects = Objects::of(caller).await?;
     let rows = query.rows(&objects)?;
@@ -209,6 +219,14 @@ impl Query {
         let decorating = ["pg_namespace", "pg_am", "pg_class", "pg_description", "pg_tablespace"];
         if self.from[1..].iter().any(|(_, r)| !decorating.contains(&r.as_str())) {
             return Ok(Vec::new());
+        }
+        let conditions = MATCHES.find_iter(&self.text).count()
+            + OID.find_iter(&self.text).count()
+            + EQUALS.find_iter(&self.text).count();
+        if conditions > MAX_CONDITIONS {
+            return Err(GatewayError::QueryLimit(format!(
+                "a catalog query may hold at most {MAX_CONDITIONS} conditions"
+            )));
         }
         let mut patterns: Vec<(String, Regex)> = Vec::new();
         for c in MATCHES.captures_iter(&self.text) {

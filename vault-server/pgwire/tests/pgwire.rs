@@ -985,6 +985,19 @@ async fn an_ungranted_table_or_column_is_in_no_catalog_view() {
         .unwrap();
     let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(names, vec!["notes"]);
+    // Bounded: its length, and its conditions.
+    let long = format!(
+        "SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE n.nspname <> '{}'",
+        "x".repeat(70 * 1024)
+    );
+    refused(&client, &long, "54000").await;
+    let many = vec!["n.nspname ~ 'a'"; coffer_pgwire::catalog::MAX_CONDITIONS + 1].join(" AND ");
+    refused(
+        &client,
+        &format!("SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE {many}"),
+        "54000",
+    )
+    .await;
     // A catalog query is a statement like any other: a revoked token ends
     // the session.
     world.revoke(t.grant);
