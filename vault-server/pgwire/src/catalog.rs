@@ -50,6 +50,8 @@ pub const FIRST_TABLE_OID: u32 = 16_384;
 pub const FIRST_SCHEMA_OID: u32 = 16_000;
 /// The owner every object is shown with.
 const OWNER: &str = "vault";
+/// The owner's object id (as `relowner`, `nspowner`, `datdba`).
+const OWNER_OID: &str = "10";
 /// Largest compiled pattern, in bytes (a pattern comes from the client).
 const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 /// Most conditions (name patterns, oids, names) one catalog query may hold.
@@ -198,9 +200,24 @@ impl Query {
         let from_text: String = from.map_or(String::new(), |f| {
             tokens[f..end.max(f)].iter().map(|t| format!("{t} ")).collect()
         });
-        let from = RELATION
+        let from: Vec<(String, String)> = RELATION
             .captures_iter(&from_text)
             .map(|c| (c[1].to_ascii_lowercase(), c[2].to_ascii_lowercase()))
+            .collect();
+        // `*` (or `alias.*`) is the main relation's columns.
+        let star = from.first().map_or(&[][..], |(_, r)| star_columns(r));
+        let items = items
+            .into_iter()
+            .flat_map(|i| match i.key.as_str() {
+                "*" => star
+                    .iter()
+                    .map(|c| Item {
+                        name: (*c).to_owned(),
+                        key: (*c).to_owned(),
+                    })
+                    .collect(),
+                _ => vec![i],
+            })
             .collect();
         Query {
             items,
@@ -293,7 +310,7 @@ impl Query {
                     }
                     for (n, c) in t.columns.iter().enumerate() {
                         if matching("attname", &c.name) {
-                            rows.push(self.row(|key| attribute(key, t, c, n + 1)));
+                            rows.push(self.row(|key| attribute(key, t, table_oid(i), c, n + 1)));
                         }
                     }
                 }
@@ -305,7 +322,7 @@ impl Query {
                     }
                     for (n, c) in t.columns.iter().enumerate() {
                         if equal("column_name", &c.name) {
-                            rows.push(self.row(|key| attribute(key, t, c, n + 1)));
+                            rows.push(self.row(|key| attribute(key, t, 0, c, n + 1)));
                         }
                     }
                 }
@@ -328,6 +345,12 @@ fn item(tokens: &[Token]) -> Item {
         _ => None,
     };
     let n = tokens.len();
+    if tokens.last() == Some(&Token::Mul) && (n == 1 || tokens[n - 2] == Token::Period) {
+        return Item {
+            name: "*".into(),
+            key: "*".into(),
+        };
+    }
     let is_as =
         n >= 2 && matches!(&tokens[n - 2], Token::Word(w) if w.keyword == Keyword::AS && w.quote_style.is_none());
     let name = if is_as || n == 1 || (n >= 2 && tokens[n - 2] == Token::Period) {
@@ -343,6 +366,36 @@ fn item(tokens: &[Token]) -> Item {
     Item {
         key: name.to_ascii_lowercase(),
         name,
+    }
+}
+
+/// The columns `SELECT *` gives of a catalog relation (the ones this module
+/// fills, of those Postgres has).
+fn star_columns(relation: &str) -> &'static [&'static str] {
+    match relation {
+        "pg_database" => &["oid", "datname", "datdba", "encoding", "datcollate", "datctype"],
+        "pg_namespace" => &["oid", "nspname", "nspowner"],
+        "pg_class" => &[
+            "oid",
+            "relname",
+            "relnamespace",
+            "relowner",
+            "relkind",
+            "relpersistence",
+        ],
+        "pg_attribute" => &["attrelid", "attname", "atttypid", "attnum", "attnotnull"],
+        "schemata" => &["catalog_name", "schema_name", "schema_owner"],
+        "tables" => &["table_catalog", "table_schema", "table_name", "table_type"],
+        "columns" => &[
+            "table_catalog",
+            "table_schema",
+            "table_name",
+            "column_name",
+            "ordinal_position",
+            "is_nullable",
+            "data_type",
+        ],
+        _ => &[],
     }
 }
 
@@ -429,7 +482,9 @@ fn yes(b: bool) -> Option<String> {
 fn database(key: &str) -> Option<String> {
     let v = match key {
         "datname" | "name" | "table_catalog" | "catalog_name" => DATABASE,
+        "oid" => "16383",
         "owner" | "pg_get_userbyid" => OWNER,
+        "datdba" | "nspowner" | "relowner" => OWNER_OID,
         "encoding" | "pg_encoding_to_char" => "UTF8",
         "collate" | "ctype" | "datcollate" | "datctype" => "C",
         "locale provider" => "libc",
@@ -475,8 +530,9 @@ fn class(key: &str, table: &Table, oid: u32, objects: &Objects) -> Option<String
     Some(v)
 }
 
-fn attribute(key: &str, table: &Table, column: &Column, number: usize) -> Option<String> {
+fn attribute(key: &str, table: &Table, oid: u32, column: &Column, number: usize) -> Option<String> {
     let v = match key {
+        "attrelid" => oid.to_string(),
         "attname" | "column_name" => column.name.clone(),
         "attnum" | "ordinal_position" => number.to_string(),
         "description" | "col_description" => column.description.clone(),

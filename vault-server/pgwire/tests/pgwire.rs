@@ -943,6 +943,8 @@ async fn an_ungranted_table_or_column_is_in_no_catalog_view() {
         "SELECT table_schema, table_name, table_type FROM information_schema.tables".to_owned(),
         "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns".to_owned(),
         "SELECT * FROM pg_catalog.pg_index".to_owned(),
+        "SELECT * FROM pg_catalog.pg_class".to_owned(),
+        "SELECT c.* FROM information_schema.columns c".to_owned(),
     ] {
         seen.extend(values(&client.simple_query(&query).await.unwrap()));
     }
@@ -975,6 +977,18 @@ async fn an_ungranted_table_or_column_is_in_no_catalog_view() {
             "{other}"
         );
     }
+    // `*` is the relation's columns.
+    let rows = client
+        .query("SELECT * FROM information_schema.tables", &[])
+        .await
+        .unwrap();
+    let names: Vec<&str> = rows[0].columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, vec!["table_catalog", "table_schema", "table_name", "table_type"]);
+    let tables: Vec<(String, String)> = rows.iter().map(|r| (r.get(1), r.get(2))).collect();
+    assert_eq!(
+        tables,
+        vec![("contacts".into(), "people".into()), ("notes".into(), "notes".into())]
+    );
     // The extended protocol reads the same views, as text.
     let rows = client
         .query(
