@@ -10,9 +10,10 @@
 //! result's columns, by alias or column name), its main relation (the first
 //! one its `FROM` names) and the conditions psql puts in it (`relname ~
 //! 'pattern'`, `nspname ~ 'pattern'`, `oid = 'n'`, `attrelid = 'n'`,
-//! `relkind IN (…)`; for `information_schema`, `table_schema`, `table_name`
-//! and `column_name` compared with `=`). Each row is built from the
-//! catalog object it describes, each column from its name; a column this
+//! `relkind IN (…)`, and names compared with `=`: `relname`, `nspname`,
+//! `attname`, `table_schema`, `table_name`, `column_name`, `schema_name`).
+//! Each row is built from the catalog object it describes, each column from
+//! its name; a column this
 //! module does not know is an empty string. A query about any other
 //! relation (indexes, constraints, policies, triggers, inheritance, …)
 //! answers no rows: the vault has none of them.
@@ -141,7 +142,10 @@ static MATCHES: LazyLock<Regex> = LazyLock::new(|| {
 static OID: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\b(oid|attrelid)\s*=\s*'?(\d+)'?").expect("a regex"));
 static RELKIND: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\brelkind\s+IN\s*\(([^)]*)\)").expect("a regex"));
 static EQUALS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(table_schema|table_name|column_name|schema_name)\s*=\s*'((?:[^']|'')*)'").expect("a regex")
+    Regex::new(
+        r"(?i)\b(table_schema|table_name|column_name|schema_name|relname|nspname|attname)\s*=\s*'((?:[^']|'')*)'",
+    )
+    .expect("a regex")
 });
 
 impl Query {
@@ -254,22 +258,23 @@ impl Query {
                 .map_err(|_| GatewayError::InvalidSql("invalid regular expression in a catalog query".into()))?;
             patterns.push((c[1].to_ascii_lowercase(), regex));
         }
+        let equals: Vec<(String, String)> = EQUALS
+            .captures_iter(&self.text)
+            .map(|c| (c[1].to_ascii_lowercase(), c[2].replace("''", "'")))
+            .collect();
+        let equal = |what: &str, value: &str| equals.iter().filter(|(w, _)| w == what).all(|(_, v)| v == value);
         let matching = |what: &str, value: &str| {
             patterns
                 .iter()
                 .filter(|(w, _)| w == what)
                 .all(|(_, r)| r.is_match(value))
+                && equal(what, value)
         };
         let oids: Vec<(String, u32)> = OID
             .captures_iter(&self.text)
             .filter_map(|c| Some((c[1].to_ascii_lowercase(), c[2].parse().ok()?)))
             .collect();
         let oid_is = |what: &str, oid: u32| oids.iter().filter(|(w, _)| w == what).all(|(_, o)| *o == oid);
-        let equals: Vec<(String, String)> = EQUALS
-            .captures_iter(&self.text)
-            .map(|c| (c[1].to_ascii_lowercase(), c[2].replace("''", "'")))
-            .collect();
-        let equal = |what: &str, value: &str| equals.iter().filter(|(w, _)| w == what).all(|(_, v)| v == value);
         let tables_wanted = RELKIND.captures(&self.text).is_none_or(|c| c[1].contains("'r'"));
         let mut rows = Vec::new();
         match (schema.as_str(), relation.as_str()) {

@@ -977,6 +977,14 @@ async fn an_ungranted_table_or_column_is_in_no_catalog_view() {
             "{other}"
         );
     }
+    // A name compared with `=`: the granted table, and nothing for an
+    // ungranted one.
+    let by_name = |name: &str| format!("SELECT c.relname FROM pg_catalog.pg_class c WHERE c.relname = '{name}'");
+    assert_eq!(
+        values(&client.simple_query(&by_name("people")).await.unwrap()),
+        vec!["people"]
+    );
+    assert!(values(&client.simple_query(&by_name("entries")).await.unwrap()).is_empty());
     // `*` is the relation's columns.
     let rows = client
         .query("SELECT * FROM information_schema.tables", &[])
