@@ -13,10 +13,9 @@
 //! `relkind IN (…)`, and names compared with `=`: `relname`, `nspname`,
 //! `attname`, `table_schema`, `table_name`, `column_name`, `schema_name`).
 //! Each row is built from the catalog object it describes, each column from
-//! its name; a column this
-//! module does not know is an empty string. A query about any other
-//! relation (indexes, constraints, policies, triggers, inheritance, …)
-//! answers no rows: the vault has none of them.
+//! its name; a column this module does not know is an empty string. A query
+//! about any other relation (indexes, constraints, policies, triggers,
+//! inheritance, …) answers no rows: the vault has none of them.
 //!
 //! | relation | rows |
 //! |---|---|
