@@ -23,7 +23,7 @@ export async function startCoffer() {
   const env = { ...process.env, COFFER_LOG: 'warn' };
   delete env.COFFER_PUBLIC_URL;
   delete env.COFFER_CONFIG;
-  const child = spawn(binary, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir], {
+  const child = spawn(binary, ['serve', '--listen', '127.0.0.1:0', '--pgwire-listen', '127.0.0.1:0', '--data-dir', dataDir], {
     env,
     stdio: ['ignore', 'pipe', 'inherit'],
   });

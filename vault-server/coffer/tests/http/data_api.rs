@@ -2015,6 +2015,7 @@ async fn openapi_describes_every_route() {
         ("/v1/tables/{}/rows", &["get", "post"]),
         ("/v1/tables/{}/rows/{}", &["get", "patch", "delete"]),
         ("/v1/sql", &["post"]),
+        ("/v1/changes", &["get"]),
     ] {
         let item = documented
             .get(path)
@@ -2060,6 +2061,7 @@ async fn openapi_describes_every_route() {
         ("/v1/tables/{}/rows/{}", "delete", "400"),
         ("/v1/tables/{}/rows/{}", "get", "400"),
         ("/v1/tables/{}/rows", "get", "422"),
+        ("/v1/changes", "get", "410"),
     ] {
         assert!(
             documented[path][method]["responses"].get(status).is_some(),
@@ -2097,7 +2099,7 @@ async fn openapi_describes_every_route() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 8, "every operation was checked");
+    assert_eq!(operations, 9, "every operation was checked");
 
     // List filters: one free-form object exploded into `col=op.value`
     // parameters (a list repeats the column), beside the named parameters.

@@ -13,7 +13,7 @@ use crate::web::AppState;
 
 /// The changes after `since` to the tables the token may read, oldest first.
 #[utoipa::path(
-    get, path = "/v1/changes", tag = "changes",
+    get, path = "/v1/changes", tag = "changes", operation_id = "list_changes",
     params(
         ("since" = Option<String>, Query, description = "`cursor` of the previous page; without it the feed starts with a load of every row as it is now"),
         ("tables" = Option<String>, Query, description = "`schema.table`s, comma-separated (default: every table the token may read); keep the same for one cursor"),

@@ -65,7 +65,14 @@ impl Server {
         let data_dir = dir.path().join("data");
         let mut command = Command::new(env!("CARGO_BIN_EXE_coffer"));
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--pgwire-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(&data_dir)
             .env("COFFER_LOG", "warn")
             .env_remove("COFFER_PUBLIC_URL")
