@@ -463,14 +463,7 @@ fn a_master_key_other_users_can_read_is_refused() {
         );
         // `coffer serve` refuses it too, before listening.
         let serve = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--pgwire-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .args(SERVE_ON_FREE_PORTS)
             .arg(&data)
             .env("COFFER_LOG", "warn")
             .env_remove("COFFER_CONFIG")

@@ -22,14 +22,7 @@ fn get(addr: &str, path: &str) -> (u16, String) {
 
 fn start(data_dir: &std::path::Path) -> (Server, String, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--pgwire-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
+        .args(crate::common::SERVE_ON_FREE_PORTS)
         .arg(data_dir)
         .env("COFFER_LOG", "warn")
         .stdout(Stdio::piped())

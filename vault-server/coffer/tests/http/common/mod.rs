@@ -43,6 +43,17 @@ impl Drop for Server {
     }
 }
 
+/// `coffer serve` on free HTTP and pgwire ports, ending in `--data-dir`
+/// for the caller's path: parallel test servers never compete for a port.
+pub const SERVE_ON_FREE_PORTS: [&str; 6] = [
+    "serve",
+    "--listen",
+    "127.0.0.1:0",
+    "--pgwire-listen",
+    "127.0.0.1:0",
+    "--data-dir",
+];
+
 impl Server {
     /// Starts a server on a new data directory and waits until it serves.
     pub fn start() -> Self {
@@ -65,14 +76,7 @@ impl Server {
         let data_dir = dir.path().join("data");
         let mut command = Command::new(env!("CARGO_BIN_EXE_coffer"));
         command
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--pgwire-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .args(SERVE_ON_FREE_PORTS)
             .arg(&data_dir)
             .env("COFFER_LOG", "warn")
             .env_remove("COFFER_PUBLIC_URL")
