@@ -91,16 +91,7 @@ async fn the_gateway_records_refused_and_allowed_requests_itself() {
         .await;
     assert_eq!((served.app, served.result.unwrap_err().code()), (None, "invalid-token"));
 
-    w.gateway.access_log().flush().await;
-    let logged: Vec<_> = w
-        .gateway
-        .access_log()
-        .recent(w.vault, Some(&AppId::new("reader")), 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.operation, e.tables, e.rows, e.outcome))
-        .collect();
+    let logged = w.logged("reader").await;
     assert_eq!(
         logged,
         vec![

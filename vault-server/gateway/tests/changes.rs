@@ -491,16 +491,7 @@ async fn the_access_log_records_each_feed_request_with_the_tables_it_followed() 
         })
         .await;
     assert_eq!(served.result.unwrap().changes.len(), 1);
-    w.gateway.access_log().flush().await;
-    let logged: Vec<_> = w
-        .gateway
-        .access_log()
-        .recent(w.vault, Some(&coffer_core::AppId::new("app-f")), 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.operation, e.tables, e.rows, e.outcome))
-        .collect();
+    let logged = w.logged("app-f").await;
     assert_eq!(
         logged,
         vec![(

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use coffer_auth::{Authorizer, GrantStatus, RevocationView, RootKeyPair, ScopeSet, TokenClaims, mint};
 use coffer_core::schema::registry::SchemaRegistry;
-use coffer_core::{AppId, GrantId, VaultId};
+use coffer_core::{AppId, GrantId, TableName, VaultId};
 use coffer_gateway::{AccessLog, Caller, ControlPlane, Credentials, Gateway, RequestLimits};
 use coffer_storage::Engine;
 use tempfile::TempDir;
@@ -55,6 +55,20 @@ pub struct World {
 }
 
 impl World {
+    /// The newest (at most ten) access log entries of `app` in the world's
+    /// vault, after a flush, as (operation, tables, rows, outcome).
+    pub async fn logged(&self, app: &str) -> Vec<(String, Vec<TableName>, u64, String)> {
+        self.gateway.access_log().flush().await;
+        self.gateway
+            .access_log()
+            .recent(self.vault, Some(&AppId::new(app)), 10)
+            .await
+            .expect("reading the access log")
+            .into_iter()
+            .map(|e| (e.operation, e.tables, e.rows, e.outcome))
+            .collect()
+    }
+
     /// A world whose gateway runs queries within the default limits.
     pub async fn new() -> World {
         World::with_limits(RequestLimits::default()).await
