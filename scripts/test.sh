@@ -9,14 +9,35 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
-echo "== schemathesis (for the OpenAPI conformance test)"
-# A pinned schemathesis in a virtualenv kept between runs.
+# Installs the pinned npm packages of a folder again whenever its
+# package-lock.json differs from the one the present node_modules was
+# installed from (its checksum is kept beside it).
+npm_ci() {
+    local lock_sum
+    lock_sum="$(sha256sum "$1/package-lock.json" | cut -d' ' -f1)"
+    if [ "$(cat "$1/node_modules/.package-lock.sha256" 2>/dev/null)" != "$lock_sum" ]; then
+        (cd "$1" && npm ci --no-audit --no-fund)
+        echo "$lock_sum" >"$1/node_modules/.package-lock.sha256"
+    fi
+}
+
+echo "== schemathesis and psycopg (for the OpenAPI conformance and Postgres driver tests)"
+# Pinned schemathesis and psycopg in a virtualenv kept between runs.
 venv="${COFFER_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/coffer-tests-venv}"
 if [ ! -x "$venv/bin/st" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet schemathesis==4.32.5
 fi
 export COFFER_SCHEMATHESIS="$venv/bin/st"
+psycopg_version=3.3.9
+if [ "$("$venv/bin/python" -c 'import psycopg; print(psycopg.__version__)' 2>/dev/null)" != "$psycopg_version" ]; then
+    "$venv/bin/pip" install --quiet "psycopg[binary]==$psycopg_version"
+fi
+export COFFER_PSYCOPG_PYTHON="$venv/bin/python"
+
+echo "== node-postgres (for the Postgres driver tests)"
+# The pinned pg of tests/pg-clients, whose scripts the pgwire driver tests run.
+npm_ci tests/pg-clients
 
 echo "== cargo test"
 # Debian's psql, for the pgwire tests that run it.
@@ -33,13 +54,7 @@ if [ ! -x /usr/bin/chromium ]; then
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 fi
-# Installed again whenever package-lock.json differs from the one the
-# present node_modules was installed from (its checksum is kept beside it).
-lock_sum="$(sha256sum tests/browser/package-lock.json | cut -d' ' -f1)"
-if [ "$(cat tests/browser/node_modules/.package-lock.sha256 2>/dev/null)" != "$lock_sum" ]; then
-    (cd tests/browser && npm ci --no-audit --no-fund)
-    echo "$lock_sum" >tests/browser/node_modules/.package-lock.sha256
-fi
+npm_ci tests/browser
 # The tests start target/debug/coffer, which `cargo test` above built for
 # the HTTP-level tests. (A separate `cargo build -p coffer` would resolve
 # features differently and rebuild DataFusion for minutes.)

@@ -12,6 +12,7 @@ mod guides;
 mod hardening;
 mod isolation;
 mod oauth_client;
+mod pg_clients;
 mod query_limits;
 mod request_log;
 mod schemathesis;
