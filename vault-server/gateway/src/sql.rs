@@ -667,9 +667,14 @@ fn bind(plan: LogicalPlan, params: &[ScalarValue]) -> Result<LogicalPlan, Gatewa
         let scalar = match expected {
             Some(DataType::Null) | None => scalar,
             Some(dt) if scalar.is_null() => ScalarValue::try_from(&dt).map_err(from_datafusion)?,
-            Some(dt) => scalar
-                .cast_to(&dt)
-                .map_err(|e| GatewayError::InvalidSql(format!("parameter ${}: {e}", i + 1)))?,
+            // The cast's own error repeats the value; the caller is told
+            // only which parameter and type.
+            Some(dt) => scalar.cast_to(&dt).map_err(|_| {
+                GatewayError::InvalidSql(format!(
+                    "parameter ${}: the value cannot be read as {dt} (the value is not shown)",
+                    i + 1
+                ))
+            })?,
         };
         values.push(scalar);
     }

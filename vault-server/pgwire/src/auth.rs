@@ -134,6 +134,15 @@ impl StartupHandler for Connection {
         let driver = &self.shared.driver;
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
+                if self.shared.tls_required && !client.is_secure() {
+                    // Refused before the password is asked for, so the
+                    // token is never sent in cleartext.
+                    return Err(wire(
+                        FATAL,
+                        "28000",
+                        "this server accepts connections only over TLS: connect with sslmode=require",
+                    ));
+                }
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
                 let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();

@@ -18,17 +18,20 @@ use crate::server::PgwireLimits;
 pub(crate) struct Shared {
     pub gateway: Gateway,
     pub limits: PgwireLimits,
+    /// Whether a client must negotiate TLS before it sends its token.
+    pub tls_required: bool,
     pub driver: AuthDriver<Parameters, Verified>,
     pub cancels: Arc<ConnectionManager>,
     sessions: Mutex<HashMap<(VaultId, AppId), usize>>,
 }
 
 impl Shared {
-    pub fn new(gateway: Gateway, limits: PgwireLimits) -> Arc<Shared> {
+    pub fn new(gateway: Gateway, limits: PgwireLimits, tls_required: bool) -> Arc<Shared> {
         let cancels = Arc::new(ConnectionManager::new());
         Arc::new(Shared {
             gateway,
             limits,
+            tls_required,
             driver: AuthDriver::new(Parameters::default())
                 .with_pid_secret_key_generator(Arc::new(RandomPidSecretKeyGenerator::default()))
                 .with_connection_manager(cancels.clone()),

@@ -13,8 +13,10 @@
 //! | SQL that does not parse | `42601` syntax_error |
 //! | a statement kind not allowed | `0A000` feature_not_supported |
 //! | other SQL the planner refuses | `42000` |
-//! | a value of the wrong type | `22P02` invalid_text_representation |
-//! | a value that failed while running | `22000` data_exception |
+//! | a value of the wrong type, or one that cannot be converted | `22P02` invalid_text_representation |
+//! | a date or time parameter in no ISO form | `22007` invalid_datetime_format |
+//! | division by zero, overflow while running | `22012`, `22003` |
+//! | another value that failed while running | `22000` data_exception |
 //! | an id already in use | `23505` unique_violation |
 //! | a row changed meanwhile (`if_seq`) | `40001` serialization_failure |
 //! | result, depth, memory or size limit | `54000` program_limit_exceeded |
@@ -71,11 +73,24 @@ fn sql_state_of(message: &str) -> &'static str {
         "42703"
     } else if message.starts_with("only SELECT, INSERT, UPDATE and DELETE") {
         "0A000"
-    } else if message.starts_with("the statement failed while running") {
-        "22000"
+    } else if let Some(what) = message.strip_prefix("the statement failed while running: ") {
+        if what.starts_with("a value could not be converted") {
+            "22P02"
+        } else if what.starts_with("division by zero") {
+            "22012"
+        } else if what.starts_with("arithmetic overflow") {
+            "22003"
+        } else {
+            "22000"
+        }
     } else if message.starts_with("the statement is longer than") {
         "54000"
-    } else if message.starts_with("parameter $") {
+    } else if message.starts_with("parameter $")
+        || message.starts_with("Arrow error: Cast error")
+        || message.starts_with("Arrow error: Parser error")
+    {
+        // A parameter, or a literal the planner cast, that its type cannot
+        // be read from.
         "22P02"
     } else {
         "42000"
@@ -127,6 +142,21 @@ mod tests {
             "42601"
         );
         assert_eq!(sqlstate(&GatewayError::QueryTimeout { seconds: 5.0 }), "57014");
+        assert_eq!(
+            sqlstate(&GatewayError::InvalidSql(
+                "Arrow error: Cast error: Cannot cast string 'x' to value of Date32 type".into()
+            )),
+            "22P02"
+        );
+        for (what, code) in [
+            ("a value could not be converted to the type asked for", "22P02"),
+            ("division by zero", "22012"),
+            ("arithmetic overflow", "22003"),
+            ("a value could not be processed", "22000"),
+        ] {
+            let message = format!("the statement failed while running: {what} (the value is not shown)");
+            assert_eq!(sqlstate(&GatewayError::InvalidSql(message)), code, "{what}");
+        }
         let fatal = statement_error(&GatewayError::InvalidToken {
             code: "revoked",
             reason: "the grant was revoked".into(),

@@ -672,7 +672,7 @@ impl ExtendedQueryHandler for Connection {
                 let ty = types.get(i).cloned().unwrap_or(Type::TEXT);
                 let binary = format_of(&portal.parameter_format, i)? == FieldFormat::Binary;
                 let value = parameter(&ty, binary, value.as_deref())
-                    .map_err(|e| wire(ERROR, "22P02", format!("parameter ${}: {e}", i + 1)))?;
+                    .map_err(|e| wire(ERROR, e.code, format!("parameter ${}: {e}", i + 1)))?;
                 params.push(value);
             }
         }

@@ -30,9 +30,11 @@ pub mod errors;
 mod handlers;
 mod server;
 pub mod statements;
+mod tls;
 pub mod types;
 
 pub use server::{Listener, PgwireError, PgwireLimits, serve};
+pub use tls::{PgwireTls, TlsError};
 
 /// The only database name a session may ask for.
 pub const DATABASE: &str = "vault";

@@ -11,6 +11,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::DATABASE;
 use crate::connection::{Connection, Shared};
 use crate::handlers::Handlers;
+use crate::tls::PgwireTls;
 
 /// What the listener refuses to start with.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,7 @@ impl Default for PgwireLimits {
 pub struct Listener {
     inner: TcpListener,
     addr: SocketAddr,
+    tls: Option<PgwireTls>,
 }
 
 impl Listener {
@@ -65,7 +67,14 @@ impl Listener {
         let addr = inner
             .local_addr()
             .map_err(|source| PgwireError::Bind { addr, source })?;
-        Ok(Listener { inner, addr })
+        Ok(Listener { inner, addr, tls: None })
+    }
+
+    /// Serves TLS with `tls` (and, when it is required, refuses clients
+    /// that do not negotiate it).
+    pub fn with_tls(mut self, tls: PgwireTls) -> Listener {
+        self.tls = Some(tls);
+        self
     }
 
     /// The address it listens on (with the port the system chose for port 0).
@@ -74,9 +83,14 @@ impl Listener {
     }
 
     /// The connection URL a client uses, with `CLIENT_ID` where the app's
-    /// client id goes: `postgres://CLIENT_ID@127.0.0.1:6432/vault`.
+    /// client id goes: `postgres://CLIENT_ID@127.0.0.1:6432/vault`, with
+    /// `?sslmode=require` when TLS is required.
     pub fn url(&self) -> String {
-        format!("postgres://CLIENT_ID@{}/{DATABASE}", self.addr)
+        let mode = match &self.tls {
+            Some(tls) if tls.required => "?sslmode=require",
+            _ => "",
+        };
+        format!("postgres://CLIENT_ID@{}/{DATABASE}{mode}", self.addr)
     }
 }
 
@@ -89,7 +103,9 @@ pub async fn serve(
     limits: PgwireLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let shared = Shared::new(gateway, limits);
+    let tls_required = listener.tls.as_ref().is_some_and(|tls| tls.required);
+    let acceptor = listener.tls.as_ref().map(|tls| tls.acceptor.clone());
+    let shared = Shared::new(gateway, limits, tls_required);
     let permits = std::sync::Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop, stopped) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -114,10 +130,11 @@ pub async fn serve(
             connection: connection.clone(),
         };
         let mut stopped = stopped.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _permit = permit;
             tokio::select! {
-                result = pgwire::tokio::process_socket(socket, None, handlers) => {
+                result = pgwire::tokio::process_socket(socket, acceptor, handlers) => {
                     if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "pgwire connection ended with an error");
                     }

@@ -326,10 +326,21 @@ fn uuid_text(bytes: &[u8]) -> String {
 }
 
 /// Why a parameter value could not be read (the value itself is never
-/// repeated).
+/// repeated), with its SQLSTATE: `22007` for a date or time Postgres
+/// would not read either, `22P02` for any other value.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadParameter(String);
+#[error("{message}")]
+pub struct BadParameter {
+    /// The SQLSTATE.
+    pub code: &'static str,
+    message: String,
+}
+
+impl BadParameter {
+    fn new(message: String) -> BadParameter {
+        BadParameter { code: "22P02", message }
+    }
+}
 
 /// Reads a parameter sent as `ty` in the binary (`binary`) or text format
 /// as the typed value the gateway binds. `None` is SQL NULL.
@@ -337,7 +348,7 @@ pub fn parameter(ty: &Type, binary: bool, value: Option<&[u8]>) -> Result<Scalar
     let Some(value) = value else {
         return Ok(ScalarValue::Null);
     };
-    let bad = |what: &str| BadParameter(format!("is not a valid {} {what}", ty.name()));
+    let bad = |what: &str| BadParameter::new(format!("is not a valid {} {what}", ty.name()));
     if binary {
         return match *ty {
             Type::BOOL => match value {
@@ -380,7 +391,17 @@ pub fn parameter(ty: &Type, binary: bool, value: Option<&[u8]>) -> Result<Scalar
             Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::JSON => {
                 utf8(value).map_err(|_| bad("value (not UTF-8)"))
             }
-            _ => Err(BadParameter(format!(
+            Type::FLOAT4_ARRAY => {
+                let items =
+                    <Vec<Option<f32>> as postgres_types::FromSql>::from_sql(ty, value).map_err(|_| bad("value"))?;
+                vector(items.into_iter().map(|x| x.map(f64::from)), &bad)
+            }
+            Type::FLOAT8_ARRAY => {
+                let items =
+                    <Vec<Option<f64>> as postgres_types::FromSql>::from_sql(ty, value).map_err(|_| bad("value"))?;
+                vector(items.into_iter(), &bad)
+            }
+            _ => Err(BadParameter::new(format!(
                 "has type {} in the binary format, which this server does not read; send it as text",
                 ty.name()
             ))),
@@ -417,9 +438,59 @@ pub fn parameter(ty: &Type, binary: bool, value: Option<&[u8]>) -> Result<Scalar
             Some(_) => Err(bad("value")),
             None => Ok(ScalarValue::Binary(Some(text.as_bytes().to_vec()))),
         },
-        Type::TIMESTAMPTZ | Type::TIMESTAMP => Ok(timestamp_param(text)),
+        Type::TIMESTAMPTZ | Type::TIMESTAMP => timestamp_param(text).ok_or_else(|| BadParameter {
+            code: "22007",
+            message: format!(
+                "is not a valid {} value (write it as 2025-01-31 08:30:00+00)",
+                ty.name()
+            ),
+        }),
+        Type::DATE => date_param(text)
+            .map(|d| ScalarValue::Date32(Some(days_since_1970(d))))
+            .ok_or_else(|| BadParameter {
+                code: "22007",
+                message: "is not a valid date value (write it as 2025-01-31)".to_owned(),
+            }),
+        Type::FLOAT4_ARRAY | Type::FLOAT8_ARRAY => {
+            let inner = text
+                .trim()
+                .strip_prefix('{')
+                .and_then(|t| t.strip_suffix('}'))
+                .ok_or_else(|| bad("value (write it as {1.5,2,-0.25})"))?;
+            if inner.trim().is_empty() {
+                return vector(std::iter::empty(), &bad);
+            }
+            let items: Vec<Option<f64>> = inner
+                .split(',')
+                .map(|item| match item.trim() {
+                    i if i.eq_ignore_ascii_case("null") => Ok(None),
+                    i => i.parse::<f64>().map(Some).map_err(|_| bad("value")),
+                })
+                .collect::<Result<_, _>>()?;
+            vector(items.into_iter(), &bad)
+        }
         _ => Ok(ScalarValue::Utf8(Some(text.to_owned()))),
     }
+}
+
+/// A `float4[]`/`float8[]` parameter as the list of `float4` a `vector(n)`
+/// column is cast from (the gateway checks its length against `n`). A
+/// vector has no NULL elements.
+fn vector(
+    items: impl Iterator<Item = Option<f64>>,
+    bad: &dyn Fn(&str) -> BadParameter,
+) -> Result<ScalarValue, BadParameter> {
+    let values = items
+        .map(|x| match x {
+            Some(x) if x.is_finite() => Ok(ScalarValue::Float32(Some(x as f32))),
+            Some(_) => Err(bad("value (a vector's numbers must be finite)")),
+            None => Err(bad("value (a vector has no NULL elements)")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+        &values,
+        &DataType::Float32,
+    )))
 }
 
 fn utf8(bytes: &[u8]) -> Result<ScalarValue, std::str::Utf8Error> {
@@ -427,25 +498,54 @@ fn utf8(bytes: &[u8]) -> Result<ScalarValue, std::str::Utf8Error> {
     Ok(ScalarValue::Utf8(Some(s.to_owned())))
 }
 
-/// A timestamp in Postgres's text forms (`2025-01-31 08:30:00+00`, with or
-/// without a zone, with `T`): parsed here when it is one of them, else left
-/// as text for the gateway's cast to judge.
-fn timestamp_param(text: &str) -> ScalarValue {
+/// Days from 1970-01-01 to `d` (Arrow's `Date32`).
+fn days_since_1970(d: NaiveDate) -> i32 {
+    (d - DateTime::UNIX_EPOCH.date_naive()).num_days() as i32
+}
+
+/// A date in the ISO form (`2025-01-31`), or the date as written of an
+/// ISO timestamp (`2025-01-31T00:00:00.000+01:00` is 2025-01-31, as
+/// Postgres reads it; node `pg` sends a `Date` so).
+fn date_param(text: &str) -> Option<NaiveDate> {
+    let t = text.trim();
+    NaiveDate::parse_from_str(t, "%Y-%m-%d").ok().or_else(|| {
+        ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"]
+            .iter()
+            .find_map(|f| DateTime::parse_from_str(t, f).ok())
+            .or_else(|| DateTime::parse_from_rfc3339(t).ok())
+            .map(|d| d.naive_local().date())
+            .or_else(|| {
+                ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                    .iter()
+                    .find_map(|f| chrono::NaiveDateTime::parse_from_str(t, f).ok())
+                    .map(|d| d.date())
+            })
+    })
+}
+
+/// A timestamp in Postgres's ISO text forms (`2025-01-31 08:30:00+00`,
+/// with or without a zone, with `T`, or a date alone for its midnight, UTC
+/// when no zone is given); `None` for any other text.
+fn timestamp_param(text: &str) -> Option<ScalarValue> {
     let t = text.trim();
     let parsed = ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"]
         .iter()
         .find_map(|f| DateTime::parse_from_str(t, f).ok())
+        .or_else(|| DateTime::parse_from_rfc3339(t).ok())
         .map(|d| d.timestamp_micros())
         .or_else(|| {
             ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
                 .iter()
                 .find_map(|f| chrono::NaiveDateTime::parse_from_str(t, f).ok())
                 .map(|d| d.and_utc().timestamp_micros())
-        });
-    match parsed {
-        Some(us) => ScalarValue::TimestampMicrosecond(Some(us), Some("UTC".into())),
-        None => ScalarValue::Utf8(Some(text.to_owned())),
-    }
+        })
+        .or_else(|| {
+            NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|d| d.and_utc().timestamp_micros())
+        })?;
+    Some(ScalarValue::TimestampMicrosecond(Some(parsed), Some("UTC".into())))
 }
 
 #[cfg(test)]
@@ -515,5 +615,58 @@ mod tests {
         assert!(parameter(&Type::TEXT, false, Some(b"a\0b")).is_err());
         assert!(parameter(&Type::INT8, true, Some(b"123")).is_err());
         assert_eq!(parameter(&Type::INT8, true, None).unwrap(), ScalarValue::Null);
+    }
+
+    #[test]
+    fn dates_and_times_in_text_take_the_iso_forms_and_others_are_22007() {
+        let micros = |t: &str| parameter(&Type::TIMESTAMPTZ, false, Some(t.as_bytes())).unwrap();
+        let at = ScalarValue::TimestampMicrosecond(Some(1_738_312_200_000_000), Some("UTC".into()));
+        for form in [
+            "2025-01-31 08:30:00+00",
+            "2025-01-31T08:30:00Z",
+            "2025-01-31T09:30:00+01:00",
+            "2025-01-31 08:30:00",
+        ] {
+            assert_eq!(micros(form), at, "{form}");
+        }
+        for form in ["1969-12-31", "1969-12-31T00:00:00.000+01:00", "1969-12-31 23:59:59"] {
+            assert_eq!(
+                parameter(&Type::DATE, false, Some(form.as_bytes())).unwrap(),
+                ScalarValue::Date32(Some(-1)),
+                "{form}"
+            );
+        }
+        for (ty, bad) in [
+            (Type::TIMESTAMPTZ, "yesterday at noon"),
+            (Type::DATE, "2025-02-30"),
+            (Type::DATE, "31/01/2025"),
+        ] {
+            let e = parameter(&ty, false, Some(bad.as_bytes())).unwrap_err();
+            assert_eq!(e.code, "22007", "{bad}");
+            assert!(!e.to_string().contains(bad), "{e}");
+        }
+        assert_eq!(parameter(&Type::INT8, false, Some(b"x")).unwrap_err().code, "22P02");
+    }
+
+    #[test]
+    fn vectors_in_text_and_binary_are_lists_of_float4() {
+        let list = |xs: &[f32]| {
+            let values: Vec<ScalarValue> = xs.iter().map(|x| ScalarValue::Float32(Some(*x))).collect();
+            ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::Float32))
+        };
+        assert_eq!(
+            parameter(&Type::FLOAT4_ARRAY, false, Some(b"{1.5, 2,-0.25}")).unwrap(),
+            list(&[1.5, 2.0, -0.25])
+        );
+        let mut out = BytesMut::new();
+        vec![1.5f64, 2.0].to_sql(&Type::FLOAT8_ARRAY, &mut out).unwrap();
+        assert_eq!(
+            parameter(&Type::FLOAT8_ARRAY, true, Some(&out)).unwrap(),
+            list(&[1.5, 2.0])
+        );
+        for bad in ["1,2", "{1,NULL}", "{1,x}", "{NaN}"] {
+            let e = parameter(&Type::FLOAT4_ARRAY, false, Some(bad.as_bytes())).unwrap_err();
+            assert_eq!(e.code, "22P02", "{bad}");
+        }
     }
 }

@@ -1025,3 +1025,197 @@ async fn an_ungranted_table_or_column_is_in_no_catalog_view() {
     world.revoke(t.grant);
     refused(&client, "SELECT n.nspname FROM pg_catalog.pg_namespace n", "28000").await;
 }
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, written to
+/// `dir` as `cert.pem` and `key.pem`; the listener's TLS from them.
+fn self_signed(dir: &std::path::Path, required: bool) -> coffer_pgwire::PgwireTls {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    coffer_pgwire::PgwireTls::from_pem_files(&dir.join("cert.pem"), &dir.join("key.pem"), required).unwrap()
+}
+
+/// The first message the server answers a cleartext startup for `user`
+/// with: its type byte (`R` an authentication request, `E` an error) and
+/// its text.
+async fn answer_to_cleartext_startup(addr: std::net::SocketAddr, user: &str) -> (u8, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut body = 196_608_i32.to_be_bytes().to_vec(); // protocol 3.0
+    for part in ["user", user, "database", "vault", ""] {
+        body.extend_from_slice(part.as_bytes());
+        body.push(0);
+    }
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(&(body.len() as i32 + 4).to_be_bytes()).await.unwrap();
+    socket.write_all(&body).await.unwrap();
+    let kind = socket.read_u8().await.unwrap();
+    let len = socket.read_i32().await.unwrap() as usize;
+    let mut rest = vec![0; len - 4];
+    socket.read_exact(&mut rest).await.unwrap();
+    (kind, String::from_utf8_lossy(&rest).into_owned())
+}
+
+#[tokio::test]
+async fn required_tls_refuses_a_cleartext_client_before_it_sends_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::with_tls(self_signed(dir.path(), true)).await;
+    let t = world.token("app-a", PEOPLE);
+    // The server never asks a cleartext client for its password.
+    let (kind, text) = answer_to_cleartext_startup(world.addr, "app-a").await;
+    assert_eq!(kind, b'E', "{text}");
+    assert!(text.contains("28000") && text.contains("sslmode=require"), "{text}");
+    let (ok, _, err) = world
+        .psql_with("app-a", &t.token, "sslmode=disable", &["SELECT 1"])
+        .await;
+    assert!(!ok);
+    assert!(err.contains("only over TLS"), "{err}");
+    let e = world.connect("app-a", &t.token).await.unwrap_err();
+    assert_eq!(code(&e), "28000", "{}", told(&e));
+}
+
+#[tokio::test]
+async fn psql_connects_over_tls_with_sslmode_require_and_verify_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::with_tls(self_signed(dir.path(), true)).await;
+    let t = world.token("app-a", PEOPLE);
+    let (ok, out, err) = world
+        .psql_with(
+            "app-a",
+            &t.token,
+            "sslmode=require",
+            &[
+                "INSERT INTO contacts.people (display_name) VALUES ('over TLS')",
+                "SELECT display_name FROM contacts.people",
+                "\\conninfo",
+            ],
+        )
+        .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("over TLS"), "{out}");
+    assert!(out.contains("SSL connection (protocol: TLSv1.3"), "{out}");
+    // The certificate checks out against itself as the root, host included.
+    let root = dir.path().join("cert.pem");
+    let (ok, out, err) = world
+        .psql_with(
+            "app-a",
+            &t.token,
+            &format!("sslmode=verify-full sslrootcert={}", root.display()),
+            &["SELECT count(*) FROM contacts.people"],
+        )
+        .await;
+    assert!(ok, "{err}");
+    assert!(out.contains('1'), "{out}");
+    // A wrong token over TLS is still refused as over cleartext.
+    let (ok, _, err) = world
+        .psql_with("app-a", "not-a-token", "sslmode=require", &["SELECT 1"])
+        .await;
+    assert!(!ok);
+    assert!(err.contains("password authentication failed"), "{err}");
+}
+
+#[tokio::test]
+async fn optional_tls_serves_both_tls_and_cleartext_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::with_tls(self_signed(dir.path(), false)).await;
+    let t = world.token("app-a", PEOPLE);
+    for mode in ["sslmode=require", "sslmode=disable"] {
+        let (ok, out, err) = world.psql_with("app-a", &t.token, mode, &["\\conninfo"]).await;
+        assert!(ok, "{mode}: {err}");
+        assert_eq!(
+            out.contains("SSL connection"),
+            mode == "sslmode=require",
+            "{mode}: {out}"
+        );
+    }
+    let (kind, text) = answer_to_cleartext_startup(world.addr, "app-a").await;
+    assert_eq!(kind, b'R', "{text}");
+}
+
+#[tokio::test]
+async fn a_vector_round_trips_as_float4_array_in_binary_and_text() {
+    let world = World::new().await;
+    let t = world.token("app-a", "journal.entries:read+create+update");
+    let client = world.connect("app-a", &t.token).await.unwrap();
+    let embedding: Vec<f32> = (0..384).map(|i| i as f32 / 8.0 - 3.0).collect();
+    let insert = client
+        .prepare("INSERT INTO journal.entries (id, written_on, embedding) VALUES ($1, '2025-02-01', $2)")
+        .await
+        .unwrap();
+    assert_eq!(insert.params(), &[Type::TEXT, Type::FLOAT4_ARRAY]);
+    // Binary, as tokio-postgres sends a Vec<f32>.
+    client.execute(&insert, &[&"v1", &embedding]).await.unwrap();
+    let got: Vec<f32> = client
+        .query_one("SELECT embedding FROM journal.entries WHERE id = $1", &[&"v1"])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(got, embedding);
+    // The same vector again, compared in SQL.
+    client.execute(&insert, &[&"v2", &embedding]).await.unwrap();
+    let (ok, out, err) = world
+        .psql(
+            "app-a",
+            &t.token,
+            &["SELECT embedding = (SELECT embedding FROM journal.entries WHERE id = 'v1') FROM journal.entries WHERE id = 'v2'"],
+        )
+        .await;
+    assert!(ok, "{err}");
+    assert!(out.contains(" t"), "{out}");
+    // A wrong length, a NULL element and a non-finite number are 22P02
+    // (the value itself is not repeated).
+    for bad in [vec![Some(1.0f32); 3], vec![None; 384], vec![Some(f32::NAN); 384]] {
+        let e = client.execute(&insert, &[&"v3", &bad]).await.unwrap_err();
+        assert_eq!(code(&e), "22P02", "{}", told(&e));
+        assert!(!told(&e).contains("NaN"), "{}", told(&e));
+    }
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM journal.entries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+}
+
+#[tokio::test]
+async fn bad_values_and_taken_ids_have_their_sqlstates_and_change_nothing() {
+    let world = World::new().await;
+    let t = world.token("app-a", "contacts.people:read+create journal.entries:read+create");
+    let client = world.connect("app-a", &t.token).await.unwrap();
+    client
+        .simple_query("INSERT INTO contacts.people (id, display_name) VALUES ('p1', 'Ada')")
+        .await
+        .unwrap();
+    refused(
+        &client,
+        "INSERT INTO contacts.people (id, display_name) VALUES ('p1', 'Again')",
+        "23505",
+    )
+    .await;
+    refused(
+        &client,
+        "INSERT INTO journal.entries (written_on) VALUES ('the day after tomorrow')",
+        "22P02",
+    )
+    .await;
+    refused(&client, "SELECT 1 / (count(*) - 1) FROM contacts.people", "22012").await;
+    // A text parameter a date column cannot be cast from.
+    let e = client
+        .query_typed(
+            "INSERT INTO journal.entries (id, written_on) VALUES ('e1', $1)",
+            &[(&"31/01/2025", Type::TEXT)],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22P02", "{}", told(&e));
+    assert!(!told(&e).contains("31/01"), "{}", told(&e));
+    let names = client
+        .simple_query("SELECT display_name FROM contacts.people")
+        .await
+        .unwrap();
+    assert_eq!(texts(&names), vec![Some("Ada".into())]);
+    let entries = client
+        .simple_query("SELECT count(*) FROM journal.entries")
+        .await
+        .unwrap();
+    assert_eq!(texts(&entries), vec![Some("0".into())]);
+}

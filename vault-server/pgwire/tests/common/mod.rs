@@ -8,7 +8,7 @@ use std::ops::Deref;
 use chrono::TimeDelta;
 use coffer_core::GrantId;
 use coffer_gateway::RequestLimits;
-use coffer_pgwire::{Listener, PgwireLimits};
+use coffer_pgwire::{Listener, PgwireLimits, PgwireTls};
 
 /// The schemas installed in the world's vault.
 pub const SCHEMAS: [&str; 4] = ["contacts", "notes", "journal", "health"];
@@ -41,8 +41,20 @@ impl World {
 
     /// A world whose gateway and listener run within these limits.
     pub async fn with(limits: RequestLimits, pgwire: PgwireLimits) -> World {
+        World::build(limits, pgwire, None).await
+    }
+
+    /// A world whose listener serves TLS with `tls`.
+    pub async fn with_tls(tls: PgwireTls) -> World {
+        World::build(RequestLimits::default(), PgwireLimits::default(), Some(tls)).await
+    }
+
+    async fn build(limits: RequestLimits, pgwire: PgwireLimits, tls: Option<PgwireTls>) -> World {
         let world = coffer_test_support::gateway::World::with_schemas(limits, &SCHEMAS).await;
-        let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let mut listener = Listener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        if let Some(tls) = tls {
+            listener = listener.with_tls(tls);
+        }
         let addr = listener.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(coffer_pgwire::serve(
@@ -95,12 +107,18 @@ impl World {
     /// `psql` running `commands` (each a `-c`) as `app` with `token`:
     /// its status, standard output and standard error.
     pub async fn psql(&self, app: &str, token: &str, commands: &[&str]) -> (bool, String, String) {
+        self.psql_with(app, token, "sslmode=disable", commands).await
+    }
+
+    /// The same with `options` added to the connection string (e.g.
+    /// `sslmode=require`).
+    pub async fn psql_with(&self, app: &str, token: &str, options: &str, commands: &[&str]) -> (bool, String, String) {
         let mut cmd = tokio::process::Command::new("psql");
         cmd.arg("-X")
             .arg("-v")
             .arg("ON_ERROR_STOP=1")
             .arg(format!(
-                "host={} port={} user={app} dbname=vault sslmode=disable",
+                "host={} port={} user={app} dbname=vault {options}",
                 self.addr.ip(),
                 self.addr.port()
             ))
