@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use coffer_gateway::RequestLimits;
+use coffer_pgwire::PgwireLimits;
 
 use anyhow::Context;
 use clap::Args;
@@ -43,6 +44,30 @@ pub struct ServeArgs {
     /// IP:port [default: 127.0.0.1:6432].
     #[arg(long, env = "COFFER_PGWIRE_LISTEN", value_parser = parse_listen)]
     pub pgwire_listen: Option<SocketAddr>,
+    /// PEM file with the certificate chain the PostgreSQL wire protocol
+    /// serves TLS with (leaf first); set together with `--pgwire-tls-key`.
+    #[arg(long, env = "COFFER_PGWIRE_TLS_CERT")]
+    pub pgwire_tls_cert: Option<PathBuf>,
+    /// PEM file with that certificate's private key.
+    #[arg(long, env = "COFFER_PGWIRE_TLS_KEY")]
+    pub pgwire_tls_key: Option<PathBuf>,
+    /// With TLS configured, whether clients must use it: `true` refuses a
+    /// client that did not negotiate TLS before it sends its token
+    /// (`sslmode=require`); `false` also accepts cleartext [default: true].
+    #[arg(long, env = "COFFER_PGWIRE_TLS_REQUIRED")]
+    pub pgwire_tls_required: Option<bool>,
+    /// Most PostgreSQL wire protocol connections open at once; further
+    /// clients wait in the listen backlog [default: 1024].
+    #[arg(long, env = "COFFER_PGWIRE_MAX_CONNECTIONS")]
+    pub pgwire_max_connections: Option<usize>,
+    /// Sessions one app may hold on one vault at once over the PostgreSQL
+    /// wire protocol; the next is refused with SQLSTATE 53300 [default: 64].
+    #[arg(long, env = "COFFER_PGWIRE_SESSIONS_PER_APP")]
+    pub pgwire_sessions_per_app: Option<usize>,
+    /// Close a PostgreSQL wire protocol session that sends nothing for this
+    /// many seconds [default: 900].
+    #[arg(long, env = "COFFER_PGWIRE_IDLE_TIMEOUT_SECS")]
+    pub pgwire_idle_timeout_secs: Option<u64>,
     /// Flush waiting changes to data files at least this often, in seconds [default: 5].
     #[arg(long, env = "COFFER_FLUSH_INTERVAL_SECS")]
     pub flush_interval_secs: Option<u64>,
@@ -108,6 +133,12 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<String>,
     pgwire_listen: Option<String>,
+    pgwire_tls_cert: Option<PathBuf>,
+    pgwire_tls_key: Option<PathBuf>,
+    pgwire_tls_required: Option<bool>,
+    pgwire_max_connections: Option<usize>,
+    pgwire_sessions_per_app: Option<usize>,
+    pgwire_idle_timeout_secs: Option<u64>,
     flush_interval_secs: Option<u64>,
     flush_rows: Option<i64>,
     log_retention_hours: Option<u64>,
@@ -120,6 +151,18 @@ struct FileConfig {
     query_timeout_secs: Option<u64>,
     query_memory_mib: Option<usize>,
     queries_per_app: Option<usize>,
+}
+
+/// Where the PostgreSQL wire protocol's TLS certificate and key are, and
+/// whether clients must use TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgwireTlsFiles {
+    /// The certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// Whether a client that did not negotiate TLS is refused.
+    pub required: bool,
 }
 
 /// The resolved configuration.
@@ -135,6 +178,10 @@ pub struct Config {
     /// the file) rather than the default; the default address being taken
     /// does not stop the server.
     pub pgwire_listen_configured: bool,
+    /// The PostgreSQL wire protocol's TLS, when configured.
+    pub pgwire_tls: Option<PgwireTlsFiles>,
+    /// The PostgreSQL wire protocol's limits.
+    pub pgwire_limits: PgwireLimits,
     /// Flush interval.
     pub flush_interval: Duration,
     /// Flush threshold in waiting changes.
@@ -174,7 +221,21 @@ impl Config {
             let base = config.parent().unwrap_or(Path::new("."));
             file.data_dir = Some(base.join(dir));
         }
+        // Relative TLS files in the file are relative to the file too.
+        if let Some(config) = &args.config {
+            let base = config.parent().unwrap_or(Path::new("."));
+            for path in [&mut file.pgwire_tls_cert, &mut file.pgwire_tls_key]
+                .into_iter()
+                .flatten()
+            {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
+            }
+        }
         let query_limits = query_limits(&args, &file);
+        let pgwire_tls = pgwire_tls(&args, &file)?;
+        let pgwire_limits = pgwire_limits(&args, &file);
         Ok(Self {
             data_dir: args
                 .data_dir
@@ -193,6 +254,8 @@ impl Config {
                 (None, None) => SocketAddr::from(([127, 0, 0, 1], DEFAULT_PGWIRE_PORT)),
             },
             pgwire_listen_configured: args.pgwire_listen.is_some() || file.pgwire_listen.is_some(),
+            pgwire_tls,
+            pgwire_limits,
             flush_interval: Duration::from_secs(
                 args.flush_interval_secs
                     .or(file.flush_interval_secs)
@@ -296,6 +359,48 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     Err(format!(
         "`{text}` is not an address: use IP:port, e.g. 127.0.0.1:8484, or localhost:8484"
     ))
+}
+
+/// The pgwire TLS files: both or neither of certificate and key.
+fn pgwire_tls(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Option<PgwireTlsFiles>> {
+    let cert = args.pgwire_tls_cert.clone().or(file.pgwire_tls_cert.clone());
+    let key = args.pgwire_tls_key.clone().or(file.pgwire_tls_key.clone());
+    let required = args.pgwire_tls_required.or(file.pgwire_tls_required);
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(PgwireTlsFiles {
+            cert,
+            key,
+            required: required.unwrap_or(true),
+        })),
+        (None, None) => {
+            anyhow::ensure!(
+                required != Some(true),
+                "`pgwire_tls_required` needs a certificate: set `pgwire_tls_cert` and `pgwire_tls_key`"
+            );
+            Ok(None)
+        }
+        (Some(_), None) => anyhow::bail!("`pgwire_tls_cert` is set without `pgwire_tls_key`: set both"),
+        (None, Some(_)) => anyhow::bail!("`pgwire_tls_key` is set without `pgwire_tls_cert`: set both"),
+    }
+}
+
+/// The pgwire limits: flags and environment over the file over the defaults.
+fn pgwire_limits(args: &ServeArgs, file: &FileConfig) -> PgwireLimits {
+    let defaults = PgwireLimits::default();
+    PgwireLimits {
+        max_connections: args
+            .pgwire_max_connections
+            .or(file.pgwire_max_connections)
+            .map_or(defaults.max_connections, |n| n.max(1)),
+        sessions_per_app: args
+            .pgwire_sessions_per_app
+            .or(file.pgwire_sessions_per_app)
+            .map_or(defaults.sessions_per_app, |n| n.max(1)),
+        idle_timeout: args
+            .pgwire_idle_timeout_secs
+            .or(file.pgwire_idle_timeout_secs)
+            .map_or(defaults.idle_timeout, |s| Duration::from_secs(s.max(1))),
+    }
 }
 
 /// The query limits: flags and environment over the file over the defaults.
@@ -468,6 +573,94 @@ mod tests {
         })
         .unwrap_err();
         assert!(format!("{err:#}").contains("pgwire_listen"), "{err:#}");
+    }
+
+    #[test]
+    fn pgwire_tls_takes_both_files_and_is_required_unless_told() {
+        assert_eq!(Config::resolve(ServeArgs::default()).unwrap().pgwire_tls, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coffer.toml");
+        std::fs::write(
+            &path,
+            "pgwire_tls_cert = \"tls/cert.pem\"\npgwire_tls_key = \"tls/key.pem\"\n",
+        )
+        .unwrap();
+        let from_file = Config::resolve(ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            from_file.pgwire_tls,
+            Some(PgwireTlsFiles {
+                cert: dir.path().join("tls/cert.pem"),
+                key: dir.path().join("tls/key.pem"),
+                required: true,
+            })
+        );
+        let optional = Config::resolve(ServeArgs {
+            config: Some(path),
+            pgwire_tls_required: Some(false),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!optional.pgwire_tls.unwrap().required);
+        for (args, names) in [
+            (
+                ServeArgs {
+                    pgwire_tls_cert: Some("c.pem".into()),
+                    ..Default::default()
+                },
+                "pgwire_tls_key",
+            ),
+            (
+                ServeArgs {
+                    pgwire_tls_key: Some("k.pem".into()),
+                    ..Default::default()
+                },
+                "pgwire_tls_cert",
+            ),
+            (
+                ServeArgs {
+                    pgwire_tls_required: Some(true),
+                    ..Default::default()
+                },
+                "pgwire_tls_cert",
+            ),
+        ] {
+            let err = Config::resolve(args).unwrap_err();
+            assert!(format!("{err:#}").contains(names), "{err:#}");
+        }
+    }
+
+    #[test]
+    fn pgwire_limits_from_flag_or_file_or_default() {
+        assert_eq!(
+            Config::resolve(ServeArgs::default()).unwrap().pgwire_limits,
+            PgwireLimits::default()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coffer.toml");
+        std::fs::write(
+            &path,
+            "pgwire_max_connections = 20000\npgwire_sessions_per_app = 8\npgwire_idle_timeout_secs = 60\n",
+        )
+        .unwrap();
+        let limits = Config::resolve(ServeArgs {
+            config: Some(path),
+            pgwire_sessions_per_app: Some(2),
+            ..Default::default()
+        })
+        .unwrap()
+        .pgwire_limits;
+        assert_eq!(
+            limits,
+            PgwireLimits {
+                max_connections: 20_000,
+                sessions_per_app: 2,
+                idle_timeout: Duration::from_secs(60),
+            }
+        );
     }
 
     #[test]

@@ -58,8 +58,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let pgwire_tls = config
+        .pgwire_tls
+        .as_ref()
+        .map(|files| coffer_pgwire::PgwireTls::from_pem_files(&files.cert, &files.key, files.required))
+        .transpose()
+        .context("the PostgreSQL wire protocol's TLS")?;
     let pgwire = match coffer_pgwire::Listener::bind(config.pgwire_listen).await {
-        Ok(pgwire) => Some(pgwire),
+        Ok(pgwire) => Some(match pgwire_tls {
+            Some(tls) => pgwire.with_tls(tls),
+            None => pgwire,
+        }),
         Err(e) if !config.pgwire_listen_configured => {
             eprintln!(
                 "warning: {e}; the PostgreSQL wire protocol is not served (choose an address with --pgwire-listen)"
@@ -114,7 +123,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::spawn(coffer_pgwire::serve(
             pgwire,
             services.gateway.clone(),
-            coffer_pgwire::PgwireLimits::default(),
+            config.pgwire_limits,
             async move {
                 let _ = pgwire_stopped.await;
             },

@@ -28,6 +28,8 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`
     pub base: String,
+    /// The pgwire listener's address (`127.0.0.1:PORT`).
+    pub pgwire: String,
     /// The data directory.
     pub data_dir: PathBuf,
     /// What the server wrote to standard error, when started with
@@ -100,17 +102,22 @@ impl Server {
             });
         }
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = loop {
+        let mut base = None;
+        let pgwire = loop {
             let line = lines.next().expect("coffer exited before serving").unwrap();
             if let Some(rest) = line.split("http://").nth(1) {
-                break format!("http://{}", rest.split('/').next().unwrap());
+                base = Some(format!("http://{}", rest.split('/').next().unwrap()));
+            } else if let Some(rest) = line.split("postgres://CLIENT_ID@").nth(1) {
+                break rest.split('/').next().unwrap().to_owned();
             }
         };
+        let base = base.expect("the HTTP URL is printed before the pgwire one");
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Server {
             child,
             base,
+            pgwire,
             data_dir,
             log,
             _dir: dir,
