@@ -1,6 +1,7 @@
 //! Apps (OAuth clients): registration by a user or dynamically (RFC 7591),
 //! redirect URI rules, client authentication.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -596,6 +597,37 @@ fn form_decode(s: &str) -> Option<String> {
         .map(|c| c.into_owned())
 }
 
+/// Where the registered apps stand ([`OAuthServer::apps_version`]). Apps
+/// are only ever added, so two equal versions mean the same apps, and a
+/// registration by any process on the same database (`coffer app register`
+/// while the server runs, or `/oauth/register`) changes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppsVersion {
+    apps: i64,
+    newest: i64,
+}
+
+/// The origins of every registered app's redirect URIs
+/// ([`OAuthServer::redirect_origins`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedirectOrigins {
+    /// The apps these origins were read from.
+    pub version: AppsVersion,
+    /// Each origin once, as [`redirect_origin`] gives it.
+    pub origins: BTreeSet<String>,
+}
+
+/// The origin of a redirect URI as a browser on that page sends it in the
+/// `Origin` header (the URL standard's ASCII serialization,
+/// `scheme://host[:port]`: lower-case host, no default port), or `None` for
+/// a URI with no such origin. The origin is the URI's own: the any-port
+/// rule for loopback redirect URIs (RFC 8252 §7.3) is for native apps
+/// receiving a redirect, not for pages on other ports.
+pub fn redirect_origin(uri: &str) -> Option<String> {
+    let origin = Url::parse(uri).ok()?.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
+}
+
 impl AppRow {
     /// The app, and the hash of its secret.
     fn into_app(self) -> Result<(App, Option<Vec<u8>>), Error> {
@@ -763,6 +795,37 @@ impl OAuthServer {
             .collect()
     }
 
+    /// Where the registered apps stand: one small aggregate query, cheap
+    /// enough to run per request to learn whether what was read by
+    /// [`redirect_origins`](Self::redirect_origins) is still current.
+    pub async fn apps_version(&self) -> Result<AppsVersion, Error> {
+        let mark = store::mark(&self.pool).await?;
+        Ok(AppsVersion {
+            apps: mark.apps,
+            newest: mark.newest,
+        })
+    }
+
+    /// The origins of every registered app's redirect URIs (see
+    /// [`redirect_origin`]), with the version of the apps they were read
+    /// from. At most [`MAX_REDIRECT_URIS`] per app.
+    pub async fn redirect_origins(&self) -> Result<RedirectOrigins, Error> {
+        let rows = store::all_redirect_uris(&self.pool).await?;
+        let version = AppsVersion {
+            apps: i64::try_from(rows.len()).unwrap_or(i64::MAX),
+            newest: rows.iter().map(|r| r.rowid).max().unwrap_or(0),
+        };
+        let mut origins = BTreeSet::new();
+        for row in rows {
+            origins.extend(
+                json_strings(&row.redirect_uris)?
+                    .iter()
+                    .filter_map(|u| redirect_origin(u)),
+            );
+        }
+        Ok(RedirectOrigins { version, origins })
+    }
+
     /// Authenticates a client registered for `grant` (`unauthorized_client`,
     /// naming the grant as `name`, if it is not).
     pub(crate) async fn client_for(
@@ -793,6 +856,28 @@ impl OAuthServer {
             )),
             (ClientKind::Confidential, Some(secret), Some(stored)) if ct_eq(&hash(secret), &stored) => Ok(app),
             _ => Err(failed()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redirect_origin;
+
+    #[test]
+    fn a_redirect_origin_is_what_a_browser_sends() {
+        for (uri, origin) in [
+            ("https://notes.example/callback", Some("https://notes.example")),
+            ("https://Notes.Example:443/cb?x=1", Some("https://notes.example")),
+            ("https://notes.example:8443/", Some("https://notes.example:8443")),
+            ("http://127.0.0.1:5173/callback", Some("http://127.0.0.1:5173")),
+            ("http://127.0.0.1/callback", Some("http://127.0.0.1")),
+            ("http://[::1]:8080/cb", Some("http://[::1]:8080")),
+            ("https://bücher.example/cb", Some("https://xn--bcher-kva.example")),
+            ("com.example.app:/callback", None),
+            ("not a url", None),
+        ] {
+            assert_eq!(redirect_origin(uri).as_deref(), origin, "{uri}");
         }
     }
 }

@@ -11,7 +11,7 @@
 //! | area | methods |
 //! |---|---|
 //! | accounts | [`sign_up`](OAuthServer::sign_up), [`sign_in`](OAuthServer::sign_in), [`create_session`](OAuthServer::create_session), [`session`](OAuthServer::session), [`sign_out`](OAuthServer::sign_out), [`list_users`](OAuthServer::list_users) |
-//! | apps | [`register_app`](OAuthServer::register_app), [`register_client`](OAuthServer::register_client) (RFC 7591), [`app`](OAuthServer::app), [`authenticate_client`](OAuthServer::authenticate_client) |
+//! | apps | [`register_app`](OAuthServer::register_app), [`register_client`](OAuthServer::register_client) (RFC 7591), [`app`](OAuthServer::app), [`authenticate_client`](OAuthServer::authenticate_client), [`redirect_origins`](OAuthServer::redirect_origins) and [`apps_version`](OAuthServer::apps_version) (the origins browser apps call from) |
 //! | authorize | [`validate_authorize_request`](OAuthServer::validate_authorize_request), [`push_authorization_request`](OAuthServer::push_authorization_request) (RFC 9126), [`consent_needed`](OAuthServer::consent_needed), [`approve`](OAuthServer::approve), [`deny`](OAuthServer::deny) |
 //! | token endpoint | [`token`](OAuthServer::token), [`exchange_code`](OAuthServer::exchange_code), [`refresh`](OAuthServer::refresh), [`poll_device`](OAuthServer::poll_device) |
 //! | device flow (RFC 8628) | [`start_device_authorization`](OAuthServer::start_device_authorization), [`device_lookup`](OAuthServer::device_lookup), [`device_approve`](OAuthServer::device_approve), [`device_deny`](OAuthServer::device_deny) |
@@ -48,8 +48,8 @@ use sqlx::SqlitePool;
 
 pub use accounts::{NewSession, Session, User, address_key};
 pub use apps::{
-    App, ClientAuthForm, ClientCredentials, ClientKind, ClientMetadata, ClientRegistrationResponse, GrantType, NewApp,
-    RegisteredApp, TokenEndpointAuthMethod,
+    App, AppsVersion, ClientAuthForm, ClientCredentials, ClientKind, ClientMetadata, ClientRegistrationResponse,
+    GrantType, NewApp, RedirectOrigins, RegisteredApp, TokenEndpointAuthMethod, redirect_origin,
 };
 pub use authorize::{
     AuthorizationResponse, AuthorizeError, AuthorizeParams, ConsentCheck, PendingAuthorization, PushedAuthorization,

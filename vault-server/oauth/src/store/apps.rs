@@ -84,3 +84,38 @@ pub(crate) async fn count_unowned<'e>(ex: impl SqliteExecutor<'e>) -> sqlx::Resu
         .fetch_one(ex)
         .await
 }
+
+/// Where the `apps` table stands: how many rows and the newest row id.
+/// Apps are only ever added (never deleted, their redirect URIs never
+/// changed), so each registration changes it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AppsMarkRow {
+    /// How many apps there are.
+    pub apps: i64,
+    /// The largest row id (0 when there are none).
+    pub newest: i64,
+}
+
+/// The table's mark: one small aggregate, no rows read out.
+pub(crate) async fn mark<'e>(ex: impl SqliteExecutor<'e>) -> sqlx::Result<AppsMarkRow> {
+    sqlx::query_as("SELECT COUNT(*) AS apps, COALESCE(MAX(rowid), 0) AS newest FROM apps")
+        .fetch_one(ex)
+        .await
+}
+
+/// One app's redirect URIs, with its row id.
+#[derive(sqlx::FromRow)]
+pub(crate) struct RedirectUrisRow {
+    /// The row id (the mark's `newest` is the largest).
+    pub rowid: i64,
+    /// The redirect URIs, a JSON array.
+    pub redirect_uris: String,
+}
+
+/// Every app's redirect URIs, in one statement (so the mark computed from
+/// these rows is the mark of the same snapshot).
+pub(crate) async fn all_redirect_uris<'e>(ex: impl SqliteExecutor<'e>) -> sqlx::Result<Vec<RedirectUrisRow>> {
+    sqlx::query_as("SELECT rowid, redirect_uris FROM apps ORDER BY rowid")
+        .fetch_all(ex)
+        .await
+}
