@@ -10,10 +10,14 @@
 //! | [`device`] | `/device`, `/device/decision` (RFC 8628 verification page) |
 //! | [`dashboard`] | `/dashboard`, `/dashboard/access`, `/dashboard/revoke` |
 //! | [`api`] | the data API under `/v1` (bearer capability tokens) |
+//!
+//! [`cors`] lets browser apps on their registered origins call the data
+//! API, the token endpoints and the metadata; the pages stay same-origin.
 
 mod accounts;
 mod api;
 mod consent;
+mod cors;
 mod dashboard;
 mod device;
 mod forms;
@@ -74,6 +78,9 @@ pub struct AppState {
     pub register_limit: Arc<Limiter>,
     /// Largest data API request body, in bytes.
     pub api_body_limit: usize,
+    /// The origins browser apps may call from (the registered apps'
+    /// redirect URI origins), kept current by [`cors`].
+    pub cors_origins: Arc<cors::AllowedOrigins>,
 }
 
 impl AppState {
@@ -93,6 +100,7 @@ impl AppState {
             device_bindings: Arc::new(DeviceBindings::new(Duration::from_secs(10 * 60), 10_000)),
             register_limit: Arc::new(Limiter::new(REGISTRATIONS_PER_HOUR, Duration::from_secs(60 * 60))),
             api_body_limit: crate::config::DEFAULT_API_BODY_LIMIT,
+            cors_origins: Arc::new(cors::AllowedOrigins::default()),
         }
     }
 
@@ -150,6 +158,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pages)
         .merge(api::router(state.api_body_limit))
         .fallback(respond::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), cors::cors))
         .layer(map_response(move |response: Response| security_headers(response, hsts)))
         .layer(axum::middleware::from_fn(request_log::log_request))
         .with_state(state)
