@@ -4,6 +4,7 @@
 mod changes;
 #[allow(dead_code)]
 mod common;
+mod cors;
 mod data_api;
 mod dpop;
 mod erasure;
