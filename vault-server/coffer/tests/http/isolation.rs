@@ -1,7 +1,10 @@
 //! Isolation under load: 50 vaults, 3 apps with a random grant in each, and
 //! thousands of random operations from concurrent clients, every answer
-//! checked against a model of what each token may see and do. Set
-//! `COFFER_TEST_SEED` to replay a seed (it is printed on failure).
+//! checked against a model of what each token may see and do. Each
+//! operation goes through a random front end: the rows API, `POST /v1/sql`
+//! or the Postgres wire protocol (one session per app and vault, reused),
+//! and the three must agree with the model alike. Set `COFFER_TEST_SEED` to
+//! replay a seed (it is printed on failure).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -9,10 +12,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use chrono::{DateTime, SecondsFormat, Utc};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
+use tokio_postgres::types::{FromSql, ToSql, Type};
 
 const VAULTS: usize = 50;
 const APPS: usize = 3;
@@ -250,6 +255,8 @@ struct AppInfo {
 struct VaultCtx {
     grants: Vec<Grant>,
     apis: Vec<Api>,
+    /// One pgwire session per app, reused by every operation.
+    pg: Vec<tokio_postgres::Client>,
     model: tokio::sync::Mutex<VaultModel>,
 }
 
@@ -261,6 +268,11 @@ struct Ctx {
     all_columns: BTreeMap<String, Vec<String>>,
     failures: std::sync::Mutex<Failures>,
     stop: std::sync::atomic::AtomicBool,
+    /// Operations run through each front end (indexed by [`Front`]).
+    fronts: [AtomicUsize; 3],
+    /// SQL statements by front end, kind and outcome (`pgwire UPDATE
+    /// 42501`, `sql SELECT ok`): shows the refusals were exercised.
+    outcomes: std::sync::Mutex<BTreeMap<String, usize>>,
 }
 
 impl Ctx {
@@ -507,7 +519,15 @@ fn pick_target(rng: &mut StdRng, ctx: &Ctx, model: &VaultModel, table: &str, vau
     format!("no-such-row-{}", rng.random_range(0..1_000_000))
 }
 
-/// Runs one random operation of `app` in `vault` and checks it.
+/// The row `id` of `table` if `app` may see it with `perm`.
+fn visible_row(model: &VaultModel, table: &str, perm: Option<&Perm>, app: usize, id: &str) -> Option<RowModel> {
+    let row = model.tables.get(table)?.get(id)?;
+    let p = perm?;
+    (!p.own || row.created_by == app).then(|| row.clone())
+}
+
+/// Runs one random operation of `app` in `vault`, through a random front
+/// end, and checks it.
 async fn operate(ctx: &Ctx, rng: &mut StdRng, vault: usize, app: usize) -> Result<String, String> {
     let v = &ctx.vaults[vault];
     let grant = &v.grants[app];
@@ -521,13 +541,14 @@ async fn operate(ctx: &Ctx, rng: &mut StdRng, vault: usize, app: usize) -> Resul
     };
     let t = table.name;
     let perm = grant.get(t);
-    let visible = |model: &VaultModel, id: &str| -> Option<RowModel> {
-        let row = model.tables.get(t)?.get(id)?;
-        let p = perm?;
-        (!p.own || row.created_by == app).then(|| row.clone())
-    };
+    let visible = |model: &VaultModel, id: &str| visible_row(model, t, perm, app, id);
+    let front = *Front::ALL.choose(rng).unwrap();
+    ctx.fronts[front as usize].fetch_add(1, Ordering::SeqCst);
+    if front != Front::Rows {
+        return operate_sql(ctx, rng, vault, app, front, &mut model, table).await;
+    }
     let roll = rng.random_range(0..100);
-    if roll < 30 {
+    if roll < 34 {
         // List, maybe filtered, maybe in small pages.
         let filter = perm.and_then(|p| {
             if rng.random_bool(0.5) {
@@ -599,7 +620,7 @@ async fn operate(ctx: &Ctx, rng: &mut StdRng, vault: usize, app: usize) -> Resul
         }
         return Ok(what);
     }
-    if roll < 45 {
+    if roll < 51 {
         // One row.
         let id = pick_target(rng, ctx, &model, t, vault);
         let what = format!("get {t}/{id}");
@@ -615,7 +636,7 @@ async fn operate(ctx: &Ctx, rng: &mut StdRng, vault: usize, app: usize) -> Resul
         }
         return Ok(what);
     }
-    if roll < 65 {
+    if roll < 74 {
         // Insert one row or a batch.
         let n = if rng.random_bool(0.7) {
             1
@@ -682,7 +703,7 @@ async fn operate(ctx: &Ctx, rng: &mut StdRng, vault: usize, app: usize) -> Resul
         }
         return Ok(what);
     }
-    if roll < 80 {
+    if roll < 91 {
         // Change some columns of a row.
         let id = pick_target(rng, ctx, &model, t, vault);
         let row = visible(&model, &id);
@@ -723,104 +744,778 @@ async fn operate(ctx: &Ctx, rng: &mut StdRng, vault: usize, app: usize) -> Resul
         }
         return Ok(what);
     }
-    if roll < 88 {
-        // Delete a row.
-        let id = pick_target(rng, ctx, &model, t, vault);
-        let what = format!("delete {t}/{id}");
-        let row = visible(&model, &id);
-        let expected = expect_right(grant, t, Action::Delete).unwrap_or(match &row {
-            Some(_) => Expected::Ok,
-            None => Expected::Problem(404, "row-not-found"),
-        });
-        let reply = api.delete(&row_path(t, &id, &[])).await;
-        check_markers(&reply.text, vault).map_err(|e| format!("{what}: {e}"))?;
-        if check_outcome(&reply, &expected, 204).map_err(|e| format!("{what}: {e}"))? {
-            model.tables.get_mut(t).unwrap().remove(&id);
-            model.deleted.push(id);
-        }
-        return Ok(what);
-    }
-    // SQL: a SELECT of some readable columns, maybe filtered, or a count.
-    let readable: Vec<&ColSpec> = table
-        .columns
-        .iter()
-        .filter(|c| perm.is_none_or(|p| p.allows_column(c.0)))
-        .collect();
-    let how_many = rng.random_range(1..=readable.len().max(1));
-    let columns: Vec<&ColSpec> = readable.choose_multiple(rng, how_many).copied().collect();
-    let filter = columns
-        .iter()
-        .find(|c| matches!(c.1, Kind::Text | Kind::Int))
-        .filter(|_| rng.random_bool(0.4))
-        .map(|c| (c.0, random_value(rng, c.1, vault, true)));
-    let count = rng.random_bool(0.3);
-    let mut sql = if count {
-        format!("SELECT count(*) FROM {t}")
-    } else {
-        let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
-        format!("SELECT id, {} FROM {t}", names.join(", "))
-    };
-    let mut params = Vec::new();
-    if let Some((c, value)) = &filter {
-        sql.push_str(&format!(" WHERE {c} = $1"));
-        params.push(value.clone());
-    }
-    if !count {
-        sql.push_str(" ORDER BY id");
-    }
-    let what = format!("sql {sql} {params:?}");
-    let expected = expect_right(grant, t, Action::Read).unwrap_or(Expected::Ok);
-    let reply = api.sql(&sql, &params).await;
+    // Delete a row.
+    let id = pick_target(rng, ctx, &model, t, vault);
+    let what = format!("delete {t}/{id}");
+    let row = visible(&model, &id);
+    let expected = expect_right(grant, t, Action::Delete).unwrap_or(match &row {
+        Some(_) => Expected::Ok,
+        None => Expected::Problem(404, "row-not-found"),
+    });
+    let reply = api.delete(&row_path(t, &id, &[])).await;
     check_markers(&reply.text, vault).map_err(|e| format!("{what}: {e}"))?;
-    if !check_outcome(&reply, &expected, 200).map_err(|e| format!("{what}: {e}"))? {
-        return Ok(what);
+    if check_outcome(&reply, &expected, 204).map_err(|e| format!("{what}: {e}"))? {
+        model.tables.get_mut(t).unwrap().remove(&id);
+        model.deleted.push(id);
     }
-    let perm = perm.unwrap();
-    let mut expected_rows: Vec<(&String, &RowModel)> = model
+    Ok(what)
+}
+
+/// The front end an operation goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Front {
+    /// The rows API (`/v1/tables/{table}/rows`).
+    Rows,
+    /// `POST /v1/sql`.
+    Sql,
+    /// The Postgres wire protocol, through tokio-postgres.
+    Pg,
+}
+
+impl Front {
+    const ALL: [Front; 3] = [Front::Rows, Front::Sql, Front::Pg];
+
+    /// How operations through it are named (the first word of a failure).
+    fn label(self) -> &'static str {
+        match self {
+            Front::Rows => "rows",
+            Front::Sql => "sql",
+            Front::Pg => "pgwire",
+        }
+    }
+}
+
+/// A statement parameter: a value for a column of `kind`.
+#[derive(Clone, Debug)]
+struct Param {
+    kind: Kind,
+    value: Value,
+}
+
+impl Param {
+    fn new(kind: Kind, value: Value) -> Param {
+        Param { kind, value }
+    }
+
+    /// The parameter's Postgres type and value, for a statement prepared
+    /// with typed parameters.
+    fn pg(&self) -> (Type, Box<dyn ToSql + Send + Sync>) {
+        match self.kind {
+            Kind::Text => (Type::TEXT, Box::new(self.value.as_str().map(str::to_owned))),
+            Kind::Int => (Type::INT8, Box::new(self.value.as_i64())),
+            Kind::Bool => (Type::BOOL, Box::new(self.value.as_bool())),
+            Kind::Timestamp => (
+                Type::TIMESTAMPTZ,
+                Box::new(self.value.as_str().map(|s| {
+                    DateTime::parse_from_rfc3339(s)
+                        .expect("the test writes RFC 3339 timestamps")
+                        .with_timezone(&Utc)
+                })),
+            ),
+        }
+    }
+}
+
+/// What a SQL statement answered, whichever front end ran it.
+#[derive(Debug)]
+enum SqlAnswer {
+    /// A query's columns (name and Coffer type) and rows, each in column
+    /// order.
+    Rows {
+        columns: Vec<(String, String)>,
+        rows: Vec<Vec<Value>>,
+    },
+    /// How many rows a write changed.
+    Changed(u64),
+}
+
+/// A statement refused: its code (pgwire: the SQLSTATE; `/v1/sql`: the
+/// status and problem type, as `404 table-not-found`) and its text.
+#[derive(Debug)]
+struct Refused {
+    code: String,
+    text: String,
+}
+
+/// A refusal the model predicts for a SQL statement.
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    /// The grant does not name the table.
+    Table,
+    /// The grant names the table but lacks a right the statement needs.
+    Right,
+    /// The grant does not name a column the statement names.
+    Column,
+    /// An insert named an id a row of the table already has.
+    IdInUse,
+}
+
+impl Refusal {
+    /// How `front` answers it.
+    fn code(self, front: Front) -> &'static str {
+        match (front, self) {
+            (Front::Pg, Refusal::Table) => "42P01",
+            (Front::Pg, Refusal::Right) => "42501",
+            (Front::Pg, Refusal::Column) => "42703",
+            (Front::Pg, Refusal::IdInUse) => "23505",
+            (_, Refusal::Table) => "404 table-not-found",
+            (_, Refusal::Right) => "403 missing-right",
+            (_, Refusal::Column) => "400 invalid-sql",
+            (_, Refusal::IdInUse) => "409 id-in-use",
+        }
+    }
+}
+
+/// Runs `sql` with `params` as `app` in `vault` through `front`: `/v1/sql`,
+/// or pgwire on the app's session (prepared with typed parameters). A
+/// `write` answers the rows it changed. Fails when the answer cannot be
+/// read or holds a value of another vault.
+async fn run_sql(
+    ctx: &Ctx,
+    vault: usize,
+    app: usize,
+    front: Front,
+    sql: &str,
+    params: &[Param],
+    write: bool,
+) -> Result<Result<SqlAnswer, Refused>, String> {
+    let v = &ctx.vaults[vault];
+    let answer = match front {
+        Front::Pg => run_pg(&v.pg[app], sql, params, write).await?,
+        Front::Sql | Front::Rows => {
+            let values: Vec<Value> = params.iter().map(|p| p.value.clone()).collect();
+            let reply = v.apis[app].sql(sql, &values).await;
+            http_answer(&reply, write)?
+        }
+    };
+    let (outcome, text) = match &answer {
+        Ok(SqlAnswer::Rows { rows, .. }) => ("ok", json!(rows).to_string()),
+        Ok(SqlAnswer::Changed(_)) => ("ok", String::new()),
+        Err(refused) => (refused.code.as_str(), refused.text.clone()),
+    };
+    let statement = sql.split_whitespace().next().unwrap_or_default();
+    *ctx.outcomes
+        .lock()
+        .unwrap()
+        .entry(format!("{} {statement} {outcome}", front.label()))
+        .or_default() += 1;
+    check_markers(&text, vault)?;
+    Ok(answer)
+}
+
+/// A `/v1/sql` reply as a [`SqlAnswer`] or a [`Refused`].
+fn http_answer(reply: &Reply, write: bool) -> Result<Result<SqlAnswer, Refused>, String> {
+    if reply.status != 200 {
+        return Ok(Err(Refused {
+            code: format!(
+                "{} {}",
+                reply.status.as_u16(),
+                reply.problem().trim_start_matches("urn:coffer:problem:")
+            ),
+            text: reply.text.chars().take(600).collect(),
+        }));
+    }
+    let unreadable = || format!("an answer that is not a result: {}", reply.text);
+    let columns: Vec<(String, String)> = reply.body["columns"]
+        .as_array()
+        .ok_or_else(unreadable)?
+        .iter()
+        .map(|c| Some((c["name"].as_str()?.to_owned(), c["type"].as_str()?.to_owned())))
+        .collect::<Option<_>>()
+        .ok_or_else(unreadable)?;
+    let rows: Vec<Vec<Value>> = reply.body["rows"]
+        .as_array()
+        .ok_or_else(unreadable)?
+        .iter()
+        .map(|r| r.as_array().cloned())
+        .collect::<Option<_>>()
+        .ok_or_else(unreadable)?;
+    if !write {
+        return Ok(Ok(SqlAnswer::Rows { columns, rows }));
+    }
+    match (columns.as_slice(), rows.as_slice()) {
+        ([(name, ty)], [row]) if name == "count" && ty == "integer" && row.len() == 1 && row[0].is_u64() => {
+            Ok(Ok(SqlAnswer::Changed(row[0].as_u64().unwrap())))
+        }
+        _ => Err(format!("a write answered {}", reply.text)),
+    }
+}
+
+/// Runs `sql` on a pgwire session: prepared with the parameters' types,
+/// then executed (a `write`) or queried.
+async fn run_pg(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[Param],
+    write: bool,
+) -> Result<Result<SqlAnswer, Refused>, String> {
+    let (types, values): (Vec<Type>, Vec<Box<dyn ToSql + Send + Sync>>) = params.iter().map(Param::pg).unzip();
+    let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect();
+    let refused = |e: tokio_postgres::Error| match e.as_db_error() {
+        Some(db) => Ok(Err(Refused {
+            code: db.code().code().to_owned(),
+            text: format!("{} {}", db.severity(), db.message()),
+        })),
+        None => Err(format!("pgwire: {e}")),
+    };
+    let statement = match client.prepare_typed(sql, &types).await {
+        Ok(s) => s,
+        Err(e) => return refused(e),
+    };
+    if write {
+        if !statement.columns().is_empty() {
+            return Err(format!(
+                "a write described with result columns: {:?}",
+                statement.columns()
+            ));
+        }
+        return match client.execute(&statement, &refs).await {
+            Ok(n) => Ok(Ok(SqlAnswer::Changed(n))),
+            Err(e) => refused(e),
+        };
+    }
+    let rows = match client.query(&statement, &refs).await {
+        Ok(rows) => rows,
+        Err(e) => return refused(e),
+    };
+    let columns = statement
+        .columns()
+        .iter()
+        .map(|c| (c.name().to_owned(), coffer_type(c.type_())))
+        .collect();
+    let rows = rows
+        .iter()
+        .map(|row| (0..row.len()).map(|i| pg_value(row, i)).collect::<Result<Vec<_>, _>>())
+        .collect::<Result<_, _>>()?;
+    Ok(Ok(SqlAnswer::Rows { columns, rows }))
+}
+
+/// The Postgres types of Coffer's types (docs/guides/pgwire.md).
+fn pg_types() -> [(Type, &'static str); 9] {
+    [
+        (Type::TEXT, "text"),
+        (Type::INT8, "integer"),
+        (Type::FLOAT8, "float"),
+        (Type::BOOL, "boolean"),
+        (Type::TIMESTAMPTZ, "timestamp"),
+        (Type::DATE, "date"),
+        (Type::JSONB, "json"),
+        (Type::BYTEA, "bytes"),
+        (Type::FLOAT4_ARRAY, "vector"),
+    ]
+}
+
+/// The Coffer type a Postgres type stands for (or the Postgres name).
+fn coffer_type(ty: &Type) -> String {
+    pg_types()
+        .iter()
+        .find(|(t, _)| t == ty)
+        .map_or_else(|| ty.name().to_owned(), |(_, name)| (*name).to_owned())
+}
+
+/// Any value as its bytes on the wire: for the columns the test never
+/// writes, which must be null.
+struct Raw(Vec<u8>);
+
+impl<'a> FromSql<'a> for Raw {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Raw, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw.to_vec()))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// Value `i` of a pgwire row as the JSON `/v1/sql` would answer (a
+/// timestamp as RFC 3339 text).
+fn pg_value(row: &tokio_postgres::Row, i: usize) -> Result<Value, String> {
+    let ty = row.columns()[i].type_();
+    let value = if *ty == Type::TEXT {
+        row.try_get::<_, Option<String>>(i).map(|v| json!(v))
+    } else if *ty == Type::INT8 {
+        row.try_get::<_, Option<i64>>(i).map(|v| json!(v))
+    } else if *ty == Type::BOOL {
+        row.try_get::<_, Option<bool>>(i).map(|v| json!(v))
+    } else if *ty == Type::FLOAT8 {
+        row.try_get::<_, Option<f64>>(i).map(|v| json!(v))
+    } else if *ty == Type::TIMESTAMPTZ {
+        row.try_get::<_, Option<DateTime<Utc>>>(i)
+            .map(|v| json!(v.map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))))
+    } else if *ty == Type::JSONB {
+        row.try_get::<_, Option<Value>>(i).map(|v| v.unwrap_or(Value::Null))
+    } else {
+        row.try_get::<_, Option<Raw>>(i)
+            .map(|v| json!(v.map(|r| String::from_utf8_lossy(&r.0).into_owned())))
+    };
+    value.map_err(|e| format!("column {} ({ty}): {e}", row.columns()[i].name()))
+}
+
+/// Checks what a statement answered against the model's prediction
+/// (`None`: it runs). A mismatch is reported as `<<expected …, got …>>:
+/// text`; an answer is returned to be checked further.
+fn check_sql(
+    answer: &Result<SqlAnswer, Refused>,
+    expected: Option<Refusal>,
+    front: Front,
+) -> Result<Option<&SqlAnswer>, String> {
+    match (answer, expected) {
+        (Ok(a), None) => Ok(Some(a)),
+        (Err(r), Some(e)) if r.code == e.code(front) => Ok(None),
+        (Ok(a), Some(e)) => {
+            let shown: String = format!("{a:?}").chars().take(600).collect();
+            Err(format!("<<expected {}, got an answer>>: {shown}", e.code(front)))
+        }
+        (Err(r), None) => Err(format!("<<expected an answer, got {}>>: {}", r.code, r.text)),
+        (Err(r), Some(e)) => Err(format!("<<expected {}, got {}>>: {}", e.code(front), r.code, r.text)),
+    }
+}
+
+/// The Coffer type the test knows a column of `table` has.
+fn expected_type(table: &str, column: &str) -> Option<&'static str> {
+    match column {
+        "id" | "_created_by" | "_updated_by" => Some("text"),
+        "_seq" => Some("integer"),
+        "_created_at" | "_updated_at" => Some("timestamp"),
+        _ => kind_of(table, column).map(|k| match k {
+            Kind::Text => "text",
+            Kind::Int => "integer",
+            Kind::Bool => "boolean",
+            Kind::Timestamp => "timestamp",
+        }),
+    }
+}
+
+/// The rows of `table` that `app` sees with `perm` and that `keep`
+/// accepts, in id order.
+fn expected_rows(
+    model: &VaultModel,
+    table: &str,
+    perm: &Perm,
+    app: usize,
+    keep: impl Fn(&RowModel) -> bool,
+) -> Vec<(String, RowModel)> {
+    model
         .tables
-        .get(t)
+        .get(table)
         .map(|rows| {
             rows.iter()
-                .filter(|(_, r)| !perm.own || r.created_by == app)
-                .filter(|(_, r)| filter.as_ref().is_none_or(|(c, v)| r.value(c) == *v))
+                .filter(|(_, r)| (!perm.own || r.created_by == app) && keep(r))
+                .map(|(id, r)| (id.clone(), r.clone()))
                 .collect()
         })
-        .unwrap_or_default();
-    expected_rows.sort_by(|a, b| a.0.cmp(b.0));
-    let rows = reply.body["rows"]
-        .as_array()
-        .ok_or_else(|| format!("{what}: {}", reply.text))?;
-    if count {
-        if reply.body["rows"] != json!([[expected_rows.len()]]) {
-            return Err(format!("{what}: expected [[{}]]: {}", expected_rows.len(), reply.text));
+        .unwrap_or_default()
+}
+
+/// Checks a query's answer against `expected` (the model's rows, in id
+/// order): the same ids in the same order, and each row's visible values
+/// and app ids. `asked`: the columns the statement named; `None` for
+/// `SELECT *`, which must answer exactly the system columns and those the
+/// grant lets the app read.
+fn check_rows(
+    ctx: &Ctx,
+    table: &str,
+    perm: &Perm,
+    answer: &SqlAnswer,
+    asked: Option<&[&str]>,
+    expected: &[(String, RowModel)],
+) -> Result<(), String> {
+    let SqlAnswer::Rows { columns, rows } = answer else {
+        return Err(format!("rows expected, got {answer:?}"));
+    };
+    let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+    match asked {
+        Some(asked) if names != asked => return Err(format!("columns {names:?}, asked for {asked:?}")),
+        Some(_) => {}
+        None => {
+            let visible = ctx.visible_columns(table, perm);
+            let want: BTreeSet<&str> = SYSTEM
+                .iter()
+                .copied()
+                .chain(visible.iter().map(String::as_str))
+                .collect();
+            let got: BTreeSet<&str> = names.iter().copied().collect();
+            if got != want || got.len() != names.len() {
+                return Err(format!(
+                    "SELECT * answers the columns {names:?}, the grant lets the app read {want:?}"
+                ));
+            }
+        }
+    }
+    for (name, ty) in columns {
+        if let Some(want) = expected_type(table, name)
+            && ty != want
+        {
+            return Err(format!("column {name} is typed {ty}, expected {want}"));
+        }
+    }
+    let mut objects = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.len() != names.len() {
+            return Err(format!(
+                "a row of {} values for {} columns: {row:?}",
+                row.len(),
+                names.len()
+            ));
+        }
+        let object: serde_json::Map<String, Value> =
+            names.iter().map(|n| (*n).to_owned()).zip(row.iter().cloned()).collect();
+        objects.push(Value::Object(object));
+    }
+    let got_ids: Vec<&str> = objects.iter().map(|o| o["id"].as_str().unwrap_or_default()).collect();
+    let expected_ids: Vec<&str> = expected.iter().map(|(id, _)| id.as_str()).collect();
+    if got_ids != expected_ids {
+        return Err(format!("ids {got_ids:?}, expected {expected_ids:?}"));
+    }
+    for (object, (_, model_row)) in objects.iter().zip(expected) {
+        check_row(ctx, table, perm, object, model_row)?;
+    }
+    Ok(())
+}
+
+/// A new row id for a SQL insert.
+fn fresh_id(rng: &mut StdRng) -> String {
+    format!("q{:016x}", rng.random::<u64>())
+}
+
+/// Runs one random SQL statement of `app` in `vault` through `front`
+/// (`/v1/sql` or pgwire) and checks it against the model: a query (some
+/// columns, `*`, a count, a row by id), a probe of a column the grant does
+/// not name, an insert, an update or a delete by id.
+async fn operate_sql(
+    ctx: &Ctx,
+    rng: &mut StdRng,
+    vault: usize,
+    app: usize,
+    front: Front,
+    model: &mut VaultModel,
+    table: &'static TableSpec,
+) -> Result<String, String> {
+    let grant = &ctx.vaults[vault].grants[app];
+    let t = table.name;
+    let perm = grant.get(t);
+    let granted = |name: &str| perm.is_none_or(|p| p.allows_column(name));
+    // A statement on `t` needing `rights`: refused for the table or a right.
+    let lacks = |rights: &[Action]| match perm {
+        None => Some(Refusal::Table),
+        Some(p) if rights.iter().any(|a| !p.actions.contains(a)) => Some(Refusal::Right),
+        Some(_) => None,
+    };
+    let label = front.label();
+    let describe = |op: &str, sql: &str, params: &[Param]| {
+        let values: Vec<&Value> = params.iter().map(|p| &p.value).collect();
+        format!("{label} {op}: {sql} {}", json!(values))
+    };
+    let roll = rng.random_range(0..100);
+    if roll < 30 {
+        // Some readable columns, `*` or a count, maybe filtered.
+        let readable: Vec<&ColSpec> = table.columns.iter().filter(|c| granted(c.0)).collect();
+        let how_many = rng.random_range(1..=readable.len().max(1));
+        let columns: Vec<&ColSpec> = readable.choose_multiple(rng, how_many).copied().collect();
+        let filter = if rng.random_bool(0.4) {
+            let candidates: Vec<&&ColSpec> = readable
+                .iter()
+                .filter(|c| matches!(c.1, Kind::Text | Kind::Int))
+                .collect();
+            candidates
+                .choose(rng)
+                .map(|c| (c.0, Param::new(c.1, random_value(rng, c.1, vault, true))))
+        } else {
+            None
+        };
+        let shape = rng.random_range(0..10);
+        let (op, mut sql) = match shape {
+            0..3 => ("count", format!("SELECT count(*) FROM {t}")),
+            3..5 => ("select", format!("SELECT * FROM {t}")),
+            _ => {
+                let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+                (
+                    "select",
+                    format!("SELECT id, _created_by, _updated_by, {} FROM {t}", names.join(", ")),
+                )
+            }
+        };
+        if let Some((c, _)) = &filter {
+            sql.push_str(&format!(" WHERE {c} = $1"));
+        }
+        if shape >= 3 {
+            sql.push_str(" ORDER BY id");
+        }
+        let params: Vec<Param> = filter.iter().map(|(_, p)| p.clone()).collect();
+        let what = describe(op, &sql, &params);
+        let answer = run_sql(ctx, vault, app, front, &sql, &params, false)
+            .await
+            .map_err(|e| format!("{what}: {e}"))?;
+        let Some(answer) = check_sql(&answer, lacks(&[Action::Read]), front).map_err(|e| format!("{what}: {e}"))?
+        else {
+            return Ok(what);
+        };
+        let perm = perm.unwrap();
+        let expected = expected_rows(model, t, perm, app, |r| {
+            filter.as_ref().is_none_or(|(c, p)| r.value(c) == p.value)
+        });
+        if shape < 3 {
+            let counted = matches!(answer, SqlAnswer::Rows { columns, rows }
+                if columns.len() == 1 && columns[0].1 == "integer" && *rows == [vec![json!(expected.len())]]);
+            if !counted {
+                return Err(format!("{what}: expected [[{}]], got {answer:?}", expected.len()));
+            }
+        } else {
+            let asked: Option<Vec<&str>> = (shape >= 5).then(|| {
+                ["id", "_created_by", "_updated_by"]
+                    .into_iter()
+                    .chain(columns.iter().map(|c| c.0))
+                    .collect()
+            });
+            check_rows(ctx, t, perm, answer, asked.as_deref(), &expected).map_err(|e| format!("{what}: {e}"))?;
         }
         return Ok(what);
     }
-    let got_ids: Vec<&str> = rows.iter().filter_map(|r| r[0].as_str()).collect();
-    let expected_ids: Vec<&str> = expected_rows.iter().map(|(id, _)| id.as_str()).collect();
-    if got_ids != expected_ids {
-        return Err(format!("{what}: ids {got_ids:?}, expected {expected_ids:?}"));
+    if roll < 42 {
+        // One row by id: of this vault (visible or not), deleted, of
+        // another vault, or none.
+        let id = pick_target(rng, ctx, model, t, vault);
+        let sql = format!("SELECT * FROM {t} WHERE id = $1");
+        let params = [Param::new(Kind::Text, json!(id))];
+        let what = describe("get", &sql, &params);
+        let answer = run_sql(ctx, vault, app, front, &sql, &params, false)
+            .await
+            .map_err(|e| format!("{what}: {e}"))?;
+        if let Some(answer) = check_sql(&answer, lacks(&[Action::Read]), front).map_err(|e| format!("{what}: {e}"))? {
+            let expected: Vec<(String, RowModel)> = visible_row(model, t, perm, app, &id)
+                .map(|r| (id.clone(), r))
+                .into_iter()
+                .collect();
+            check_rows(ctx, t, perm.unwrap(), answer, None, &expected).map_err(|e| format!("{what}: {e}"))?;
+        }
+        return Ok(what);
     }
-    for (row, (_, model_row)) in rows.iter().zip(&expected_rows) {
-        for (i, (name, kind, _)) in columns.iter().enumerate() {
-            let expected = model_row.value(name);
-            if !same_value(Some(*kind), &expected, &row[i + 1]) {
-                return Err(format!(
-                    "{what}: {name}: expected {expected}, got {}: {row}",
-                    row[i + 1]
-                ));
+    if roll < 48 {
+        // A column the grant does not name, selected or in a condition:
+        // as if it did not exist.
+        let ungranted: Vec<&String> = ctx.all_columns[t]
+            .iter()
+            .filter(|c| perm.is_none_or(|p| !p.allows_column(c)))
+            .collect();
+        let column = ungranted
+            .choose(rng)
+            .map_or_else(|| "no_such_column".to_owned(), |c| (*c).clone());
+        let sql = if rng.random_bool(0.5) {
+            format!("SELECT id, {column} FROM {t}")
+        } else {
+            format!("SELECT id FROM {t} WHERE {column} IS NOT NULL")
+        };
+        let what = describe("probe", &sql, &[]);
+        let expected = Some(if perm.is_some() {
+            Refusal::Column
+        } else {
+            Refusal::Table
+        });
+        let answer = run_sql(ctx, vault, app, front, &sql, &[], false)
+            .await
+            .map_err(|e| format!("{what}: {e}"))?;
+        check_sql(&answer, expected, front).map_err(|e| format!("{what}: {e}"))?;
+        return Ok(what);
+    }
+    if roll < 70 {
+        // Insert one row or a few, each with its id: mostly new ones,
+        // sometimes one a row of the table already has, or one another
+        // vault uses (free in this one).
+        let n = if rng.random_bool(0.7) {
+            1
+        } else {
+            rng.random_range(2..=3)
+        };
+        let (mut ungranted, mut in_use) = (false, false);
+        let mut rows: Vec<(String, BTreeMap<&'static str, Value>)> = Vec::new();
+        for k in 0..n {
+            let mut values = BTreeMap::new();
+            for (name, kind, required) in table.columns {
+                if granted(name) && (*required || rng.random_bool(0.6)) {
+                    values.insert(*name, random_value(rng, *kind, vault, *required));
+                } else if !granted(name) && rng.random_bool(0.08) {
+                    values.insert(*name, random_value(rng, *kind, vault, true));
+                    ungranted = true;
+                }
             }
+            if values.is_empty() {
+                let (name, kind, _) = table.columns[0];
+                ungranted |= !granted(name);
+                values.insert(name, random_value(rng, kind, vault, true));
+            }
+            let roll = rng.random_range(0..100);
+            let existing: Vec<&String> = model.tables.get(t).map(|r| r.keys().collect()).unwrap_or_default();
+            let mut id = match existing.choose(rng) {
+                Some(id) if k == 0 && roll < 8 => {
+                    in_use = true;
+                    (*id).clone()
+                }
+                _ if roll < 14 => {
+                    let used_here = |id: &str| {
+                        model.tables.values().any(|r| r.contains_key(id)) || model.deleted.iter().any(|d| d == id)
+                    };
+                    let written = ctx.written.lock().unwrap();
+                    let others: Vec<&String> = written
+                        .iter()
+                        .filter(|(v, id)| *v != vault && !used_here(id))
+                        .map(|(_, id)| id)
+                        .collect();
+                    others.choose(rng).map_or_else(|| fresh_id(rng), |id| (*id).clone())
+                }
+                _ => fresh_id(rng),
+            };
+            while rows.iter().any(|(other, _)| *other == id) {
+                id = fresh_id(rng);
+            }
+            rows.push((id, values));
+        }
+        let names: Vec<&'static str> = table
+            .columns
+            .iter()
+            .map(|c| c.0)
+            .filter(|c| rows.iter().any(|(_, values)| values.contains_key(c)))
+            .collect();
+        let mut params = Vec::new();
+        let mut tuples = Vec::new();
+        for (id, values) in &rows {
+            params.push(Param::new(Kind::Text, json!(id)));
+            let mut slots = vec![format!("${}", params.len())];
+            for c in &names {
+                let value = values.get(c).cloned().unwrap_or(Value::Null);
+                params.push(Param::new(kind_of(t, c).unwrap(), value));
+                slots.push(format!("${}", params.len()));
+            }
+            tuples.push(format!("({})", slots.join(", ")));
+        }
+        let sql = format!(
+            "INSERT INTO {t} (id{}) VALUES {}",
+            names.iter().map(|c| format!(", {c}")).collect::<String>(),
+            tuples.join(", ")
+        );
+        let what = describe("insert", &sql, &params);
+        let expected = lacks(&[Action::Create])
+            .or(ungranted.then_some(Refusal::Column))
+            .or(in_use.then_some(Refusal::IdInUse));
+        let answer = run_sql(ctx, vault, app, front, &sql, &params, true)
+            .await
+            .map_err(|e| format!("{what}: {e}"))?;
+        if let Some(answer) = check_sql(&answer, expected, front).map_err(|e| format!("{what}: {e}"))? {
+            if !matches!(answer, SqlAnswer::Changed(c) if *c == n as u64) {
+                return Err(format!("{what}: {n} rows inserted, the answer says {answer:?}"));
+            }
+            for (id, values) in rows {
+                let row = RowModel {
+                    created_by: app,
+                    updated_by: app,
+                    values,
+                };
+                model.tables.entry(t).or_default().insert(id.clone(), row);
+                ctx.written.lock().unwrap().push((vault, id));
+            }
+        }
+        return Ok(what);
+    }
+    if roll < 88 {
+        // Change some columns of a row by id: only a row the app may both
+        // read and update changes.
+        let id = pick_target(rng, ctx, model, t, vault);
+        let row = visible_row(model, t, perm, app, &id);
+        let mut patch = BTreeMap::new();
+        let mut ungranted = false;
+        let how_many = rng.random_range(1..=2);
+        for (name, kind, required) in table.columns.choose_multiple(rng, how_many) {
+            if granted(name) {
+                patch.insert(*name, random_value(rng, *kind, vault, *required));
+            } else if rng.random_bool(0.3) {
+                patch.insert(*name, random_value(rng, *kind, vault, *required));
+                ungranted = true;
+            }
+        }
+        if patch.is_empty() {
+            let (name, kind, required) = table.columns.iter().find(|c| granted(c.0)).unwrap();
+            patch.insert(*name, random_value(rng, *kind, vault, *required));
+        }
+        let mut params = Vec::new();
+        let mut sets = Vec::new();
+        for (name, value) in &patch {
+            params.push(Param::new(kind_of(t, name).unwrap(), value.clone()));
+            sets.push(format!("{name} = ${}", params.len()));
+        }
+        params.push(Param::new(Kind::Text, json!(id)));
+        let sql = format!("UPDATE {t} SET {} WHERE id = ${}", sets.join(", "), params.len());
+        let what = describe("update", &sql, &params);
+        let expected = match perm {
+            None => Some(Refusal::Table),
+            Some(_) if ungranted => Some(Refusal::Column),
+            Some(_) => lacks(&[Action::Read, Action::Update]),
+        };
+        let answer = run_sql(ctx, vault, app, front, &sql, &params, true)
+            .await
+            .map_err(|e| format!("{what}: {e}"))?;
+        if let Some(answer) = check_sql(&answer, expected, front).map_err(|e| format!("{what}: {e}"))? {
+            let want = u64::from(row.is_some());
+            if !matches!(answer, SqlAnswer::Changed(c) if *c == want) {
+                return Err(format!("{what}: expected {want} rows changed, got {answer:?}"));
+            }
+            if row.is_some() {
+                let stored = model.tables.get_mut(t).unwrap().get_mut(&id).unwrap();
+                stored.values.extend(patch);
+                stored.updated_by = app;
+            }
+        }
+        return Ok(what);
+    }
+    // Delete a row by id: only a row the app may both read and delete goes.
+    let id = pick_target(rng, ctx, model, t, vault);
+    let row = visible_row(model, t, perm, app, &id);
+    let sql = format!("DELETE FROM {t} WHERE id = $1");
+    let params = [Param::new(Kind::Text, json!(id))];
+    let what = describe("delete", &sql, &params);
+    let answer = run_sql(ctx, vault, app, front, &sql, &params, true)
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    if let Some(answer) =
+        check_sql(&answer, lacks(&[Action::Read, Action::Delete]), front).map_err(|e| format!("{what}: {e}"))?
+    {
+        let want = u64::from(row.is_some());
+        if !matches!(answer, SqlAnswer::Changed(c) if *c == want) {
+            return Err(format!("{what}: expected {want} rows deleted, got {answer:?}"));
+        }
+        if row.is_some() {
+            model.tables.get_mut(t).unwrap().remove(&id);
+            model.deleted.push(id);
         }
     }
     Ok(what)
 }
 
+/// Opens a pgwire session as `client_id` with `token` on the server's
+/// listener at `addr` (`127.0.0.1:PORT`).
+async fn connect_pg(addr: &str, client_id: &str, token: &str) -> tokio_postgres::Client {
+    let (host, port) = addr.rsplit_once(':').expect("HOST:PORT");
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(host)
+        .port(port.parse().expect("a port"))
+        .user(client_id)
+        .password(token)
+        .dbname("vault");
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("pgwire connect as {client_id}: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
 /// The kind of operation a failure message is about: `list`, `get`,
-/// `insert`, `patch`, `delete`, `sql select` or `sql count`.
+/// `insert`, `patch`, `delete` (the rows API), or the front end and the
+/// statement (`sql select`, `pgwire insert`, …).
 fn op_kind(message: &str) -> String {
-    match message.split_whitespace().next().unwrap_or_default() {
-        "sql" if message.contains("count(*)") => "sql count".into(),
-        "sql" => "sql select".into(),
+    let mut words = message.split_whitespace();
+    match words.next().unwrap_or_default() {
+        front @ ("sql" | "pgwire") => format!("{front} {}", words.next().unwrap_or_default().trim_end_matches(':')),
         other => other.to_owned(),
     }
 }
@@ -900,7 +1595,8 @@ async fn fifty_vaults_three_apps_random_grants_and_operations_stay_isolated() {
         .collect();
 
     // Users sign up, each from their own loopback address, and allow the
-    // three apps their random grants.
+    // three apps their random grants; each app opens a pgwire session with
+    // its token.
     let base = Api::new(&server.base, "");
     let mut setups = Vec::new();
     for (vault, vault_grants) in grants.iter().enumerate() {
@@ -908,22 +1604,26 @@ async fn fifty_vaults_three_apps_random_grants_and_operations_stay_isolated() {
         let grants = vault_grants.clone();
         let client_ids: Vec<String> = apps.iter().map(|a| a.client_id.clone()).collect();
         let base = base.clone();
+        let pg_addr = server.pgwire.clone();
         setups.push(tokio::spawn(async move {
             let page = browser.sign_up(&format!("user{vault}@example.org"), None).await;
             assert_eq!(page.status, 200, "sign-up {vault}");
-            let mut apis = Vec::new();
+            let (mut apis, mut pg) = (Vec::new(), Vec::new());
             for (grant, client_id) in grants.iter().zip(&client_ids) {
                 let tokens = authorize_app(&browser, client_id, &scope_string(grant), None).await;
                 apis.push(base.with_token(&tokens.access));
+                pg.push(connect_pg(&pg_addr, client_id, &tokens.access).await);
             }
-            apis
+            (apis, pg)
         }));
     }
     let mut vaults = Vec::new();
     for (setup, grants) in setups.into_iter().zip(grants) {
+        let (apis, pg) = setup.await.unwrap_or_else(|e| panic!("seed {seed}: setup failed: {e}"));
         vaults.push(VaultCtx {
             grants,
-            apis: setup.await.unwrap_or_else(|e| panic!("seed {seed}: setup failed: {e}")),
+            apis,
+            pg,
             model: tokio::sync::Mutex::new(VaultModel::default()),
         });
     }
@@ -934,6 +1634,8 @@ async fn fifty_vaults_three_apps_random_grants_and_operations_stay_isolated() {
         all_columns: schema_columns(),
         failures: std::sync::Mutex::new(Failures::default()),
         stop: std::sync::atomic::AtomicBool::new(false),
+        fronts: Default::default(),
+        outcomes: Default::default(),
     });
     for vault in 0..VAULTS {
         for app in 0..APPS {
@@ -980,13 +1682,20 @@ async fn fifty_vaults_three_apps_random_grants_and_operations_stay_isolated() {
             .unwrap_or_else(|e| panic!("seed {seed}: a client panicked: {e}"));
     }
     let elapsed = ops_started.elapsed();
+    let through = |front: Front| ctx.fronts[front as usize].load(Ordering::SeqCst);
     eprintln!(
-        "{} operations in {elapsed:?} ({:.0}/s)",
+        "{} operations in {elapsed:?} ({:.0}/s): {} through the rows API, {} through /v1/sql, {} through pgwire",
         next.load(Ordering::SeqCst).min(OPERATIONS),
-        OPERATIONS as f64 / elapsed.as_secs_f64().max(0.001)
+        OPERATIONS as f64 / elapsed.as_secs_f64().max(0.001),
+        through(Front::Rows),
+        through(Front::Sql),
+        through(Front::Pg),
     );
+    let outcomes = ctx.outcomes.lock().unwrap().clone();
+    eprintln!("SQL statements by outcome: {outcomes:?}");
 
-    // Finally every readable table of every vault, as each app sees it.
+    // Finally every readable table of every vault, as each app sees it
+    // through the rows API and through pgwire.
     for vault in 0..VAULTS {
         let v = &ctx.vaults[vault];
         let model = v.model.lock().await;
@@ -1022,6 +1731,19 @@ async fn fifty_vaults_three_apps_random_grants_and_operations_stay_isolated() {
                     ctx.failures.lock().unwrap().add(
                         "final list",
                         format!("final list of {table}, vault {vault}, app {app}: {e}"),
+                    );
+                }
+                let sql = format!("SELECT * FROM {table} ORDER BY id");
+                let expected = expected_rows(&model, table, perm, app, |_| true);
+                let result = match run_sql(&ctx, vault, app, Front::Pg, &sql, &[], false).await {
+                    Ok(answer) => check_sql(&answer, None, Front::Pg)
+                        .and_then(|answer| check_rows(&ctx, table, perm, answer.unwrap(), None, &expected)),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    ctx.failures.lock().unwrap().add(
+                        "final pgwire select",
+                        format!("final {sql} over pgwire, vault {vault}, app {app}: {e}"),
                     );
                 }
             }
