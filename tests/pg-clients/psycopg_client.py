@@ -64,6 +64,7 @@ def main():
             (False, datetime.date(1920, 1, 1), 0),
         )
         assert cur.fetchone() == (1,)
+        assert [c.name for c in cur.description] == ["count"], cur.description
 
         # Update and delete with parameters.
         cur.execute(

@@ -71,7 +71,17 @@ fn sql_state_of(message: &str) -> &'static str {
         "42601"
     } else if message.contains("No field named") {
         "42703"
-    } else if message.starts_with("only SELECT, INSERT, UPDATE and DELETE") {
+    } else if message.starts_with("parameter $")
+        || message.starts_with("Arrow error: Cast error")
+        || message.starts_with("Arrow error: Parser error")
+    {
+        // A parameter, or a literal the planner cast, that its type cannot
+        // be read from.
+        "22P02"
+    } else if message.starts_with("only SELECT, INSERT, UPDATE and DELETE")
+        || message.contains("not supported")
+        || message.starts_with("This feature is not implemented")
+    {
         "0A000"
     } else if let Some(what) = message.strip_prefix("the statement failed while running: ") {
         if what.starts_with("a value could not be converted") {
@@ -85,13 +95,6 @@ fn sql_state_of(message: &str) -> &'static str {
         }
     } else if message.starts_with("the statement is longer than") {
         "54000"
-    } else if message.starts_with("parameter $")
-        || message.starts_with("Arrow error: Cast error")
-        || message.starts_with("Arrow error: Parser error")
-    {
-        // A parameter, or a literal the planner cast, that its type cannot
-        // be read from.
-        "22P02"
     } else {
         "42000"
     }
@@ -145,6 +148,18 @@ mod tests {
         assert_eq!(
             sqlstate(&GatewayError::InvalidSql(
                 "Arrow error: Cast error: Cannot cast string 'x' to value of Date32 type".into()
+            )),
+            "22P02"
+        );
+        assert_eq!(
+            sqlstate(&GatewayError::InvalidSql(
+                "Error during planning: Insert-returning clause not supported".into()
+            )),
+            "0A000"
+        );
+        assert_eq!(
+            sqlstate(&GatewayError::InvalidSql(
+                "Arrow error: Cast error: Casting from Utf8 to Date32 not supported".into()
             )),
             "22P02"
         );

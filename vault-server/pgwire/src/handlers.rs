@@ -30,6 +30,7 @@ use pgwire::messages::copy::CopyData;
 use pgwire::messages::response::{NoticeResponse, TransactionStatus};
 
 use crate::catalog::CatalogRows;
+use crate::column_names::postgres_names;
 use crate::connection::Connection;
 use crate::errors::{ERROR, FATAL, info, statement_error, wire};
 use crate::statements::{self, MAX_PARAMETERS, SplitError, Statement};
@@ -151,16 +152,12 @@ fn format_of(format: &Format, i: usize) -> PgWireResult<FieldFormat> {
 }
 
 /// Rows of a read, encoded for the wire in the formats asked for.
-fn rows(result: &SqlBatches, format: &Format) -> PgWireResult<QueryResponse> {
-    let mut fields = Vec::with_capacity(result.schema.fields().len());
-    for (i, f) in result.schema.fields().iter().enumerate() {
-        fields.push(FieldInfo::new(
-            f.name().clone(),
-            None,
-            None,
-            pg_type(f),
-            format_of(format, i)?,
-        ));
+fn rows(sql_text: &str, result: &SqlBatches, format: &Format) -> PgWireResult<QueryResponse> {
+    let planned = result.schema.fields().iter().map(|f| f.name().clone()).collect();
+    let names = postgres_names(sql_text, planned);
+    let mut fields = Vec::with_capacity(names.len());
+    for (i, (f, name)) in result.schema.fields().iter().zip(names).enumerate() {
+        fields.push(FieldInfo::new(name, None, None, pg_type(f), format_of(format, i)?));
     }
     let fields = Arc::new(fields);
     let mut encoder = DataRowEncoder::new(fields.clone());
@@ -341,7 +338,9 @@ impl Connection {
                     )
                     .await;
                 match served.result {
-                    Ok(result) if result.kind == Operation::Read => Ok(Response::Query(rows(&result, format)?)),
+                    Ok(result) if result.kind == Operation::Read => {
+                        Ok(Response::Query(rows(sql_text, &result, format)?))
+                    }
                     Ok(result) => {
                         if status == TransactionStatus::Transaction {
                             self.set_wrote(true);
@@ -530,7 +529,15 @@ impl Connection {
                     .collect();
                 Description {
                     params,
-                    columns: schema.map(|s| s.fields().iter().map(|f| (f.name().clone(), pg_type(f))).collect()),
+                    columns: schema.map(|s| {
+                        let planned = s.fields().iter().map(|f| f.name().clone()).collect();
+                        let names = postgres_names(sql_text, planned);
+                        names
+                            .into_iter()
+                            .zip(s.fields())
+                            .map(|(n, f)| (n, pg_type(f)))
+                            .collect()
+                    }),
                 }
             }
             Statement::Show(name) => Description {

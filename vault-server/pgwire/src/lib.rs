@@ -24,6 +24,7 @@
 
 mod auth;
 pub mod catalog;
+mod column_names;
 mod connection;
 mod copy_in;
 pub mod errors;

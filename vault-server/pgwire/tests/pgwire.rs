@@ -1219,3 +1219,34 @@ async fn bad_values_and_taken_ids_have_their_sqlstates_and_change_nothing() {
         .unwrap();
     assert_eq!(texts(&entries), vec![Some("0".into())]);
 }
+
+#[tokio::test]
+async fn computed_columns_are_named_as_postgres_names_them() {
+    let world = World::new().await;
+    let t = world.token("app-a", PEOPLE);
+    let client = world.connect("app-a", &t.token).await.unwrap();
+    client
+        .simple_query("INSERT INTO contacts.people (display_name) VALUES ('Ada')")
+        .await
+        .unwrap();
+    let sql = "SELECT count(*), 1, display_name, count(*) AS n, max(display_name)::text, upper(display_name) \
+               FROM contacts.people GROUP BY display_name";
+    let expected = ["count", "?column?", "display_name", "n", "max", "upper"];
+    // Prepared (the names come from Describe) and simple (from the rows).
+    let row = client.query_one(sql, &[]).await.unwrap();
+    let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, expected);
+    let messages = client.simple_query(sql).await.unwrap();
+    let Some(SimpleQueryMessage::RowDescription(columns)) = messages.first() else {
+        panic!("no row description first: {messages:?}");
+    };
+    let names: Vec<&str> = columns.iter().map(|c| c.name()).collect();
+    assert_eq!(names, expected);
+    // What the planner does not support is 0A000.
+    refused(
+        &client,
+        "INSERT INTO contacts.people (display_name) VALUES ('Lin') RETURNING id",
+        "0A000",
+    )
+    .await;
+}
