@@ -158,6 +158,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pages)
         .merge(api::router(state.api_body_limit))
         .fallback(respond::not_found)
+        .method_not_allowed_fallback(respond::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors::cors))
         .layer(map_response(move |response: Response| security_headers(response, hsts)))
         .layer(axum::middleware::from_fn(request_log::log_request))

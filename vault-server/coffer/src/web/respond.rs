@@ -1,12 +1,13 @@
 //! Building responses: HTML pages, error pages, redirects, and OAuth JSON
 //! (RFC 6749 §5.2 errors with the status `coffer-oauth` gives).
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use coffer_consent_ui::{CONTENT_SECURITY_POLICY, ErrorPage, Link, RenderError};
 use serde::Serialize;
 
 use super::AppState;
+use super::api::problem::{is_api_path, no_such_route};
 
 /// An HTML page with `status`; a page that fails to render is a 500.
 pub fn html(status: StatusCode, page: Result<String, RenderError>) -> Response {
@@ -85,8 +86,12 @@ pub fn see_other(location: &str) -> Response {
     }
 }
 
-/// 404 for every unknown path.
-pub async fn not_found(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+/// 404 for every unknown path: problem JSON under the data API, the error
+/// page elsewhere.
+pub async fn not_found(axum::extract::State(state): axum::extract::State<AppState>, uri: Uri) -> Response {
+    if is_api_path(uri.path()) {
+        return no_such_route(StatusCode::NOT_FOUND);
+    }
     error_page(
         &state,
         StatusCode::NOT_FOUND,
@@ -95,6 +100,15 @@ pub async fn not_found(axum::extract::State(state): axum::extract::State<AppStat
         None,
         Some(("/dashboard", "Go to your vault")),
     )
+}
+
+/// 405 for a known path and a method it does not take: problem JSON under
+/// the data API, an empty body elsewhere (the `Allow` header is axum's).
+pub async fn method_not_allowed(uri: Uri) -> Response {
+    if is_api_path(uri.path()) {
+        return no_such_route(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    StatusCode::METHOD_NOT_ALLOWED.into_response()
 }
 
 /// A JSON body with `status` (never cached: `Cache-Control: no-store` is

@@ -2191,3 +2191,29 @@ async fn openapi_describes_every_route() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_unknown_api_route_or_method_is_a_problem_and_pages_keep_their_own_answers() {
+    let server = Server::start();
+    let api = Api::new(&server.base, "no-token-needed");
+    for path in ["/v1/no-such-thing", "/v1/tables/contacts.people/rows/p1/more"] {
+        api.get(path).await.expect_problem(404, "no-such-route");
+    }
+    let wrong = api.call(reqwest::Method::PUT, "/v1/sql", None).await;
+    wrong.expect_problem(405, "method-not-allowed");
+    assert_eq!(wrong.headers.get("allow").map(|v| v.to_str().unwrap()), Some("POST"));
+    api.call(reqwest::Method::DELETE, "/v1/tables", None)
+        .await
+        .expect_problem(405, "method-not-allowed");
+    // Outside the data API, an unknown page is the HTML error page.
+    let page = client().get(server.url("/no-such-page")).send().await.unwrap();
+    assert_eq!(page.status(), 404);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"),
+        "{:?}",
+        page.headers()
+    );
+}

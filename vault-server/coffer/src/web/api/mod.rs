@@ -18,7 +18,7 @@
 mod changes;
 mod describe;
 mod openapi;
-mod problem;
+pub(super) mod problem;
 mod rows;
 mod sql;
 

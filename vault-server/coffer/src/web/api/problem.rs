@@ -37,6 +37,42 @@ pub fn problem(error: &GatewayError, scheme: Scheme) -> Response {
     response
 }
 
+/// Whether `path` is under the data API (`/v1`), whose every answer is
+/// problem JSON, even for a route or method that does not exist.
+pub fn is_api_path(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/")
+}
+
+/// The problem of a request to a data API path that has no such route
+/// (404, `no-such-route`) or not this method (405, `method-not-allowed`).
+pub fn no_such_route(status: StatusCode) -> Response {
+    let (code, title, detail) = if status == StatusCode::METHOD_NOT_ALLOWED {
+        (
+            "method-not-allowed",
+            "Method not allowed",
+            "this route does not take this method; the Allow header and /v1/openapi.json list the ones it takes",
+        )
+    } else {
+        (
+            "no-such-route",
+            "No such route",
+            "the data API has no route at this path; /v1/openapi.json lists its routes",
+        )
+    };
+    let body = json!({
+        "type": format!("urn:coffer:problem:{code}"),
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 /// The `WWW-Authenticate` challenge of a 401: DPoP (with the algorithms
 /// proofs may use) when the proof was refused, the token needs one, or the
 /// request used the DPoP scheme; Bearer otherwise.
