@@ -5,39 +5,28 @@
 //! that sets the tenant, then one statement); then the cost of checking a
 //! token, uncached and through the gateway's cache.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, ensure};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
-use coffer::services::{self, Services};
-use coffer::web::{self, AppState};
+use coffer::services::Services;
 use coffer_auth::{Action, Request};
 use coffer_core::{TableName, VaultId};
-use coffer_oauth::{AuthorizeParams, ClientCredentials, NewApp};
-use coffer_storage::EngineOptions;
-use rand::distr::Alphanumeric;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use sqlx::postgres::PgPool;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::server::{self, Server};
 use crate::{Args, Report, percentile};
 
 /// The table written and read.
-const TABLE: &str = "contacts.people";
+pub(crate) const TABLE: &str = "contacts.people";
 /// What the benchmark app asks for.
-const SCOPE: &str = "contacts.people:read+create";
-/// The app's redirect URI. Never visited: the code is taken from the
-/// location the approval redirects to.
-const REDIRECT_URI: &str = "http://127.0.0.1/callback";
+pub(crate) const SCOPE: &str = "contacts.people:read+create";
 /// The user columns an insert writes.
 const COLUMNS: [&str; 7] = [
     "display_name",
@@ -50,14 +39,14 @@ const COLUMNS: [&str; 7] = [
 ];
 /// The role PostgreSQL transactions switch to so that row-level security
 /// applies (the connecting superuser would bypass it).
-const PG_ROLE: &str = "coffer_bench_rls";
+pub(crate) const PG_ROLE: &str = "coffer_bench_rls";
 /// Token checks timed per variant.
 const TOKEN_CHECKS: usize = 5_000;
 
 /// Runs the HTTP section and adds its figures to `report`.
 pub async fn run(args: &Args, pg: &PgPool, report: &mut Report) -> anyhow::Result<()> {
     let clients = args.http_clients.max(1);
-    let server = Server::start().await?;
+    let server = Server::start(None).await?;
     let (vault, token) = access_token(&server.services).await?;
     let api = Arc::new(Api {
         rows_url: format!("{}/v1/tables/{TABLE}/rows", server.base_url),
@@ -124,121 +113,12 @@ pub async fn run(args: &Args, pg: &PgPool, report: &mut Report) -> anyhow::Resul
     server.stop().await
 }
 
-/// A Coffer server serving its router on a loopback port of this process,
-/// on a temporary data directory.
-struct Server {
-    /// `http://127.0.0.1:{port}`, also the OAuth issuer.
-    base_url: String,
-    /// The server's engine, OAuth server, gateway and access log.
-    services: Services,
-    /// Starts the graceful shutdown.
-    stop: oneshot::Sender<()>,
-    /// The serving task.
-    task: JoinHandle<std::io::Result<()>>,
-    /// The data directory, deleted when dropped.
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    /// Opens a new data directory and serves it as `coffer serve` does.
-    async fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-        let base_url = format!("http://{}", listener.local_addr()?);
-        let (services, _) = services::open(dir.path(), &base_url, EngineOptions::default(), Default::default()).await?;
-        services
-            .oauth
-            .load_revocation_view()
-            .await
-            .context("loading grants into the revocation view")?;
-        let app = web::router(AppState::new(services.clone(), &base_url));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        Ok(Server {
-            base_url,
-            services,
-            stop,
-            task,
-            _dir: dir,
-        })
-    }
-
-    /// Stops serving, writes the access log's last entries and shuts the
-    /// engine down, as `coffer serve` does.
-    async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .context("the server did not stop within 10 s")???;
-        self.services.access_log.flush().await;
-        self.services.engine.shutdown().await;
-        Ok(())
-    }
-}
-
-/// Creates a user with a vault, registers a public app and runs the
-/// authorization code flow with PKCE through the OAuth server's API (the
-/// user approves everything asked): the grant is stored in the control
-/// database and known to the revocation view, as after a real consent.
-/// Returns the vault and the access token.
+/// Creates a user with a vault and one app authorized for [`SCOPE`].
+/// Returns the vault and the app's access token.
 async fn access_token(services: &Services) -> anyhow::Result<(VaultId, String)> {
-    let oauth = &services.oauth;
-    let user = coffer::create_account(services, "bench@example.org", "correct horse battery staple")
-        .await
-        .context("creating the user")?;
-    let app = oauth
-        .register_app(NewApp::public("Coffer bench", vec![REDIRECT_URI.to_owned()]))
-        .await
-        .context("registering the app")?
-        .app;
-    let verifier: String = rand::rng().sample_iter(Alphanumeric).take(64).map(char::from).collect();
-    let params = AuthorizeParams {
-        response_type: Some("code".to_owned()),
-        client_id: Some(app.client_id.as_str().to_owned()),
-        redirect_uri: Some(REDIRECT_URI.to_owned()),
-        scope: Some(SCOPE.to_owned()),
-        code_challenge: Some(URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))),
-        code_challenge_method: Some("S256".to_owned()),
-        ..AuthorizeParams::default()
-    };
-    let pending = oauth
-        .validate_authorize_request(&params)
-        .await
-        .map_err(|e| anyhow!("the authorization request was refused: {e}"))?;
-    let approved = oauth
-        .approve(user.id, &pending.requested, &pending)
-        .await
-        .context("approving the authorization request")?;
-    let code = query_param(&approved.location, "code")?;
-    let tokens = oauth
-        .exchange_code(
-            &ClientCredentials::public(app.client_id.as_str()),
-            &code,
-            Some(REDIRECT_URI),
-            &verifier,
-            None,
-        )
-        .await
-        .context("exchanging the authorization code")?;
-    Ok((user.vault_id, tokens.access_token))
-}
-
-/// The value of query parameter `name` in `url`; only values that need no
-/// percent-decoding (the server's codes are base64url) are accepted.
-fn query_param(url: &str, name: &str) -> anyhow::Result<String> {
-    let query = url.split_once('?').map_or("", |(_, q)| q);
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
-        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow!("no `{name}` in the redirect location"))
+    let (user, vault) = server::create_user(services).await?;
+    let app = server::app_token(services, user, "Coffer bench", SCOPE).await?;
+    Ok((vault, app.token))
 }
 
 /// Where the clients send their requests, and the header they authenticate
@@ -285,21 +165,21 @@ async fn expect(response: reqwest::Response, status: StatusCode, what: &str) -> 
 
 /// A contact as an app would write it.
 #[derive(Serialize)]
-struct Person {
+pub(crate) struct Person {
     /// `Given Family N`.
-    display_name: String,
+    pub display_name: String,
     /// A given name.
-    given_name: &'static str,
+    pub given_name: &'static str,
     /// A family name.
-    family_name: &'static str,
+    pub family_name: &'static str,
     /// A unique address.
-    email: String,
+    pub email: String,
     /// A phone number.
-    phone: String,
+    pub phone: String,
     /// An employer.
-    organization: &'static str,
+    pub organization: &'static str,
     /// A sentence.
-    notes: &'static str,
+    pub notes: &'static str,
 }
 
 /// Given names the contacts cycle through.
@@ -313,7 +193,7 @@ const ORGANIZATIONS: [&str; 4] = ["Analytical Engines Ltd", "Navy", "Bell Labs",
 
 impl Person {
     /// The `i`th contact of client `client`.
-    fn new(client: usize, i: usize) -> Self {
+    pub fn new(client: usize, i: usize) -> Self {
         let (given, family) = (GIVEN[i % GIVEN.len()], FAMILY[(i / GIVEN.len()) % FAMILY.len()]);
         Person {
             display_name: format!("{given} {family} {client}-{i}"),
@@ -402,11 +282,11 @@ async fn http_reads(
 }
 
 /// A client's task: its latencies and the ids it wrote (none for reads).
-type Worker = JoinHandle<anyhow::Result<(Vec<Duration>, Vec<String>)>>;
+pub(crate) type Worker = JoinHandle<anyhow::Result<(Vec<Duration>, Vec<String>)>>;
 
 /// Joins the workers: operations per second since `start`, the sorted
 /// latencies and every id the workers returned.
-async fn gather(tasks: Vec<Worker>, start: Instant) -> anyhow::Result<(f64, Vec<Duration>, Vec<String>)> {
+pub(crate) async fn gather(tasks: Vec<Worker>, start: Instant) -> anyhow::Result<(f64, Vec<Duration>, Vec<String>)> {
     let (mut lat, mut ids) = (Vec::new(), Vec::new());
     for task in tasks {
         let (l, i) = task.await??;
@@ -421,10 +301,10 @@ async fn gather(tasks: Vec<Worker>, start: Instant) -> anyhow::Result<(f64, Vec<
 
 /// Creates the PostgreSQL side: a table shaped like `contacts.people` (with
 /// the tenant column and the system columns Coffer keeps), row-level
-/// security on the tenant set per transaction in `app.vault`, and a role
-/// without superuser rights the transactions switch to, so the policy
-/// applies.
-async fn setup_pg(pg: &PgPool) -> anyhow::Result<()> {
+/// security on the tenant in `app.vault` (set per transaction here, per
+/// session by the pgwire section), and a role without superuser rights the
+/// connections switch to, so the policy applies.
+pub(crate) async fn setup_pg(pg: &PgPool) -> anyhow::Result<()> {
     // The statements name the role [`PG_ROLE`] literally: sqlx takes only
     // static SQL text.
     for sql in [

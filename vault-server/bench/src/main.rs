@@ -3,10 +3,14 @@
 //! index and row-level security), in one run, and prints both figures with
 //! their ratio. The HTTP section ([`http`]) does the same through the whole
 //! server: the `/v1` data API over HTTP beside PostgreSQL row-level security
-//! over its wire protocol.
+//! over its wire protocol. The pgwire section ([`pgwire`]) drives Coffer's
+//! own PostgreSQL wire protocol listener and PostgreSQL through the same
+//! client library, and measures the memory of idle sessions.
 #![forbid(unsafe_code)]
 
 mod http;
+mod pgwire;
+mod server;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,12 +43,28 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     seconds: u64,
     /// Run only the provisioning and write workloads.
-    #[arg(long, conflicts_with = "http_only")]
+    #[arg(long, conflicts_with_all = ["http_only", "pgwire"])]
     writes_only: bool,
     /// Run only the HTTP section: the `/v1` data API of an in-process server
     /// beside PostgreSQL with row-level security, and the token-check cost.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pgwire")]
     http_only: bool,
+    /// Run only the pgwire section: point reads and inserts over Coffer's
+    /// PostgreSQL wire protocol beside PostgreSQL with row-level security
+    /// (both through tokio-postgres), and the memory of idle sessions.
+    #[arg(long)]
+    pgwire: bool,
+    /// Concurrent clients in the pgwire section (one connection each, on
+    /// both sides).
+    #[arg(long, default_value_t = 64)]
+    pgwire_clients: usize,
+    /// Idle sessions opened in the pgwire section (0: none).
+    #[arg(long, default_value_t = 10_000)]
+    idle_connections: usize,
+    /// Serve the idle sessions of the pgwire section (the server process
+    /// the section starts; not for use by hand).
+    #[arg(long = "pgwire-idle-server", hide = true)]
+    pgwire_idle_server: bool,
     /// Concurrent clients in the HTTP section (one keep-alive connection
     /// each; as many PostgreSQL connections).
     #[arg(long, default_value_t = 64)]
@@ -83,6 +103,16 @@ impl Report {
             note.to_owned(),
         ));
         println!("  {what}: coffer {} {unit}", fmt(coffer));
+    }
+
+    /// Notes the goal of the last figure, and whether it is met, in its
+    /// comparison column.
+    fn goal(&mut self, goal: &str, met: bool) {
+        let verdict = if met { "met" } else { "not met" };
+        if let Some(row) = self.rows.last_mut() {
+            row.3.push_str(&format!("; goal {goal}: {verdict}"));
+        }
+        println!("    goal {goal}: {verdict}");
     }
 
     /// Prints the table.
@@ -219,6 +249,9 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.pgwire_idle_server {
+        return pgwire::idle::serve(&args).await;
+    }
     let pg = PgPoolOptions::new()
         .max_connections(70.max(args.http_clients as u32 + 1))
         .connect(&args.pg)
@@ -230,12 +263,15 @@ async fn main() -> anyhow::Result<()> {
             )
         })?;
     let mut report = Report { rows: Vec::new() };
-    if !args.http_only {
+    if !args.http_only && !args.pgwire {
         storage_workloads(&args, &pg, &mut report).await?;
     }
-    if !args.writes_only {
+    if !args.writes_only && !args.pgwire {
         println!("HTTP data API (an in-process server, {} clients)", args.http_clients);
         http::run(&args, &pg, &mut report).await?;
+    }
+    if !args.writes_only && !args.http_only {
+        pgwire::run(&args, pg, &mut report).await?;
     }
     report.print();
     Ok(())
