@@ -63,15 +63,7 @@ pub async fn run(args: &Args, pg: &PgPool, report: &mut Report) -> anyhow::Resul
     check_rls(pg, &pg_vault).await?;
     let what = format!("HTTP inserts/s, {clients} clients (PG: RLS transaction)");
     report.add(&what, c_rate, p_rate, "rows/s", true);
-    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
-        report.add(
-            &format!("HTTP insert {name}, {clients} clients"),
-            percentile(&c_lat, p),
-            percentile(&p_lat, p),
-            "µs",
-            false,
-        );
-    }
+    report.latencies("HTTP insert", clients, &c_lat, &p_lat, None);
 
     println!("point reads over HTTP by id, {clients} clients");
     let (c_rate, c_lat) = http_reads(&api, &http, Arc::new(c_ids), args.reads).await?;
@@ -83,15 +75,7 @@ pub async fn run(args: &Args, pg: &PgPool, report: &mut Report) -> anyhow::Resul
         "rows/s",
         true,
     );
-    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
-        report.add(
-            &format!("HTTP point read {name}, {clients} clients"),
-            percentile(&c_lat, p),
-            percentile(&p_lat, p),
-            "µs",
-            false,
-        );
-    }
+    report.latencies("HTTP point read", clients, &c_lat, &p_lat, None);
     drop(http);
 
     println!("token check per request ({TOKEN_CHECKS} checks each)");

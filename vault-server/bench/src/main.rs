@@ -105,6 +105,20 @@ impl Report {
         println!("  {what}: coffer {} {unit}", fmt(coffer));
     }
 
+    /// Records the p50 and p99 of two sorted latency samples as
+    /// `{what} p50, {clients} clients` and the p99 likewise; with
+    /// `p50_within`, the goal that Coffer's p50 is at most that many times
+    /// PostgreSQL's.
+    fn latencies(&mut self, what: &str, clients: usize, coffer: &[Duration], pg: &[Duration], p50_within: Option<f64>) {
+        for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+            let (c, g) = (percentile(coffer, p), percentile(pg, p));
+            self.add(&format!("{what} {name}, {clients} clients"), c, g, "µs", false);
+            if let (Some(k), "p50") = (p50_within, name) {
+                self.goal(&format!("≤ {k}x PG"), c <= k * g);
+            }
+        }
+    }
+
     /// Notes the goal of the last figure, and whether it is met, in its
     /// comparison column.
     fn goal(&mut self, goal: &str, met: bool) {

@@ -21,7 +21,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::http::{self, PG_ROLE, Person, SCOPE, TABLE, Worker, gather};
 use crate::server::{self, AppToken, Server};
-use crate::{Args, Report, percentile};
+use crate::{Args, Report};
 
 /// Coffer's insert: the id and the user columns; the vault and the system
 /// columns come from the session's token.
@@ -92,15 +92,7 @@ pub async fn run(args: &Args, pg: PgPool, report: &mut Report) -> anyhow::Result
     let what = format!("pgwire inserts/s, {clients} clients (PG: RLS session)");
     report.add(&what, c_rate, p_rate, "rows/s", true);
     report.goal("≥ 2x PG", c_rate >= 2.0 * p_rate);
-    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
-        report.add(
-            &format!("pgwire insert {name}, {clients} clients"),
-            percentile(&c_lat, p),
-            percentile(&p_lat, p),
-            "µs",
-            false,
-        );
-    }
+    report.latencies("pgwire insert", clients, &c_lat, &p_lat, None);
 
     println!("point reads by id over pgwire (prepared), {clients} clients");
     let (c_rate, c_lat) = reads(&coffer, Arc::new(c_ids), args.seconds).await?;
@@ -112,19 +104,7 @@ pub async fn run(args: &Args, pg: PgPool, report: &mut Report) -> anyhow::Result
         "rows/s",
         true,
     );
-    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
-        let (c, pg) = (percentile(&c_lat, p), percentile(&p_lat, p));
-        report.add(
-            &format!("pgwire point read {name}, {clients} clients"),
-            c,
-            pg,
-            "µs",
-            false,
-        );
-        if name == "p50" {
-            report.goal("≤ 2x PG", c <= 2.0 * pg);
-        }
-    }
+    report.latencies("pgwire point read", clients, &c_lat, &p_lat, Some(2.0));
     drop((coffer, postgres));
     server.stop().await?;
 
