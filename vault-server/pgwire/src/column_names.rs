@@ -17,6 +17,12 @@ const UNNAMED: &str = "?column?";
 /// `planned` (the planner's names of the result columns of `sql`) with
 /// each computed column renamed as Postgres names it.
 pub fn postgres_names(sql: &str, planned: Vec<String>) -> Vec<String> {
+    // The planner names a plain column by the column alone; only a name
+    // with a call, an operator or a qualifier may need renaming, so a
+    // statement of plain columns (the common case) is not parsed again.
+    if !planned.iter().any(|name| name.contains(['(', ' ', '.'])) {
+        return planned;
+    }
     let Ok(mut statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
         return planned;
     };

@@ -76,7 +76,7 @@ impl PgwireTls {
     }
 
     /// The same from a chain and key already decoded.
-    pub fn from_der(
+    fn from_der(
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
         required: bool,

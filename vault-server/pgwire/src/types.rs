@@ -503,49 +503,42 @@ fn days_since_1970(d: NaiveDate) -> i32 {
     (d - DateTime::UNIX_EPOCH.date_naive()).num_days() as i32
 }
 
-/// A date in the ISO form (`2025-01-31`), or the date as written of an
-/// ISO timestamp (`2025-01-31T00:00:00.000+01:00` is 2025-01-31, as
-/// Postgres reads it; node `pg` sends a `Date` so).
-fn date_param(text: &str) -> Option<NaiveDate> {
+/// A date or time in Postgres's ISO text forms (`2025-01-31`,
+/// `2025-01-31 08:30:00+00`, with `T`, with or without a zone): the date and
+/// time as written, and the zone's offset when one is given.
+fn iso_datetime(text: &str) -> Option<(chrono::NaiveDateTime, Option<chrono::FixedOffset>)> {
     let t = text.trim();
-    NaiveDate::parse_from_str(t, "%Y-%m-%d").ok().or_else(|| {
-        ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"]
-            .iter()
-            .find_map(|f| DateTime::parse_from_str(t, f).ok())
-            .or_else(|| DateTime::parse_from_rfc3339(t).ok())
-            .map(|d| d.naive_local().date())
-            .or_else(|| {
-                ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
-                    .iter()
-                    .find_map(|f| chrono::NaiveDateTime::parse_from_str(t, f).ok())
-                    .map(|d| d.date())
-            })
-    })
-}
-
-/// A timestamp in Postgres's ISO text forms (`2025-01-31 08:30:00+00`,
-/// with or without a zone, with `T`, or a date alone for its midnight, UTC
-/// when no zone is given); `None` for any other text.
-fn timestamp_param(text: &str) -> Option<ScalarValue> {
-    let t = text.trim();
-    let parsed = ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"]
+    ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"]
         .iter()
         .find_map(|f| DateTime::parse_from_str(t, f).ok())
         .or_else(|| DateTime::parse_from_rfc3339(t).ok())
-        .map(|d| d.timestamp_micros())
+        .map(|d| (d.naive_local(), Some(*d.offset())))
         .or_else(|| {
             ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
                 .iter()
                 .find_map(|f| chrono::NaiveDateTime::parse_from_str(t, f).ok())
-                .map(|d| d.and_utc().timestamp_micros())
+                .or_else(|| NaiveDate::parse_from_str(t, "%Y-%m-%d").ok()?.and_hms_opt(0, 0, 0))
+                .map(|d| (d, None))
         })
-        .or_else(|| {
-            NaiveDate::parse_from_str(t, "%Y-%m-%d")
-                .ok()
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map(|d| d.and_utc().timestamp_micros())
-        })?;
-    Some(ScalarValue::TimestampMicrosecond(Some(parsed), Some("UTC".into())))
+}
+
+/// A date: the date as written of an ISO date or timestamp
+/// (`2025-01-31T00:00:00.000+01:00` is 2025-01-31, as Postgres reads it;
+/// node `pg` sends a `Date` so).
+fn date_param(text: &str) -> Option<NaiveDate> {
+    iso_datetime(text).map(|(local, _)| local.date())
+}
+
+/// A timestamp: an ISO date or timestamp, UTC when no zone is given (a
+/// date alone is its midnight).
+fn timestamp_param(text: &str) -> Option<ScalarValue> {
+    let (local, offset) = iso_datetime(text)?;
+    let utc = match offset {
+        Some(offset) => local - offset,
+        None => local,
+    };
+    let micros = utc.and_utc().timestamp_micros();
+    Some(ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into())))
 }
 
 #[cfg(test)]
