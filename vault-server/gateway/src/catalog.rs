@@ -129,6 +129,23 @@ fn allowed_columns<'a>(table: &'a InstalledTable, columns: &'a ColumnSet) -> imp
         .filter(move |c| columns.contains(c))
 }
 
+/// The stored-schema indices of the columns a reading table exposes: the
+/// visible system columns, then the user columns any of `visible` grants,
+/// in table order.
+pub(crate) fn exposed_indices(table: &InstalledTable, visible: &[&Access]) -> Result<Vec<usize>, GatewayError> {
+    let system = VISIBLE_SYSTEM_COLUMNS.iter().copied();
+    let user = table
+        .def
+        .columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|c| visible.iter().any(|a| a.columns.contains(c)));
+    system
+        .chain(user)
+        .map(|c| table.arrow.index_of(c).map_err(GatewayError::internal))
+        .collect()
+}
+
 impl ConfinedTable {
     /// Opens `table` for `caller`: fails with table-not-found when the token
     /// does not name it.
@@ -150,11 +167,6 @@ impl ConfinedTable {
                 Arc::new(Schema::new(fields))
             }
             Use::Read => {
-                let mut indices: Vec<usize> = VISIBLE_SYSTEM_COLUMNS
-                    .iter()
-                    .map(|c| installed.arrow.index_of(c))
-                    .collect::<Result<_, _>>()
-                    .map_err(GatewayError::internal)?;
                 // Without read, the table still has the columns the token
                 // names for its other actions, so a query plans and its scan
                 // answers "missing right: read" rather than "no such column".
@@ -165,11 +177,7 @@ impl ConfinedTable {
                         .filter_map(|a| caller.grant().access(table, *a))
                         .collect(),
                 };
-                for column in &installed.def.columns {
-                    if visible.iter().any(|a| a.columns.contains(&column.name)) {
-                        indices.push(installed.arrow.index_of(&column.name).map_err(GatewayError::internal)?);
-                    }
-                }
+                let indices = exposed_indices(&installed, &visible)?;
                 Arc::new(installed.arrow.project(&indices).map_err(GatewayError::internal)?)
             }
         };

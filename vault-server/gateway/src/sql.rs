@@ -37,6 +37,8 @@ use crate::error::GatewayError;
 use crate::request::{Logged, Operation};
 use crate::values::{batch_to_arrays, type_name};
 
+mod direct;
+
 /// Longest SQL text accepted.
 pub const MAX_SQL_LEN: usize = 64 * 1024;
 /// Most rows a query result may hold.
@@ -192,6 +194,13 @@ pub fn kind_of(sql: &str) -> Operation {
     }
 }
 
+/// Whether `sql` has one of the shapes that run without the planner (a
+/// point read by id, a value insert; see [`direct`]). Whether a given
+/// caller's statement then does also depends on its grant and parameters.
+pub fn runs_directly(sql: &str) -> bool {
+    classify(sql).is_ok_and(|p| direct::recognize(&p.statement).is_some())
+}
+
 /// Parses `sql`: inline when short, else on a thread with a stack large
 /// enough for the deepest tree the length allows.
 async fn parse(sql: &str) -> Result<Parsed, GatewayError> {
@@ -330,7 +339,9 @@ enum Prepared {
 
 /// Runs `sql` with `params` as `caller`. Planning and evaluation run within
 /// the gateway's limits (time, concurrency, memory); a write's changes are
-/// then committed as one atomic, durable write, which is not cut short.
+/// then committed as one atomic, durable write, which is not cut short. A
+/// point read by id or a value insert runs without the planner
+/// ([`direct`]), with the same answer.
 pub async fn execute(caller: &Caller, sql: &str, params: &[Value]) -> Result<SqlResult, GatewayError> {
     let params: Vec<ScalarValue> = params.iter().map(json_scalar).collect();
     execute_batches(caller, sql, &params).await.map(SqlResult::from)
@@ -342,6 +353,11 @@ pub async fn execute_batches(caller: &Caller, sql: &str, params: &[ScalarValue])
     let prepared = caller
         .bounded(async {
             let parsed = parse_for(caller, sql).await?;
+            if let Some(shape) = direct::recognize(&parsed.statement)
+                && let Some(prepared) = direct::run(caller, shape, params).await?
+            {
+                return Ok(prepared);
+            }
             prepare(caller, parsed, params).await
         })
         .await?;
