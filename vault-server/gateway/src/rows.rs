@@ -207,6 +207,110 @@ pub async fn update(
     ))
 }
 
+/// One row's change in a batch update: the columns to set, optionally only
+/// if the row's `_seq` is still `if_seq`.
+#[derive(Clone, Debug)]
+pub struct RowChange {
+    /// The row id.
+    pub id: String,
+    /// The columns to change (an explicit null clears one).
+    pub patch: Values,
+    /// Change only if the row's current `_seq` is this.
+    pub if_seq: Option<Seq>,
+}
+
+/// Changes several rows atomically: every change applies or none does. A
+/// change without `if_seq` is last-write-wins for its row; one with it is a
+/// conflict when the row changed since, answered with the row as the token
+/// may read it now. Returns the rows after the change, in request order.
+pub async fn update_many(
+    caller: &Caller,
+    table: &TableName,
+    changes: Vec<RowChange>,
+) -> Result<Vec<Row>, GatewayError> {
+    if changes.is_empty() {
+        return Err(GatewayError::InvalidBody("the batch holds no changes".into()));
+    }
+    if changes.len() > MAX_BATCH_ROWS {
+        return Err(GatewayError::InvalidBody(format!(
+            "one request may change at most {MAX_BATCH_ROWS} rows"
+        )));
+    }
+    let installed = open_for_write(caller, table).await?;
+    let mut columns: Vec<&str> = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for change in &changes {
+        if !ids.insert(change.id.as_str()) {
+            return Err(GatewayError::InvalidBody(format!(
+                "row `{}` appears more than once in the batch",
+                change.id
+            )));
+        }
+        for k in change.patch.keys() {
+            if k == "id" {
+                return Err(GatewayError::InvalidRow {
+                    column: "id".into(),
+                    reason: format!("{table}: a row's id cannot change"),
+                });
+            }
+            check_column(&installed, k)?;
+            if !columns.contains(&k.as_str()) {
+                columns.push(k);
+            }
+        }
+    }
+    let access = caller.write_access(table, Action::Update, &columns)?;
+    for _ in 0..3 {
+        let mut mutations = Vec::with_capacity(changes.len());
+        for change in &changes {
+            let mut expected = change.if_seq;
+            // For `own` scope each row's owner is checked on the version
+            // read, and its write made conditional on that version.
+            if access.scope == RowScope::Own {
+                let Some(now) = current(caller, table, &change.id, access.scope).await? else {
+                    return Err(gone(table, &change.id, change.if_seq));
+                };
+                expected = Some(change.if_seq.unwrap_or(now.seq));
+            }
+            mutations.push(Mutation {
+                table: table.clone(),
+                op: Op::Update {
+                    id: change.id.clone(),
+                    patch: change.patch.clone(),
+                    if_seq: expected,
+                },
+            });
+        }
+        let given = |id: &str| changes.iter().find(|c| c.id == id).and_then(|c| c.if_seq);
+        match caller
+            .gateway()
+            .engine()
+            .write(caller.vault(), caller.app(), mutations)
+            .await
+        {
+            Ok(rows) => {
+                let readable = access.read.as_ref().map(|r| &r.access.columns);
+                return Ok(rows.iter().map(|r| project(r, &installed, readable)).collect());
+            }
+            // A version this request read, not one the client named,
+            // changed: read again.
+            Err(StorageError::Conflict { ref id, .. }) if given(id).is_none() => continue,
+            Err(StorageError::RowNotFound { id, .. }) => return Err(gone(table, &id, given(&id))),
+            Err(e) => {
+                let id = match &e {
+                    StorageError::Conflict { id, .. } => id.clone(),
+                    _ => return Err(GatewayError::from(e)),
+                };
+                return Err(conflict_with_current(caller, table, &id, e).await);
+            }
+        }
+    }
+    Err(GatewayError::Conflict {
+        reason: format!("{table}: the rows kept changing; try again"),
+        current: Value::Null,
+    })
+}
+
 /// Deletes row `id`.
 pub async fn delete(caller: &Caller, table: &TableName, id: &str, if_seq: Option<Seq>) -> Result<(), GatewayError> {
     open_for_write(caller, table).await?;

@@ -1,6 +1,7 @@
 //! HTTP-level tests against the real `coffer` binary, one module per area,
 //! in one test binary (one link instead of one per file).
 
+mod batch_update;
 mod changes;
 #[allow(dead_code)]
 mod common;

@@ -48,7 +48,10 @@ pub fn router(body_limit: usize) -> Router<AppState> {
         .route(openapi::PATH, get(openapi::document))
         .route("/v1/schemas", get(describe::schemas))
         .route("/v1/tables", get(describe::tables))
-        .route("/v1/tables/{table}/rows", get(rows::list).post(rows::insert))
+        .route(
+            "/v1/tables/{table}/rows",
+            get(rows::list).post(rows::insert).patch(rows::update_many),
+        )
         .route(
             "/v1/tables/{table}/rows/{id}",
             get(rows::get).patch(rows::update).delete(rows::delete),

@@ -88,6 +88,25 @@ pub enum InsertBody {
     Many(Vec<HashMap<String, Value>>),
 }
 
+/// One row's change in a batch update.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code, reason = "describes the document; the handler reads the raw request")]
+pub struct RowChangeDoc {
+    /// The row id.
+    pub id: String,
+    /// The columns to change (`null` clears one).
+    #[schema(value_type = Object)]
+    pub set: HashMap<String, Value>,
+    /// Change only if the row's `_seq` is still this; without it the
+    /// change is last-write-wins for its row.
+    pub if_seq: Option<i64>,
+}
+
+/// A batch update: every change applies or none does; a row at most once.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code, reason = "describes the document; the handler reads the raw request")]
+pub struct UpdateBatch(pub Vec<RowChangeDoc>);
+
 /// A page of rows.
 #[derive(Serialize, ToSchema)]
 pub struct RowsPage {
@@ -214,11 +233,12 @@ impl Modify for BearerAuth {
         super::rows::get,
         super::rows::insert,
         super::rows::update,
+        super::rows::update_many,
         super::rows::delete,
         super::sql::execute,
         super::changes::list,
     ),
-    components(schemas(Problem, RowsPage, ChangeDoc, ChangesPage, FilterValue, InsertBody, SqlRequest, SqlColumn, SqlResponse, SchemasDoc, TablesDoc)),
+    components(schemas(Problem, RowsPage, ChangeDoc, ChangesPage, FilterValue, InsertBody, RowChangeDoc, UpdateBatch, SqlRequest, SqlColumn, SqlResponse, SchemasDoc, TablesDoc)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -13,7 +13,7 @@ use coffer_gateway::{Caller, GatewayError};
 use coffer_storage::Values;
 use serde_json::{Value, json};
 
-use super::openapi::{FILTERS_DESCRIPTION, FilterValue, InsertBody, Problem, RowsPage};
+use super::openapi::{FILTERS_DESCRIPTION, FilterValue, InsertBody, Problem, RowsPage, UpdateBatch};
 use super::{ApiCredentials, Done, json_body, query_pairs, serve};
 use crate::web::AppState;
 
@@ -194,6 +194,84 @@ pub async fn insert(
         })
     })
     .await
+}
+
+/// Changes several rows atomically: each item names a row, the columns to
+/// set and optionally the `_seq` it must still have.
+#[utoipa::path(
+    patch, path = "/v1/tables/{table}/rows", tag = "rows", operation_id = "update_rows",
+    params(("table" = String, Path, description = "`schema.table`", example = "notes.notes")),
+    request_body(content = UpdateBatch, description = "The changes: every one applies or none does"),
+    responses(
+        (status = 200, description = "`{\"rows\": [...]}`: the rows after the change, in request order", body = Object),
+        (status = 400, description = "Bad body, unknown column, or a row named twice", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The grant does not allow updating (these columns)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such table or row", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`: a row changed (its `_seq` is not its `if_seq`) and nothing was written; `current` holds that row as it is now, or `null` if it was deleted", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A value does not fit its column", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("dpop" = []))
+)]
+pub async fn update_many(
+    State(state): State<AppState>,
+    credentials: ApiCredentials,
+    Path(table): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = json_body(&state, body);
+    on_table(&state, &credentials, &table, Update, |caller, table| async move {
+        let changes = row_changes(body?)?;
+        let written = rows::update_many(&caller, &table, changes).await?;
+        let n = written.len() as u64;
+        Ok(Done {
+            status: StatusCode::OK,
+            body: Some(json!({ "rows": written })),
+            rows: n,
+        })
+    })
+    .await
+}
+
+/// The items of a batch update: `[{"id": …, "set": {…}, "if_seq": n}]`.
+fn row_changes(body: Value) -> Result<Vec<rows::RowChange>, GatewayError> {
+    let Value::Array(items) = body else {
+        return Err(GatewayError::InvalidBody(
+            "expected an array of changes, each {\"id\": …, \"set\": {…}, \"if_seq\": n}".into(),
+        ));
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let bad = |what: &str| GatewayError::InvalidBody(format!("change {i}: {what}"));
+            let Value::Object(mut item) = item else {
+                return Err(bad("expected an object {\"id\": …, \"set\": {…}}"));
+            };
+            let id = match item.remove("id") {
+                Some(Value::String(id)) => id,
+                _ => return Err(bad("`id` must be the row's id, a string")),
+            };
+            let patch = match item.remove("set") {
+                Some(Value::Object(set)) => set,
+                _ => return Err(bad("`set` must be an object of column values")),
+            };
+            let if_seq = match item.remove("if_seq") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(Seq(v
+                    .as_i64()
+                    .ok_or_else(|| bad("`if_seq` must be a sequence number"))?)),
+            };
+            if let Some(other) = item.keys().next() {
+                return Err(bad(&format!(
+                    "unknown field `{}` (a change has `id`, `set` and `if_seq`)",
+                    other.chars().take(64).collect::<String>()
+                )));
+            }
+            Ok(rows::RowChange { id, patch, if_seq })
+        })
+        .collect()
 }
 
 /// Changes some columns of a row (`null` clears one).
