@@ -23,7 +23,7 @@ fn answer(result: Result<sql::SqlResult, GatewayError>) -> Value {
             "rows": r.rows,
             "count": r.row_count,
         }),
-        Err(e) => json!({ "refused": e.code() }),
+        Err(e) => json!({ "refused": e.code(), "detail": e.to_string() }),
     }
 }
 
@@ -181,6 +181,7 @@ async fn stored(w: &World, table: &TableName, id: &str) -> Value {
 async fn value_inserts_store_what_the_planner_stores() {
     let w = World::new().await;
     let app = w.caller("app-a", "tasks.items:read+create").await;
+    // (`title` and `completed` are the table's required columns.)
     let cases: Vec<(&str, Vec<Value>)> = vec![
         (
             "(id, title, priority, completed, tags, due_date) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -198,14 +199,28 @@ async fn value_inserts_store_what_the_planner_stores() {
             vec![json!("ID")],
         ),
         (
-            "(id, title, priority) VALUES ($1, $2, $3)",
-            vec![json!("ID"), json!(null), json!(null)],
+            "(id, title, priority, completed) VALUES ($1, $2, $3, $4)",
+            vec![json!("ID"), json!("Nulls"), json!(null), json!(false)],
         ),
-        ("(id, priority) VALUES ($1, $2)", vec![json!("ID"), json!("12")]),
-        ("(id, title) VALUES ($1, $2)", vec![json!("ID"), json!(42)]),
-        ("(id, estimate_minutes) VALUES ($1, 1.5)", vec![json!("ID")]),
-        ("(ID, \"title\") VALUES ($1, 'Quoted')", vec![json!("ID")]),
+        (
+            "(id, title, priority, completed) VALUES ($1, 'x', $2, true)",
+            vec![json!("ID"), json!("12")],
+        ),
+        (
+            "(id, title, completed) VALUES ($1, $2, true)",
+            vec![json!("ID"), json!(42)],
+        ),
+        (
+            "(id, title, estimate_minutes, completed) VALUES ($1, 'x', 1.5, true)",
+            vec![json!("ID")],
+        ),
+        (
+            "(ID, \"title\", completed) VALUES ($1, 'Quoted', false)",
+            vec![json!("ID")],
+        ),
+        ("(id, title) VALUES ($1, 'Not completed')", vec![json!("ID")]),
     ];
+    let mut stored_alike = 0;
     for (n, (rest, params)) in cases.iter().enumerate() {
         let direct_id = format!("d{n}");
         let planned_id = format!("q{n}");
@@ -227,20 +242,31 @@ async fn value_inserts_store_what_the_planner_stores() {
                 stored(&w, &TableName::new("tasks", "items"), &planned_id).await,
                 "{rest} {params:?}"
             );
+            stored_alike += 1;
         }
     }
+    // Most cases insert (the comparison is of stored rows, not only of
+    // refusals).
+    assert!(
+        stored_alike >= 7,
+        "{stored_alike} of {} cases stored a row",
+        cases.len()
+    );
 }
 
 #[tokio::test]
 async fn value_inserts_are_refused_as_the_planner_refuses_them() {
     let w = World::new().await;
-    let narrow = w.caller("app-a", "tasks.items(title):create tasks.items:read").await;
+    let narrow = w
+        .caller("app-a", "tasks.items(title,completed):create tasks.items:read")
+        .await;
     let reader = w.caller("app-b", "tasks.items:read").await;
     for (caller, rest) in [
-        (&narrow, "(title, priority) VALUES ($1, 3)"),
+        (&narrow, "(title, priority, completed) VALUES ($1, 3, true)"),
         (&narrow, "(title, _created_by) VALUES ($1, 'someone')"),
         (&narrow, "(title, nothing) VALUES ($1, 'x')"),
-        (&reader, "(title) VALUES ($1)"),
+        (&reader, "(title, completed) VALUES ($1, true)"),
+        (&narrow, "(title) VALUES ($1)"),
     ] {
         let sql = format!("INSERT INTO tasks.items {rest}");
         let planned = sql.replacen("VALUES ($1", "VALUES (($1)", 1);
