@@ -5,6 +5,8 @@
 //! row (updates merge their patch, `if_seq` is checked, inserts with a given
 //! id must not collide), reserves sequence numbers per vault, and appends all
 //! of it in one database transaction, so one fsync acknowledges the group.
+//! Once that transaction is durable, the followers of each vault written are
+//! notified (`notify.rs`), then the writers are answered.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::error::StorageError;
 use crate::installed::InstalledTable;
 use crate::row::{RowVersion, Values, apply_patch, check_required};
 use crate::shared::Shared;
+use crate::system::is_system_table;
 
 /// Most mutations committed in one group.
 const MAX_GROUP_OPS: usize = 16 * 1024;
@@ -174,6 +177,24 @@ impl Committer {
         // 2. One transaction for the whole group.
         match self.append(&mut ready).await {
             Ok(failed) => {
+                // Durable now: tell the vaults' followers before answering.
+                // Writes to the engine's own tables (the access log, written
+                // after every request) wake nobody: no grant can follow them.
+                let mut last: HashMap<VaultId, i64> = HashMap::new();
+                for (i, (req, rows)) in ready.iter().enumerate() {
+                    if failed.contains(&i) {
+                        continue;
+                    }
+                    for (op, row) in req.ops.iter().zip(rows) {
+                        if !is_system_table(&op.table.name) {
+                            let seq = last.entry(req.vault).or_insert(0);
+                            *seq = (*seq).max(row.seq.0);
+                        }
+                    }
+                }
+                for (vault, seq) in last {
+                    self.shared.commits.notify(vault, seq);
+                }
                 let mut wake = false;
                 for (i, (req, rows)) in ready.into_iter().enumerate() {
                     if failed.contains(&i) {

@@ -22,6 +22,7 @@ use crate::files::{FileCache, LookupStats, Objects, PageCache};
 use crate::installed::InstalledTable;
 use crate::layout::{self, VaultPrefix};
 use crate::manifest::Manifest;
+use crate::notify::CommitWatch;
 use crate::options::EngineOptions;
 use crate::row::{RowVersion, Values, normalize_values, validate_id};
 use crate::shared::Shared;
@@ -92,6 +93,7 @@ impl Engine {
             pages: PageCache::new(options.page_cache_bytes),
             tail,
             wake: Notify::new(),
+            commits: Arc::default(),
             shutdown: Default::default(),
             stop_committer: Notify::new(),
             deletions_seen: Mutex::new(now_micros()),
@@ -113,6 +115,21 @@ impl Engine {
     /// crate's other modules (the change feed's reads).
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
+    }
+
+    /// Follows the commits of `vault`: the returned watch wakes after each
+    /// commit of a write to the vault, once it is durable (several commits
+    /// while nobody waits wake it once). It carries no row data; read the
+    /// log ([`crate::changes`]) from your own position when woken. Vaults
+    /// are followed only while a watch of theirs lives.
+    pub fn watch_commits(&self, vault: VaultId) -> CommitWatch {
+        self.shared.commits.subscribe(vault)
+    }
+
+    /// How many vaults are followed by a [`watch_commits`](Self::watch_commits)
+    /// now (each costs one channel).
+    pub fn followed_vaults(&self) -> usize {
+        self.shared.commits.followed()
     }
 
     /// The control database.

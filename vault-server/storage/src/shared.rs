@@ -22,6 +22,7 @@ use crate::files::{FileCache, LookupStats, Objects, PageCache, lookup};
 use crate::installed::{InstalledTable, TableMap};
 use crate::layout::VaultPrefix;
 use crate::manifest::Manifest;
+use crate::notify::CommitNotifier;
 use crate::options::EngineOptions;
 use crate::row::RowVersion;
 use crate::tail::TailIndex;
@@ -43,6 +44,8 @@ pub(crate) struct Shared {
     pub tail: TailIndex,
     /// Wakes the background worker.
     pub wake: Notify,
+    /// Tells the followers of a vault that its log moved on.
+    pub commits: Arc<CommitNotifier>,
     /// Set once when the engine shuts down.
     pub shutdown: AtomicBool,
     /// Tells the committer to drain its queue and stop.

@@ -607,3 +607,101 @@ async fn no_other_name_starting_with_an_underscore_is_a_table() {
     ));
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_commit_watch_wakes_once_the_change_is_in_the_log_and_goes_with_its_last_follower() {
+    use coffer_storage::changes::{LogRead, last_seq, read_log};
+    let (_dir, engine, vault) = contacts_vault().await;
+    let other_vault = vault_with(&engine, &["contacts"]).await;
+    assert_eq!(engine.followed_vaults(), 0);
+    let mut watch = engine.watch_commits(vault);
+    let second = engine.watch_commits(vault);
+    assert_eq!(engine.followed_vaults(), 1, "one channel per followed vault");
+    watch.mark_seen();
+
+    // Woken by the commit itself, maybe before the writer has its answer:
+    // the change is already readable from the log then.
+    let writer = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            engine
+                .write(
+                    vault,
+                    &app(),
+                    vec![insert(values(json!({"id": "ada", "display_name": "Ada"})))],
+                )
+                .await
+        })
+    };
+    let seq = tokio::time::timeout(Duration::from_secs(10), watch.changed())
+        .await
+        .expect("the commit wakes the watch");
+    assert!(last_seq(&engine, vault).await.unwrap() >= seq);
+    match read_log(&engine, vault, &[people()], 0, seq, 10).await.unwrap() {
+        LogRead::Page { changes, .. } => {
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            assert_eq!(changes[0].version.id, "ada");
+            assert_eq!(changes[0].version.seq.0, seq);
+        }
+        LogRead::Trimmed => panic!("nothing was trimmed"),
+    }
+    let written = writer.await.unwrap().unwrap();
+    assert_eq!(written[0].seq.0, seq);
+
+    // Another vault's commit does not wake it, nor one to the engine's own
+    // access log; a burst of commits while nobody waits wakes it once, with
+    // the last seq.
+    engine
+        .write(
+            other_vault,
+            &app(),
+            vec![insert(values(json!({"display_name": "Bob"})))],
+        )
+        .await
+        .unwrap();
+    let entry = json!({"at": "2026-01-01T00:00:00Z", "app": "a", "operation": "read",
+        "tables": ["contacts.people"], "rows": 1, "outcome": "ok"});
+    engine
+        .write(
+            vault,
+            &AppId::new(coffer_storage::system::SYSTEM_APP),
+            vec![Mutation {
+                table: coffer_storage::system::access_log_table(),
+                op: Op::Insert { values: values(entry) },
+            }],
+        )
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), watch.changed())
+            .await
+            .is_err(),
+        "neither another vault's commit nor the access log's wakes it"
+    );
+    let mut last = 0;
+    for name in ["Cy", "Di", "Ed"] {
+        last = engine
+            .write(vault, &app(), vec![insert(values(json!({"display_name": name})))])
+            .await
+            .unwrap()[0]
+            .seq
+            .0;
+    }
+    let woken = tokio::time::timeout(Duration::from_secs(10), watch.changed())
+        .await
+        .expect("woken");
+    assert_eq!(woken, last);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), watch.changed())
+            .await
+            .is_err(),
+        "one wake-up for the burst"
+    );
+
+    // The channel goes with the last follower.
+    drop(watch);
+    assert_eq!(engine.followed_vaults(), 1);
+    drop(second);
+    assert_eq!(engine.followed_vaults(), 0);
+    engine.shutdown().await;
+}
