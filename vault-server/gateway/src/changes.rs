@@ -25,6 +25,12 @@
 //! in the engine ([`coffer_storage::changes::cursor_tag`]). The vault comes
 //! from the token; a cursor from another vault or app, or altered, does not
 //! verify and is refused without saying more.
+//!
+//! The live stream (`GET /v1/changes/stream`) reads the same pages
+//! ([`stream_step`]), each change with the cursor just after it, so a client
+//! resumes after any change it received; it is woken by the engine's commit
+//! notifications and carries no rows of its own. [`recheck`] is what it
+//! checks again each time it wakes.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -169,7 +175,7 @@ impl Logged for ChangePage {
 }
 
 /// Where a feed stands, as its cursor carries it.
-#[derive(Debug, PartialEq, serde::Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, Serialize)]
 struct Position {
     /// `load` or `log`.
     phase: String,
@@ -193,10 +199,134 @@ struct FeedTable {
 /// The changes after `query.since` within the token's grant, within the
 /// gateway's limits.
 pub async fn changes(caller: &Caller, query: &ChangesQuery) -> Result<ChangePage, GatewayError> {
-    caller.bounded(changes_unbounded(caller, query)).await
+    caller
+        .bounded(async {
+            let page = read_page(caller, query).await?;
+            Ok(ChangePage {
+                changes: page.changes.into_iter().map(|(c, _)| c).collect(),
+                cursor: seal(caller, &page.next).await?,
+                more: page.more,
+                tables: page.tables,
+            })
+        })
+        .await
 }
 
-async fn changes_unbounded(caller: &Caller, query: &ChangesQuery) -> Result<ChangePage, GatewayError> {
+/// Changes a live stream reads at once: it sends them before it reads
+/// more, so a stream never holds more than this many.
+pub const STREAM_PAGE: usize = 100;
+
+/// One change of a live stream and the cursor just after it: a client that
+/// stored this cursor resumes with the next change.
+#[derive(Clone, Debug)]
+pub struct StreamChange {
+    /// The change, as the feed gives it.
+    pub change: Change,
+    /// Where a stream or feed resumes after it (`since=`, `Last-Event-ID`).
+    pub cursor: String,
+}
+
+/// One read of a live stream: the feed's next page, each change with its
+/// own cursor.
+#[derive(Debug)]
+pub struct StreamStep {
+    /// The changes, oldest first.
+    pub changes: Vec<StreamChange>,
+    /// Where the next read resumes: after the last change, or further,
+    /// past changes the token does not see.
+    pub cursor: String,
+    /// Whether more changes may wait right now (read again at once).
+    pub more: bool,
+    /// The tables the stream follows.
+    pub tables: Vec<TableName>,
+}
+
+impl Logged for StreamStep {
+    fn rows(&self) -> u64 {
+        self.changes.len() as u64
+    }
+
+    fn learned(&self) -> Option<(Operation, &[TableName])> {
+        Some((Operation::Read, &self.tables))
+    }
+}
+
+/// Parses a live stream's query: `since` and `tables` as the feed takes
+/// them (a stream reads [`STREAM_PAGE`] changes at a time; it takes no
+/// `limit`).
+pub fn parse_stream_query(pairs: &[(String, String)]) -> Result<ChangesQuery, GatewayError> {
+    if let Some((k, _)) = pairs.iter().find(|(k, _)| k != "since" && k != "tables") {
+        return Err(GatewayError::filter(k, "the change stream takes `since` and `tables`"));
+    }
+    Ok(ChangesQuery {
+        limit: STREAM_PAGE,
+        ..ChangesQuery::parse(pairs)?
+    })
+}
+
+/// The next changes of a live stream after `query.since` (the feed's
+/// [`changes`], with the same confinement and the same refusals), each with
+/// the cursor after it, within the gateway's limits.
+pub async fn stream_step(caller: &Caller, query: &ChangesQuery) -> Result<StreamStep, GatewayError> {
+    caller
+        .bounded(async {
+            let page = read_page(caller, query).await?;
+            let ends_at_next = page.changes.last().is_some_and(|(_, p)| *p == page.next);
+            let mut changes = Vec::with_capacity(page.changes.len());
+            for (change, position) in page.changes {
+                let cursor = seal(caller, &position).await?;
+                changes.push(StreamChange { change, cursor });
+            }
+            let cursor = match changes.last() {
+                Some(last) if ends_at_next => last.cursor.clone(),
+                _ => seal(caller, &page.next).await?,
+            };
+            Ok(StreamStep {
+                changes,
+                cursor,
+                more: page.more,
+                tables: page.tables,
+            })
+        })
+        .await
+}
+
+/// Checks again, now, what authenticating the request checked once: that
+/// the token has not expired, and that neither it nor its grant has been
+/// revoked or changed since (the revocation view). A reader that outlives
+/// its request (the live stream) calls it on every wake-up; the refusal is
+/// the [`GatewayError::InvalidToken`] a new request would get (`expired`,
+/// `revoked`, `grant_changed`, `unknown_grant`).
+pub fn recheck(caller: &Caller) -> Result<(), GatewayError> {
+    let expires_at = caller.expires_at();
+    if chrono::Utc::now() >= expires_at {
+        return Err(GatewayError::InvalidToken {
+            code: "expired",
+            reason: format!("the access token expired at {}; get a new one", expires_at.to_rfc3339()),
+        });
+    }
+    // The authorizer checks the revocation view before the right asked, so
+    // any named table will do; only a token refusal matters here.
+    let Some(table) = caller.grant().tables().next() else {
+        return Ok(());
+    };
+    match caller.check(table, Action::Read, &[]) {
+        Err(e @ GatewayError::InvalidToken { .. }) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// A page of the feed before its cursors are sealed.
+struct RawPage {
+    /// Each change with the position just after it.
+    changes: Vec<(Change, Position)>,
+    /// Where the next page resumes.
+    next: Position,
+    more: bool,
+    tables: Vec<TableName>,
+}
+
+async fn read_page(caller: &Caller, query: &ChangesQuery) -> Result<RawPage, GatewayError> {
     let engine = caller.gateway().engine();
     let vault = caller.vault();
     let tables = feed_tables(caller, query.tables.as_deref()).await?;
@@ -233,22 +363,33 @@ async fn changes_unbounded(caller: &Caller, query: &ChangesQuery) -> Result<Chan
                 changes.extend(load_page(caller, table, position.after, position.hw, query.limit).await?);
             }
             changes.sort_by_key(|c| c.seq);
-            let next = if changes.len() > query.limit {
-                changes.truncate(query.limit);
-                Position {
-                    after: changes.last().map_or(position.after, |c| c.seq),
-                    ..position
-                }
-            } else {
+            let loaded = changes.len() <= query.limit;
+            changes.truncate(query.limit);
+            let at = |after: i64| Position {
+                after,
+                ..position.clone()
+            };
+            let next = if loaded {
                 Position {
                     phase: "log".into(),
                     after: position.hw,
-                    ..position
+                    ..position.clone()
                 }
+            } else {
+                at(changes.last().map_or(position.after, |c| c.seq))
             };
-            Ok(ChangePage {
+            let n = changes.len();
+            let changes = changes
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let after = if i + 1 == n { next.clone() } else { at(c.seq) };
+                    (c, after)
+                })
+                .collect();
+            Ok(RawPage {
                 changes,
-                cursor: seal(caller, &next).await?,
+                next,
                 more: true,
                 tables: names,
             })
@@ -259,20 +400,25 @@ async fn changes_unbounded(caller: &Caller, query: &ChangesQuery) -> Result<Chan
             let LogRead::Page { changes, through } = read else {
                 return Err(GatewayError::ResyncRequired);
             };
-            let changes = changes
+            let changes: Vec<(Change, Position)> = changes
                 .iter()
                 .filter_map(|c| {
                     let table = tables.iter().find(|t| t.installed.name == c.table)?;
-                    confine(caller, table, &c.version)
+                    let change = confine(caller, table, &c.version)?;
+                    let after = Position {
+                        after: change.seq,
+                        ..position.clone()
+                    };
+                    Some((change, after))
                 })
                 .collect();
             let next = Position {
                 after: through,
                 ..position
             };
-            Ok(ChangePage {
+            Ok(RawPage {
                 changes,
-                cursor: seal(caller, &next).await?,
+                next,
                 more: through < upto,
                 tables: names,
             })
