@@ -3,8 +3,10 @@
 //! checked against a model of what each token may see and do. Each
 //! operation goes through a random front end: the rows API, `POST /v1/sql`
 //! or the Postgres wire protocol (one session per app and vault, reused),
-//! and the three must agree with the model alike. Set `COFFER_TEST_SEED` to
-//! replay a seed (it is printed on failure).
+//! and the three must agree with the model alike. Each app also follows the
+//! change feed (`/v1/changes`) from time to time, resuming from its cursor,
+//! into a local copy that must end equal to what the model lets it see. Set
+//! `COFFER_TEST_SEED` to replay a seed (it is printed on failure).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -23,6 +25,8 @@ const VAULTS: usize = 50;
 const APPS: usize = 3;
 const OPERATIONS: usize = 5_000;
 const CLIENTS: usize = 32;
+/// The share of operations that are an app reading its change feed.
+const FEED_POLLS: f64 = 0.04;
 
 /// The system columns every row carries.
 const SYSTEM: [&str; 6] = ["id", "_seq", "_created_by", "_updated_by", "_created_at", "_updated_at"];
@@ -257,7 +261,113 @@ struct VaultCtx {
     apis: Vec<Api>,
     /// One pgwire session per app, reused by every operation.
     pg: Vec<tokio_postgres::Client>,
+    /// Each app's copy of its tables, kept from the change feed.
+    feeds: Vec<tokio::sync::Mutex<FeedCopy>>,
     model: tokio::sync::Mutex<VaultModel>,
+}
+
+/// What an app has read of the change feed: where to resume, and the rows
+/// of each table as the changes so far leave them.
+#[derive(Default)]
+struct FeedCopy {
+    cursor: Option<String>,
+    tables: BTreeMap<String, BTreeMap<String, Value>>,
+    /// Changes applied so far.
+    changes: usize,
+}
+
+/// Most feed pages one poll reads (a poll during the run need not drain).
+const FEED_PAGES_PER_POLL: usize = 50;
+
+/// Reads `app`'s change feed in `vault` from its cursor and applies each
+/// change to its copy, checking that every change is confined: a table the
+/// app may read, only its columns, only its rows for `own`, nothing of
+/// another vault. With `drain`, reads until the feed says there is no more.
+async fn poll_feed(ctx: &Ctx, vault: usize, app: usize, drain: bool) -> Result<(), String> {
+    let v = &ctx.vaults[vault];
+    let grant = &v.grants[app];
+    let mut copy = v.feeds[app].lock().await;
+    for _ in 0..if drain { usize::MAX } else { FEED_PAGES_PER_POLL } {
+        let mut query = vec![("limit", "200".to_owned())];
+        if let Some(c) = &copy.cursor {
+            query.push(("since", c.clone()));
+        }
+        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let reply = v.apis[app].get(&with_query("/v1/changes", &query)).await;
+        if reply.status != 200 {
+            return Err(format!("feed: {}: {}", reply.status, reply.text));
+        }
+        check_markers(&reply.text, vault).map_err(|e| format!("feed: {e}"))?;
+        let changes = reply.body["changes"]
+            .as_array()
+            .ok_or_else(|| format!("feed: no changes in {}", reply.text))?;
+        for change in changes {
+            let table = change["table"].as_str().unwrap_or_default();
+            let id = change["id"].as_str().unwrap_or_default().to_owned();
+            let perm = grant
+                .get(table)
+                .filter(|p| p.actions.contains(&Action::Read))
+                .ok_or_else(|| format!("feed: a change to {table}, which the app may not read: {change}"))?;
+            let rows = copy.tables.entry(table.to_owned()).or_default();
+            match change["op"].as_str() {
+                Some("insert" | "update") => {
+                    let row = change["row"]
+                        .as_object()
+                        .ok_or_else(|| format!("feed: no row: {change}"))?;
+                    let visible = ctx.visible_columns(table, perm);
+                    if let Some(key) = row
+                        .keys()
+                        .find(|k| !SYSTEM.contains(&k.as_str()) && !visible.contains(*k))
+                    {
+                        return Err(format!("feed: column `{key}` is not granted: {change}"));
+                    }
+                    if perm.own && row["_created_by"] != ctx.apps[app].client_id.as_str() {
+                        return Err(format!("feed: another app's row under an own grant: {change}"));
+                    }
+                    if row["id"] != id.as_str() {
+                        return Err(format!("feed: the row is not the change's id: {change}"));
+                    }
+                    rows.insert(id, Value::Object(row.clone()));
+                }
+                Some("delete") => {
+                    rows.remove(&id);
+                }
+                _ => return Err(format!("feed: an unknown op: {change}")),
+            }
+            copy.changes += 1;
+        }
+        copy.cursor = reply.body["cursor"].as_str().map(str::to_owned).or(copy.cursor.take());
+        if reply.body["more"] != true {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Drains `app`'s feed in `vault` and compares its copy with what the model
+/// lets the app read: the same rows, each with the model's values.
+async fn check_feed(ctx: &Ctx, vault: usize, app: usize, model: &VaultModel) -> Result<(), String> {
+    poll_feed(ctx, vault, app, true).await?;
+    let copy = ctx.vaults[vault].feeds[app].lock().await;
+    for (table, perm) in &ctx.vaults[vault].grants[app] {
+        if !perm.actions.contains(&Action::Read) {
+            continue;
+        }
+        let expected = expected_rows(model, table, perm, app, |_| true);
+        let empty = BTreeMap::new();
+        let got = copy.tables.get(*table).unwrap_or(&empty);
+        let got_ids: Vec<&String> = got.keys().collect();
+        let expected_ids: Vec<&String> = expected.iter().map(|(id, _)| id).collect();
+        if got_ids != expected_ids {
+            return Err(format!(
+                "{table}: the feed leaves rows {got_ids:?}, the model has {expected_ids:?}"
+            ));
+        }
+        for (id, row) in &expected {
+            check_row(ctx, table, perm, &got[id], row).map_err(|e| format!("{table} via the feed: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 struct Ctx {
@@ -270,6 +380,8 @@ struct Ctx {
     stop: std::sync::atomic::AtomicBool,
     /// Operations run through each front end (indexed by [`Front`]).
     fronts: [AtomicUsize; 3],
+    /// Change feed reads during the operations.
+    feed_polls: AtomicUsize,
     /// SQL statements by front end, kind and outcome (`pgwire UPDATE
     /// 42501`, `sql SELECT ok`): shows the refusals were exercised.
     outcomes: std::sync::Mutex<BTreeMap<String, usize>>,
@@ -1624,6 +1736,7 @@ async fn fifty_vaults_three_apps_random_grants_and_operations_stay_isolated() {
             grants,
             apis,
             pg,
+            feeds: (0..APPS).map(|_| Default::default()).collect(),
             model: tokio::sync::Mutex::new(VaultModel::default()),
         });
     }
@@ -1635,6 +1748,7 @@ async fn fifty_vaults_three_apps_random_grants_and_operations_stay_isolated() {
         failures: std::sync::Mutex::new(Failures::default()),
         stop: std::sync::atomic::AtomicBool::new(false),
         fronts: Default::default(),
+        feed_polls: AtomicUsize::new(0),
         outcomes: Default::default(),
     });
     for vault in 0..VAULTS {
@@ -1664,7 +1778,13 @@ async fn fifty_vaults_three_apps_random_grants_and_operations_stay_isolated() {
                 let mut rng = StdRng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 let vault = rng.random_range(0..VAULTS);
                 let app = rng.random_range(0..APPS);
-                if let Err(e) = operate(&ctx, &mut rng, vault, app).await {
+                let outcome = if rng.random_bool(FEED_POLLS) {
+                    ctx.feed_polls.fetch_add(1, Ordering::SeqCst);
+                    poll_feed(&ctx, vault, app, false).await
+                } else {
+                    operate(&ctx, &mut rng, vault, app).await.map(|_| ())
+                };
+                if let Err(e) = outcome {
                     let grant = scope_string(&ctx.vaults[vault].grants[app]);
                     ctx.failures
                         .lock()
@@ -1749,6 +1869,27 @@ async fn fifty_vaults_three_apps_random_grants_and_operations_stay_isolated() {
             }
         }
     }
+    // And every app's change feed, followed from the start or from where
+    // its last read during the run stopped, ends at what it may see.
+    let mut followed = 0;
+    for vault in 0..VAULTS {
+        let model = ctx.vaults[vault].model.lock().await;
+        for app in 0..APPS {
+            if let Err(e) = check_feed(&ctx, vault, app, &model).await {
+                let grant = scope_string(&ctx.vaults[vault].grants[app]);
+                ctx.failures
+                    .lock()
+                    .unwrap()
+                    .add("final feed", format!("vault {vault}, app {app} [{grant}]: {e}"));
+            }
+            followed += ctx.vaults[vault].feeds[app].lock().await.changes;
+        }
+    }
+    eprintln!(
+        "{} feed reads during the run; {followed} changes followed in all",
+        ctx.feed_polls.load(Ordering::SeqCst)
+    );
+    assert!(followed > 200, "the feeds carried only {followed} changes");
     let failures = ctx.failures.lock().unwrap();
     assert!(
         failures.total == 0,
