@@ -232,6 +232,8 @@ pub async fn serve_http(
         });
     }
     drop(listener);
+    // Open change streams end now, or the graceful shutdown would wait for them.
+    crate::web::close_change_streams();
     graceful.shutdown().await;
 }
 

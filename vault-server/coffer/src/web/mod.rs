@@ -43,6 +43,7 @@ use coffer_oauth::endpoints;
 
 use crate::services::Services;
 
+pub use api::close_streams as close_change_streams;
 pub use limits::{DeviceBindings, Limiter, PendingStore};
 
 /// Largest request body accepted (forms, OAuth requests, registrations).

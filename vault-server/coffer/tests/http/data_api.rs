@@ -2016,6 +2016,7 @@ async fn openapi_describes_every_route() {
         ("/v1/tables/{}/rows/{}", &["get", "patch", "delete"]),
         ("/v1/sql", &["post"]),
         ("/v1/changes", &["get"]),
+        ("/v1/changes/stream", &["get"]),
     ];
     for (path, methods) in routes {
         let item = documented
@@ -2063,6 +2064,8 @@ async fn openapi_describes_every_route() {
         ("/v1/tables/{}/rows/{}", "get", "400"),
         ("/v1/tables/{}/rows", "get", "422"),
         ("/v1/changes", "get", "410"),
+        ("/v1/changes/stream", "get", "410"),
+        ("/v1/changes/stream", "get", "429"),
     ] {
         assert!(
             documented[path][method]["responses"].get(status).is_some(),

@@ -57,6 +57,10 @@ async fn the_data_api_holds_to_its_openapi_document_under_schemathesis() {
             ])
             .args(["--request-timeout", "10", "--no-color"])
             .args(["--checks", &checks])
+            // The live stream answers 200 and then never ends by itself, so
+            // every valid request would run into the request timeout; its
+            // refusals are the feed's, and `changes_stream.rs` tests it.
+            .args(["--exclude-operation-id", "stream_changes"])
             .env("SCHEMATHESIS_HOOKS", "")
             .output()
     });

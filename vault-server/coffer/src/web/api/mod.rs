@@ -10,12 +10,14 @@
 //! | module | routes |
 //! |---|---|
 //! | [`changes`] | `GET /v1/changes` |
+//! | [`changes_stream`] | `GET /v1/changes/stream` |
 //! | [`describe`] | `GET /v1/schemas`, `GET /v1/tables` |
 //! | [`rows`] | `/v1/tables/{table}/rows`, `/v1/tables/{table}/rows/{id}` |
 //! | [`sql`] | `POST /v1/sql` |
 //! | [`openapi`] | `GET /v1/openapi.json` |
 
 mod changes;
+mod changes_stream;
 mod describe;
 mod openapi;
 pub(super) mod problem;
@@ -36,6 +38,7 @@ use coffer_core::TableName;
 use coffer_gateway::{Caller, Credentials, DpopHeader, GatewayError, Logged, Operation, Scheme};
 use serde_json::Value;
 
+pub use self::changes_stream::close_streams;
 use self::problem::problem;
 
 use super::AppState;
@@ -58,6 +61,7 @@ pub fn router(body_limit: usize) -> Router<AppState> {
         )
         .route("/v1/sql", post(sql::execute))
         .route("/v1/changes", get(changes::list))
+        .route("/v1/changes/stream", get(changes_stream::stream))
         .layer(DefaultBodyLimit::max(body_limit))
 }
 

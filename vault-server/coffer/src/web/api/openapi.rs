@@ -237,6 +237,7 @@ impl Modify for BearerAuth {
         super::rows::delete,
         super::sql::execute,
         super::changes::list,
+        super::changes_stream::stream,
     ),
     components(schemas(Problem, RowsPage, ChangeDoc, ChangesPage, FilterValue, InsertBody, RowChangeDoc, UpdateBatch, SqlRequest, SqlColumn, SqlResponse, SchemasDoc, TablesDoc)),
     modifiers(&BearerAuth)
