@@ -3,6 +3,7 @@
 
 mod batch_update;
 mod changes;
+mod changes_stream;
 #[allow(dead_code)]
 mod common;
 mod cors;
