@@ -84,6 +84,9 @@ try {
   assert.equal(deleted.rowCount, 1);
   const left = await client.query('SELECT display_name, given_name, favorite FROM contacts.people ORDER BY display_name');
   assert.deepEqual(left.rows, [{ display_name: 'Ada Lovelace', given_name: 'Augusta Ada', favorite: false }]);
+  // A page size as a parameter: node `pg` sends it as text, read as bigint.
+  const page = await client.query('SELECT display_name FROM contacts.people ORDER BY display_name LIMIT $1 OFFSET $2', [1, 0]);
+  assert.deepEqual(page.rows, [{ display_name: 'Ada Lovelace' }]);
 
   // What the grant leaves out does not exist, or is a missing right.
   seen.refused = {

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use coffer_core::TableName;
 use coffer_storage::Mutation;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::arrow::error::ArrowError;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue, TableReference};
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::source_as_provider;
@@ -434,6 +434,7 @@ async fn plan_statement(
     let state = ctx.state();
     check_tables(&state, &statement)?;
     let plan = state.statement_to_plan(statement).await.map_err(from_datafusion)?;
+    let plan = type_limit_parameters(plan)?;
     SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(kind != Operation::Read)
@@ -441,6 +442,29 @@ async fn plan_statement(
         .verify_plan(&plan)
         .map_err(|e| GatewayError::InvalidSql(e.to_string()))?;
     Ok((ctx, state, plan))
+}
+
+/// Gives a `LIMIT $n` or `OFFSET $n` parameter, which the planner leaves
+/// untyped, the type PostgreSQL gives it (`bigint`), so a client that sends
+/// it as text (node `pg` sends every parameter so) has it read as a number.
+fn type_limit_parameters(plan: LogicalPlan) -> Result<LogicalPlan, GatewayError> {
+    plan.transform_up_with_subqueries(|node| {
+        let LogicalPlan::Limit(mut limit) = node else {
+            return Ok(Transformed::no(node));
+        };
+        let mut typed = false;
+        for bound in [&mut limit.skip, &mut limit.fetch].into_iter().flatten() {
+            if let Expr::Placeholder(p) = bound.as_mut()
+                && p.field.is_none()
+            {
+                p.field = Some(Arc::new(Field::new(&p.id, DataType::Int64, true)));
+                typed = true;
+            }
+        }
+        Ok(Transformed::new_transformed(LogicalPlan::Limit(limit), typed))
+    })
+    .map(|t| t.data)
+    .map_err(from_datafusion)
 }
 
 /// Plans `parsed` over the caller's confined catalog and evaluates it: the

@@ -1250,3 +1250,23 @@ async fn computed_columns_are_named_as_postgres_names_them() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn limit_and_offset_parameters_are_bigint_and_may_come_as_text() {
+    let world = World::new().await;
+    let t = world.token("app-a", PEOPLE);
+    let client = world.connect("app-a", &t.token).await.unwrap();
+    insert_people(&client, 5).await;
+    let sql = "SELECT display_name FROM contacts.people ORDER BY display_name LIMIT $1 OFFSET $2";
+    let statement = client.prepare(sql).await.unwrap();
+    assert_eq!(statement.params(), [Type::INT8, Type::INT8]);
+    let rows = client.query(&statement, &[&2i64, &1i64]).await.unwrap();
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, ["n1", "n2"]);
+    // Sent as text, as node `pg` sends every parameter: read as a number.
+    let text = client.prepare_typed(sql, &[Type::TEXT, Type::TEXT]).await.unwrap();
+    let rows = client.query(&text, &[&"3", &"0"]).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    let e = client.query(&text, &[&"three", &"0"]).await.unwrap_err();
+    assert_eq!(code(&e), "22P02", "{}", told(&e));
+}
