@@ -11,6 +11,7 @@
 mod http;
 mod pgwire;
 mod server;
+mod sync;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,6 +73,10 @@ struct Args {
     /// Point reads measured.
     #[arg(long, default_value_t = 20_000)]
     reads: usize,
+    /// Run only the sync section: write-to-live-stream latency with 1, 100
+    /// and 1,000 open change streams, and the memory of an idle stream.
+    #[arg(long, conflicts_with_all = ["writes_only", "http_only", "pgwire"])]
+    sync: bool,
 }
 
 /// The figures of a run: one row per workload, printed as a table at the end.
@@ -265,6 +270,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.pgwire_idle_server {
         return pgwire::idle::serve(&args).await;
+    }
+    if args.sync {
+        return sync::run(&args).await;
     }
     let pg = PgPoolOptions::new()
         .max_connections(70.max(args.http_clients as u32 + 1))
