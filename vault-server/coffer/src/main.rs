@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use coffer::cli::apps::AppCommand;
+use coffer::cli::codegen::CodegenArgs;
 use coffer::cli::token::TokenArgs;
 use coffer::cli::users::UserCommand;
 use coffer::config::{Config, ServeArgs};
@@ -39,6 +40,8 @@ enum Command {
     /// Get an access token from a running server, for scripts
     /// (device flow, or a refresh token).
     Token(TokenArgs),
+    /// Write TypeScript or Rust types for the tables of the built-in schemas.
+    Codegen(CodegenArgs),
 }
 
 #[tokio::main]
@@ -60,5 +63,6 @@ async fn main() -> anyhow::Result<()> {
         Command::User(command) => cli::users::run(command).await,
         Command::App(command) => cli::apps::run(command).await,
         Command::Token(args) => cli::token::run(args).await,
+        Command::Codegen(args) => cli::codegen::run(args),
     }
 }

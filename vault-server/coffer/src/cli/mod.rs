@@ -1,9 +1,11 @@
 //! The operator commands: `coffer user …` and `coffer app …`. They open the
 //! same data directory as `coffer serve` (without its background work), so
 //! they may run while the server runs. `coffer token` is the exception: an
-//! OAuth client of a running server, over HTTP.
+//! OAuth client of a running server, over HTTP, and `coffer codegen` opens
+//! nothing: it writes types from the built-in schemas.
 
 pub mod apps;
+pub mod codegen;
 pub mod token;
 pub mod users;
 
