@@ -39,6 +39,11 @@ echo "== node-postgres (for the Postgres driver tests)"
 # The pinned pg of tests/pg-clients, whose scripts the pgwire driver tests run.
 npm_ci tests/pg-clients
 
+echo "== TypeScript (for the codegen tests)"
+# The pinned typescript of tests/codegen, whose tsc checks what
+# `coffer codegen --lang ts` writes.
+npm_ci tests/codegen
+
 echo "== cargo test"
 # Debian's psql, for the pgwire tests that run it.
 if [ ! -x /usr/bin/psql ]; then
