@@ -44,6 +44,7 @@ use datafusion::common::Column;
 use datafusion::logical_expr::{Expr, col, lit};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::caller::Caller;
@@ -151,9 +152,38 @@ pub struct Change {
     pub row: Option<Row>,
 }
 
+/// What the app must remove from its copy before applying a page: the
+/// token now reads less than when the cursor was given.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Purge {
+    /// `schema.table`.
+    pub table: String,
+    /// `table`: every row of the table; `columns`: these columns of every
+    /// row; `rows`: the rows other apps created (only the app's own remain).
+    pub drop: PurgeKind,
+    /// The columns to drop (for `columns`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+}
+
+/// What a [`Purge`] removes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PurgeKind {
+    /// The whole table.
+    Table,
+    /// Some columns of every row.
+    Columns,
+    /// The rows whose `_created_by` is another app.
+    Rows,
+}
+
 /// One page of the feed.
 #[derive(Debug)]
 pub struct ChangePage {
+    /// What to remove from the app's copy first (empty unless the grant
+    /// narrowed since the cursor was given).
+    pub purge: Vec<Purge>,
     /// The changes, oldest first.
     pub changes: Vec<Change>,
     /// Where the next request resumes (`since=`).
@@ -187,6 +217,118 @@ struct Position {
     app: String,
     /// The tables asked (`*`: every readable table).
     tables: String,
+    /// What the token read of each table when the cursor was given
+    /// ([`TableView`]), to tell what to purge when it reads less.
+    #[serde(default)]
+    seen: BTreeMap<String, String>,
+    /// The cursor's form: 1 records `seen`; 0 (a cursor from before) does
+    /// not, and resumes without purging.
+    #[serde(default)]
+    form: u8,
+}
+
+/// The cursor form this server writes.
+const CURSOR_FORM: u8 = 1;
+
+/// What a token reads of one table, as a cursor records it: the readable
+/// user columns as a hexadecimal bit mask over the table's columns in
+/// definition order (compact, so a cursor stays short for wide grants),
+/// and the row scope.
+struct TableView {
+    columns: Vec<bool>,
+    own: bool,
+}
+
+impl TableView {
+    fn of(table: &FeedTable) -> TableView {
+        TableView {
+            columns: table
+                .installed
+                .def
+                .columns
+                .iter()
+                .map(|c| table.columns.contains(&c.name))
+                .collect(),
+            own: table.scope == RowScope::Own,
+        }
+    }
+
+    fn encode(&self) -> String {
+        let mut hex = String::new();
+        for chunk in self.columns.chunks(4) {
+            let nibble = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | (u32::from(*b) << i));
+            hex.push(char::from_digit(nibble, 16).unwrap_or('0'));
+        }
+        format!("{hex}:{}", if self.own { "own" } else { "all" })
+    }
+
+    fn decode(text: &str) -> Option<TableView> {
+        let (hex, scope) = text.split_once(':')?;
+        let mut columns = Vec::with_capacity(hex.len() * 4);
+        for c in hex.chars() {
+            let nibble = c.to_digit(16)?;
+            columns.extend((0..4).map(|i| nibble & (1 << i) != 0));
+        }
+        let own = match scope {
+            "own" => true,
+            "all" => false,
+            _ => return None,
+        };
+        Some(TableView { columns, own })
+    }
+}
+
+/// What to purge, now that the token reads `now` of the tables it read
+/// `then` (`gone`: tables it read then and no longer may); `None` when it
+/// now reads more somewhere (the cursor cannot resume: the app lacks rows
+/// or columns it may now see).
+fn purge_between(then: &BTreeMap<String, String>, now: &[FeedTable], gone: &[TableName]) -> Option<Vec<Purge>> {
+    let mut purge = Vec::new();
+    for name in gone {
+        if then.contains_key(&name.to_string()) {
+            purge.push(Purge {
+                table: name.to_string(),
+                drop: PurgeKind::Table,
+                columns: Vec::new(),
+            });
+        }
+    }
+    for table in now {
+        let name = table.installed.name.to_string();
+        let current = TableView::of(table);
+        // A table the cursor never read (the token reads it only now, or
+        // the cursor predates views): only a load gives its rows.
+        let before = then.get(&name).and_then(|v| TableView::decode(v))?;
+        let mut dropped = Vec::new();
+        for (i, column) in table.installed.def.columns.iter().enumerate() {
+            match (before.columns.get(i).copied().unwrap_or(false), current.columns[i]) {
+                (true, false) => dropped.push(column.name.clone()),
+                (false, true) => return None,
+                _ => {}
+            }
+        }
+        if before.own && !current.own {
+            return None;
+        }
+        if !dropped.is_empty() {
+            purge.push(Purge {
+                table: name.clone(),
+                drop: PurgeKind::Columns,
+                columns: dropped,
+            });
+        }
+        if !before.own && current.own {
+            purge.push(Purge {
+                table: name,
+                drop: PurgeKind::Rows,
+                columns: Vec::new(),
+            });
+        }
+    }
+    Some(purge)
 }
 
 /// One table of the feed and what the token may read of it.
@@ -203,6 +345,7 @@ pub async fn changes(caller: &Caller, query: &ChangesQuery) -> Result<ChangePage
         .bounded(async {
             let page = read_page(caller, query).await?;
             Ok(ChangePage {
+                purge: page.purge,
                 changes: page.changes.into_iter().map(|(c, _)| c).collect(),
                 cursor: seal(caller, &page.next).await?,
                 more: page.more,
@@ -230,6 +373,9 @@ pub struct StreamChange {
 /// own cursor.
 #[derive(Debug)]
 pub struct StreamStep {
+    /// What to remove from the app's copy first (the grant narrowed since
+    /// the cursor was given).
+    pub purge: Vec<Purge>,
     /// The changes, oldest first.
     pub changes: Vec<StreamChange>,
     /// Where the next read resumes: after the last change, or further,
@@ -282,6 +428,7 @@ pub async fn stream_step(caller: &Caller, query: &ChangesQuery) -> Result<Stream
                 _ => seal(caller, &page.next).await?,
             };
             Ok(StreamStep {
+                purge: page.purge,
                 changes,
                 cursor,
                 more: page.more,
@@ -318,6 +465,7 @@ pub fn recheck(caller: &Caller) -> Result<(), GatewayError> {
 
 /// A page of the feed before its cursors are sealed.
 struct RawPage {
+    purge: Vec<Purge>,
     /// Each change with the position just after it.
     changes: Vec<(Change, Position)>,
     /// Where the next page resumes.
@@ -329,27 +477,67 @@ struct RawPage {
 async fn read_page(caller: &Caller, query: &ChangesQuery) -> Result<RawPage, GatewayError> {
     let engine = caller.gateway().engine();
     let vault = caller.vault();
-    let tables = feed_tables(caller, query.tables.as_deref()).await?;
+    let (tables, unreadable) = feed_tables(caller, query.tables.as_deref()).await?;
     let names: Vec<TableName> = tables.iter().map(|t| t.installed.name.clone()).collect();
     let tables_key = match &query.tables {
         None => "*".to_owned(),
-        Some(_) => names.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        Some(asked) => asked.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
     };
     let app = caller.app().as_str().to_owned();
-    let position = match &query.since {
-        None => Position {
-            phase: "load".into(),
-            after: 0,
-            hw: last_seq(engine, vault).await?,
-            app: app.clone(),
-            tables: tables_key.clone(),
-        },
+    let seen: BTreeMap<String, String> = tables
+        .iter()
+        .map(|t| (t.installed.name.to_string(), TableView::of(t).encode()))
+        .collect();
+    let (position, purge) = match &query.since {
+        None => {
+            if let Some((_, refusal)) = unreadable.into_iter().next() {
+                return Err(refusal);
+            }
+            let position = Position {
+                phase: "load".into(),
+                after: 0,
+                hw: last_seq(engine, vault).await?,
+                app: app.clone(),
+                tables: tables_key.clone(),
+                seen,
+                form: CURSOR_FORM,
+            };
+            (position, Vec::new())
+        }
         Some(cursor) => {
             let position = verify_cursor(caller, cursor).await?;
             if position.app != app || position.tables != tables_key {
                 return Err(bad_cursor());
             }
-            position
+            // A table asked that the token no longer reads is purged if the
+            // cursor read it, and refused as before otherwise.
+            let mut gone = Vec::new();
+            for (table, refusal) in unreadable {
+                if !position.seen.contains_key(&table.to_string()) {
+                    return Err(refusal);
+                }
+                gone.push(table);
+            }
+            if query.tables.is_none() {
+                gone.extend(
+                    position
+                        .seen
+                        .keys()
+                        .filter(|t| !seen.contains_key(*t))
+                        .filter_map(|t| t.parse().ok()),
+                );
+            }
+            let purge = if position.form < CURSOR_FORM {
+                Vec::new()
+            } else {
+                purge_between(&position.seen, &tables, &gone).ok_or(GatewayError::ResyncRequired)?
+            };
+            let position = Position {
+                seen,
+                form: CURSOR_FORM,
+                ..position
+            };
+            (position, purge)
         }
     };
     match position.phase.as_str() {
@@ -388,6 +576,7 @@ async fn read_page(caller: &Caller, query: &ChangesQuery) -> Result<RawPage, Gat
                 })
                 .collect();
             Ok(RawPage {
+                purge,
                 changes,
                 next,
                 more: true,
@@ -417,6 +606,7 @@ async fn read_page(caller: &Caller, query: &ChangesQuery) -> Result<RawPage, Gat
                 ..position
             };
             Ok(RawPage {
+                purge,
                 changes,
                 next,
                 more: through < upto,
@@ -427,11 +617,16 @@ async fn read_page(caller: &Caller, query: &ChangesQuery) -> Result<RawPage, Gat
     }
 }
 
-/// The tables of the feed: those asked (each readable, else refused like
-/// the rows API refuses it), or every table the token may read.
-async fn feed_tables(caller: &Caller, asked: Option<&[TableName]>) -> Result<Vec<FeedTable>, GatewayError> {
+/// The tables of the feed: those asked that the token may read, or every
+/// table it may read; and the tables asked that it may not, each with its
+/// refusal (as the rows API refuses it).
+async fn feed_tables(
+    caller: &Caller,
+    asked: Option<&[TableName]>,
+) -> Result<(Vec<FeedTable>, Vec<(TableName, GatewayError)>), GatewayError> {
     let engine = caller.gateway().engine();
     let mut out = Vec::new();
+    let mut unreadable = Vec::new();
     let candidates: Vec<TableName> = match asked {
         Some(tables) => tables.to_vec(),
         None => {
@@ -443,7 +638,14 @@ async fn feed_tables(caller: &Caller, asked: Option<&[TableName]>) -> Result<Vec
     };
     for table in candidates {
         let read = if asked.is_some() {
-            Some(caller.check(&table, Action::Read, &[])?)
+            match caller.check(&table, Action::Read, &[]) {
+                Ok(read) => Some(read),
+                Err(e @ (GatewayError::TableNotFound(_) | GatewayError::MissingRight { .. })) => {
+                    unreadable.push((table, e));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             caller.read_access(&table)?
         };
@@ -460,7 +662,7 @@ async fn feed_tables(caller: &Caller, asked: Option<&[TableName]>) -> Result<Vec
         });
     }
     out.sort_by(|a, b| a.installed.name.cmp(&b.installed.name));
-    Ok(out)
+    Ok((out, unreadable))
 }
 
 /// Up to `limit + 1` rows of `table` as they are now, with

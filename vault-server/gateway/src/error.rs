@@ -110,9 +110,13 @@ pub enum GatewayError {
         /// Queries one grant may run at once.
         limit: usize,
     },
-    /// A change feed cursor older than the changes the vault keeps: the app
-    /// must load again from the start (decision 0025).
-    #[error("this cursor is older than the changes the vault keeps; load again without `since`")]
+    /// A change feed cursor that cannot resume: older than the changes the
+    /// vault keeps (decision 0025), or given when the grant read less than
+    /// it reads now (the app lacks the rows it may now see). The app must
+    /// load again from the start.
+    #[error(
+        "this cursor cannot resume: the vault no longer keeps the changes after it, or the grant now reads more than when it was given; load again without `since`"
+    )]
     ResyncRequired,
     /// The server failed; nothing was changed.
     #[error("{0}")]

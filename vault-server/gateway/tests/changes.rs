@@ -502,3 +502,113 @@ async fn the_access_log_records_each_feed_request_with_the_tables_it_followed() 
         )]
     );
 }
+
+/// The purge entries of a page, as (table, drop, columns).
+fn purges(page: &ChangePage) -> Vec<(String, String, Vec<String>)> {
+    page.purge
+        .iter()
+        .map(|p| {
+            let drop = serde_json::to_value(p.drop).unwrap().as_str().unwrap().to_owned();
+            (p.table.clone(), drop, p.columns.clone())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_narrowed_grant_is_told_what_to_purge_then_follows_what_is_left() {
+    let w = World::new().await;
+    let writer = w
+        .caller("writer", "contacts.people:read+create+update tasks.lists:read+create")
+        .await;
+    insert(&writer, "p1", "Ada", "ada@example.org").await;
+    rows::insert(
+        &writer,
+        &TableName::new("tasks", "lists"),
+        vec![values(json!({"name": "Home"}))],
+    )
+    .await
+    .unwrap();
+    let wide = w.caller("app", "contacts.people:read tasks.lists:read").await;
+    let cursor = cursor_now(&wide).await;
+
+    // The same app's new token reads two columns of people, its own rows
+    // only, and no lists.
+    let narrow = w.caller("app", "contacts.people(display_name,email):read:own").await;
+    let first = page(&narrow, Some(&cursor), 100).await;
+    let people_columns: Vec<String> = w
+        .registry
+        .latest("contacts")
+        .unwrap()
+        .tables
+        .iter()
+        .find(|t| t.name == "people")
+        .unwrap()
+        .columns
+        .iter()
+        .map(|c| c.name.clone())
+        .filter(|c| c != "display_name" && c != "email")
+        .collect();
+    assert_eq!(
+        purges(&first),
+        vec![
+            ("tasks.lists".to_owned(), "table".to_owned(), vec![]),
+            ("contacts.people".to_owned(), "columns".to_owned(), people_columns),
+            ("contacts.people".to_owned(), "rows".to_owned(), vec![]),
+        ]
+    );
+    // The purge is said once: the next cursor records the narrower view.
+    rename(&writer, "p1", "Ada L.").await;
+    let next = page(&narrow, Some(&first.cursor), 100).await;
+    assert!(next.purge.is_empty(), "{:?}", next.purge);
+    assert!(
+        next.changes.is_empty(),
+        "another app's row is not followed under own: {:?}",
+        next.changes
+    );
+    // Resuming from the old cursor tells it again (a client that lost the
+    // page purges again, which changes nothing).
+    assert_eq!(purges(&page(&narrow, Some(&cursor), 100).await), purges(&first));
+
+    // A grant that reads more than the cursor's cannot resume: the app
+    // lacks rows or columns it may now see.
+    for wider in [
+        "contacts.people(display_name,email,phone):read:own",
+        "contacts.people(display_name,email):read",
+        "contacts.people(display_name,email):read:own tasks.items:read",
+    ] {
+        let caller = w.caller("app", wider).await;
+        let e = changes::changes(&caller, &feed_query(&[("since", &next.cursor)]))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, GatewayError::ResyncRequired), "{wider}: {e:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_table_asked_by_name_and_no_longer_granted_is_purged_once_then_refused() {
+    let w = World::new().await;
+    let writer = w
+        .caller("writer", "contacts.people:read+create tasks.lists:read+create")
+        .await;
+    insert(&writer, "p1", "Ada", "ada@example.org").await;
+    let asked = [("tables", "contacts.people,tasks.lists")];
+    let wide = w.caller("app", "contacts.people:read tasks.lists:read").await;
+    let cursor = changes::changes(&wide, &feed_query(&asked)).await.unwrap().cursor;
+    let narrow = w.caller("app", "contacts.people:read").await;
+    let first = changes::changes(&narrow, &feed_query(&[asked[0], ("since", &cursor)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        purges(&first),
+        vec![("tasks.lists".to_owned(), "table".to_owned(), vec![])]
+    );
+    // Asked again after the purge, the table is refused as any table the
+    // token does not name.
+    let e = changes::changes(&narrow, &feed_query(&[asked[0], ("since", &first.cursor)]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "table-not-found", "{e:?}");
+    // Without a cursor (a load), an unreadable table asked is refused.
+    let e = changes::changes(&narrow, &feed_query(&asked)).await.unwrap_err();
+    assert_eq!(e.code(), "table-not-found", "{e:?}");
+}

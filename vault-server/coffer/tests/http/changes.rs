@@ -222,3 +222,66 @@ async fn a_cursor_past_the_trimmed_log_is_410_resync_required() {
     assert_eq!(ops(&loaded), [pair("insert", "p1")]);
     api.get(&changes_path(&[("since", &fresh)])).await.expect(200);
 }
+
+#[tokio::test]
+async fn narrowing_on_the_dashboard_tells_the_app_what_to_purge_on_its_next_read() {
+    let server = Server::start();
+    let user = server.new_user("ada@example.org", 2).await;
+    let writer_id = server.app("Writer");
+    let writer = server.api(
+        &authorize_app(
+            &user,
+            &writer_id,
+            "contacts.people:read+create tasks.lists:read+create",
+            None,
+        )
+        .await
+        .access,
+    );
+    writer
+        .post(&rows_path("contacts.people", &[]), &json!({"display_name": "Ada"}))
+        .await
+        .expect(201);
+    writer
+        .post(&rows_path("tasks.lists", &[]), &json!({"name": "Home"}))
+        .await
+        .expect(201);
+    let reader_id = server.app("Reader");
+    let tokens = authorize_app(&user, &reader_id, "contacts.people:read tasks.lists:read", None).await;
+    let reader = server.api(&tokens.access);
+    let (loaded, cursor) = drain(&reader, None, "100").await;
+    assert_eq!(loaded.len(), 2, "{loaded:?}");
+
+    narrow_on_dashboard(&user, "Reader", &["contacts.people:read"]).await;
+    let narrowed = refreshed(&server.base, &reader_id, tokens.refresh.as_deref().unwrap()).await;
+    let reader = reader.with_token(&narrowed.access);
+    let page = reader.get(&changes_path(&[("since", &cursor)])).await;
+    page.expect(200);
+    assert_eq!(
+        page.body["purge"],
+        json!([{"table": "tasks.lists", "drop": "table"}]),
+        "{}",
+        page.text
+    );
+    // The next page does not repeat it, and the feed goes on.
+    writer
+        .post(&rows_path("contacts.people", &[]), &json!({"display_name": "Grace"}))
+        .await
+        .expect(201);
+    writer
+        .post(&rows_path("tasks.lists", &[]), &json!({"name": "Work"}))
+        .await
+        .expect(201);
+    let next = reader
+        .get(&changes_path(&[("since", page.body["cursor"].as_str().unwrap())]))
+        .await;
+    next.expect(200);
+    assert!(next.body.get("purge").is_none(), "{}", next.text);
+    let tables: Vec<&str> = next.body["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["table"].as_str().unwrap())
+        .collect();
+    assert_eq!(tables, ["contacts.people"], "{}", next.text);
+}

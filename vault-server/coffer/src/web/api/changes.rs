@@ -25,7 +25,7 @@ use crate::web::AppState;
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A table in `tables` the grant names without reading", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "A table in `tables` that does not exist (or is not granted)", body = Problem, content_type = "application/problem+json"),
-        (status = 410, description = "The cursor is older than the changes the vault keeps: load again without `since`", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The cursor cannot resume (older than the changes the vault keeps, or given when the grant read less than it does now): load again without `since`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The load exceeds a limit (memory, result size)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "The app already runs its maximum of queries at once; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The read ran past the time limit and was stopped", body = Problem, content_type = "application/problem+json"),
@@ -38,9 +38,14 @@ pub async fn list(State(state): State<AppState>, credentials: ApiCredentials, Ra
     serve(&state, &credentials, Read, tables, |caller| async move {
         let page = changes::changes(&caller, &query?).await?;
         let n = page.changes.len() as u64;
+        let mut body = json!({ "changes": page.changes, "cursor": page.cursor, "more": page.more });
+        // Only when the grant narrowed since the cursor was given.
+        if !page.purge.is_empty() {
+            body["purge"] = json!(page.purge);
+        }
         Ok(Done {
             status: StatusCode::OK,
-            body: Some(json!({ "changes": page.changes, "cursor": page.cursor, "more": page.more })),
+            body: Some(body),
             rows: n,
         })
     })

@@ -344,6 +344,16 @@ async fn run(opened: Opened, tx: mpsc::Sender<Event>) {
     let end = 'stream: loop {
         if let Some(done) = step.take() {
             let sent = done.changes.len();
+            // What the app must drop first, without an id of its own: a
+            // client that reconnects before the next change is told again.
+            if !done.purge.is_empty() {
+                let event = Event::default()
+                    .event("purge")
+                    .data(json!({ "purge": done.purge }).to_string());
+                if !send(&tx, event).await {
+                    return;
+                }
+            }
             for StreamChange { change, cursor } in done.changes {
                 let event = match Event::default().event("change").id(&cursor).json_data(&change) {
                     Ok(event) => event,

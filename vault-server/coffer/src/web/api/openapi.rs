@@ -147,6 +147,23 @@ pub struct ChangesPage {
     /// Whether more changes may wait now: ask again at once; when `false`,
     /// poll later with the same cursor.
     pub more: bool,
+    /// Present only when the grant narrowed since the cursor was given:
+    /// what to remove from the app's copy before applying `changes`.
+    pub purge: Option<Vec<PurgeDoc>>,
+}
+
+/// What to remove from an app's copy of its tables.
+#[derive(Serialize, ToSchema)]
+pub struct PurgeDoc {
+    /// `schema.table`.
+    pub table: String,
+    /// `table`: every row; `columns`: the columns named, from every row;
+    /// `rows`: the rows another app created (`_created_by`), now that the
+    /// grant covers only the app's own.
+    #[schema(pattern = "^(table|columns|rows)$")]
+    pub drop: String,
+    /// The columns to remove (for `columns`).
+    pub columns: Option<Vec<String>>,
 }
 
 /// A SQL request.
@@ -239,7 +256,7 @@ impl Modify for BearerAuth {
         super::changes::list,
         super::changes_stream::stream,
     ),
-    components(schemas(Problem, RowsPage, ChangeDoc, ChangesPage, FilterValue, InsertBody, RowChangeDoc, UpdateBatch, SqlRequest, SqlColumn, SqlResponse, SchemasDoc, TablesDoc)),
+    components(schemas(Problem, RowsPage, ChangeDoc, ChangesPage, PurgeDoc, FilterValue, InsertBody, RowChangeDoc, UpdateBatch, SqlRequest, SqlColumn, SqlResponse, SchemasDoc, TablesDoc)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
