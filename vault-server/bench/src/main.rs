@@ -27,6 +27,11 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+/// The allocator the `coffer` binary uses, so the in-process server is
+/// measured as it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Benchmarks Coffer's storage engine beside PostgreSQL.
 #[derive(Parser)]
 struct Args {

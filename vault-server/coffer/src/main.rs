@@ -14,6 +14,11 @@ use coffer::cli::users::UserCommand;
 use coffer::config::{Config, ServeArgs};
 use coffer::{cli, server};
 
+/// mimalloc rather than the system allocator: per-thread free lists suit
+/// many small concurrent requests (decision 0028).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Coffer: a user-owned personal data vault server.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
