@@ -352,9 +352,17 @@ pub async fn execute(caller: &Caller, sql: &str, params: &[Value]) -> Result<Sql
 pub async fn execute_batches(caller: &Caller, sql: &str, params: &[ScalarValue]) -> Result<SqlBatches, GatewayError> {
     let prepared = caller
         .bounded(async {
-            let parsed = parse_for(caller, sql).await?;
-            if let Some(shape) = direct::recognize(&parsed.statement)
+            // A text seen before as a direct shape runs without a parse.
+            let seen = direct::recognized(sql);
+            if let Some(shape) = &seen
                 && let Some(prepared) = direct::run(caller, shape, params).await?
+            {
+                return Ok(prepared);
+            }
+            let parsed = parse_for(caller, sql).await?;
+            if seen.is_none()
+                && let Some(shape) = direct::recognize(&parsed.statement)
+                && let Some(prepared) = direct::run(caller, &direct::remember(sql, shape), params).await?
             {
                 return Ok(prepared);
             }

@@ -21,7 +21,8 @@
 //! Falling back is always correct; the direct path only answers what the
 //! planner would answer, faster.
 
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use coffer_auth::RowScope;
 use coffer_core::TableName;
@@ -34,12 +35,41 @@ use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, Ident, ObjectName, ObjectNamePart, SelectItem, SetExpr, Statement, TableFactor, TableObject,
     Value,
 };
+use lru::LruCache;
 
 use super::{Prepared, SqlBatches};
 use crate::caller::Caller;
 use crate::catalog::{ConfinedTable, Use, exposed_indices};
 use crate::error::GatewayError;
 use crate::request::Operation;
+
+/// Statement texts recognized as a direct shape: an app sends the same few
+/// statements over and over, so the next time one runs without being
+/// parsed at all. Keyed by the exact text; bounded.
+static RECOGNIZED: LazyLock<Mutex<LruCache<String, Arc<Direct>>>> =
+    LazyLock::new(|| Mutex::new(LruCache::new(NonZeroUsize::new(RECOGNIZED_TEXTS).expect("non-zero"))));
+
+/// Statement texts [`RECOGNIZED`] keeps.
+const RECOGNIZED_TEXTS: usize = 1024;
+
+/// Texts longer than this are not kept (the shapes are short statements).
+const MAX_KEPT_TEXT: usize = 2048;
+
+/// The direct shape `sql` was recognized as before, if it was.
+pub(super) fn recognized(sql: &str) -> Option<Arc<Direct>> {
+    RECOGNIZED.lock().ok()?.get(sql).cloned()
+}
+
+/// Keeps `direct` as the shape of `sql` for [`recognized`].
+pub(super) fn remember(sql: &str, direct: Direct) -> Arc<Direct> {
+    let direct = Arc::new(direct);
+    if sql.len() <= MAX_KEPT_TEXT
+        && let Ok(mut kept) = RECOGNIZED.lock()
+    {
+        kept.put(sql.to_owned(), direct.clone());
+    }
+    direct
+}
 
 /// A statement of one of the shapes run without the planner.
 #[derive(Debug, PartialEq)]
@@ -264,12 +294,12 @@ fn table_name(name: &ObjectName) -> Option<TableName> {
 /// Runs `direct` as `caller`: `None` when the planner must answer instead.
 pub(super) async fn run(
     caller: &Caller,
-    direct: Direct,
+    direct: &Direct,
     params: &[ScalarValue],
 ) -> Result<Option<Prepared>, GatewayError> {
     match direct {
-        Direct::PointRead { table, outputs, key } => point_get(caller, table, &outputs, &key, params).await,
-        Direct::Insert { table, columns, rows } => insert_values(caller, table, &columns, &rows, params).await,
+        Direct::PointRead { table, outputs, key } => point_get(caller, table.clone(), outputs, key, params).await,
+        Direct::Insert { table, columns, rows } => insert_values(caller, table.clone(), columns, rows, params).await,
     }
 }
 
