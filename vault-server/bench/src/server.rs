@@ -198,3 +198,39 @@ fn query_param(url: &str, name: &str) -> anyhow::Result<String> {
         .map(str::to_owned)
         .ok_or_else(|| anyhow!("no `{name}` in the redirect location"))
 }
+
+/// Raises the soft limit on open files to at least `wanted`, within the
+/// hard limit.
+pub fn raise_fd_limit(wanted: u64) -> anyhow::Result<()> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_none_or(|current| current >= wanted) {
+        return Ok(());
+    }
+    if let Some(max) = limit.maximum
+        && max < wanted
+    {
+        anyhow::bail!(
+            "{wanted} open files are needed and the hard limit is {max}: raise it (ulimit -n) or ask for fewer"
+        );
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(wanted),
+            maximum: limit.maximum,
+        },
+    )
+    .context("raising the limit on open files")
+}
+
+/// The resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading the server's memory")?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no VmRSS in the server's status")
+}

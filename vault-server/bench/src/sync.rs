@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use crate::server::{self, AppToken, Server};
+use crate::server::{self, AppToken, Server, raise_fd_limit, rss_kib};
 use crate::{Args, Report, percentile};
 
 /// Set (to anything) in the environment of the child process that serves.
@@ -303,38 +303,4 @@ async fn measure(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Raises the soft limit on open files to at least `wanted`, within the
-/// hard limit.
-fn raise_fd_limit(wanted: u64) -> anyhow::Result<()> {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current.is_none_or(|current| current >= wanted) {
-        return Ok(());
-    }
-    if let Some(max) = limit.maximum
-        && max < wanted
-    {
-        bail!("{wanted} open files are needed and the hard limit is {max}: raise it");
-    }
-    setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: Some(wanted),
-            maximum: limit.maximum,
-        },
-    )
-    .context("raising the limit on open files")
-}
-
-/// The resident memory of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading the server's memory")?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .and_then(|v| v.trim().parse().ok())
-        .context("no VmRSS in the server's status")
 }

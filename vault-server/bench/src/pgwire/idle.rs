@@ -24,7 +24,7 @@ use tokio::time::timeout;
 
 use super::{coffer_config, connect, connect_all, pg_error, pg_tenant};
 use crate::http::SCOPE;
-use crate::server::{self, AppToken, Server};
+use crate::server::{self, AppToken, Server, raise_fd_limit, rss_kib};
 use crate::{Args, Report};
 
 /// The flag that runs this binary as the idle sessions' server.
@@ -197,40 +197,6 @@ pub async fn serve(args: &Args) -> anyhow::Result<()> {
     });
     let _ = timeout(SERVING, closed).await;
     server.stop().await
-}
-
-/// Raises the soft limit on open files to at least `wanted`, within the
-/// hard limit.
-pub fn raise_fd_limit(wanted: u64) -> anyhow::Result<()> {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current.is_none_or(|current| current >= wanted) {
-        return Ok(());
-    }
-    if let Some(max) = limit.maximum
-        && max < wanted
-    {
-        bail!("{wanted} open files are needed and the hard limit is {max}: raise it or lower --idle-connections");
-    }
-    setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: Some(wanted),
-            maximum: limit.maximum,
-        },
-    )
-    .context("raising the limit on open files")
-}
-
-/// The resident memory of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading the server's memory")?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .and_then(|v| v.trim().parse().ok())
-        .context("no VmRSS in the server's status")
 }
 
 /// The mean private memory of [`PG_IDLE`] idle PostgreSQL backends, each
