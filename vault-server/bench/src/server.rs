@@ -234,3 +234,64 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .and_then(|v| v.trim().parse().ok())
         .context("no VmRSS in the server's status")
 }
+
+/// A server in a child process: this binary started again in its server
+/// mode, so that its resident memory is the server's alone.
+pub struct ChildServer {
+    child: tokio::process::Child,
+    /// Its process id (for [`rss_kib`]).
+    pub pid: u32,
+}
+
+impl ChildServer {
+    /// Starts this binary with `args` and `envs` and waits up to `starting`
+    /// for the first line of its output that is a JSON object: what the
+    /// server tells this process once it is ready.
+    pub async fn start<R: serde::de::DeserializeOwned>(
+        args: &[&str],
+        envs: &[(&str, &str)],
+        starting: Duration,
+    ) -> anyhow::Result<(ChildServer, R)> {
+        use std::process::Stdio;
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let mut child = tokio::process::Command::new(std::env::current_exe().context("this binary's path")?)
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the server process")?;
+        let pid = child.id().context("the server process has no id")?;
+        let mut lines = BufReader::new(child.stdout.take().context("the server process's output")?).lines();
+        let ready = tokio::time::timeout(starting, async {
+            loop {
+                let line = lines
+                    .next_line()
+                    .await?
+                    .context("the server process ended before it was ready")?;
+                if line.starts_with('{') {
+                    break serde_json::from_str(&line).context("the server process's first line");
+                }
+            }
+        })
+        .await
+        .context("the server process was not ready in time")??;
+        Ok((ChildServer { child, pid }, ready))
+    }
+
+    /// Closes the server's standard input, which tells it to stop, and
+    /// waits up to 30 s for it to exit successfully.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        drop(self.child.stdin.take());
+        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(status) => anyhow::ensure!(status?.success(), "the server process failed"),
+            Err(_) => {
+                self.child.start_kill()?;
+                anyhow::bail!("the server process did not stop within 30 s");
+            }
+        }
+        Ok(())
+    }
+}

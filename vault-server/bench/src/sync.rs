@@ -11,19 +11,17 @@
 //! so that its resident memory is the server's alone; the streams are
 //! reqwest requests in this process, each read by a task of its own.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use reqwest::header::AUTHORIZATION;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use crate::server::{self, AppToken, Server, raise_fd_limit, rss_kib};
+use crate::server::{self, AppToken, ChildServer, Server, raise_fd_limit, rss_kib};
 use crate::{Args, Report, percentile};
 
 /// Set (to anything) in the environment of the child process that serves.
@@ -166,30 +164,8 @@ async fn open_stream(
 async fn measure(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let most = STREAM_COUNTS.iter().copied().max().unwrap_or(1);
     raise_fd_limit(most as u64 + 1024)?;
-    let mut child = tokio::process::Command::new(std::env::current_exe().context("this binary's path")?)
-        .arg("--sync")
-        .env(SERVER_ENV, "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the server process")?;
-    let pid = child.id().context("the server process has no id")?;
-    let mut lines = BufReader::new(child.stdout.take().context("the server process's output")?).lines();
-    let ready: Ready = timeout(STARTING, async {
-        loop {
-            let line = lines
-                .next_line()
-                .await?
-                .context("the server process ended before it was ready")?;
-            if line.starts_with('{') {
-                break serde_json::from_str(&line).context("the server process's first line");
-            }
-        }
-    })
-    .await
-    .context("the server process was not ready in time")??;
+    let (server, ready): (ChildServer, Ready) = ChildServer::start(&["--sync"], &[(SERVER_ENV, "1")], STARTING).await?;
+    let pid = server.pid;
     ensure!(
         ready.readers.len() * STREAMS_PER_APP >= most,
         "the server process authorized too few readers"
@@ -294,13 +270,6 @@ async fn measure(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     );
 
     drop(streams);
-    drop(child.stdin.take());
-    match timeout(Duration::from_secs(30), child.wait()).await {
-        Ok(status) => ensure!(status?.success(), "the server process failed"),
-        Err(_) => {
-            child.start_kill()?;
-            bail!("the server process did not stop within 30 s");
-        }
-    }
+    server.stop().await?;
     Ok(())
 }

@@ -12,19 +12,17 @@
 //! private memory of idle backends, each set to its tenant.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use coffer_core::VaultId;
 use coffer_pgwire::PgwireLimits;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::timeout;
 
 use super::{coffer_config, connect, connect_all, pg_error, pg_tenant};
 use crate::http::SCOPE;
-use crate::server::{self, AppToken, Server, raise_fd_limit, rss_kib};
+use crate::server::{self, AppToken, ChildServer, Server, raise_fd_limit, rss_kib};
 use crate::{Args, Report};
 
 /// The flag that runs this binary as the idle sessions' server.
@@ -63,29 +61,9 @@ pub async fn run(args: &Args, pg_config: &tokio_postgres::Config, report: &mut R
         return Ok(());
     }
     raise_fd_limit(n as u64 + 1024)?;
-    let mut child = tokio::process::Command::new(std::env::current_exe().context("this binary's path")?)
-        .args([SERVER_FLAG, "--idle-connections", &n.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the server process")?;
-    let pid = child.id().context("the server process has no id")?;
-    let mut lines = BufReader::new(child.stdout.take().context("the server process's output")?).lines();
-    let ready: Ready = timeout(STARTING, async {
-        loop {
-            let line = lines
-                .next_line()
-                .await?
-                .context("the server process ended before it was ready")?;
-            if line.starts_with('{') {
-                break serde_json::from_str(&line).context("the server process's first line");
-            }
-        }
-    })
-    .await
-    .context("the server process was not ready in time")??;
+    let (server, ready): (ChildServer, Ready) =
+        ChildServer::start(&[SERVER_FLAG, "--idle-connections", &n.to_string()], &[], STARTING).await?;
+    let pid = server.pid;
     let apps = &ready.apps;
     ensure!(!apps.is_empty(), "the server process authorized no app");
     let warm = apps.len();
@@ -132,14 +110,7 @@ pub async fn run(args: &Args, pg_config: &tokio_postgres::Config, report: &mut R
          socket buffers are not in it; the clients' memory is this process's, not the server's)"
     );
     drop(clients);
-    drop(child.stdin.take());
-    match timeout(Duration::from_secs(30), child.wait()).await {
-        Ok(status) => ensure!(status?.success(), "the server process failed"),
-        Err(_) => {
-            child.start_kill()?;
-            bail!("the server process did not stop within 30 s");
-        }
-    }
+    server.stop().await?;
 
     let what = format!(
         "pgwire RSS per idle session ({n} sessions, {} per app)",
