@@ -122,12 +122,19 @@ const PENDING_TTL_MS = 15 * 60_000;
 
 /** Signs a user in and keeps their tokens current. Used through `Vault`. */
 export class Session {
+  /** The server's base URL, without a trailing slash. */
   readonly server: string;
+  /** The app's client id. */
   readonly clientId: string;
+  /** The redirect URI sign-ins come back to. */
   readonly redirectUri: string;
+  /** The scope a sign-in asks for when given none. */
   readonly defaultScope: string;
+  /** Whether tokens are bound to the DPoP key. */
   readonly dpop: boolean;
+  /** Whether sign-ins push their request first (PAR). */
   readonly par: boolean;
+  /** The `fetch` every request goes through. */
   readonly fetch: typeof fetch;
   private readonly store: VaultStore;
   private readonly pendingStore: VaultStore;
@@ -139,6 +146,7 @@ export class Session {
   private refreshing: Promise<TokenSet> | undefined;
   private readonly listeners = new Set<(tokens: TokenSet | undefined) => void>();
 
+  /** A session with the options of `createVault`. */
   constructor(options: AuthOptions) {
     this.server = options.server.replace(/\/+$/, '');
     this.clientId = options.clientId;

@@ -78,6 +78,7 @@ export class ChangeStream {
   private connection: AbortController | undefined;
   private state: StreamStatus = 'connecting';
 
+  /** Opens the stream at once; it reconnects until `close()`. */
   constructor(session: Session, options: ChangeStreamOptions, handlers: ChangeStreamHandlers) {
     this.session = session;
     this.handlers = handlers;

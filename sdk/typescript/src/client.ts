@@ -70,6 +70,7 @@ export class Vault<S extends TablesConstraint<S> = AnyTables> {
   readonly session: Session;
   private readonly live: LiveStore;
 
+  /** A client with `options` (see `createVault`). */
   constructor(options: VaultOptions) {
     this.session = new Session(options);
     this.live = new LiveStore(this.session);
@@ -201,6 +202,7 @@ export class Table<Row extends { id: string }, Insert, Patch> {
   readonly name: string;
   private readonly vault: Vault<any>;
 
+  /** The rows of `name` through `vault` (use `vault.table(name)`). */
   constructor(vault: Vault<any>, name: string) {
     this.vault = vault;
     this.name = name;

@@ -23,6 +23,7 @@ export function generateDpopKeyPair(): Promise<CryptoKeyPair> {
 
 /** Signs DPoP proofs with one key pair. */
 export class DpopSigner {
+  /** The key pair (its private key not extractable when made by `generateDpopKeyPair`). */
   readonly keyPair: CryptoKeyPair;
   /** The public key as a JWK. */
   readonly jwk: EcPublicJwk;

@@ -49,6 +49,7 @@ export class CofferError extends Error {
   /** The problem document as received, when there was one. */
   readonly problem: Problem | undefined;
 
+  /** An error of an answer with `status`, `code` and its problem document. */
   constructor(message: string, status: number, code: ProblemCode, problem?: Problem) {
     super(message);
     this.name = 'CofferError';
@@ -68,6 +69,7 @@ export class MissingRightError extends CofferError {
   /** The missing right as a scope token. */
   readonly required: string;
 
+  /** The error of a `missing-right` problem. */
   constructor(problem: Problem) {
     super(problem.detail, 403, 'missing-right', problem);
     this.name = 'MissingRightError';
@@ -83,6 +85,7 @@ export class ConflictError<Row = Record<string, unknown>> extends CofferError {
   /** The row as it is now, `null` when it is gone. */
   readonly current: Row | null;
 
+  /** The error of a `conflict` problem. */
   constructor(problem: Problem) {
     super(problem.detail, 409, 'conflict', problem);
     this.name = 'ConflictError';
@@ -99,6 +102,7 @@ export class InvalidTokenError extends CofferError {
   /** Why the token was refused. */
   readonly reason: string;
 
+  /** The error of an `invalid-token` problem. */
   constructor(problem: Problem) {
     super(problem.detail, 401, 'invalid-token', problem);
     this.name = 'InvalidTokenError';
@@ -113,6 +117,7 @@ export class OAuthError extends CofferError {
   /** The server's `error_description`, when given. */
   readonly description: string | undefined;
 
+  /** The error of an OAuth error answer. */
   constructor(status: number, error: string, description?: string) {
     super(description ? `${error}: ${description}` : error, status, error);
     this.name = 'OAuthError';
@@ -123,6 +128,7 @@ export class OAuthError extends CofferError {
 
 /** Not signed in: no tokens are stored (or they were revoked). */
 export class NotSignedInError extends CofferError {
+  /** The error of a request made while signed out. */
   constructor(message = 'not signed in: call signIn() first') {
     super(message, 401, 'not-signed-in');
     this.name = 'NotSignedInError';

@@ -52,8 +52,18 @@ export class LiveStore {
   private readonly statusListeners = new Set<(status: StreamStatus) => void>();
   private lastError: CofferError | undefined;
 
+  /** The live queries of `session`. */
   constructor(session: Session) {
     this.session = session;
+    // A table dropped by a narrowed grant comes back when a new sign-in
+    // (`requestMore`) allows reading it again.
+    session.onChange((tokens) => {
+      let regranted = false;
+      for (const detail of tokens?.authorizationDetails ?? []) {
+        if (detail.actions.includes('read') && this.dropped.delete(detail.table)) regranted = true;
+      }
+      if (regranted && this.subscriptions.size > 0) this.queueRestart();
+    });
   }
 
   /** The stream's status (`closed` when no live query is open). */
@@ -146,6 +156,14 @@ export class LiveStore {
         },
         stopped: (reason, error) => {
           if (this.stream !== stream || reason === 'closed') return;
+          const gone = error?.code === 'table-not-found' ? String(error.problem?.table ?? '') : '';
+          if (gone && this.followed.includes(gone) && stream.cursor !== undefined) {
+            // A table the grant no longer names (its purge was missed):
+            // dropped, and the others followed from a new load.
+            this.purge([{ table: gone, drop: 'table' }]);
+            this.stream = undefined;
+            return;
+          }
           this.lastError = error ?? new CofferError('the change stream stopped', 0, reason);
           for (const s of this.subscriptions) s.callbacks.error?.(this.lastError);
         },

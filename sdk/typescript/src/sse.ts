@@ -37,6 +37,7 @@ export class SseParser {
   private type = '';
   private lastEventId = '';
 
+  /** A parser reporting to `handlers`. */
   constructor(handlers: SseHandlers) {
     this.handlers = handlers;
   }
