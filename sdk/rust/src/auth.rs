@@ -135,6 +135,9 @@ impl Tokens {
     fn from_answer(answer: TokenAnswer) -> Tokens {
         let token_type = match answer.token_type() {
             BasicTokenType::Bearer => "Bearer".to_owned(),
+            // The oauth2 crate reads the type in lower case; the server
+            // says `DPoP`.
+            other if other.as_ref().eq_ignore_ascii_case("dpop") => "DPoP".to_owned(),
             other => other.as_ref().to_owned(),
         };
         Tokens {
