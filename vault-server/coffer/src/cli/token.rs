@@ -7,28 +7,13 @@
 //! so `TOKEN=$(coffer token …)` works; everything meant for the person
 //! running it goes to standard error.
 
-use std::time::Duration;
-
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use clap::Args;
-use coffer_oauth::endpoints;
-use oauth2::basic::{
-    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
-};
-use oauth2::{
-    ClientId, DeviceAuthorizationUrl, DeviceCodeErrorResponseType, EndpointNotSet, EndpointSet, ExtraTokenFields,
-    RefreshToken, RequestTokenError, Scope, StandardDeviceAuthorizationResponse, StandardErrorResponse,
-    StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
-};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use coffer_sdk::{Error, OAuth, Tokens};
 
 /// The server `coffer token` talks to when neither `--server` nor
 /// `COFFER_PUBLIC_URL` names one (`coffer serve`'s default address).
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8484";
-
-/// How long one HTTP request to the server may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Options of `coffer token`.
 #[derive(Args)]
@@ -71,33 +56,6 @@ pub struct TokenArgs {
     pub json: bool,
 }
 
-/// Members of the token response the `oauth2` crate does not model
-/// (`authorization_details`), kept so `--json` prints them too.
-#[derive(Debug, Deserialize, Serialize)]
-struct OtherMembers {
-    #[serde(flatten)]
-    members: Map<String, Value>,
-}
-
-impl ExtraTokenFields for OtherMembers {}
-
-/// A token response as the server sends it.
-type Tokens = StandardTokenResponse<OtherMembers, BasicTokenType>;
-
-/// An OAuth client of one server: device authorization and token endpoints.
-type OAuthClient = oauth2::Client<
-    BasicErrorResponse,
-    Tokens,
-    BasicTokenIntrospectionResponse,
-    StandardRevocableToken,
-    BasicRevocationErrorResponse,
-    EndpointNotSet,
-    EndpointSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointSet,
->;
-
 /// Runs `coffer token`.
 pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
     let server = args.server.trim_end_matches('/').to_owned();
@@ -109,50 +67,27 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
             "--server {server:?} is not an http or https URL; give the server's public URL, e.g. {DEFAULT_SERVER}"
         );
     }
-    let endpoint = |path: &str| format!("{server}{path}");
-    let client: OAuthClient = oauth2::Client::new(ClientId::new(args.client_id.clone()))
-        .set_device_authorization_url(
-            DeviceAuthorizationUrl::new(endpoint(endpoints::DEVICE_AUTHORIZATION))
-                .context("the device endpoint URL")?,
-        )
-        .set_token_uri(TokenUrl::new(endpoint(endpoints::TOKEN)).context("the token endpoint URL")?);
-    // No redirects: an OAuth client must not be led to send its requests
-    // somewhere else.
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .context("setting up the HTTP client")?;
-    let scopes: Vec<Scope> = args
-        .scope
-        .iter()
-        .flat_map(|s| s.split_whitespace())
-        .map(|s| Scope::new(s.to_owned()))
-        .collect();
+    let oauth = OAuth::new(&server, &args.client_id).map_err(|e| anyhow!("setting up the OAuth client: {e}"))?;
+    let scope = args.scope.as_deref();
     let context = Failure {
         server: &server,
         client_id: &args.client_id,
     };
     let tokens = match &args.refresh_token {
-        Some(refresh) => {
-            let refresh = RefreshToken::new(refresh.trim().to_owned());
-            client
-                .exchange_refresh_token(&refresh)
-                .add_scopes(scopes)
-                .request_async(&http)
-                .await
-                .map_err(|e| context.explain(e, Step::Refresh))?
-        }
-        None => device_flow(&client, &http, scopes, &context).await?,
+        Some(refresh) => oauth
+            .refresh(refresh, scope)
+            .await
+            .map_err(|e| context.explain(e, Step::Refresh))?,
+        None => device_flow(&oauth, scope, &context).await?,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&response_json(&tokens))?);
+        println!("{}", serde_json::to_string_pretty(&tokens.to_json())?);
     } else {
-        println!("{}", tokens.access_token().secret());
+        println!("{}", tokens.access_token);
         if args.refresh_token.is_some()
-            && let Some(refresh) = tokens.refresh_token()
+            && let Some(refresh) = &tokens.refresh_token
         {
-            println!("{}", refresh.secret());
+            println!("{refresh}");
         }
     }
     Ok(())
@@ -161,58 +96,22 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
 /// Asks for a device code, tells the user where to allow access, and polls
 /// the token endpoint (at the server's `interval`, slower after
 /// `slow_down`, until `expires_in`) for the tokens.
-async fn device_flow(
-    client: &OAuthClient,
-    http: &reqwest::Client,
-    scopes: Vec<Scope>,
-    context: &Failure<'_>,
-) -> anyhow::Result<Tokens> {
-    let device: StandardDeviceAuthorizationResponse = client
-        .exchange_device_code()
-        .add_scopes(scopes)
-        .request_async(http)
+async fn device_flow(oauth: &OAuth, scope: Option<&str>, context: &Failure<'_>) -> anyhow::Result<Tokens> {
+    let device = oauth
+        .device_authorization(scope)
         .await
         .map_err(|e| context.explain(e, Step::DeviceCode))?;
-    let code = device.user_code().secret();
-    let link = match device.verification_uri_complete() {
-        Some(complete) => complete.secret().to_owned(),
-        None => device.verification_uri().to_string(),
-    };
+    let code = device.user_code();
+    let link = device.verification_uri_complete();
     let minutes = device.expires_in().as_secs().div_ceil(60).max(1);
     eprintln!(
         "Open {link} in a browser signed in to Coffer to allow access (code {code}, valid {minutes} minute{}).",
         if minutes == 1 { "" } else { "s" }
     );
-    client
-        .exchange_device_access_token(&device)
-        .request_async(http, tokio::time::sleep, None)
+    device
+        .wait()
         .await
         .map_err(|e| context.explain(e, Step::Poll { minutes }))
-}
-
-/// The token response as JSON, in the server's own form.
-fn response_json(tokens: &Tokens) -> Value {
-    let mut doc = Map::new();
-    doc.insert("access_token".into(), json!(tokens.access_token().secret()));
-    let token_type = match tokens.token_type() {
-        BasicTokenType::Bearer => "Bearer",
-        other => other.as_ref(),
-    };
-    doc.insert("token_type".into(), json!(token_type));
-    if let Some(expires_in) = tokens.expires_in() {
-        doc.insert("expires_in".into(), json!(expires_in.as_secs()));
-    }
-    if let Some(refresh) = tokens.refresh_token() {
-        doc.insert("refresh_token".into(), json!(refresh.secret()));
-    }
-    if let Some(scopes) = tokens.scopes() {
-        let scope: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
-        doc.insert("scope".into(), json!(scope.join(" ")));
-    }
-    for (name, value) in &tokens.extra_fields().members {
-        doc.entry(name.clone()).or_insert_with(|| value.clone());
-    }
-    Value::Object(doc)
 }
 
 /// Which request failed.
@@ -233,46 +132,33 @@ struct Failure<'a> {
 }
 
 impl Failure<'_> {
-    /// An error of the `oauth2` crate as a message naming what to do.
-    fn explain<T>(
-        &self,
-        error: RequestTokenError<oauth2::HttpClientError<reqwest::Error>, StandardErrorResponse<T>>,
-        step: Step,
-    ) -> anyhow::Error
-    where
-        T: oauth2::ErrorResponseType + AsRef<str> + std::fmt::Display + Send + Sync + 'static,
-    {
+    /// An error of the SDK as a message naming what to do.
+    fn explain(&self, error: Error, step: Step) -> anyhow::Error {
         let server = self.server;
         match error {
-            RequestTokenError::ServerResponse(answer) => {
-                let code = answer.error().as_ref();
-                let said = answer
-                    .error_description()
-                    .map(|d| format!(" ({d})"))
-                    .unwrap_or_default();
-                self.refusal(code, &said, step)
+            Error::OAuth { error, description } => {
+                let said = description.map(|d| format!(" ({d})")).unwrap_or_default();
+                self.refusal(&error, &said, step)
             }
-            RequestTokenError::Request(e) => anyhow!(
+            Error::Http(e) => anyhow!(
                 "could not reach Coffer at {server}: {}. Is `coffer serve` running there? Name the server with --server or COFFER_PUBLIC_URL.",
                 error_chain(&e)
             ),
-            RequestTokenError::Parse(e, _) => anyhow!(
+            Error::UnexpectedResponse(e) => anyhow!(
                 "{server} did not answer like a Coffer server ({e}). Check --server: it is the server's public URL, e.g. {DEFAULT_SERVER}."
             ),
-            RequestTokenError::Other(e) => anyhow!("talking to {server}: {e}"),
+            other => anyhow!("talking to {server}: {other}"),
         }
     }
 
     /// An OAuth error answer as a message naming what to do.
     fn refusal(&self, code: &str, said: &str, step: Step) -> anyhow::Error {
         let client_id = self.client_id;
-        let access_denied = DeviceCodeErrorResponseType::AccessDenied;
-        let expired_token = DeviceCodeErrorResponseType::ExpiredToken;
         match (code, step) {
-            (c, _) if c == access_denied.as_ref() => anyhow!(
+            ("access_denied", _) => anyhow!(
                 "access was denied in the browser{said}; no token was issued. Run `coffer token` again to ask again."
             ),
-            (c, Step::Poll { minutes }) if c == expired_token.as_ref() => anyhow!(
+            ("expired_token", Step::Poll { minutes }) => anyhow!(
                 "the code expired before access was allowed{said}: it is valid {minutes} minutes. Run `coffer token` again and open the new link in time."
             ),
             ("invalid_client", _) => anyhow!(
