@@ -920,3 +920,136 @@ async fn the_stream_refreshes_on_grant_changed_then_purges_and_ends_on_revocatio
         "the stream ends"
     );
 }
+
+// ---------------------------------------------------------------------------
+// The stream's protocol against a scripted server: what a real one does
+// only after ten minutes (an access token expiring) or never on demand.
+
+/// What the scripted server saw: each stream request's `Authorization` and
+/// `Last-Event-ID`, and each refresh token presented.
+#[derive(Default)]
+struct Seen {
+    streams: Vec<(String, Option<String>)>,
+    refreshes: Vec<String>,
+}
+
+/// A server whose first stream ends with `token-expired` after one change,
+/// whose token endpoint rotates `r1` into `r2`, whose second stream (with
+/// the new token) sends one more change, and which answers `410` for the
+/// cursor `stale`.
+async fn scripted_server(seen: Arc<Mutex<Seen>>) -> (String, JoinHandle<()>) {
+    use axum::http::HeaderMap;
+    use axum::response::IntoResponse;
+    use std::collections::HashMap;
+
+    let sse = |body: &str| ([("content-type", "text/event-stream")], body.to_owned()).into_response();
+    let change = |id: &str, seq: i64| {
+        format!(
+            "data: {{\"op\":\"insert\",\"table\":\"contacts.people\",\"id\":\"{id}\",\"seq\":{seq},\"row\":{{\"id\":\"{id}\"}}}}\n"
+        )
+    };
+    let streams = seen.clone();
+    let stream = move |headers: HeaderMap| {
+        let seen = streams.clone();
+        async move {
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let auth = header("authorization").unwrap_or_default();
+            let last = header("last-event-id");
+            seen.lock().unwrap().streams.push((auth.clone(), last.clone()));
+            if last.as_deref() == Some("stale") {
+                return (
+                    StatusCode::GONE,
+                    [("content-type", "application/problem+json")],
+                    r#"{"type":"urn:coffer:problem:resync-required","title":"Resync required","status":410,"detail":"load again"}"#,
+                )
+                    .into_response();
+            }
+            match auth.as_str() {
+                "Bearer first" => sse(&format!(
+                    ": heartbeat\n\nevent: change\nid: c1\n{}\nevent: token-expired\nid: c1\ndata: {{\"reason\":\"expired\",\"detail\":\"refresh\"}}\n\n",
+                    change("ada", 1)
+                )),
+                "Bearer second" => sse(&format!(
+                    "event: change\nid: c2\n{}\nevent: up-to-date\nid: c2\ndata: {{}}\n\n",
+                    change("grace", 2)
+                )),
+                _ => (StatusCode::UNAUTHORIZED, "{}").into_response(),
+            }
+        }
+    };
+    let refreshes = seen.clone();
+    let token = move |axum::Form(form): axum::Form<HashMap<String, String>>| {
+        let seen = refreshes.clone();
+        async move {
+            let presented = form.get("refresh_token").cloned().unwrap_or_default();
+            seen.lock().unwrap().refreshes.push(presented.clone());
+            if presented == "r1" {
+                (
+                    StatusCode::OK,
+                    [("content-type", "application/json")],
+                    r#"{"access_token":"second","token_type":"Bearer","expires_in":600,"refresh_token":"r2"}"#,
+                )
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    [("content-type", "application/json")],
+                    r#"{"error":"invalid_grant"}"#,
+                )
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/v1/changes/stream", axum::routing::get(stream))
+        .route("/oauth/token", axum::routing::post(token));
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, task)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stream_refreshes_on_token_expired_and_resumes_from_its_last_id() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (base, server) = scripted_server(seen.clone()).await;
+    let oauth = OAuth::new(&base, "script").unwrap();
+    let mut tokens = Tokens::from_access_token("first");
+    tokens.refresh_token = Some("r1".into());
+    let client = Client::with_tokens(&oauth, tokens).unwrap();
+
+    let mut stream = client.changes().stream();
+    let mut events = Vec::new();
+    for _ in 0..4 {
+        events.push(match next_event(&mut stream).await {
+            ChangeEvent::Change { change, cursor } => format!("change {} {cursor}", change.id),
+            ChangeEvent::TokenRefreshed => "refreshed".to_owned(),
+            ChangeEvent::UpToDate { cursor } => format!("up-to-date {}", cursor.unwrap_or_default()),
+            other => panic!("unexpected event: {other:?}"),
+        });
+    }
+    assert_eq!(
+        events,
+        ["change ada c1", "refreshed", "change grace c2", "up-to-date c2"]
+    );
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen.streams,
+            [
+                ("Bearer first".to_owned(), None),
+                ("Bearer second".to_owned(), Some("c1".to_owned()))
+            ],
+            "reconnected with the new token from the last id"
+        );
+        assert_eq!(seen.refreshes, ["r1"]);
+    }
+    assert_eq!(client.tokens().await.refresh_token.as_deref(), Some("r2"), "rotated");
+    drop(stream);
+
+    // A cursor the server no longer keeps: resync-required, and the end.
+    let mut stale = client.changes().since("stale").stream();
+    assert!(matches!(next_event(&mut stale).await, ChangeEvent::ResyncRequired(_)));
+    assert!(tokio::time::timeout(STEP, stale.next()).await.unwrap().is_none());
+    server.abort();
+}
