@@ -103,11 +103,16 @@ export class Vault<S extends TablesConstraint<S> = AnyTables> {
   }
 
   /**
-   * Asks the user for more: a new authorization request for just `scopes`
-   * (e.g. a `MissingRightError`'s `required`). What was allowed before stays.
+   * Asks the user for more: a new authorization request for `scopes` (e.g.
+   * a `MissingRightError`'s `required`). The consent page asks only for what
+   * is new; the request also names what the tokens already hold, since the
+   * server mints a token for the scope requested, so the new token keeps
+   * every right the old one had.
    */
-  requestMore(scopes: string | readonly string[], options: Omit<SignInOptions, 'scope'> = {}): Promise<void> {
-    const scope = typeof scopes === 'string' ? scopes : scopes.join(' ');
+  async requestMore(scopes: string | readonly string[], options: Omit<SignInOptions, 'scope'> = {}): Promise<void> {
+    const more = typeof scopes === 'string' ? scopes : scopes.join(' ');
+    const held = (await this.session.tokens())?.scope ?? '';
+    const scope = [...new Set(`${held} ${more}`.split(' ').filter(Boolean))].join(' ');
     return this.session.signIn({ ...options, scope });
   }
 
