@@ -65,3 +65,7 @@ npm_ci tests/browser
 # features differently and rebuild DataFusion for minutes.)
 test -x target/debug/coffer
 node --test tests/browser/
+
+echo "== TypeScript SDK (sdk/typescript, against target/debug/coffer)"
+npm_ci sdk/typescript
+(cd sdk/typescript && npm run build && npm test)
