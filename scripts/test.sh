@@ -69,3 +69,7 @@ node --test tests/browser/
 echo "== TypeScript SDK (sdk/typescript, against target/debug/coffer)"
 npm_ci sdk/typescript
 (cd sdk/typescript && npm run build && npm test)
+
+echo "== Example apps (sdk/examples, headless Chromium)"
+npm_ci sdk/examples
+(cd sdk/examples && npm test)
