@@ -47,7 +47,7 @@ before(async () => {
     const clientId = coffer.cli(['app', 'register', '--name', name, '--redirect-uri', served.url, '--print', 'client-id']).trim();
     Object.assign(served.config, { server: coffer.base, clientId });
   }
-});
+}, { timeout: 60000 });
 
 after(async () => {
   await browser?.close();
@@ -91,7 +91,7 @@ function recordDataApiAnswers() {
   };
 }
 
-test('two apps, two consents, a live update across apps, and a revoke that leaves the other app working', async () => {
+test('two apps, two consents, a live update across apps, and a revoke that leaves the other app working', { timeout: 180000 }, async () => {
   const context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
   context.setDefaultTimeout(WAIT);
   await context.addInitScript(recordDataApiAnswers);
