@@ -9,6 +9,8 @@
 //!
 //! [`ControlDb::log_trimmed_upto`]: crate::control::ControlDb::log_trimmed_upto
 
+use std::sync::Arc;
+
 use coffer_core::{TableName, VaultId};
 
 use crate::aad::log_aad;
@@ -34,8 +36,9 @@ pub struct LogChange {
 pub enum LogRead {
     /// The changes after the position, and how far they go.
     Page {
-        /// At most the asked number of changes, oldest first.
-        changes: Vec<LogChange>,
+        /// At most the asked number of changes, oldest first (shared: the
+        /// followers of a vault read the same recent changes).
+        changes: Vec<Arc<LogChange>>,
         /// Every change of the tables with `seq <= through` has been
         /// returned now or was before the position.
         through: i64,
@@ -54,6 +57,46 @@ pub async fn last_seq(engine: &Engine, vault: VaultId) -> Result<i64, StorageErr
         .ok_or(StorageError::VaultNotFound(vault))
 }
 
+/// How far a follower of the vault may read now: the sequence number of the
+/// newest change to its user tables that the followers' recent changes
+/// hold, when the vault is followed; otherwise [`last_seq`]. Every change
+/// up to it is committed.
+pub async fn log_upto(engine: &Engine, vault: VaultId) -> Result<i64, StorageError> {
+    match engine.shared().commits.recent_upto(vault) {
+        Some(upto) => Ok(upto),
+        None => last_seq(engine, vault).await,
+    }
+}
+
+/// A version of `tables` together: the sequence number of the newest change
+/// to any of them, so it grows whenever one of them is written and stays
+/// the same otherwise (a trim of the log does not move it). Read from
+/// memory for tables changed or asked about lately, else from the log.
+pub async fn tables_version(engine: &Engine, vault: VaultId, tables: &[TableName]) -> Result<i64, StorageError> {
+    let shared = engine.shared();
+    let mut version = 0;
+    for table in tables {
+        let name = table.to_string();
+        let seq = match shared.versions.get(vault, &name) {
+            Some(seq) => seq,
+            None => {
+                let seq = shared.db.table_last_seq(vault, &name).await?;
+                shared.versions.changed(vault, &name, seq);
+                seq
+            }
+        };
+        version = version.max(seq);
+    }
+    Ok(version)
+}
+
+/// How far the log of `tables` has been trimmed: the largest sequence
+/// number of theirs no longer in the log (0 when none was trimmed).
+pub async fn log_trimmed_upto(engine: &Engine, vault: VaultId, tables: &[TableName]) -> Result<i64, StorageError> {
+    let names: Vec<String> = tables.iter().map(ToString::to_string).collect();
+    engine.control().log_trimmed_upto(vault, &names).await
+}
+
 /// Whether the log still holds every change of `tables` after `after`.
 pub async fn log_holds_after(
     engine: &Engine,
@@ -61,8 +104,7 @@ pub async fn log_holds_after(
     tables: &[TableName],
     after: i64,
 ) -> Result<bool, StorageError> {
-    let names: Vec<String> = tables.iter().map(ToString::to_string).collect();
-    Ok(engine.control().log_trimmed_upto(vault, &names).await? <= after)
+    Ok(log_trimmed_upto(engine, vault, tables).await? <= after)
 }
 
 /// The changes of `tables` after `after`, oldest first, at most `limit`,
@@ -76,6 +118,12 @@ pub async fn read_log(
     upto: i64,
     limit: usize,
 ) -> Result<LogRead, StorageError> {
+    // Served from the followers' recent changes when they hold them all:
+    // they are newer than any trim (a trim only removes what was in the
+    // log before them).
+    if let Some(read) = engine.shared().commits.read_recent(vault, tables, after, upto, limit) {
+        return Ok(read);
+    }
     let names: Vec<String> = tables.iter().map(ToString::to_string).collect();
     let keys = engine.shared().vault_keys(vault).await?;
     let db = engine.control();
@@ -103,7 +151,7 @@ pub async fn read_log(
             .find(|t| t.to_string() == table)
             .cloned()
             .ok_or_else(|| StorageError::Corrupt(format!("log entry {seq} of an unasked table")))?;
-        changes.push(LogChange { table, version });
+        changes.push(Arc::new(LogChange { table, version }));
     }
     Ok(LogRead::Page { changes, through })
 }

@@ -17,6 +17,7 @@ use sqlx::{Connection, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::aad::log_aad;
+use crate::changes::LogChange;
 use crate::control::{ControlDb, LogAppend, now_micros};
 use crate::crypto::VaultKeys;
 use crate::error::StorageError;
@@ -187,13 +188,33 @@ impl Committer {
                     }
                     for (op, row) in req.ops.iter().zip(rows) {
                         if !is_system_table(&op.table.name) {
+                            self.shared
+                                .versions
+                                .changed(req.vault, &op.table.name.to_string(), row.seq.0);
                             let seq = last.entry(req.vault).or_insert(0);
                             *seq = (*seq).max(row.seq.0);
                         }
                     }
                 }
                 for (vault, seq) in last {
-                    self.shared.commits.notify(vault, seq);
+                    // The vault's user-table changes of this group, oldest
+                    // first, kept for its followers (only if it has any).
+                    let changes = || {
+                        let mut changes: Vec<LogChange> = ready
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, (req, _))| req.vault == vault && !failed.contains(i))
+                            .flat_map(|(_, (req, rows))| req.ops.iter().zip(rows))
+                            .filter(|(op, _)| !is_system_table(&op.table.name))
+                            .map(|(op, row)| LogChange {
+                                table: op.table.name.clone(),
+                                version: row.clone(),
+                            })
+                            .collect();
+                        changes.sort_by_key(|c| c.version.seq.0);
+                        changes
+                    };
+                    self.shared.commits.notify(vault, seq, changes);
                 }
                 let mut wake = false;
                 for (i, (req, rows)) in ready.into_iter().enumerate() {

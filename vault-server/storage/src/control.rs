@@ -504,6 +504,20 @@ impl ControlDb {
             .collect()
     }
 
+    /// The sequence number of the newest change to `table` the log holds or
+    /// held (what it kept, or how far it was trimmed; 0 when never written).
+    pub async fn table_last_seq(&self, vault: VaultId, table: &str) -> Result<i64, StorageError> {
+        let seq: i64 = sqlx::query_scalar(
+            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM commit_log WHERE vault_id = ?1 AND table_name = ?2), 0), \
+                        COALESCE((SELECT upto FROM commit_log_trimmed WHERE vault_id = ?1 AND table_name = ?2), 0))",
+        )
+        .bind(vault.to_string())
+        .bind(table)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(seq)
+    }
+
     /// How far the log of `tables` has been trimmed: the largest seq of
     /// theirs no longer in the log (0 when none was trimmed).
     pub async fn log_trimmed_upto(&self, vault: VaultId, tables: &[String]) -> Result<i64, StorageError> {

@@ -94,6 +94,7 @@ impl Engine {
             tail,
             wake: Notify::new(),
             commits: Arc::default(),
+            versions: Default::default(),
             shutdown: Default::default(),
             stop_committer: Notify::new(),
             deletions_seen: Mutex::new(now_micros()),

@@ -22,7 +22,7 @@ use crate::files::{FileCache, LookupStats, Objects, PageCache, lookup};
 use crate::installed::{InstalledTable, TableMap};
 use crate::layout::VaultPrefix;
 use crate::manifest::Manifest;
-use crate::notify::CommitNotifier;
+use crate::notify::{CommitNotifier, TableVersions};
 use crate::options::EngineOptions;
 use crate::row::RowVersion;
 use crate::tail::TailIndex;
@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub wake: Notify,
     /// Tells the followers of a vault that its log moved on.
     pub commits: Arc<CommitNotifier>,
+    /// The sequence number of each table's newest change, lately.
+    pub versions: TableVersions,
     /// Set once when the engine shuts down.
     pub shutdown: AtomicBool,
     /// Tells the committer to drain its queue and stop.
@@ -68,6 +70,8 @@ impl Shared {
         self.files.forget_prefix(prefix.as_str());
         self.pages.forget_prefix(prefix.as_str());
         self.tail.forget_vault(vault);
+        self.commits.forget_vault(vault);
+        self.versions.forget_vault(vault);
     }
 
     /// Forgets the vaults another process (an operator command) deleted
