@@ -20,11 +20,15 @@
 //! therefore the whole rule: an id deleted and inserted again by another app
 //! shows the app its delete and nothing after.
 //!
-//! The cursor is opaque: a body (phase, position, `hw`, the app and the
-//! tables asked) and a tag over it keyed with the vault's keys, which stay
-//! in the engine ([`coffer_storage::changes::cursor_tag`]). The vault comes
-//! from the token; a cursor from another vault or app, or altered, does not
-//! verify and is refused without saying more.
+//! Subsets ("shapes": per-table filters and column selections) are in
+//! [`shape`].
+//!
+//! The cursor is opaque: a body (phase, position, `hw`, the app, the
+//! tables asked and a digest of the subsets) and a tag over it keyed with
+//! the vault's keys, which stay in the engine
+//! ([`coffer_storage::changes::cursor_tag`]). The vault comes from the
+//! token; a cursor from another vault or app, or altered, does not verify
+//! and is refused without saying more.
 //!
 //! The live stream (`GET /v1/changes/stream`) reads the same pages
 //! ([`stream_step`]), each change with the cursor just after it, so a client
@@ -38,7 +42,9 @@ use coffer_auth::{Action, ColumnSet, RowScope};
 use coffer_core::TableName;
 use coffer_core::schema::VISIBLE_SYSTEM_COLUMNS;
 use coffer_query::base_context;
-use coffer_storage::changes::{LogRead, cursor_tag, last_seq, log_holds_after, read_log};
+use coffer_storage::changes::{
+    LogChange, LogRead, cursor_tag, last_seq, log_holds_after, log_trimmed_upto, log_upto, read_log, tables_version,
+};
 use coffer_storage::{InstalledTable, RowVersion};
 use datafusion::common::Column;
 use datafusion::logical_expr::{Expr, col, lit};
@@ -54,6 +60,9 @@ use crate::request::{Logged, Operation};
 use crate::rows::{Row, plan_error};
 use crate::sql::collect_bounded;
 use crate::values::batch_to_objects;
+
+mod shape;
+pub use shape::Shape;
 
 /// Changes a page holds unless `limit` says otherwise.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -71,19 +80,28 @@ pub struct ChangesQuery {
     pub tables: Option<Vec<TableName>>,
     /// Changes per page.
     pub limit: usize,
+    /// `filter[table]=` and `select[table]=`: the subsets followed of some
+    /// tables (the others are followed whole).
+    pub shapes: BTreeMap<TableName, Shape>,
 }
 
 impl ChangesQuery {
-    /// Parses `since`, `tables` (comma-separated `schema.table`) and `limit`;
-    /// any other parameter, or one given twice, is refused by name.
+    /// Parses `since`, `tables` (comma-separated `schema.table`), `limit`,
+    /// and the subsets `filter[schema.table]` (repeatable) and
+    /// `select[schema.table]`; any other parameter, or one given twice, is
+    /// refused by name.
     pub fn parse(pairs: &[(String, String)]) -> Result<Self, GatewayError> {
         let mut query = ChangesQuery {
             since: None,
             tables: None,
             limit: DEFAULT_LIMIT,
+            shapes: BTreeMap::new(),
         };
         let mut seen: Vec<&str> = Vec::new();
         for (k, v) in pairs {
+            if shape::parse_param(k, v, &mut query.shapes)? {
+                continue;
+            }
             if seen.contains(&k.as_str()) {
                 return Err(GatewayError::filter(k, "given more than once"));
             }
@@ -114,13 +132,29 @@ impl ChangesQuery {
                 other => {
                     return Err(GatewayError::filter(
                         other,
-                        "the change feed takes `since`, `tables` and `limit`",
+                        "the change feed takes `since`, `tables`, `limit`, `filter[schema.table]` and `select[schema.table]`",
                     ));
                 }
             }
             seen.push(k);
         }
+        if let Some(tables) = &query.tables
+            && let Some(table) = query.shapes.keys().find(|t| !tables.contains(t))
+        {
+            return Err(GatewayError::filter(
+                &format!("filter[{table}]"),
+                "names a table that `tables` does not",
+            ));
+        }
         Ok(query)
+    }
+
+    /// The tables asked, as a cursor records them (`*`: every readable one).
+    fn tables_key(&self) -> String {
+        match &self.tables {
+            None => "*".to_owned(),
+            Some(asked) => asked.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        }
     }
 }
 
@@ -225,6 +259,9 @@ struct Position {
     /// not, and resumes without purging.
     #[serde(default)]
     form: u8,
+    /// A digest of the subsets followed ([`shape`]; empty: none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    shape: String,
 }
 
 /// The cursor form this server writes.
@@ -336,6 +373,8 @@ struct FeedTable {
     installed: Arc<InstalledTable>,
     columns: ColumnSet,
     scope: RowScope,
+    /// The subset followed (`None`: the whole table).
+    shape: Option<shape::Compiled>,
 }
 
 /// The changes after `query.since` within the token's grant, within the
@@ -353,6 +392,32 @@ pub async fn changes(caller: &Caller, query: &ChangesQuery) -> Result<ChangePage
             })
         })
         .await
+}
+
+/// An entity tag for the feed's answer to `query` now: it changes when a
+/// followed table is written, when the log of one is trimmed, and when the
+/// token reads more or less of them; otherwise the answer a client already
+/// holds for the same request is still a right one (a load from it goes on
+/// from its own cursor), so `If-None-Match` can be answered `304` without
+/// reading the vault. Bound to the vault's keys and the app.
+pub async fn etag(caller: &Caller, query: &ChangesQuery) -> Result<String, GatewayError> {
+    let engine = caller.gateway().engine();
+    let vault = caller.vault();
+    let (tables, _) = feed_tables(caller, query).await?;
+    let names: Vec<TableName> = tables.iter().map(|t| t.installed.name.clone()).collect();
+    let views: Vec<String> = tables.iter().map(|t| TableView::of(t).encode()).collect();
+    let version = tables_version(engine, vault, &names).await?;
+    let trimmed = log_trimmed_upto(engine, vault, &names).await?;
+    let text = format!(
+        "etag\0{CURSOR_FORM}\0{}\0{}\0{}\0{}\0{}\0{version}\0{trimmed}",
+        query.since.as_deref().unwrap_or(""),
+        query.tables_key(),
+        shape::key(&query.shapes),
+        query.limit,
+        views.join(","),
+    );
+    let tag = cursor_tag(engine, vault, caller.app().as_str(), &text).await?;
+    Ok(format!("\"{}\"", URL_SAFE_NO_PAD.encode(tag)))
 }
 
 /// Changes a live stream reads at once: it sends them before it reads
@@ -397,12 +462,15 @@ impl Logged for StreamStep {
     }
 }
 
-/// Parses a live stream's query: `since` and `tables` as the feed takes
-/// them (a stream reads [`STREAM_PAGE`] changes at a time; it takes no
-/// `limit`).
+/// Parses a live stream's query: `since`, `tables` and the subsets as the
+/// feed takes them (a stream reads [`STREAM_PAGE`] changes at a time; it
+/// takes no `limit`).
 pub fn parse_stream_query(pairs: &[(String, String)]) -> Result<ChangesQuery, GatewayError> {
-    if let Some((k, _)) = pairs.iter().find(|(k, _)| k != "since" && k != "tables") {
-        return Err(GatewayError::filter(k, "the change stream takes `since` and `tables`"));
+    if let Some((k, _)) = pairs.iter().find(|(k, _)| k == "limit") {
+        return Err(GatewayError::filter(
+            k,
+            "the change stream takes `since`, `tables`, `filter[schema.table]` and `select[schema.table]`",
+        ));
     }
     Ok(ChangesQuery {
         limit: STREAM_PAGE,
@@ -477,12 +545,10 @@ struct RawPage {
 async fn read_page(caller: &Caller, query: &ChangesQuery) -> Result<RawPage, GatewayError> {
     let engine = caller.gateway().engine();
     let vault = caller.vault();
-    let (tables, unreadable) = feed_tables(caller, query.tables.as_deref()).await?;
+    let (tables, unreadable) = feed_tables(caller, query).await?;
     let names: Vec<TableName> = tables.iter().map(|t| t.installed.name.clone()).collect();
-    let tables_key = match &query.tables {
-        None => "*".to_owned(),
-        Some(asked) => asked.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-    };
+    let tables_key = query.tables_key();
+    let shape_key = shape::key(&query.shapes);
     let app = caller.app().as_str().to_owned();
     let seen: BTreeMap<String, String> = tables
         .iter()
@@ -501,12 +567,13 @@ async fn read_page(caller: &Caller, query: &ChangesQuery) -> Result<RawPage, Gat
                 tables: tables_key.clone(),
                 seen,
                 form: CURSOR_FORM,
+                shape: shape_key,
             };
             (position, Vec::new())
         }
         Some(cursor) => {
             let position = verify_cursor(caller, cursor).await?;
-            if position.app != app || position.tables != tables_key {
+            if position.app != app || !resumes_with(&position.tables, &tables_key) || position.shape != shape_key {
                 return Err(bad_cursor());
             }
             // A table asked that the token no longer reads is purged if the
@@ -535,6 +602,7 @@ async fn read_page(caller: &Caller, query: &ChangesQuery) -> Result<RawPage, Gat
             let position = Position {
                 seen,
                 form: CURSOR_FORM,
+                tables: tables_key.clone(),
                 ..position
             };
             (position, purge)
@@ -584,16 +652,18 @@ async fn read_page(caller: &Caller, query: &ChangesQuery) -> Result<RawPage, Gat
             })
         }
         "log" => {
-            let upto = last_seq(engine, vault).await?;
+            let upto = log_upto(engine, vault).await?;
             let read = read_log(engine, vault, &names, position.after, upto, query.limit).await?;
             let LogRead::Page { changes, through } = read else {
                 return Err(GatewayError::ResyncRequired);
             };
+            let matched = match_subsets(&tables, &changes)?;
             let changes: Vec<(Change, Position)> = changes
                 .iter()
-                .filter_map(|c| {
+                .zip(matched)
+                .filter_map(|(c, matched)| {
                     let table = tables.iter().find(|t| t.installed.name == c.table)?;
-                    let change = confine(caller, table, &c.version)?;
+                    let change = confine(caller, table, &c.version, matched)?;
                     let after = Position {
                         after: change.seq,
                         ..position.clone()
@@ -618,12 +688,14 @@ async fn read_page(caller: &Caller, query: &ChangesQuery) -> Result<RawPage, Gat
 }
 
 /// The tables of the feed: those asked that the token may read, or every
-/// table it may read; and the tables asked that it may not, each with its
-/// refusal (as the rows API refuses it).
+/// table it may read, each with its subset; and the tables asked that it
+/// may not, each with its refusal (as the rows API refuses it). A subset of
+/// a table the token does not read is refused the same way.
 async fn feed_tables(
     caller: &Caller,
-    asked: Option<&[TableName]>,
+    query: &ChangesQuery,
 ) -> Result<(Vec<FeedTable>, Vec<(TableName, GatewayError)>), GatewayError> {
+    let asked = query.tables.as_deref();
     let engine = caller.gateway().engine();
     let mut out = Vec::new();
     let mut unreadable = Vec::new();
@@ -655,13 +727,32 @@ async fn feed_tables(
             Err(coffer_storage::StorageError::TableNotFound(_)) if asked.is_none() => continue,
             Err(e) => return Err(e.into()),
         };
+        let shape = match query.shapes.get(&table) {
+            Some(shape) => {
+                let confined = ConfinedTable::open(caller, &table, Use::Read).await?;
+                let readable = datafusion::catalog::TableProvider::schema(&confined);
+                Some(shape::Compiled::new(shape, &readable, &table)?)
+            }
+            None => None,
+        };
         out.push(FeedTable {
             installed,
             columns: read.access.columns.clone(),
             scope: read.row_scope(),
+            shape,
         });
     }
     out.sort_by(|a, b| a.installed.name.cmp(&b.installed.name));
+    if let Some(table) = query
+        .shapes
+        .keys()
+        .find(|t| !out.iter().any(|f| &f.installed.name == *t))
+    {
+        // Asked in `tables` but unreadable: refused there (or purged).
+        if !unreadable.iter().any(|(u, _)| u == table) {
+            return Err(GatewayError::TableNotFound(table.to_string()));
+        }
+    }
     Ok((out, unreadable))
 }
 
@@ -683,10 +774,14 @@ async fn load_page(
         .collect();
     let ctx =
         base_context(caller.gateway().engine(), &caller.gateway().limits().query).map_err(GatewayError::internal)?;
+    let mut condition = col("_seq").gt(lit(after)).and(col("_seq").lt_eq(lit(hw)));
+    if let Some(predicate) = table.shape.as_ref().and_then(|s| s.predicate.clone()) {
+        condition = condition.and(predicate);
+    }
     let df = ctx
         .read_table(Arc::new(confined))
         .map_err(plan_error)?
-        .filter(col("_seq").gt(lit(after)).and(col("_seq").lt_eq(lit(hw))))
+        .filter(condition)
         .map_err(plan_error)?
         .select(columns)
         .map_err(plan_error)?
@@ -700,9 +795,12 @@ async fn load_page(
     }
     Ok(rows
         .into_iter()
-        .filter_map(|row| {
+        .filter_map(|mut row| {
             let id = row.get("id")?.as_str()?.to_owned();
             let seq = row.get("_seq")?.as_i64()?;
+            if let Some(shape) = &table.shape {
+                shape.project(&mut row);
+            }
             Some(Change {
                 op: ChangeOp::Insert,
                 table: name.to_string(),
@@ -714,22 +812,51 @@ async fn load_page(
         .collect())
 }
 
+/// Whether each change of a log page matches its table's subset (`true`
+/// for tombstones and for tables followed whole).
+fn match_subsets(tables: &[FeedTable], changes: &[Arc<LogChange>]) -> Result<Vec<bool>, GatewayError> {
+    let mut matched = vec![true; changes.len()];
+    for table in tables {
+        let Some(shape) = &table.shape else { continue };
+        let (at, versions): (Vec<usize>, Vec<RowVersion>) = changes
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.table == table.installed.name && !c.version.deleted)
+            .map(|(i, c)| (i, c.version.clone()))
+            .unzip();
+        let result = shape.matching(&table.installed.def, &table.installed.arrow, &versions)?;
+        for (i, m) in at.into_iter().zip(result) {
+            matched[i] = m;
+        }
+    }
+    Ok(matched)
+}
+
 /// A version from the log as the token may see it, or `None` when it is
-/// outside the token's rows.
-fn confine(caller: &Caller, table: &FeedTable, version: &RowVersion) -> Option<Change> {
+/// outside the token's rows or, created outside the table's subset, never
+/// was in it (`matched`: whether it matches the subset).
+fn confine(caller: &Caller, table: &FeedTable, version: &RowVersion, matched: bool) -> Option<Change> {
     if table.scope == RowScope::Own && version.created_by != caller.app().as_str() {
         return None;
     }
-    let op = if version.deleted {
+    let created = version.created_at == version.updated_at && version.created_by == version.updated_by;
+    let op = if version.deleted || !matched {
+        if !version.deleted && created {
+            return None;
+        }
+        // Deleted, or left the subset (see `shape`).
         ChangeOp::Delete
-    } else if version.created_at == version.updated_at && version.created_by == version.updated_by {
+    } else if created {
         ChangeOp::Insert
     } else {
         ChangeOp::Update
     };
-    let row = (!version.deleted).then(|| {
+    let row = (op != ChangeOp::Delete).then(|| {
         let mut row: Map<String, Value> = version.to_api_json(&table.installed.def);
         row.retain(|k, _| VISIBLE_SYSTEM_COLUMNS.contains(&k.as_str()) || table.columns.contains(k));
+        if let Some(shape) = &table.shape {
+            shape.project(&mut row);
+        }
         row
     });
     Some(Change {
@@ -739,6 +866,14 @@ fn confine(caller: &Caller, table: &FeedTable, version: &RowVersion) -> Option<C
         seq: version.seq.0,
         row,
     })
+}
+
+/// Whether a cursor given for the tables `given` (as [`ChangesQuery`]
+/// records them) resumes a request for `asked`: the same tables, or fewer
+/// of those named (an app stops following a table, as after its purge).
+/// A table not followed before cannot be added: its history is missing.
+fn resumes_with(given: &str, asked: &str) -> bool {
+    given == asked || (given != "*" && asked != "*" && asked.split(',').all(|t| given.split(',').any(|g| g == t)))
 }
 
 fn bad_cursor() -> GatewayError {

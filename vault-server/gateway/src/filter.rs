@@ -353,7 +353,7 @@ fn parse_order(value: &str) -> Result<Vec<OrderKey>, GatewayError> {
     Ok(keys)
 }
 
-fn parse_filter(column: &str, value: &str) -> Result<Filter, GatewayError> {
+pub(crate) fn parse_filter(column: &str, value: &str) -> Result<Filter, GatewayError> {
     let err = |reason: String| GatewayError::filter(column, reason);
     let (negated, rest) = match value.strip_prefix("not.") {
         Some(rest) => (true, rest),

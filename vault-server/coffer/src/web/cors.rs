@@ -55,15 +55,18 @@ pub const MAX_AGE_SECS: u32 = 600;
 const ALLOW_METHODS: &str = "GET, POST, PATCH, DELETE";
 
 /// The request headers the API and the OAuth endpoints read beyond the
-/// CORS-safelisted ones: the credentials (`Authorization`, `DPoP`) and the
-/// body's type (`Content-Type: application/json` is not safelisted).
-const ALLOW_HEADERS: &str = "authorization, content-type, dpop";
+/// CORS-safelisted ones: the credentials (`Authorization`, `DPoP`), the
+/// body's type (`Content-Type: application/json` is not safelisted), where
+/// a change stream resumes (`Last-Event-ID`) and the tag of a change feed
+/// answer the app holds (`If-None-Match`).
+const ALLOW_HEADERS: &str = "authorization, content-type, dpop, last-event-id, if-none-match";
 
 /// The response headers a browser app may read beyond the safelisted ones:
 /// the challenge of a refused token (`WWW-Authenticate`: which scheme, which
-/// error) and how long to wait after a `429` or `503` (`Retry-After`). The
-/// server sends no `Location`, `ETag` or `DPoP-Nonce`.
-const EXPOSE_HEADERS: &str = "www-authenticate, retry-after";
+/// error), how long to wait after a `429` or `503` (`Retry-After`), and the
+/// tag of a change feed answer (`ETag`). The server sends no `Location` or
+/// `DPoP-Nonce`.
+const EXPOSE_HEADERS: &str = "www-authenticate, retry-after, etag";
 
 /// Whether browser apps on other origins may call `path`.
 pub fn applies_to(path: &str) -> bool {

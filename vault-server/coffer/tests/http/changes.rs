@@ -251,6 +251,34 @@ async fn narrowing_on_the_dashboard_tells_the_app_what_to_purge_on_its_next_read
     let reader = server.api(&tokens.access);
     let (loaded, cursor) = drain(&reader, None, "100").await;
     assert_eq!(loaded.len(), 2, "{loaded:?}");
+    // The same, following the two tables by name; and one of them alone,
+    // whose cursor cannot be used to follow both (the other's history is
+    // not in it).
+    let both = "contacts.people,tasks.lists";
+    let named = |tables: &'static str, since: Option<String>| {
+        let reader = &reader;
+        async move {
+            let mut since = since;
+            loop {
+                let mut q = vec![("tables", tables)];
+                if let Some(s) = &since {
+                    q.push(("since", s));
+                }
+                let page = reader.get(&changes_path(&q)).await;
+                page.expect(200);
+                since = Some(page.body["cursor"].as_str().unwrap().to_owned());
+                if page.body["more"] == json!(false) {
+                    return since.unwrap();
+                }
+            }
+        }
+    };
+    let both_cursor = named(both, None).await;
+    let people_cursor = named("contacts.people", None).await;
+    reader
+        .get(&changes_path(&[("tables", both), ("since", &people_cursor)]))
+        .await
+        .expect_problem(400, "invalid-filter");
 
     narrow_on_dashboard(&user, "Reader", &["contacts.people:read"]).await;
     let narrowed = refreshed(&server.base, &reader_id, tokens.refresh.as_deref().unwrap()).await;
@@ -284,4 +312,44 @@ async fn narrowing_on_the_dashboard_tells_the_app_what_to_purge_on_its_next_read
         .map(|c| c["table"].as_str().unwrap())
         .collect();
     assert_eq!(tables, ["contacts.people"], "{}", next.text);
+
+    // Following the tables by name: the purge, then the purged table is
+    // refused, and the cursor goes on without it.
+    let page = reader
+        .get(&changes_path(&[("tables", both), ("since", &both_cursor)]))
+        .await;
+    page.expect(200);
+    assert_eq!(
+        page.body["purge"],
+        json!([{"table": "tasks.lists", "drop": "table"}]),
+        "{}",
+        page.text
+    );
+    let cursor = page.body["cursor"].as_str().unwrap();
+    reader
+        .get(&changes_path(&[("tables", both), ("since", cursor)]))
+        .await
+        .expect_problem(404, "table-not-found");
+    writer
+        .post(
+            &rows_path("contacts.people", &[]),
+            &json!({"id": "hedy", "display_name": "Hedy"}),
+        )
+        .await
+        .expect(201);
+    let went_on = reader
+        .get(&changes_path(&[("tables", "contacts.people"), ("since", cursor)]))
+        .await;
+    went_on.expect(200);
+    assert_eq!(went_on.body["changes"][0]["id"], "hedy", "{}", went_on.text);
+    assert!(went_on.body.get("purge").is_none(), "{}", went_on.text);
+    assert!(
+        went_on.body["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["table"] == "contacts.people"),
+        "{}",
+        went_on.text
+    );
 }

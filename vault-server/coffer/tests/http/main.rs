@@ -4,6 +4,7 @@
 mod batch_update;
 mod changes;
 mod changes_stream;
+mod changes_subsets;
 mod codegen;
 #[allow(dead_code)]
 mod common;
