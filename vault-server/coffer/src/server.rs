@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use coffer_storage::EngineOptions;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -190,7 +189,10 @@ pub async fn serve_http(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    // Graceful shutdown of every connection: each task holds a receiver
+    // and drops it when its connection has ended. (hyper-util's
+    // `GracefulShutdown` does not take connections that may be upgraded.)
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // A permit first: at the limit, connections wait in the backlog
@@ -219,22 +221,39 @@ pub async fn serve_http(
             request.extensions_mut().insert(ConnectInfo(peer));
             request.map(Body::new)
         });
-        let connection = builder.serve_connection(
-            TokioIo::new(ProblemForUnreadable::new(stream)),
-            TowerToHyperService::new(service),
-        );
-        let connection = graceful.watch(connection);
+        let connection = builder
+            .serve_connection(
+                TokioIo::new(ProblemForUnreadable::new(stream)),
+                TowerToHyperService::new(service),
+            )
+            // The change stream's WebSocket takes the connection over.
+            .with_upgrades();
+        let mut stopping = stopping_rx.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let mut connection = std::pin::pin!(connection);
+            // Until the server stops; then the connection finishes the
+            // request it serves and closes (an upgraded one is no longer the
+            // connection's: the change stream ends it).
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = stopping.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(stopping);
             drop(permit);
         });
     }
     drop(listener);
     // Open change streams end now, or the graceful shutdown would wait for them.
     crate::web::close_change_streams();
-    graceful.shutdown().await;
+    drop(stopping_rx);
+    let _ = stopping_tx.send(true);
+    stopping_tx.closed().await;
 }
 
 /// Gives `TimeoutLayer`'s empty 503 a problem body. 503 rather than 408:

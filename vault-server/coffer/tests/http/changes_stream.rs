@@ -413,6 +413,124 @@ async fn revoking_the_grant_ends_an_open_stream_with_grant_revoked() {
 }
 
 #[tokio::test]
+async fn a_stream_of_a_subset_sends_only_its_rows_and_columns() {
+    let server = Server::start();
+    let user = server.new_user("ada@example.org", 2).await;
+    let a = server.api(&token(&server, &user, "Alpha", "contacts.people:read+write").await);
+    let b_token = token(&server, &user, "Beta", "contacts.people:read").await;
+    let shape = [
+        ("filter[contacts.people]", "favorite=is.true"),
+        ("select[contacts.people]", "display_name"),
+    ];
+    let mut stream = Stream::open(&server.base, &b_token, &shape, None).await;
+    stream.expect("up-to-date").await;
+    for (id, favorite) in [("x1", false), ("x2", true)] {
+        a.post(
+            "/v1/tables/contacts.people/rows",
+            &json!({"id": id, "display_name": id.to_uppercase(), "favorite": favorite, "email": "x@example.org"}),
+        )
+        .await
+        .expect(201);
+    }
+    a.patch("/v1/tables/contacts.people/rows/x2", &json!({"favorite": false}))
+        .await
+        .expect(200);
+    let first = stream.expect("change").await.json();
+    assert_eq!(first["op"], "insert");
+    assert_eq!(first["row"], json!({"id": "x2", "display_name": "X2"}));
+    let mut next = stream.next().await.expect("the stream goes on");
+    while next.event == "up-to-date" {
+        next = stream.next().await.expect("the stream goes on");
+    }
+    assert_eq!(next.event, "change", "{next:?}");
+    assert_eq!(
+        (next.json()["op"].clone(), next.json()["id"].clone()),
+        (json!("delete"), json!("x2"))
+    );
+}
+
+#[tokio::test]
+async fn the_stream_also_runs_over_a_websocket() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let server = Server::start_with(&[("COFFER_STREAM_HEARTBEAT_SECS", "0.2")]);
+    let user = server.new_user("ada@example.org", 2).await;
+    let a = server.api(&token(&server, &user, "Alpha", "contacts.people:read+write").await);
+    let b_token = token(&server, &user, "Beta", "contacts.people(display_name):read").await;
+    let url = format!("{}/v1/changes/stream", server.base.replacen("http://", "ws://", 1));
+    let connect = |token: Option<&str>| {
+        let mut request = url.as_str().into_client_request().unwrap();
+        if let Some(token) = token {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+    };
+
+    // Without a token the upgrade is refused with the same 401 as any request.
+    match connect(None).await.expect("answers in time") {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("expected a 401: {other:?}"),
+    }
+
+    let (mut socket, _) = connect(Some(&b_token)).await.expect("in time").expect("upgraded");
+    let mut next_event = async || loop {
+        let message = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("a message in time")
+            .expect("the socket is open")
+            .expect("a message");
+        match message {
+            Message::Text(text) => return serde_json::from_str::<Value>(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let first = next_event().await;
+    assert_eq!(first["event"], "up-to-date", "{first}");
+    assert!(first["id"].is_string(), "{first}");
+    a.post(
+        "/v1/tables/contacts.people/rows",
+        &json!({"id": "w1", "display_name": "Wes", "email": "wes@example.org"}),
+    )
+    .await
+    .expect(201);
+    let change = next_event().await;
+    assert_eq!(change["event"], "change", "{change}");
+    assert_eq!(change["data"]["op"], "insert");
+    assert_eq!(change["data"]["row"]["display_name"], "Wes");
+    assert!(change["data"]["row"].get("email").is_none(), "{change}");
+    let cursor = change["id"].as_str().unwrap().to_owned();
+
+    // Pings keep it alive; the client's own messages are ignored.
+    socket.send(Message::Text("hello".into())).await.unwrap();
+    let pinged = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(Ok(Message::Ping(_))) = socket.next().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(pinged.is_ok(), "no ping within {WAIT:?}");
+    socket.close(None).await.unwrap();
+
+    // The cursor of a WebSocket event resumes a Server-Sent Events stream.
+    a.patch("/v1/tables/contacts.people/rows/w1", &json!({"display_name": "Wesley"}))
+        .await
+        .expect(200);
+    let mut sse = Stream::open(&server.base, &b_token, &[("since", &cursor)], None).await;
+    let update = sse.expect("change").await.json();
+    assert_eq!(
+        (update["op"].clone(), update["row"]["display_name"].clone()),
+        (json!("update"), json!("Wesley"))
+    );
+}
+
+#[tokio::test]
 async fn one_app_may_hold_four_streams_and_the_fifth_is_429() {
     let server = Server::start_with(&[("COFFER_STREAM_HEARTBEAT_SECS", "0.2")]);
     let user = server.new_user("ada@example.org", 2).await;

@@ -1,5 +1,8 @@
-//! `GET /v1/changes/stream`: the change feed as Server-Sent Events
-//! (`docs/guides/sync.md`, decision 0026).
+//! `GET /v1/changes/stream`: the change feed as Server-Sent Events, or over
+//! a WebSocket when the request asks for an upgrade (`docs/guides/sync.md`,
+//! decision 0026). Both carry the same events from the same task; on a
+//! WebSocket each is a text message `{"event", "id", "data"}` and the
+//! heartbeats are pings.
 //!
 //! A stream is the feed read again each time the vault commits: it replays
 //! from the cursor (`Last-Event-ID`, else `since`, else a load), then waits
@@ -24,6 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, Sse};
@@ -176,6 +180,8 @@ impl Logged for Opened {
     params(
         ("since" = Option<String>, Query, description = "A cursor of the feed or the `id` of a stream event; without it (and without `Last-Event-ID`) the stream starts with a load of every row as it is now"),
         ("tables" = Option<String>, Query, description = "`schema.table`s, comma-separated (default: every table the token may read); keep the same for one cursor"),
+        ("filter[schema.table]" = Option<String>, Query, description = "A subset of one table: `column=op.value` in the rows API's grammar (repeat for more; all must hold); keep the same for one cursor"),
+        ("select[schema.table]" = Option<String>, Query, description = "The columns sent of one table, comma-separated (`id` always); keep the same for one cursor"),
         ("Last-Event-ID" = Option<String>, Header, description = "The `id` of the last event received; wins over `since` (an `EventSource` sends it when it reconnects, with the URL it first used)"),
     ),
     responses(
@@ -199,6 +205,7 @@ pub async fn stream(
     State(state): State<AppState>,
     credentials: ApiCredentials,
     headers: HeaderMap,
+    websocket: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     RawQuery(raw): RawQuery,
 ) -> Response {
     let credentials = match &credentials.0 {
@@ -256,19 +263,13 @@ pub async fn stream(
         })
         .await;
     let mut response = match served.result {
-        Ok(opened) => {
-            let (tx, rx) = mpsc::channel(1);
-            tokio::spawn(run(opened, tx));
-            let events = futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|event| (Ok::<Event, Infallible>(event), rx))
-            });
-            let mut response = Sse::new(events).into_response();
-            // Proxies that buffer responses (nginx) must pass events on at once.
-            response
-                .headers_mut()
-                .insert("x-accel-buffering", HeaderValue::from_static("no"));
-            response
-        }
+        Ok(opened) => match websocket {
+            Ok(upgrade) => upgrade
+                .max_message_size(MAX_CLIENT_MESSAGE)
+                .max_frame_size(MAX_CLIENT_MESSAGE)
+                .on_upgrade(move |socket| serve_websocket(socket, opened)),
+            Err(_) => serve_sse(opened),
+        },
         Err(e) => match *refused_by.lock().expect("refusal") {
             Some(which) => too_many_streams(which),
             None => problem(&e, credentials.scheme),
@@ -280,6 +281,97 @@ pub async fn stream(
             .insert(super::super::request_log::AnsweredApp(app));
     }
     response
+}
+
+/// What a stream's task hands to its connection, whichever the transport.
+#[derive(Debug)]
+enum Out {
+    /// An event: its name, its id (the cursor after it) and its data (JSON).
+    Event {
+        name: &'static str,
+        id: Option<String>,
+        data: String,
+    },
+    /// Nothing happened for a while: keeps proxies from closing the stream.
+    Heartbeat,
+}
+
+impl Out {
+    /// As a Server-Sent Event.
+    fn into_sse(self) -> Event {
+        match self {
+            Out::Event { name, id, data } => {
+                let event = Event::default().event(name);
+                let event = match id {
+                    Some(id) => event.id(id),
+                    None => event,
+                };
+                event.data(data)
+            }
+            Out::Heartbeat => Event::default().comment("heartbeat"),
+        }
+    }
+
+    /// As a WebSocket message: a text message
+    /// `{"event": name, "id": cursor, "data": {...}}`, or a ping.
+    fn into_websocket(self) -> Message {
+        match self {
+            Out::Event { name, id, data } => {
+                let data: serde_json::Value = serde_json::from_str(&data).unwrap_or(serde_json::Value::Null);
+                Message::Text(json!({ "event": name, "id": id, "data": data }).to_string().into())
+            }
+            Out::Heartbeat => Message::Ping(Vec::new().into()),
+        }
+    }
+}
+
+/// The stream as Server-Sent Events: a task reads the feed and hands each
+/// event to the response body.
+fn serve_sse(opened: Opened) -> Response {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(run(opened, tx));
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|out: Out| (Ok::<Event, Infallible>(out.into_sse()), rx))
+    });
+    let mut response = Sse::new(events).into_response();
+    // Proxies that buffer responses (nginx) must pass events on at once.
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// Largest message a WebSocket client may send (it has nothing to say but
+/// a close; pings and pongs are small).
+const MAX_CLIENT_MESSAGE: usize = 4096;
+
+/// The stream over an upgraded WebSocket: the same task and events as
+/// Server-Sent Events, each a text message; heartbeats are pings. The
+/// socket closes after the last event, or when the client closes it (what
+/// the client sends otherwise is ignored).
+async fn serve_websocket(mut socket: WebSocket, opened: Opened) {
+    let (tx, mut rx) = mpsc::channel(1);
+    tokio::spawn(run(opened, tx));
+    loop {
+        tokio::select! {
+            out = rx.recv() => {
+                let Some(out) = out else {
+                    let _ = timeout(SEND_TIMEOUT, socket.send(Message::Close(None))).await;
+                    break;
+                };
+                if !matches!(timeout(SEND_TIMEOUT, socket.send(out.into_websocket())).await, Ok(Ok(()))) {
+                    break;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    // Dropping the receiver ends the stream's task.
 }
 
 /// The 429 problem of a stream refused by [`StreamPermit::acquire`].
@@ -318,7 +410,7 @@ fn too_many_streams(which: Refused) -> Response {
 
 /// A stream's task: sends the first read's changes, then reads again after
 /// each commit, until the client goes or something ends the stream.
-async fn run(opened: Opened, tx: mpsc::Sender<Event>) {
+async fn run(opened: Opened, tx: mpsc::Sender<Out>) {
     let Opened {
         caller,
         mut query,
@@ -347,20 +439,27 @@ async fn run(opened: Opened, tx: mpsc::Sender<Event>) {
             // What the app must drop first, without an id of its own: a
             // client that reconnects before the next change is told again.
             if !done.purge.is_empty() {
-                let event = Event::default()
-                    .event("purge")
-                    .data(json!({ "purge": done.purge }).to_string());
+                let event = Out::Event {
+                    name: "purge",
+                    id: None,
+                    data: json!({ "purge": done.purge }).to_string(),
+                };
                 if !send(&tx, event).await {
                     return;
                 }
             }
             for StreamChange { change, cursor } in done.changes {
-                let event = match Event::default().event("change").id(&cursor).json_data(&change) {
-                    Ok(event) => event,
+                let data = match serde_json::to_string(&change) {
+                    Ok(data) => data,
                     Err(e) => {
                         tracing::error!(error = %e, "a change stream's change could not be written");
                         break 'stream server_error();
                     }
+                };
+                let event = Out::Event {
+                    name: "change",
+                    id: Some(cursor.clone()),
+                    data,
                 };
                 if !send(&tx, event).await {
                     return;
@@ -423,9 +522,12 @@ async fn run(opened: Opened, tx: mpsc::Sender<Event>) {
                 if let Err(e) = changes::recheck(&caller) {
                     break 'stream token_refused(e);
                 }
-                if !send(&tx, Event::default().comment("heartbeat")).await {
+                if !send(&tx, Out::Heartbeat).await {
                     return;
                 }
+                // Commits are notified within this process only: a write
+                // through another server reaches the stream by this read.
+                read_now = true;
             }
         }
     };
@@ -436,18 +538,17 @@ async fn run(opened: Opened, tx: mpsc::Sender<Event>) {
 
 /// Hands `event` to the connection; `false` when the client is gone or took
 /// nothing for [`SEND_TIMEOUT`].
-async fn send(tx: &mpsc::Sender<Event>, event: Event) -> bool {
+async fn send(tx: &mpsc::Sender<Out>, event: Out) -> bool {
     matches!(timeout(SEND_TIMEOUT, tx.send(event)).await, Ok(Ok(())))
 }
 
 /// A control event `name` with `data`, its `id` the stream's cursor.
-fn control(name: &str, query: &ChangesQuery, data: serde_json::Value) -> Event {
-    let event = Event::default().event(name);
-    let event = match &query.since {
-        Some(cursor) => event.id(cursor),
-        None => event,
-    };
-    event.data(data.to_string())
+fn control(name: &'static str, query: &ChangesQuery, data: serde_json::Value) -> Out {
+    Out::Event {
+        name,
+        id: query.since.clone(),
+        data: data.to_string(),
+    }
 }
 
 /// The last event of a stream that failed on the server's side.
