@@ -56,10 +56,10 @@ after(async () => {
   await coffer?.stop();
 });
 
-/** A date `days` from today, in 1990, as `YYYY-MM-DD`. */
+/** A date `days` from today, in 1992 (a leap year: 29 February exists), as `YYYY-MM-DD`. */
 function birthdayIn(days) {
   const date = new Date(Date.now() + days * 24 * 60 * 60 * 1000);
-  return `1990-${String(date.getMonth() + 1).padStart(2, '0')}-${String(date.getDate()).padStart(2, '0')}`;
+  return `1992-${String(date.getMonth() + 1).padStart(2, '0')}-${String(date.getDate()).padStart(2, '0')}`;
 }
 
 /**
