@@ -19,17 +19,27 @@ fn changes_path(query: &[(&str, &str)]) -> String {
 /// Every change from `since` until `more` is false, `limit` per page, and
 /// the last cursor.
 async fn drain(api: &Api, since: Option<String>, limit: &str) -> (Vec<Value>, String) {
+    drain_query(api, &[("limit", limit)], since).await
+}
+
+/// Every change of the feed with `query` from `since` until `more` is
+/// false, and the last cursor; no page holds more than its `limit`.
+pub(crate) async fn drain_query(api: &Api, query: &[(&str, &str)], since: Option<String>) -> (Vec<Value>, String) {
+    let limit: usize = query
+        .iter()
+        .find(|(k, _)| *k == "limit")
+        .map_or(100, |(_, v)| v.parse().unwrap());
     let mut since = since;
     let mut out = Vec::new();
     for _ in 0..1000 {
-        let mut q = vec![("limit", limit)];
+        let mut q = query.to_vec();
         if let Some(s) = &since {
             q.push(("since", s));
         }
-        let page = api.get(&changes_path(&q)).await;
+        let page = api.get(&with_query("/v1/changes", &q)).await;
         page.expect(200);
         let changes = page.body["changes"].as_array().unwrap();
-        assert!(changes.len() <= limit.parse().unwrap());
+        assert!(changes.len() <= limit);
         out.extend(changes.iter().cloned());
         since = Some(page.body["cursor"].as_str().unwrap().to_owned());
         if page.body["more"] == json!(false) {
@@ -39,7 +49,7 @@ async fn drain(api: &Api, since: Option<String>, limit: &str) -> (Vec<Value>, St
     panic!("the feed never ended");
 }
 
-fn ops(changes: &[Value]) -> Vec<(String, String)> {
+pub(crate) fn ops(changes: &[Value]) -> Vec<(String, String)> {
     changes
         .iter()
         .map(|c| {
@@ -51,7 +61,7 @@ fn ops(changes: &[Value]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn pair(op: &str, id: &str) -> (String, String) {
+pub(crate) fn pair(op: &str, id: &str) -> (String, String) {
     (op.to_owned(), id.to_owned())
 }
 

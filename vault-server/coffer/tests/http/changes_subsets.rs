@@ -4,50 +4,13 @@
 //! it selected, and sees a row that leaves the subset as a delete; a reload
 //! of an unchanged feed is `304 Not Modified` without a read of the vault.
 
+use crate::changes::{drain_query as drain, ops, pair};
 use crate::common::*;
 use serde_json::{Value, json};
 
 const PEOPLE: &str = "contacts.people";
 const FAVORITES: (&str, &str) = ("filter[contacts.people]", "favorite=is.true");
 const NAMES: (&str, &str) = ("select[contacts.people]", "display_name");
-
-/// Every change of the feed from `since` with `query`, until `more` is
-/// false, and the last cursor.
-async fn drain(api: &Api, query: &[(&str, &str)], since: Option<String>) -> (Vec<Value>, String) {
-    let mut since = since;
-    let mut out = Vec::new();
-    for _ in 0..100 {
-        let mut q = query.to_vec();
-        if let Some(s) = &since {
-            q.push(("since", s));
-        }
-        let page = api.get(&with_query("/v1/changes", &q)).await;
-        page.expect(200);
-        out.extend(page.body["changes"].as_array().unwrap().iter().cloned());
-        since = Some(page.body["cursor"].as_str().unwrap().to_owned());
-        if page.body["more"] == json!(false) {
-            return (out, since.unwrap());
-        }
-    }
-    panic!("the feed never ended");
-}
-
-/// `(op, id)` of each change.
-fn ops(changes: &[Value]) -> Vec<(String, String)> {
-    changes
-        .iter()
-        .map(|c| {
-            (
-                c["op"].as_str().unwrap().to_owned(),
-                c["id"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
-fn pair(op: &str, id: &str) -> (String, String) {
-    (op.to_owned(), id.to_owned())
-}
 
 #[tokio::test]
 async fn a_subset_follows_only_its_rows_and_columns_and_sees_rows_leave_it() {
