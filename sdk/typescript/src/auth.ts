@@ -394,12 +394,20 @@ export class Session {
         headers.set('dpop', await (await this.signer()).proof(method, url, tokens.accessToken));
       }
       const response = await this.fetch(url, { ...init, method, headers });
-      if (response.status !== 401 || attempt > 0 || !tokens.refreshToken) return response;
+      if (response.status !== 401) return response;
       const reason = await response
         .clone()
         .json()
         .then((p: { reason?: string }) => p.reason)
         .catch(() => undefined);
+      // Revoked (the user disconnected the app, or signed it out
+      // elsewhere): no token of this sign-in works again, so it is
+      // forgotten and the app is signed out.
+      if (reason === 'revoked' || reason === 'unknown_grant') {
+        await this.forget();
+        return response;
+      }
+      if (attempt > 0 || !tokens.refreshToken) return response;
       if (reason !== 'expired' && reason !== 'grant_changed') return response;
       tokens = await this.refresh(tokens);
     }
@@ -432,9 +440,17 @@ export class Session {
         failure = error;
       }
     }
+    await this.forget();
+    if (failure !== undefined) throw failure;
+  }
+
+  /**
+   * Forgets the tokens and the DPoP key without asking the server (they no
+   * longer work there): the app is signed out, and listeners are told.
+   */
+  async forget(): Promise<void> {
     await this.save(undefined);
     await this.store.delete(this.key('dpop-key'));
     this.signerPromise = undefined;
-    if (failure !== undefined) throw failure;
   }
 }

@@ -206,6 +206,8 @@ export class ChangeStream {
               break;
             case 'grant-revoked': {
               const detail = JSON.parse(event.data) as { reason?: string; detail?: string };
+              // No token of this sign-in works again: signed out.
+              await this.session.forget();
               stop('revoked', new CofferError(detail.detail ?? 'the user revoked the app', 401, 'grant-revoked'));
               return;
             }

@@ -225,4 +225,6 @@ test('a refused token surfaces as InvalidTokenError with its reason', async () =
   await oauthPost('/oauth/revoke', { token: tokens.refreshToken!, client_id: clientId });
   await oauthPost('/oauth/revoke', { token: tokens.accessToken, client_id: clientId });
   await assert.rejects(vault.table('contacts.people').list(), (e: unknown) => e instanceof InvalidTokenError && e.reason === 'revoked');
+  // No token of that sign-in works again: the app is signed out.
+  assert.equal(await vault.isSignedIn(), false);
 });

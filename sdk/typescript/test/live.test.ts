@@ -159,4 +159,5 @@ test('a revoked sign-out stops live queries with an error', async (t) => {
   }
   await eventually('the error', () => errors[0]);
   assert.equal(vault.liveStatus, 'closed');
+  assert.equal(await vault.isSignedIn(), false, 'a revoked sign-in is forgotten');
 });
