@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use coffer_auth::{RevocationView, RootKeyPair};
+use coffer_auth::{GrantSpec, RevocationView, RootKeyPair};
 use coffer_core::GrantId;
 use coffer_core::schema::registry::SchemaRegistry;
 use coffer_gateway::{AccessLog, ControlPlane, Gateway, RequestLimits};
@@ -56,6 +56,16 @@ impl ControlPlane for OAuthControl {
     async fn touch_grant(&self, grant: GrantId) {
         if let Err(e) = self.0.touch_grant(grant).await {
             tracing::warn!(%grant, error = %e, "recording a grant's last use failed");
+        }
+    }
+
+    async fn active_grant(&self, grant: GrantId) -> Option<GrantSpec> {
+        match self.0.active_spec(grant).await {
+            Ok(spec) => spec,
+            Err(e) => {
+                tracing::warn!(%grant, error = %e, "reading a grant's current access failed");
+                None
+            }
         }
     }
 

@@ -36,6 +36,10 @@ pub trait ControlPlane: Send + Sync {
     async fn sync_grant(&self, grant: GrantId) -> bool;
     /// Records that the grant was just used (the dashboard's last access).
     async fn touch_grant(&self, grant: GrantId);
+    /// What grant `grant` allows now, if it is active (`None`: revoked,
+    /// unknown, or not to be read now). A reader that outlives its token
+    /// (the live stream) tells the app what a changed grant takes away.
+    async fn active_grant(&self, grant: GrantId) -> Option<GrantSpec>;
     /// Verifies the DPoP proof `proof_jwt` of a request `method url`
     /// presenting `access_token` (RFC 9449 §4.3 and §7.1: signature, `htm`,
     /// `htu`, `iat`, a `jti` not used before, `ath` = the token's hash).
@@ -363,6 +367,13 @@ impl Caller {
         self.token.grant()
     }
 
+    /// What the token's grant allows now, read from the control plane
+    /// (`None`: revoked or unknown). It may be more or less than the token
+    /// carries when the user changed the grant since it was minted.
+    pub async fn current_grant(&self) -> Option<GrantSpec> {
+        self.gateway.inner.control.active_grant(self.token.grant_id()).await
+    }
+
     /// The gateway this request came through.
     pub fn gateway(&self) -> &Gateway {
         &self.gateway
@@ -497,6 +508,9 @@ mod tests {
             false
         }
         async fn touch_grant(&self, _grant: GrantId) {}
+        async fn active_grant(&self, _grant: GrantId) -> Option<GrantSpec> {
+            None
+        }
         async fn verify_dpop(
             &self,
             proof_jwt: &str,

@@ -531,6 +531,45 @@ pub fn recheck(caller: &Caller) -> Result<(), GatewayError> {
     }
 }
 
+/// What the app must purge from its copy now that the user changed its
+/// grant, for a reader whose token the change made stale (the live stream
+/// ending with `grant-changed`): what the grant reads now against what the
+/// reader's cursor (`query.since`) recorded. Empty without a cursor, or when
+/// the grant reads no less; `None` when it reads more somewhere, or is
+/// gone (the app loads again, or stops).
+pub async fn purge_for_changed_grant(
+    caller: &Caller,
+    query: &ChangesQuery,
+) -> Result<Option<Vec<Purge>>, GatewayError> {
+    let Some(cursor) = &query.since else {
+        return Ok(Some(Vec::new()));
+    };
+    let Some(spec) = caller.current_grant().await else {
+        return Ok(None);
+    };
+    let position = verify_cursor(caller, cursor).await?;
+    let engine = caller.gateway().engine();
+    let mut now = Vec::new();
+    let mut gone = Vec::new();
+    for name in position.seen.keys().filter_map(|t| t.parse::<TableName>().ok()) {
+        let access = spec.access(&name, Action::Read);
+        let installed = match access {
+            Some(_) => engine.table(caller.vault(), &name).await.ok(),
+            None => None,
+        };
+        match (installed, access) {
+            (Some(installed), Some(access)) => now.push(FeedTable {
+                installed,
+                columns: access.columns.clone(),
+                scope: access.row_scope,
+                shape: None,
+            }),
+            _ => gone.push(name),
+        }
+    }
+    Ok(purge_between(&position.seen, &now, &gone))
+}
+
 /// A page of the feed before its cursors are sealed.
 struct RawPage {
     purge: Vec<Purge>,

@@ -312,6 +312,16 @@ impl OAuthServer {
         Ok(true)
     }
 
+    /// What `grant` allows now, if it is active (`None`: revoked or
+    /// unknown).
+    pub async fn active_spec(&self, grant: GrantId) -> Result<Option<GrantSpec>, Error> {
+        let Some(row) = store::find(&self.pool, &grant.to_string()).await? else {
+            return Ok(None);
+        };
+        let grant = row.into_grant()?;
+        Ok(grant.is_active().then_some(grant.spec))
+    }
+
     /// Gives `grant` the spec `spec` at its next version.
     async fn set_spec<'e>(
         ex: impl SqliteExecutor<'e>,

@@ -26,6 +26,9 @@ impl ControlPlane for NoControl {
         false
     }
     async fn touch_grant(&self, _grant: GrantId) {}
+    async fn active_grant(&self, _grant: GrantId) -> Option<coffer_auth::GrantSpec> {
+        None
+    }
     async fn verify_dpop(&self, _proof: &str, _method: &str, _url: &str, _token: &str) -> Result<String, String> {
         Err("no DPoP in these tests".into())
     }

@@ -531,6 +531,41 @@ async fn the_stream_also_runs_over_a_websocket() {
 }
 
 #[tokio::test]
+async fn narrowing_the_grant_ends_an_open_stream_with_what_to_purge() {
+    let server = Server::start_with(&[("COFFER_STREAM_HEARTBEAT_SECS", "0.2")]);
+    let user = server.new_user("ada@example.org", 2).await;
+    let b_token = token(
+        &server,
+        &user,
+        "Beta",
+        "contacts.people(display_name,email):read notes.notes:read",
+    )
+    .await;
+    let mut stream = Stream::open(&server.base, &b_token, &[], None).await;
+    stream.expect("up-to-date").await;
+
+    narrow_on_dashboard(&user, "Beta", &["contacts.people(display_name):read"]).await;
+    let narrowed = Instant::now();
+    let event = stream.expect("grant-changed").await;
+    let data = event.json();
+    assert_eq!(data["reason"], "grant_changed", "{data}");
+    assert_eq!(
+        data["purge"],
+        json!([
+            {"table": "notes.notes", "drop": "table"},
+            {"table": "contacts.people", "drop": "columns", "columns": ["email"]},
+        ]),
+        "{data}"
+    );
+    assert!(event.id.is_some(), "the last event carries the cursor");
+    assert!(
+        stream.next_any().await.is_none(),
+        "the stream ends after `grant-changed`"
+    );
+    assert!(narrowed.elapsed() < Duration::from_secs(10), "{:?}", narrowed.elapsed());
+}
+
+#[tokio::test]
 async fn one_app_may_hold_four_streams_and_the_fifth_is_429() {
     let server = Server::start_with(&[("COFFER_STREAM_HEARTBEAT_SECS", "0.2")]);
     let user = server.new_user("ada@example.org", 2).await;

@@ -187,7 +187,7 @@ impl Logged for Opened {
     responses(
         (status = 200, description = "Server-Sent Events. `change` (data: a change as the feed gives it; `id`: the cursor after it), \
             `up-to-date` (every change so far was sent; `id`: the cursor), comments as heartbeats, and one last event before the stream ends: \
-            `grant-revoked` or `grant-changed` (get a new token; after a revocation there is none), `token-expired` (refresh the token and \
+            `grant-revoked` or `grant-changed` (get a new token; after a revocation there is none; `grant-changed` names what to purge when the grant now reads less), `token-expired` (refresh the token and \
             reconnect with the last id), `reconnect` (the stream's lifetime ended or the server is stopping), `resync-required` (load again \
             without a cursor), `server-error` (reconnect later with the last id).", content_type = "text/event-stream"),
         (status = 400, description = "Bad `since`, `Last-Event-ID` or `tables`, or another parameter", body = Problem, content_type = "application/problem+json"),
@@ -478,7 +478,7 @@ async fn run(opened: Opened, tx: mpsc::Sender<Out>) {
         }
         if read_now {
             if let Err(e) = changes::recheck(&caller) {
-                break 'stream token_refused(e);
+                break 'stream token_refused(&caller, &query, e).await;
             }
             watch.mark_seen();
             match changes::stream_step(&caller, &query).await {
@@ -493,7 +493,7 @@ async fn run(opened: Opened, tx: mpsc::Sender<Out>) {
                         json!({"reason": "resync-required", "detail": GatewayError::ResyncRequired.to_string()}),
                     );
                 }
-                Err(e @ GatewayError::InvalidToken { .. }) => break 'stream token_refused(e),
+                Err(e @ GatewayError::InvalidToken { .. }) => break 'stream token_refused(&caller, &query, e).await,
                 Err(e) => {
                     tracing::error!(error = %e, "a change stream's read failed");
                     break 'stream server_error();
@@ -520,7 +520,7 @@ async fn run(opened: Opened, tx: mpsc::Sender<Out>) {
             }
             _ = heartbeat.tick() => {
                 if let Err(e) = changes::recheck(&caller) {
-                    break 'stream token_refused(e);
+                    break 'stream token_refused(&caller, &query, e).await;
                 }
                 if !send(&tx, Out::Heartbeat).await {
                     return;
@@ -559,8 +559,11 @@ fn server_error() -> (&'static str, serde_json::Value) {
     )
 }
 
-/// The last event of a stream whose token was refused on a recheck.
-fn token_refused(e: GatewayError) -> (&'static str, serde_json::Value) {
+/// The last event of a stream whose token was refused on a recheck. After
+/// a change of the grant it carries what the app must purge (`purge`, as in
+/// the feed), when the grant now reads less; the app gets a new token and
+/// reconnects with the last id.
+async fn token_refused(caller: &Caller, query: &ChangesQuery, e: GatewayError) -> (&'static str, serde_json::Value) {
     let (code, reason) = match &e {
         GatewayError::InvalidToken { code, reason } => (*code, reason.clone()),
         other => ("revoked", other.to_string()),
@@ -570,5 +573,13 @@ fn token_refused(e: GatewayError) -> (&'static str, serde_json::Value) {
         "grant_changed" => "grant-changed",
         _ => "grant-revoked",
     };
-    (name, json!({"reason": code, "detail": reason}))
+    let mut data = json!({"reason": code, "detail": reason});
+    if code == "grant_changed" {
+        match changes::purge_for_changed_grant(caller, query).await {
+            Ok(Some(purge)) if !purge.is_empty() => data["purge"] = json!(purge),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "a changed grant's purge list could not be read"),
+        }
+    }
+    (name, data)
 }
