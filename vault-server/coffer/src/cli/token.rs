@@ -140,10 +140,13 @@ impl Failure<'_> {
                 let said = description.map(|d| format!(" ({d})")).unwrap_or_default();
                 self.refusal(&error, &said, step)
             }
-            Error::Http(e) => anyhow!(
-                "could not reach Coffer at {server}: {}. Is `coffer serve` running there? Name the server with --server or COFFER_PUBLIC_URL.",
-                error_chain(&e)
-            ),
+            Error::Http(e) => {
+                // The error and its sources, as one line.
+                let cause = anyhow::Error::from(e);
+                anyhow!(
+                    "could not reach Coffer at {server}: {cause:#}. Is `coffer serve` running there? Name the server with --server or COFFER_PUBLIC_URL."
+                )
+            }
             Error::UnexpectedResponse(e) => anyhow!(
                 "{server} did not answer like a Coffer server ({e}). Check --server: it is the server's public URL, e.g. {DEFAULT_SERVER}."
             ),
@@ -182,19 +185,4 @@ impl Failure<'_> {
             (code, _) => anyhow!("the server refused: {code}{said}"),
         }
     }
-}
-
-/// An error and its sources, as one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let part = e.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = e.source();
-    }
-    text
 }
