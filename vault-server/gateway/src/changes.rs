@@ -51,11 +51,7 @@ use datafusion::logical_expr::{Expr, col, lit};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use std::num::NonZeroUsize;
-use std::sync::{Arc, LazyLock, Mutex};
-
-use coffer_core::VaultId;
-use lru::LruCache;
+use std::sync::Arc;
 
 use crate::caller::Caller;
 use crate::catalog::{ConfinedTable, Use};
@@ -87,9 +83,6 @@ pub struct ChangesQuery {
     /// `filter[table]=` and `select[table]=`: the subsets followed of some
     /// tables (the others are followed whole).
     pub shapes: BTreeMap<TableName, Shape>,
-    /// The last cursor a live stream was given and the position it seals:
-    /// while `since` is still that cursor, its tag need not be checked again.
-    verified: Option<Box<(String, Position)>>,
 }
 
 impl ChangesQuery {
@@ -103,7 +96,6 @@ impl ChangesQuery {
             tables: None,
             limit: DEFAULT_LIMIT,
             shapes: BTreeMap::new(),
-            verified: None,
         };
         let mut seen: Vec<&str> = Vec::new();
         for (k, v) in pairs {
@@ -167,7 +159,7 @@ impl ChangesQuery {
 }
 
 /// What a change did, as the app sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeOp {
     /// The row appeared (created, or first seen in the load).
@@ -440,9 +432,6 @@ pub struct StreamChange {
     pub change: Change,
     /// Where a stream or feed resumes after it (`since=`, `Last-Event-ID`).
     pub cursor: String,
-    /// The change as JSON, shared by the streams that send the same change
-    /// with the same columns.
-    pub json: Arc<str>,
 }
 
 /// One read of a live stream: the feed's next page, each change with its
@@ -492,60 +481,29 @@ pub fn parse_stream_query(pairs: &[(String, String)]) -> Result<ChangesQuery, Ga
 /// The next changes of a live stream after `query.since` (the feed's
 /// [`changes`], with the same confinement and the same refusals), each with
 /// the cursor after it, within the gateway's limits.
-///
-/// `query` keeps the position the step's cursor seals: a stream that reads
-/// again from that cursor does not check its tag again.
-pub async fn stream_step(caller: &Caller, query: &mut ChangesQuery) -> Result<StreamStep, GatewayError> {
-    let (step, next) = caller
+pub async fn stream_step(caller: &Caller, query: &ChangesQuery) -> Result<StreamStep, GatewayError> {
+    caller
         .bounded(async {
             let page = read_page(caller, query).await?;
             let ends_at_next = page.changes.last().is_some_and(|(_, p)| *p == page.next);
             let mut changes = Vec::with_capacity(page.changes.len());
             for (change, position) in page.changes {
                 let cursor = seal(caller, &position).await?;
-                let json = change_text(caller, &change, &position)?;
-                changes.push(StreamChange { change, cursor, json });
+                changes.push(StreamChange { change, cursor });
             }
             let cursor = match changes.last() {
                 Some(last) if ends_at_next => last.cursor.clone(),
                 _ => seal(caller, &page.next).await?,
             };
-            let step = StreamStep {
+            Ok(StreamStep {
                 purge: page.purge,
                 changes,
                 cursor,
                 more: page.more,
                 tables: page.tables,
-            };
-            Ok((step, page.next))
+            })
         })
-        .await?;
-    query.verified = Some(Box::new((step.cursor.clone(), next)));
-    Ok(step)
-}
-
-/// Changes as JSON lately sent by live streams, keyed by what makes the
-/// text: the vault, the change's `seq` and kind, the columns the token
-/// reads of its table, and the subsets. A commit wakes every stream of the
-/// vault; those that send the same change the same way share one text.
-type ChangeTexts = Mutex<LruCache<(VaultId, i64, ChangeOp, String, String), Arc<str>>>;
-
-/// Changes kept as text (each about a row's size).
-const CHANGE_TEXTS: usize = 4096;
-
-static CHANGE_TEXTS_CACHE: LazyLock<ChangeTexts> =
-    LazyLock::new(|| Mutex::new(LruCache::new(NonZeroUsize::new(CHANGE_TEXTS).expect("non-zero"))));
-
-/// `change` as JSON, from the shared texts or made and kept there.
-fn change_text(caller: &Caller, change: &Change, position: &Position) -> Result<Arc<str>, GatewayError> {
-    let view = position.seen.get(&change.table).cloned().unwrap_or_default();
-    let key = (caller.vault(), change.seq, change.op, view, position.shape.clone());
-    if let Some(text) = CHANGE_TEXTS_CACHE.lock().expect("change texts").get(&key) {
-        return Ok(text.clone());
-    }
-    let text: Arc<str> = serde_json::to_string(change).map_err(GatewayError::internal)?.into();
-    CHANGE_TEXTS_CACHE.lock().expect("change texts").put(key, text.clone());
-    Ok(text)
+        .await
 }
 
 /// Checks again, now, what authenticating the request checked once: that
@@ -653,10 +611,7 @@ async fn read_page(caller: &Caller, query: &ChangesQuery) -> Result<RawPage, Gat
             (position, Vec::new())
         }
         Some(cursor) => {
-            let position = match &query.verified {
-                Some(known) if known.0 == *cursor => known.1.clone(),
-                _ => verify_cursor(caller, cursor).await?,
-            };
+            let position = verify_cursor(caller, cursor).await?;
             if position.app != app || !resumes_with(&position.tables, &tables_key) || position.shape != shape_key {
                 return Err(bad_cursor());
             }

@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
@@ -252,8 +252,7 @@ pub async fn stream(
             // the stream afterwards.
             let mut watch = caller.gateway().engine().watch_commits(caller.vault());
             watch.mark_seen();
-            let mut query = query;
-            let first = changes::stream_step(&caller, &mut query).await?;
+            let first = changes::stream_step(&caller, &query).await?;
             Ok(Opened {
                 caller,
                 query,
@@ -291,7 +290,7 @@ enum Out {
     Event {
         name: &'static str,
         id: Option<String>,
-        data: Arc<str>,
+        data: String,
     },
     /// Nothing happened for a while: keeps proxies from closing the stream.
     Heartbeat,
@@ -318,9 +317,8 @@ impl Out {
     fn into_websocket(self) -> Message {
         match self {
             Out::Event { name, id, data } => {
-                // `data` is JSON already: written in as it is.
-                let text = format!(r#"{{"event":{},"id":{},"data":{data}}}"#, json!(name), json!(id));
-                Message::Text(text.into())
+                let data: serde_json::Value = serde_json::from_str(&data).unwrap_or(serde_json::Value::Null);
+                Message::Text(json!({ "event": name, "id": id, "data": data }).to_string().into())
             }
             Out::Heartbeat => Message::Ping(Vec::new().into()),
         }
@@ -444,17 +442,24 @@ async fn run(opened: Opened, tx: mpsc::Sender<Out>) {
                 let event = Out::Event {
                     name: "purge",
                     id: None,
-                    data: json!({ "purge": done.purge }).to_string().into(),
+                    data: json!({ "purge": done.purge }).to_string(),
                 };
                 if !send(&tx, event).await {
                     return;
                 }
             }
-            for StreamChange { cursor, json, .. } in done.changes {
+            for StreamChange { change, cursor } in done.changes {
+                let data = match serde_json::to_string(&change) {
+                    Ok(data) => data,
+                    Err(e) => {
+                        tracing::error!(error = %e, "a change stream's change could not be written");
+                        break 'stream server_error();
+                    }
+                };
                 let event = Out::Event {
                     name: "change",
                     id: Some(cursor.clone()),
-                    data: json,
+                    data,
                 };
                 if !send(&tx, event).await {
                     return;
@@ -476,7 +481,7 @@ async fn run(opened: Opened, tx: mpsc::Sender<Out>) {
                 break 'stream token_refused(&caller, &query, e).await;
             }
             watch.mark_seen();
-            match changes::stream_step(&caller, &mut query).await {
+            match changes::stream_step(&caller, &query).await {
                 Ok(next) => step = Some(next),
                 Err(GatewayError::TooManyRequests { .. } | GatewayError::QueryTimeout { .. }) => {
                     read_now = false;
@@ -542,7 +547,7 @@ fn control(name: &'static str, query: &ChangesQuery, data: serde_json::Value) ->
     Out::Event {
         name,
         id: query.since.clone(),
-        data: data.to_string().into(),
+        data: data.to_string(),
     }
 }
 
