@@ -265,26 +265,8 @@ async fn narrowing_on_the_dashboard_tells_the_app_what_to_purge_on_its_next_read
     // whose cursor cannot be used to follow both (the other's history is
     // not in it).
     let both = "contacts.people,tasks.lists";
-    let named = |tables: &'static str, since: Option<String>| {
-        let reader = &reader;
-        async move {
-            let mut since = since;
-            loop {
-                let mut q = vec![("tables", tables)];
-                if let Some(s) = &since {
-                    q.push(("since", s));
-                }
-                let page = reader.get(&changes_path(&q)).await;
-                page.expect(200);
-                since = Some(page.body["cursor"].as_str().unwrap().to_owned());
-                if page.body["more"] == json!(false) {
-                    return since.unwrap();
-                }
-            }
-        }
-    };
-    let both_cursor = named(both, None).await;
-    let people_cursor = named("contacts.people", None).await;
+    let (_, both_cursor) = drain_query(&reader, &[("tables", both)], None).await;
+    let (_, people_cursor) = drain_query(&reader, &[("tables", "contacts.people")], None).await;
     reader
         .get(&changes_path(&[("tables", both), ("since", &people_cursor)]))
         .await
