@@ -2,6 +2,7 @@
 //! many apps share. Schema files live in the repository's `schemas/` folder as
 //! JSON; [`registry`] loads and validates them.
 
+pub mod lens;
 pub mod registry;
 
 use std::fmt;
@@ -62,6 +63,11 @@ pub struct TableDef {
     pub name: String,
     /// What a row of this table is, in plain words for the consent page.
     pub description: String,
+    /// In version 2 and later: how the table relates to the table of the
+    /// same name in the previous version, see [`lens`]. Empty in version 1,
+    /// and for a table the previous version does not have.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_previous: Vec<lens::LensOp>,
     /// The user-visible columns, in order.
     pub columns: Vec<ColumnDef>,
 }
@@ -93,6 +99,7 @@ impl TableDef {
         TableDef {
             name: "t".into(),
             description: "A column of every type.".into(),
+            from_previous: Vec::new(),
             columns: types
                 .into_iter()
                 .map(|(name, ty)| ColumnDef {

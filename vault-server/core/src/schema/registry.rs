@@ -5,6 +5,13 @@
 //! newer copy of a file, or a definition stored by an earlier run) is allowed
 //! only when the change is additive, see [`check_evolution`].
 //!
+//! A version N ≥ 2 may relate its tables to version N−1 (`from_previous`,
+//! see [`super::lens`]); the registry checks each such lens against N−1 as
+//! soon as both versions are present, whichever comes first. A version whose
+//! predecessor is missing is taken, and reported by
+//! [`SchemaRegistry::missing_predecessors`] and
+//! [`SchemaRegistry::check_complete`].
+//!
 //! Every error names where the definition came from (usually a file name),
 //! and the table and column the problem is in, so that a message can be acted
 //! on without reading the code.
@@ -17,6 +24,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::lens::{check_lens, validate_ops};
 use super::{ColumnDef, ColumnType, SYSTEM_COLUMNS, SchemaDef, TableDef, TableName, is_identifier};
 
 /// The built-in schema files, embedded so the binary works from any directory.
@@ -157,7 +165,7 @@ impl SchemaError {
     }
 }
 
-fn invalid(at: Location, reason: impl Into<String>) -> SchemaError {
+pub(crate) fn invalid(at: Location, reason: impl Into<String>) -> SchemaError {
     SchemaError::Invalid {
         at,
         reason: reason.into(),
@@ -246,7 +254,7 @@ pub fn validate(def: &SchemaDef, source: &str) -> Result<(), SchemaError> {
             }
         }
     }
-    Ok(())
+    validate_ops(def, source)
 }
 
 fn validate_column(def: &SchemaDef, table: &TableDef, column: &ColumnDef, source: &str) -> Result<(), SchemaError> {
@@ -324,7 +332,9 @@ fn validate_column(def: &SchemaDef, table: &TableDef, column: &ColumnDef, source
 /// every old table and column must still exist, each column with the same
 /// type, nullability and reference; columns added to an existing table must
 /// be nullable (rows stored earlier have no value for them). New tables are
-/// allowed, and descriptions and sensitive labels may change.
+/// allowed, and descriptions and sensitive labels may change. A table's
+/// `from_previous` keeps every operation it had (they say how stored rows
+/// read); operations may be added, for columns added in either version.
 ///
 /// `source` names where `new` came from, for messages.
 pub fn check_evolution(old: &SchemaDef, new: &SchemaDef, source: &str) -> Result<(), SchemaError> {
@@ -376,6 +386,16 @@ pub fn check_evolution(old: &SchemaDef, new: &SchemaDef, source: &str) -> Result
                 ));
             }
         }
+        if let Some(op) = old_table
+            .from_previous
+            .iter()
+            .find(|op| !new_table.from_previous.contains(op))
+        {
+            return Err(not_additive(
+                Location::table(source, &old_table.name),
+                format!("the operation {op} was removed from from_previous"),
+            ));
+        }
         for new_col in &new_table.columns {
             if old_table.column(&new_col.name).is_none() && !new_col.nullable {
                 return Err(not_additive(
@@ -393,6 +413,8 @@ pub fn check_evolution(old: &SchemaDef, new: &SchemaDef, source: &str) -> Result
 #[derive(Clone, Debug, Default)]
 pub struct SchemaRegistry {
     schemas: BTreeMap<(String, u32), Arc<SchemaDef>>,
+    /// Where each definition came from, for messages about its lens.
+    sources: BTreeMap<(String, u32), String>,
 }
 
 impl SchemaRegistry {
@@ -409,6 +431,7 @@ impl SchemaRegistry {
             let def = Self::parse(json, source)?;
             registry.insert(def, source)?;
         }
+        registry.check_complete()?;
         Ok(registry)
     }
 
@@ -434,6 +457,7 @@ impl SchemaRegistry {
             let def = Self::parse(&json, &source)?;
             registry.insert(def, &source)?;
         }
+        registry.check_complete()?;
         Ok(registry)
     }
 
@@ -451,14 +475,111 @@ impl SchemaRegistry {
     /// Adds a schema after [`validate`]-ing it. If the registry already has
     /// the same name and version, the new definition replaces it only if the
     /// change is additive ([`check_evolution`]).
+    ///
+    /// Versions may come in any order. When the previous version is
+    /// present, the definition's lens is checked against it
+    /// ([`check_lens`]); when the next version is present, the next
+    /// version's lens is checked against the definition (an error then names
+    /// the next version's source). A table may not come back after a version
+    /// that lacks it. A missing previous version is not an error here, see
+    /// [`check_complete`](Self::check_complete).
     pub fn insert(&mut self, def: SchemaDef, source: &str) -> Result<(), SchemaError> {
         validate(&def, source)?;
         let key = (def.name.clone(), def.version);
         if let Some(old) = self.schemas.get(&key) {
             check_evolution(old, &def, source)?;
         }
+        if let Some(prev) = def.version.checked_sub(1).and_then(|v| self.get(&def.name, v)) {
+            check_lens(&prev, &def, source)?;
+        }
+        if let Some(next) = self.get(&def.name, def.version + 1) {
+            check_lens(&def, &next, self.source(&def.name, next.version))?;
+        }
+        self.check_tables_do_not_return(&def, source)?;
+        self.sources.insert(key.clone(), source.to_owned());
         self.schemas.insert(key, Arc::new(def));
         Ok(())
+    }
+
+    /// Where the definition of `name` at `version` came from.
+    fn source(&self, name: &str, version: u32) -> &str {
+        self.sources
+            .get(&(name.to_owned(), version))
+            .map_or("unknown source", String::as_str)
+    }
+
+    /// Checks that, with `def` in the registry, every table of the schema is
+    /// in a run of versions without a hole: a table that a version dropped
+    /// does not come back in a later one (it would share the stored rows of
+    /// a table it has nothing to do with).
+    fn check_tables_do_not_return(&self, def: &SchemaDef, source: &str) -> Result<(), SchemaError> {
+        let mut versions: BTreeMap<u32, (&SchemaDef, &str)> = self
+            .versions(&def.name)
+            .map(|s| (s.version, (s.as_ref(), self.source(&s.name, s.version))))
+            .collect();
+        versions.insert(def.version, (def, source));
+        for (&version, &(later, later_source)) in &versions {
+            let Some(&(prev, _)) = version.checked_sub(1).and_then(|v| versions.get(&v)) else {
+                continue;
+            };
+            for table in &later.tables {
+                if prev.table(&table.name).is_some() {
+                    continue;
+                }
+                if let Some((&old, _)) = versions
+                    .range(..version - 1)
+                    .rev()
+                    .find(|(_, (s, _))| s.table(&table.name).is_some())
+                {
+                    return Err(invalid(
+                        Location::table(later_source, &table.name),
+                        format!(
+                            "version {old} has a table {0} and version {1} does not, so version \
+                             {version} cannot have one again: a table that a version drops does \
+                             not come back; give the table another name",
+                            table.name,
+                            version - 1
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every schema version N ≥ 2 whose version N−1 is missing, as
+    /// (name, N), sorted. A version needs its predecessor: its lens says how
+    /// its rows relate to the predecessor's.
+    pub fn missing_predecessors(&self) -> Vec<(String, u32)> {
+        self.schemas
+            .keys()
+            .filter(|(name, version)| *version >= 2 && !self.schemas.contains_key(&(name.clone(), version - 1)))
+            .cloned()
+            .collect()
+    }
+
+    /// Fails for the first version N ≥ 2 whose version N−1 is missing (see
+    /// [`missing_predecessors`](Self::missing_predecessors)). Loading
+    /// ([`builtin`](Self::builtin), [`from_dir`](Self::from_dir)) runs it
+    /// once every file is in.
+    pub fn check_complete(&self) -> Result<(), SchemaError> {
+        match self.missing_predecessors().first() {
+            Some((name, version)) => Err(invalid(
+                Location::new(self.source(name, *version)),
+                format!(
+                    "schema {name} version {version} needs version {} of the schema, which is missing",
+                    version - 1
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Every version of schema `name`, oldest first.
+    pub fn versions(&self, name: &str) -> impl Iterator<Item = &Arc<SchemaDef>> + '_ {
+        self.schemas
+            .range((name.to_owned(), 0)..=(name.to_owned(), u32::MAX))
+            .map(|(_, def)| def)
     }
 
     /// The schema `name` at `version`.
@@ -1255,6 +1376,8 @@ mod tests {
         let mut v2 = base();
         v2["version"] = json!(2);
         v2["tables"][0]["columns"][1]["type"] = json!("float");
+        // A new column named like one it replaces: the lens says so.
+        v2["tables"][0]["from_previous"] = json!([{"drop": "score"}, {"add": "score"}]);
         v2["tables"].as_array_mut().expect("array").remove(1);
         registry.insert(def(v2), SRC).expect("v2");
         registry.insert(def(base()), SRC).expect("v1");

@@ -1,0 +1,1321 @@
+//! Lenses between major versions of a schema.
+//!
+//! A table of version N ≥ 2 may say, in its `from_previous` list, how it
+//! relates to the table of the same name in version N−1 (see [`LensOp`]).
+//! With these lists, the versions of a table form one *family* that shares
+//! one set of stored rows: apps built for version 1 and apps built for
+//! version 2 read and write the same rows, each in its own columns.
+//!
+//! This module is pure and storage independent:
+//!
+//! - [`check_lens`] checks a version's lists against the previous version
+//!   (the registry runs it, see [`SchemaRegistry::insert`]);
+//! - [`TableFamily`] compiles a family: its physical table
+//!   ([`TableFamily::physical`], also [`family_table`]) and, per version, a
+//!   [`VersionView`] with a [`ReadExpr`] over physical columns for each
+//!   column of the version, and the translation of writes
+//!   ([`VersionView::write_row`], [`VersionView::write_patch`]).
+//!
+//! Physical columns are named as in the version where they first appeared.
+//! A later version's new column whose name is already taken gets the name
+//! `{name}_v{version}` (then `{name}_v{version}_2`, `_3`, …).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{Datelike, NaiveDate};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::registry::{Location, SchemaError, SchemaRegistry, invalid};
+use super::{ColumnDef, ColumnType, SYSTEM_COLUMNS, SchemaDef, TableDef};
+
+/// The three integer columns that hold the parts of a date.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DateParts {
+    /// The column of the year.
+    pub year: String,
+    /// The column of the month, 1 to 12.
+    pub month: String,
+    /// The column of the day of the month, 1 to 31.
+    pub day: String,
+}
+
+impl DateParts {
+    /// The three column names, year first.
+    pub fn names(&self) -> [&str; 3] {
+        [&self.year, &self.month, &self.day]
+    }
+}
+
+/// One operation of a table's `from_previous` list: how a column of version
+/// N relates to the table of the same name in version N−1. Columns with the
+/// same name, type, nullability and reference in both versions are carried
+/// over without an operation.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum LensOp {
+    /// `{"rename": "old", "to": "new"}`: the same column under a new name.
+    Rename {
+        /// The column of version N−1.
+        rename: String,
+        /// Its name in version N.
+        to: String,
+    },
+    /// `{"split": "birthday", "into": {"year": …, "month": …, "day": …}}`: a
+    /// date of version N−1 held as three integer columns in version N.
+    Split {
+        /// The date column of version N−1.
+        split: String,
+        /// The integer columns of version N.
+        into: DateParts,
+    },
+    /// `{"merge": {"year": …, "month": …, "day": …}, "into": "birthday"}`:
+    /// three integer columns of version N−1 held as one date in version N.
+    Merge {
+        /// The integer columns of version N−1.
+        merge: DateParts,
+        /// The date column of version N.
+        into: String,
+    },
+    /// `{"add": "pronouns", "default": …}`: a column new in version N. Rows
+    /// with no value for it read `default` (a column without a default must
+    /// be nullable).
+    Add {
+        /// The new column of version N.
+        add: String,
+        /// The value read when none is stored.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default: Option<Value>,
+    },
+    /// `{"drop": "nickname"}`: a column of version N−1 that version N does
+    /// not have. Rows keep it, and version N−1 still reads and writes it.
+    Drop {
+        /// The column of version N−1.
+        drop: String,
+    },
+}
+
+const OP_KINDS: [&str; 5] = ["rename", "split", "merge", "add", "drop"];
+
+impl<'de> Deserialize<'de> for LensOp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Rename {
+            rename: String,
+            to: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Split {
+            split: String,
+            into: DateParts,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Merge {
+            merge: DateParts,
+            into: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Add {
+            add: String,
+            #[serde(default)]
+            default: Option<Value>,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Drop {
+            drop: String,
+        }
+        use serde::de::Error;
+        let value = Value::deserialize(d)?;
+        let kinds: Vec<&str> = match &value {
+            Value::Object(map) => OP_KINDS.into_iter().filter(|k| map.contains_key(*k)).collect(),
+            _ => Vec::new(),
+        };
+        let op = match kinds.as_slice() {
+            ["rename"] => serde_json::from_value::<Rename>(value).map(|o| LensOp::Rename {
+                rename: o.rename,
+                to: o.to,
+            }),
+            ["split"] => serde_json::from_value::<Split>(value).map(|o| LensOp::Split {
+                split: o.split,
+                into: o.into,
+            }),
+            ["merge"] => serde_json::from_value::<Merge>(value).map(|o| LensOp::Merge {
+                merge: o.merge,
+                into: o.into,
+            }),
+            ["add"] => serde_json::from_value::<Add>(value).map(|o| LensOp::Add {
+                add: o.add,
+                default: o.default,
+            }),
+            ["drop"] => serde_json::from_value::<Drop>(value).map(|o| LensOp::Drop { drop: o.drop }),
+            [] => {
+                return Err(D::Error::custom(format!(
+                    "unknown operation {value}: expected an object with one of {}",
+                    OP_KINDS.join(", ")
+                )));
+            }
+            _ => {
+                return Err(D::Error::custom(format!(
+                    "an operation has only one of {}, this one has {}",
+                    OP_KINDS.join(", "),
+                    kinds.join(" and ")
+                )));
+            }
+        };
+        op.map_err(|e| D::Error::custom(format!("in a {} operation: {e}", kinds[0])))
+    }
+}
+
+impl fmt::Display for LensOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&serde_json::to_string(self).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// A part of a date.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DatePart {
+    /// The year.
+    Year,
+    /// The month, 1 to 12.
+    Month,
+    /// The day of the month, 1 to 31.
+    Day,
+}
+
+impl DatePart {
+    const ALL: [DatePart; 3] = [DatePart::Year, DatePart::Month, DatePart::Day];
+
+    /// The part's name, as in SQL's `date_part`: `year`, `month` or `day`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatePart::Year => "year",
+            DatePart::Month => "month",
+            DatePart::Day => "day",
+        }
+    }
+
+    /// This part of `date`.
+    pub fn of(self, date: NaiveDate) -> i64 {
+        match self {
+            DatePart::Year => i64::from(date.year()),
+            DatePart::Month => i64::from(date.month()),
+            DatePart::Day => i64::from(date.day()),
+        }
+    }
+}
+
+/// How a column of a version is read from the physical columns of its
+/// family. Each form maps to one DataFusion expression.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReadExpr {
+    /// The physical column of this name (null when the row has no value).
+    Column(String),
+    /// A constant.
+    Literal(Value),
+    /// The first expression, or the second when the first is null.
+    Coalesce(Box<ReadExpr>, Box<ReadExpr>),
+    /// A part of a date, as an integer; null when the date is null.
+    DatePart {
+        /// Which part.
+        part: DatePart,
+        /// The date.
+        of: Box<ReadExpr>,
+    },
+    /// The date of three integers; null when any of them is null or they
+    /// do not form a date (month 13, 30 February). Note that DataFusion's
+    /// `make_date` fails on such values, so the gateway needs a guarded form.
+    MakeDate {
+        /// The year.
+        year: Box<ReadExpr>,
+        /// The month.
+        month: Box<ReadExpr>,
+        /// The day.
+        day: Box<ReadExpr>,
+    },
+}
+
+impl ReadExpr {
+    /// Evaluates the expression over a physical row (absent columns are
+    /// null).
+    pub fn eval(&self, row: &Map<String, Value>) -> Value {
+        match self {
+            ReadExpr::Column(name) => row.get(name).cloned().unwrap_or(Value::Null),
+            ReadExpr::Literal(value) => value.clone(),
+            ReadExpr::Coalesce(a, b) => match a.eval(row) {
+                Value::Null => b.eval(row),
+                v => v,
+            },
+            ReadExpr::DatePart { part, of } => parse_date(&of.eval(row)).map_or(Value::Null, |d| part.of(d).into()),
+            ReadExpr::MakeDate { year, month, day } => make_date([year.eval(row), month.eval(row), day.eval(row)]),
+        }
+    }
+
+    /// The physical columns the expression reads, each once.
+    pub fn physical_columns(&self) -> BTreeSet<&str> {
+        let mut out = BTreeSet::new();
+        self.collect(&mut out);
+        out
+    }
+
+    fn collect<'a>(&'a self, out: &mut BTreeSet<&'a str>) {
+        match self {
+            ReadExpr::Column(name) => {
+                out.insert(name);
+            }
+            ReadExpr::Literal(_) => {}
+            ReadExpr::Coalesce(a, b) => {
+                a.collect(out);
+                b.collect(out);
+            }
+            ReadExpr::DatePart { of, .. } => of.collect(out),
+            ReadExpr::MakeDate { year, month, day } => {
+                year.collect(out);
+                month.collect(out);
+                day.collect(out);
+            }
+        }
+    }
+}
+
+impl fmt::Display for ReadExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadExpr::Column(name) => f.write_str(name),
+            ReadExpr::Literal(value) => write!(f, "{value}"),
+            ReadExpr::Coalesce(a, b) => write!(f, "coalesce({a}, {b})"),
+            ReadExpr::DatePart { part, of } => write!(f, "{}({of})", part.as_str()),
+            ReadExpr::MakeDate { year, month, day } => write!(f, "make_date({year}, {month}, {day})"),
+        }
+    }
+}
+
+/// The date of a `"YYYY-MM-DD"` value.
+fn parse_date(value: &Value) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(value.as_str()?, "%Y-%m-%d").ok()
+}
+
+/// The `"YYYY-MM-DD"` date of three integer values, or null.
+fn make_date([year, month, day]: [Value; 3]) -> Value {
+    let part = |v: &Value| v.as_i64();
+    let (Some(y), Some(m), Some(d)) = (part(&year), part(&month), part(&day)) else {
+        return Value::Null;
+    };
+    let (Ok(y), Ok(m), Ok(d)) = (i32::try_from(y), u32::try_from(m), u32::try_from(d)) else {
+        return Value::Null;
+    };
+    NaiveDate::from_ymd_opt(y, m, d).map_or(Value::Null, |date| date.format("%Y-%m-%d").to_string().into())
+}
+
+/// Error for a family that cannot be compiled, or a write a version cannot
+/// translate.
+#[derive(Debug, thiserror::Error)]
+pub enum LensError {
+    /// No version of the schema has the table.
+    #[error("no version of schema {schema} has a table {table}")]
+    UnknownTable {
+        /// The schema.
+        schema: String,
+        /// The table.
+        table: String,
+    },
+    /// The version is not known, or does not have the table.
+    #[error("schema {schema} version {version} has no table {table}")]
+    NotInVersion {
+        /// The schema.
+        schema: String,
+        /// The version.
+        version: u32,
+        /// The table.
+        table: String,
+    },
+    /// A version between the table's first and last is missing.
+    #[error("schema {schema} version {version} is missing; version {next} needs it")]
+    MissingVersion {
+        /// The schema.
+        schema: String,
+        /// The missing version.
+        version: u32,
+        /// The version after it.
+        next: u32,
+    },
+    /// The lens of a version does not fit the previous version.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// A write names a column the version does not have.
+    #[error("table {table} of version {version} has no column {column}")]
+    UnknownColumn {
+        /// The version.
+        version: u32,
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+    },
+    /// A date value that is not a `"YYYY-MM-DD"` date had to be split.
+    #[error("column {column}: {value} is not a date of the form \"YYYY-MM-DD\"")]
+    InvalidDate {
+        /// The column written.
+        column: String,
+        /// The value.
+        value: Value,
+    },
+}
+
+// ---- checking ----
+
+/// Checks the `from_previous` lists of `def` on their own: version 1 has
+/// none, each list names columns of its own table with the types the
+/// operations need, and defaults fit their columns. The registry runs this
+/// in [`super::registry::validate`]; [`check_lens`] checks the lists against
+/// the previous version.
+pub fn validate_ops(def: &SchemaDef, source: &str) -> Result<(), SchemaError> {
+    for table in &def.tables {
+        if table.from_previous.is_empty() {
+            continue;
+        }
+        if def.version == 1 {
+            return Err(invalid(
+                Location::table(source, &table.name),
+                "from_previous relates a table to the previous version of the schema, but this is \
+                 version 1; remove it",
+            ));
+        }
+        let mut named = BTreeSet::new();
+        for op in &table.from_previous {
+            for name in new_side(op) {
+                let at = || Location::column(source, &table.name, name);
+                let Some(column) = table.column(name) else {
+                    return Err(invalid(
+                        at(),
+                        format!(
+                            "{op} names column {name}, but table {} of version {} has no such column",
+                            table.name, def.version
+                        ),
+                    ));
+                };
+                if !named.insert(name) {
+                    return Err(invalid(
+                        at(),
+                        "more than one operation of from_previous names the column",
+                    ));
+                }
+                match op {
+                    LensOp::Split { .. } if column.ty != ColumnType::Integer => {
+                        return Err(invalid(
+                            at(),
+                            format!(
+                                "{op} splits a date into parts, which must be integer columns, not {}",
+                                column.ty
+                            ),
+                        ));
+                    }
+                    LensOp::Merge { .. } if column.ty != ColumnType::Date => {
+                        return Err(invalid(
+                            at(),
+                            format!(
+                                "{op} merges parts into a date, so the column must be a date, not {}",
+                                column.ty
+                            ),
+                        ));
+                    }
+                    LensOp::Add { default: None, .. } if !column.nullable => {
+                        return Err(invalid(
+                            at(),
+                            "the column is added in this version and not nullable, but rows stored by \
+                             earlier versions have no value for it: make it nullable or give the add \
+                             operation a default",
+                        ));
+                    }
+                    LensOp::Add {
+                        default: Some(value), ..
+                    } if !fits(column.ty, value) => {
+                        return Err(invalid(
+                            at(),
+                            format!("the default {value} is not a value of type {}", column.ty),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The columns of version N an operation names.
+fn new_side(op: &LensOp) -> Vec<&str> {
+    match op {
+        LensOp::Rename { to, .. } => vec![to],
+        LensOp::Split { into, .. } => into.names().to_vec(),
+        LensOp::Merge { into, .. } => vec![into],
+        LensOp::Add { add, .. } => vec![add],
+        LensOp::Drop { .. } => Vec::new(),
+    }
+}
+
+/// The columns of version N−1 an operation names.
+fn old_side(op: &LensOp) -> Vec<&str> {
+    match op {
+        LensOp::Rename { rename, .. } => vec![rename],
+        LensOp::Split { split, .. } => vec![split],
+        LensOp::Merge { merge, .. } => merge.names().to_vec(),
+        LensOp::Add { .. } => Vec::new(),
+        LensOp::Drop { drop } => vec![drop],
+    }
+}
+
+/// Whether `value` is a JSON value of a column of type `ty` (not null).
+fn fits(ty: ColumnType, value: &Value) -> bool {
+    match (ty, value) {
+        (_, Value::Null) => false,
+        (ColumnType::Json, _) => true,
+        (ColumnType::Text, Value::String(_)) | (ColumnType::Boolean, Value::Bool(_)) => true,
+        (ColumnType::Integer, v) => v.as_i64().is_some(),
+        (ColumnType::Float, Value::Number(_)) => true,
+        (ColumnType::Date, v) => parse_date(v).is_some(),
+        (ColumnType::Timestamp, Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s).is_ok(),
+        (ColumnType::Bytes, Value::String(s)) => {
+            s.len() % 4 == 0
+                && s.trim_end_matches('=')
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+        }
+        (ColumnType::Uuid, Value::String(s)) => {
+            s.len() == 36
+                && s.char_indices().all(|(i, c)| match i {
+                    8 | 13 | 18 | 23 => c == '-',
+                    _ => c.is_ascii_hexdigit(),
+                })
+        }
+        (ColumnType::Vector(n), Value::Array(items)) => {
+            items.len() == n as usize && items.iter().all(|v| matches!(v, Value::Number(_)))
+        }
+        _ => false,
+    }
+}
+
+/// Checks the `from_previous` lists of version `next` against version
+/// `prev` (its version must be `next`'s minus one). For every table of both
+/// versions, every column of each is accounted for exactly once: by an
+/// operation, or carried over with the same name, type, nullability and
+/// reference. A table of `next` that `prev` does not have is new and has no
+/// list. `source` names where `next` came from, for messages.
+pub fn check_lens(prev: &SchemaDef, next: &SchemaDef, source: &str) -> Result<(), SchemaError> {
+    if prev.name != next.name || prev.version + 1 != next.version {
+        return Err(invalid(
+            Location::new(source),
+            format!(
+                "schema {} version {} cannot follow schema {} version {}",
+                next.name, next.version, prev.name, prev.version
+            ),
+        ));
+    }
+    for table in &next.tables {
+        match prev.table(&table.name) {
+            Some(old) => check_table_lens(old, table, prev.version, source)?,
+            None if !table.from_previous.is_empty() => {
+                return Err(invalid(
+                    Location::table(source, &table.name),
+                    format!(
+                        "the table is new in version {} (version {} has no table {}), so it has no \
+                         from_previous",
+                        next.version, prev.version, table.name
+                    ),
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+fn check_table_lens(old: &TableDef, new: &TableDef, prev_version: u32, source: &str) -> Result<(), SchemaError> {
+    let version = prev_version + 1;
+    let at = |column: &str| Location::column(source, &new.name, column);
+    let old_column = |op: &LensOp, name: &str| {
+        old.column(name).ok_or_else(|| {
+            invalid(
+                at(name),
+                format!(
+                    "{op} names column {name} of version {prev_version}, but table {} of version \
+                     {prev_version} has no such column",
+                    old.name
+                ),
+            )
+        })
+    };
+    let new_column = |name: &str| {
+        new.column(name)
+            .expect("validate_ops checked the columns of this version")
+    };
+    let mut old_used = BTreeSet::new();
+    let mut new_used = BTreeSet::new();
+    for op in &new.from_previous {
+        for name in old_side(op) {
+            old_column(op, name)?;
+            if !old_used.insert(name) {
+                return Err(invalid(
+                    at(name),
+                    format!("more than one operation of from_previous names column {name} of version {prev_version}"),
+                ));
+            }
+        }
+        for name in new_side(op) {
+            if !new_used.insert(name) {
+                return Err(invalid(
+                    at(name),
+                    "more than one operation of from_previous names the column",
+                ));
+            }
+        }
+        match op {
+            LensOp::Rename { rename, to } => {
+                same_column(
+                    old_column(op, rename)?,
+                    new_column(to),
+                    prev_version,
+                    source,
+                    &new.name,
+                    Some(op),
+                )?;
+            }
+            LensOp::Split { split, into } => {
+                let date = old_column(op, split)?;
+                let parts: Vec<&ColumnDef> = into.names().into_iter().map(new_column).collect();
+                date_and_parts(op, date, &parts, prev_version, at(split))?;
+            }
+            LensOp::Merge { merge, into } => {
+                let parts = merge
+                    .names()
+                    .into_iter()
+                    .map(|p| old_column(op, p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                date_and_parts(op, new_column(into), &parts, prev_version, at(into))?;
+            }
+            LensOp::Add { .. } => {}
+            LensOp::Drop { drop } => {
+                if !old_column(op, drop)?.nullable {
+                    return Err(invalid(
+                        at(drop),
+                        format!(
+                            "{op} drops a column that is not nullable in version {prev_version}: rows \
+                             written by version {version} would have no value for it"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    for column in &new.columns {
+        if new_used.contains(column.name.as_str()) {
+            continue;
+        }
+        let here = || at(&column.name);
+        let Some(previous) = old.column(&column.name) else {
+            return Err(invalid(
+                here(),
+                format!(
+                    "the column is not in version {prev_version}: say where it comes from in \
+                     from_previous, for example {{\"add\": \"{0}\"}} or {{\"rename\": \"…\", \"to\": \"{0}\"}}",
+                    column.name
+                ),
+            ));
+        };
+        if old_used.contains(column.name.as_str()) {
+            return Err(invalid(
+                here(),
+                format!(
+                    "column {} of version {prev_version} is used by another operation of \
+                     from_previous, so this column needs its own, such as {{\"add\": \"{}\"}}",
+                    column.name, column.name
+                ),
+            ));
+        }
+        same_column(previous, column, prev_version, source, &new.name, None)?;
+        old_used.insert(&previous.name);
+    }
+    for column in &old.columns {
+        if !old_used.contains(column.name.as_str()) {
+            return Err(invalid(
+                at(&column.name),
+                format!(
+                    "column {0} of version {prev_version} is not in version {version}: say what \
+                     became of it in from_previous, for example {{\"drop\": \"{0}\"}} or \
+                     {{\"rename\": \"{0}\", \"to\": \"…\"}}",
+                    column.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `new` (of version `prev_version + 1`) holds what `old` holds:
+/// the same type, nullability and reference.
+fn same_column(
+    old: &ColumnDef,
+    new: &ColumnDef,
+    prev_version: u32,
+    source: &str,
+    table: &str,
+    op: Option<&LensOp>,
+) -> Result<(), SchemaError> {
+    let at = || Location::column(source, table, &new.name);
+    let what = match op {
+        Some(op) => format!("{op} renames a column, so both must be alike, but "),
+        None => String::new(),
+    };
+    let fix = match op {
+        Some(_) => String::new(),
+        None => format!(
+            "; a change needs an operation in from_previous, or a new column name with \
+             {{\"drop\": \"{0}\"}} and {{\"add\": \"{0}\"}}",
+            old.name
+        ),
+    };
+    if old.ty != new.ty {
+        return Err(invalid(
+            at(),
+            format!(
+                "{what}the type changed from {} in version {prev_version} to {}{fix}",
+                old.ty, new.ty
+            ),
+        ));
+    }
+    if old.nullable != new.nullable {
+        let (was, is) = if old.nullable {
+            ("nullable", "not nullable")
+        } else {
+            ("not nullable", "nullable")
+        };
+        return Err(invalid(
+            at(),
+            format!("{what}the column was {was} in version {prev_version} and is now {is}{fix}"),
+        ));
+    }
+    if old.references != new.references {
+        let show = |r: &Option<String>| r.clone().unwrap_or_else(|| "nothing".into());
+        return Err(invalid(
+            at(),
+            format!(
+                "{what}the reference changed from {} in version {prev_version} to {}{fix}",
+                show(&old.references),
+                show(&new.references)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a split or merge: a date and three integer parts, all four of the
+/// same nullability (a write of either side must give the other a value).
+fn date_and_parts(
+    op: &LensOp,
+    date: &ColumnDef,
+    parts: &[&ColumnDef],
+    prev_version: u32,
+    at: Location,
+) -> Result<(), SchemaError> {
+    if date.ty != ColumnType::Date {
+        return Err(invalid(
+            at,
+            format!("{op} needs column {} to be a date, but it is {}", date.name, date.ty),
+        ));
+    }
+    if let Some(part) = parts.iter().find(|p| p.ty != ColumnType::Integer) {
+        return Err(invalid(
+            at,
+            format!(
+                "{op} needs column {} to be an integer, but it is {}",
+                part.name, part.ty
+            ),
+        ));
+    }
+    let mismatched: Vec<&str> = parts
+        .iter()
+        .filter(|p| p.nullable != date.nullable)
+        .map(|p| p.name.as_str())
+        .collect();
+    if !mismatched.is_empty() {
+        let (is, isnt) = if date.nullable {
+            ("nullable", "not nullable")
+        } else {
+            ("not nullable", "nullable")
+        };
+        return Err(invalid(
+            at,
+            format!(
+                "{op}: the date {} is {is} but {} {} {isnt}; the date and its parts must all be \
+                 nullable or all not nullable (versions {prev_version} and {})",
+                date.name,
+                mismatched.join(", "),
+                if mismatched.len() == 1 { "is" } else { "are" },
+                prev_version + 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
+// ---- compiling ----
+
+/// How a column of one version of a family relates to the version before.
+#[derive(Clone, Debug)]
+enum Link {
+    /// Stored in its own physical column: a column of the table's first
+    /// version, or one added by `add`.
+    Own { phys: String, default: Option<Value> },
+    /// The same value as column `prev` of the version before (carried over
+    /// or renamed).
+    Same { prev: String },
+    /// Part `part` of date `source` of the version before, also stored in
+    /// physical column `phys`. `group` is the three part columns of this
+    /// version, year first.
+    SplitPart {
+        source: String,
+        part: DatePart,
+        group: [String; 3],
+        phys: String,
+    },
+    /// The date of the three integer columns `parts` of the version before
+    /// (year first). Not stored: the parts hold it.
+    Merged { parts: [String; 3] },
+}
+
+/// One version of a family.
+#[derive(Debug)]
+struct Level {
+    version: u32,
+    table: TableDef,
+    /// Per column of `table`, in order.
+    links: Vec<Link>,
+    /// Per column of `table`, in order.
+    reads: Vec<ReadExpr>,
+}
+
+impl Level {
+    fn index(&self, column: &str) -> Option<usize> {
+        self.table.columns.iter().position(|c| c.name == column)
+    }
+
+    fn read(&self, column: &str) -> &ReadExpr {
+        &self.reads[self.index(column).expect("a column of the level")]
+    }
+}
+
+/// Where a physical column comes from: the version that introduced it, and
+/// its name there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The version.
+    pub version: u32,
+    /// The column's name in that version.
+    pub column: String,
+}
+
+#[derive(Debug)]
+struct FamilyInner {
+    schema: String,
+    physical: TableDef,
+    origins: Vec<Origin>,
+    levels: Vec<Level>,
+}
+
+/// The versions of one table of a schema that share one set of stored rows,
+/// compiled: the physical table and one [`VersionView`] per version.
+#[derive(Clone, Debug)]
+pub struct TableFamily(Arc<FamilyInner>);
+
+impl TableFamily {
+    /// Compiles the family of table `table` of schema `schema` from every
+    /// version of the schema in `registry` that has the table. The versions
+    /// must follow each other with no gap, and their lenses must be valid
+    /// (the registry checks them when it takes each version).
+    pub fn build(registry: &SchemaRegistry, schema: &str, table: &str) -> Result<Self, LensError> {
+        let versions: Vec<_> = registry.versions(schema).filter(|s| s.table(table).is_some()).collect();
+        let Some(first) = versions.first() else {
+            return Err(LensError::UnknownTable {
+                schema: schema.into(),
+                table: table.into(),
+            });
+        };
+        let mut expected = first.version;
+        for def in &versions {
+            if def.version != expected {
+                return Err(LensError::MissingVersion {
+                    schema: schema.into(),
+                    version: expected,
+                    next: def.version,
+                });
+            }
+            expected += 1;
+        }
+        for pair in versions.windows(2) {
+            check_lens(
+                &pair[0],
+                &pair[1],
+                &format!("schema {schema} version {}", pair[1].version),
+            )?;
+        }
+        let defs: Vec<&TableDef> = versions.iter().map(|s| s.table(table).expect("filtered")).collect();
+        Ok(Self::compile(schema, &versions[0].version, &defs))
+    }
+
+    fn compile(schema: &str, first_version: &u32, defs: &[&TableDef]) -> Self {
+        let mut physical: Vec<ColumnDef> = Vec::new();
+        let mut origins: Vec<Origin> = Vec::new();
+        let mut taken: BTreeSet<String> = BTreeSet::new();
+        let mut levels: Vec<Level> = Vec::new();
+        for (i, def) in defs.iter().enumerate() {
+            let version = first_version + i as u32;
+            let mut new_phys = |column: &ColumnDef, nullable: bool| -> String {
+                let mut name = column.name.clone();
+                if taken.contains(&name) {
+                    name = format!("{}_v{version}", column.name);
+                    let mut n = 2;
+                    while taken.contains(&name) {
+                        name = format!("{}_v{version}_{n}", column.name);
+                        n += 1;
+                    }
+                }
+                taken.insert(name.clone());
+                physical.push(ColumnDef {
+                    name: name.clone(),
+                    nullable,
+                    ..column.clone()
+                });
+                origins.push(Origin {
+                    version,
+                    column: column.name.clone(),
+                });
+                name
+            };
+            let mut links = Vec::with_capacity(def.columns.len());
+            for column in &def.columns {
+                let link = if i == 0 {
+                    Link::Own {
+                        phys: new_phys(column, column.nullable),
+                        default: None,
+                    }
+                } else {
+                    let op = def
+                        .from_previous
+                        .iter()
+                        .find(|op| new_side(op).contains(&column.name.as_str()));
+                    match op {
+                        None => Link::Same {
+                            prev: column.name.clone(),
+                        },
+                        Some(LensOp::Rename { rename, .. }) => Link::Same { prev: rename.clone() },
+                        Some(LensOp::Add { default, .. }) => Link::Own {
+                            phys: new_phys(column, true),
+                            default: default.clone(),
+                        },
+                        Some(LensOp::Split { split, into }) => {
+                            let names = into.names();
+                            let at = names.iter().position(|n| *n == column.name).expect("named");
+                            Link::SplitPart {
+                                source: split.clone(),
+                                part: DatePart::ALL[at],
+                                group: names.map(str::to_owned),
+                                phys: new_phys(column, true),
+                            }
+                        }
+                        Some(LensOp::Merge { merge, .. }) => Link::Merged {
+                            parts: merge.names().map(str::to_owned),
+                        },
+                        Some(LensOp::Drop { .. }) => unreachable!("a drop names no column of the new version"),
+                    }
+                };
+                links.push(link);
+            }
+            let reads = links
+                .iter()
+                .map(|link| match link {
+                    Link::Own { phys, default: None } => ReadExpr::Column(phys.clone()),
+                    Link::Own {
+                        phys,
+                        default: Some(value),
+                    } => ReadExpr::Coalesce(
+                        Box::new(ReadExpr::Column(phys.clone())),
+                        Box::new(ReadExpr::Literal(value.clone())),
+                    ),
+                    Link::Same { prev } => levels[i - 1].read(prev).clone(),
+                    Link::SplitPart { source, part, phys, .. } => ReadExpr::Coalesce(
+                        Box::new(ReadExpr::Column(phys.clone())),
+                        Box::new(ReadExpr::DatePart {
+                            part: *part,
+                            of: Box::new(levels[i - 1].read(source).clone()),
+                        }),
+                    ),
+                    Link::Merged { parts } => {
+                        let read = |p: &String| Box::new(levels[i - 1].read(p).clone());
+                        ReadExpr::MakeDate {
+                            year: read(&parts[0]),
+                            month: read(&parts[1]),
+                            day: read(&parts[2]),
+                        }
+                    }
+                })
+                .collect();
+            levels.push(Level {
+                version,
+                table: (*def).clone(),
+                links,
+                reads,
+            });
+        }
+        let last = defs.last().expect("a family has a version");
+        Self(Arc::new(FamilyInner {
+            schema: schema.to_owned(),
+            physical: TableDef {
+                name: last.name.clone(),
+                description: last.description.clone(),
+                from_previous: Vec::new(),
+                columns: physical,
+            },
+            origins,
+            levels,
+        }))
+    }
+
+    /// The physical table: every stored column of the family, in the order
+    /// the versions introduced them. Columns of the table's first version
+    /// keep their name and nullability; columns introduced later are
+    /// nullable (rows written before have no value for them) and keep the
+    /// type, description, label and reference of the column that introduced
+    /// them. The table's description is the newest version's.
+    pub fn physical(&self) -> &TableDef {
+        &self.0.physical
+    }
+
+    /// Where physical column `phys` comes from.
+    pub fn origin(&self, phys: &str) -> Option<&Origin> {
+        let at = self.0.physical.columns.iter().position(|c| c.name == phys)?;
+        Some(&self.0.origins[at])
+    }
+
+    /// The versions of the family, oldest first.
+    pub fn versions(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.levels.iter().map(|l| l.version)
+    }
+
+    /// The view of version `version`.
+    pub fn view(&self, version: u32) -> Result<VersionView, LensError> {
+        let level = self
+            .0
+            .levels
+            .iter()
+            .position(|l| l.version == version)
+            .ok_or_else(|| LensError::NotInVersion {
+                schema: self.0.schema.clone(),
+                version,
+                table: self.0.physical.name.clone(),
+            })?;
+        let mut view = VersionView {
+            family: self.0.clone(),
+            level,
+            writes: BTreeMap::new(),
+            needs_current: BTreeSet::new(),
+        };
+        for column in &self.0.levels[level].table.columns {
+            let probe = Map::from_iter([(column.name.clone(), Value::Null)]);
+            let (out, consulted) = view.write(&probe, None).expect("null is written to any column");
+            view.writes
+                .insert(column.name.clone(), out.into_iter().map(|(k, _)| k).collect());
+            if consulted {
+                view.needs_current.insert(column.name.clone());
+            }
+        }
+        Ok(view)
+    }
+}
+
+/// The physical table of the family of `table` of schema `schema`, see
+/// [`TableFamily::physical`].
+pub fn family_table(registry: &SchemaRegistry, schema: &str, table: &str) -> Result<TableDef, LensError> {
+    Ok(TableFamily::build(registry, schema, table)?.physical().clone())
+}
+
+/// The view of `table` of schema `schema` as version `version` has it, see
+/// [`TableFamily::view`].
+pub fn version_view(
+    registry: &SchemaRegistry,
+    schema: &str,
+    version: u32,
+    table: &str,
+) -> Result<VersionView, LensError> {
+    TableFamily::build(registry, schema, table)?.view(version)
+}
+
+/// One version's view of a family's rows: how each of its columns reads
+/// from the physical columns, and how its writes become physical values.
+#[derive(Clone, Debug)]
+pub struct VersionView {
+    family: Arc<FamilyInner>,
+    level: usize,
+    /// Per column of the version: the physical columns a write of it sets.
+    writes: BTreeMap<String, Vec<String>>,
+    /// The columns whose patch needs the row's current values.
+    needs_current: BTreeSet<String>,
+}
+
+impl VersionView {
+    fn here(&self) -> &Level {
+        &self.family.levels[self.level]
+    }
+
+    /// The version.
+    pub fn version(&self) -> u32 {
+        self.here().version
+    }
+
+    /// The table as this version defines it.
+    pub fn table(&self) -> &TableDef {
+        &self.here().table
+    }
+
+    /// The physical table of the family.
+    pub fn physical(&self) -> &TableDef {
+        &self.family.physical
+    }
+
+    /// The columns of the version, in its order, each with how it reads.
+    pub fn columns(&self) -> impl Iterator<Item = (&str, &ReadExpr)> + '_ {
+        let here = self.here();
+        here.table.columns.iter().map(|c| c.name.as_str()).zip(&here.reads)
+    }
+
+    /// How column `column` of the version reads.
+    pub fn read_expr(&self, column: &str) -> Option<&ReadExpr> {
+        let here = self.here();
+        here.index(column).map(|i| &here.reads[i])
+    }
+
+    /// The physical column that column `column` of the version is, when it
+    /// is exactly one (no default, no derivation): filters and column grants
+    /// on it can use the physical column directly.
+    pub fn physical_column(&self, column: &str) -> Option<&str> {
+        match self.read_expr(column)? {
+            ReadExpr::Column(phys) => Some(phys),
+            _ => None,
+        }
+    }
+
+    /// The columns of the version whose value depends on physical column
+    /// `phys`, in the version's order: what a change of `phys` changes for
+    /// this version.
+    pub fn columns_fed_by<'a>(&'a self, phys: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.columns()
+            .filter(move |(_, read)| read.physical_columns().contains(phys))
+            .map(|(name, _)| name)
+    }
+
+    /// The physical columns a write of column `column` of the version sets
+    /// (for example a version 1 write of a date also sets the parts a later
+    /// version split it into).
+    pub fn physical_written_by(&self, column: &str) -> Option<&[String]> {
+        self.writes.get(column).map(Vec::as_slice)
+    }
+
+    /// Whether [`write_patch`](Self::write_patch) of `patch` needs the row's
+    /// current values (it writes part of a split or merged date). When it
+    /// does not, an empty map may be passed as the current row.
+    pub fn needs_current(&self, patch: &Map<String, Value>) -> bool {
+        patch.keys().any(|k| self.needs_current.contains(k))
+    }
+
+    /// The row as the version sees it: the system columns of `physical`
+    /// unchanged, then every column of the version (null when it has no
+    /// value).
+    pub fn read_row(&self, physical: &Map<String, Value>) -> Map<String, Value> {
+        let mut row = Map::new();
+        for name in SYSTEM_COLUMNS {
+            if let Some(value) = physical.get(name) {
+                row.insert(name.to_owned(), value.clone());
+            }
+        }
+        for (name, read) in self.columns() {
+            row.insert(name.to_owned(), read.eval(physical));
+        }
+        row
+    }
+
+    /// The physical values of a whole row written by the version (an insert,
+    /// or a replacement): every column of the version is written, those
+    /// absent from `values` as null. The physical columns that no column of
+    /// the version reaches are left out: a new row has no value for them, a
+    /// replaced row keeps its own. System columns pass through.
+    pub fn write_row(&self, values: &Map<String, Value>) -> Result<Map<String, Value>, LensError> {
+        self.check_columns(values)?;
+        let mut all = values.clone();
+        for column in &self.here().table.columns {
+            all.entry(column.name.clone()).or_insert(Value::Null);
+        }
+        Ok(self.write(&all, None)?.0)
+    }
+
+    /// The physical values a patch of the version sets: the columns of
+    /// `patch`, and every physical column derived from them. `current` is
+    /// the row's physical values before the patch; it is read only when the
+    /// patch writes part of a split or merged date (see
+    /// [`needs_current`](Self::needs_current)), to recompute the other side
+    /// from all the parts. System columns pass through.
+    pub fn write_patch(
+        &self,
+        current: &Map<String, Value>,
+        patch: &Map<String, Value>,
+    ) -> Result<Map<String, Value>, LensError> {
+        self.check_columns(patch)?;
+        Ok(self.write(patch, Some(current))?.0)
+    }
+
+    fn check_columns(&self, values: &Map<String, Value>) -> Result<(), LensError> {
+        let here = self.here();
+        match values
+            .keys()
+            .find(|k| !SYSTEM_COLUMNS.contains(&k.as_str()) && here.index(k).is_none())
+        {
+            Some(column) => Err(LensError::UnknownColumn {
+                version: here.version,
+                table: here.table.name.clone(),
+                column: column.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Translates the values written at this view's version into physical
+    /// values: down through the older versions (to the physical columns
+    /// they own), and up through the newer ones (to the parts of split
+    /// dates they store). Also says whether a current value was needed.
+    fn write(
+        &self,
+        written: &Map<String, Value>,
+        current: Option<&Map<String, Value>>,
+    ) -> Result<(Map<String, Value>, bool), LensError> {
+        let levels = &self.family.levels;
+        let empty = Map::new();
+        let mut consulted = false;
+        let mut current_value = |level: &Level, column: &str| {
+            consulted = true;
+            level.read(column).eval(current.unwrap_or(&empty))
+        };
+        let mut out = Map::new();
+        let mut user = Map::new();
+        for (name, value) in written {
+            if SYSTEM_COLUMNS.contains(&name.as_str()) {
+                out.insert(name.clone(), value.clone());
+            } else {
+                user.insert(name.clone(), value.clone());
+            }
+        }
+        // Down: from this version to the oldest.
+        let mut values = user.clone();
+        for k in (0..=self.level).rev() {
+            let level = &levels[k];
+            let mut below = Map::new();
+            let mut split_done = BTreeSet::new();
+            for (column, link) in level.table.columns.iter().zip(&level.links) {
+                let value = values.get(&column.name);
+                match link {
+                    Link::Own { phys, .. } => {
+                        if let Some(v) = value {
+                            out.insert(phys.clone(), v.clone());
+                        }
+                    }
+                    Link::Same { prev } => {
+                        if let Some(v) = value {
+                            below.insert(prev.clone(), v.clone());
+                        }
+                    }
+                    Link::Merged { parts } => {
+                        if let Some(v) = value {
+                            for (name, part) in parts.iter().zip(date_parts(&column.name, v)?) {
+                                below.insert(name.clone(), part);
+                            }
+                        }
+                    }
+                    Link::SplitPart { source, group, .. } => {
+                        if !group.iter().any(|g| values.contains_key(g)) || !split_done.insert(source) {
+                            continue;
+                        }
+                        let parts = group.clone().map(|g| match values.get(&g) {
+                            Some(v) => v.clone(),
+                            None => current_value(level, &g),
+                        });
+                        for (name, part) in group.iter().zip(&parts) {
+                            let i = level.index(name).expect("a column of the level");
+                            if let Link::SplitPart { phys, .. } = &level.links[i] {
+                                out.insert(phys.clone(), part.clone());
+                            }
+                        }
+                        below.insert(source.clone(), make_date(parts));
+                    }
+                }
+            }
+            values = below;
+        }
+        // Up: from this version to the newest.
+        let mut values = user;
+        for k in self.level + 1..levels.len() {
+            let (prev, level) = (&levels[k - 1], &levels[k]);
+            let mut above = Map::new();
+            for (column, link) in level.table.columns.iter().zip(&level.links) {
+                match link {
+                    Link::Own { .. } => {}
+                    Link::Same { prev } => {
+                        if let Some(v) = values.get(prev) {
+                            above.insert(column.name.clone(), v.clone());
+                        }
+                    }
+                    Link::SplitPart { source, part, phys, .. } => {
+                        if let Some(v) = values.get(source) {
+                            let i = part_index(*part);
+                            let value = date_parts(source, v)?[i].clone();
+                            out.insert(phys.clone(), value.clone());
+                            above.insert(column.name.clone(), value);
+                        }
+                    }
+                    Link::Merged { parts } => {
+                        if parts.iter().any(|p| values.contains_key(p)) {
+                            let parts = parts.clone().map(|p| match values.get(&p) {
+                                Some(v) => v.clone(),
+                                None => current_value(prev, &p),
+                            });
+                            above.insert(column.name.clone(), make_date(parts));
+                        }
+                    }
+                }
+            }
+            values = above;
+        }
+        Ok((out, consulted))
+    }
+}
+
+fn part_index(part: DatePart) -> usize {
+    DatePart::ALL.iter().position(|p| *p == part).expect("one of the parts")
+}
+
+/// The year, month and day of date value `value` of column `column` (all
+/// null for null).
+fn date_parts(column: &str, value: &Value) -> Result<[Value; 3], LensError> {
+    if value.is_null() {
+        return Ok([Value::Null, Value::Null, Value::Null]);
+    }
+    let date = parse_date(value).ok_or_else(|| LensError::InvalidDate {
+        column: column.to_owned(),
+        value: value.clone(),
+    })?;
+    Ok(DatePart::ALL.map(|p| Value::from(p.of(date))))
+}
