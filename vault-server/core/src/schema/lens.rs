@@ -848,8 +848,14 @@ impl TableFamily {
                 table: table.into(),
             });
         };
-        let mut expected = first.version;
-        for def in &versions {
+        if first.version > 1 && registry.get(schema, first.version - 1).is_none() {
+            return Err(LensError::MissingVersion {
+                schema: schema.into(),
+                version: first.version - 1,
+                next: first.version,
+            });
+        }
+        for (expected, def) in (first.version..).zip(&versions) {
             if def.version != expected {
                 return Err(LensError::MissingVersion {
                     schema: schema.into(),
@@ -857,12 +863,11 @@ impl TableFamily {
                     next: def.version,
                 });
             }
-            expected += 1;
         }
         for pair in versions.windows(2) {
             check_lens(
-                &pair[0],
-                &pair[1],
+                pair[0],
+                pair[1],
                 &format!("schema {schema} version {}", pair[1].version),
             )?;
         }
@@ -1318,4 +1323,1005 @@ fn date_parts(column: &str, value: &Value) -> Result<[Value; 3], LensError> {
         value: value.clone(),
     })?;
     Ok(DatePart::ALL.map(|p| Value::from(p.of(date))))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const V1: &str = "schemas/contacts.json";
+    const V2: &str = "schemas/contacts_v2.json";
+    const V3: &str = "schemas/contacts_v3.json";
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(map) => map,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    /// The built-in `contacts` version 1, as JSON.
+    fn v1() -> Value {
+        let registry = SchemaRegistry::builtin().expect("built-in schemas");
+        serde_json::to_value(&*registry.get("contacts", 1).expect("contacts v1")).expect("json")
+    }
+
+    fn columns(v: &mut Value, table: usize) -> &mut Vec<Value> {
+        v["tables"][table]["columns"].as_array_mut().expect("columns")
+    }
+
+    fn position(v: &Value, table: usize, name: &str) -> usize {
+        v["tables"][table]["columns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .position(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+    }
+
+    /// `contacts` version 2: `people` renames `display_name` to `name`,
+    /// splits `birthday` into `birth_year`, `birth_month` and `birth_day`,
+    /// drops `nickname` and adds `pronouns`. The other tables are unchanged.
+    fn v2() -> Value {
+        let mut v = v1();
+        v["version"] = json!(2);
+        let at = position(&v, 0, "display_name");
+        columns(&mut v, 0)[at]["name"] = json!("name");
+        let at = position(&v, 0, "nickname");
+        columns(&mut v, 0).remove(at);
+        let at = position(&v, 0, "birthday");
+        let part = |name: &str, what: &str| {
+            json!({"name": name, "type": "integer", "sensitive": "date of birth",
+                   "description": format!("The {what} the person was born.")})
+        };
+        columns(&mut v, 0).splice(
+            at..=at,
+            [
+                part("birth_year", "year"),
+                part("birth_month", "month"),
+                part("birth_day", "day of the month"),
+            ],
+        );
+        columns(&mut v, 0).push(json!({"name": "pronouns", "type": "text",
+            "description": "The pronouns the person uses."}));
+        v["tables"][0]["from_previous"] = json!([
+            {"rename": "display_name", "to": "name"},
+            {"split": "birthday", "into": {"year": "birth_year", "month": "birth_month", "day": "birth_day"}},
+            {"drop": "nickname"},
+            {"add": "pronouns"}
+        ]);
+        v
+    }
+
+    /// `contacts` version 3: `people` renames `name` to `full_name`, merges
+    /// the birth parts back into a date `born`, and adds `language`, which
+    /// reads "en" when no value is stored.
+    fn v3() -> Value {
+        let mut v = v2();
+        v["version"] = json!(3);
+        let at = position(&v, 0, "name");
+        columns(&mut v, 0)[at]["name"] = json!("full_name");
+        let at = position(&v, 0, "birth_year");
+        columns(&mut v, 0).splice(
+            at..at + 3,
+            [json!({"name": "born", "type": "date", "sensitive": "date of birth",
+                    "description": "The person's birthday."})],
+        );
+        columns(&mut v, 0).push(json!({"name": "language", "type": "text", "nullable": false,
+            "description": "The language you write to the person in."}));
+        v["tables"][0]["from_previous"] = json!([
+            {"rename": "name", "to": "full_name"},
+            {"merge": {"year": "birth_year", "month": "birth_month", "day": "birth_day"}, "into": "born"},
+            {"add": "language", "default": "en"}
+        ]);
+        v
+    }
+
+    fn def(v: Value) -> SchemaDef {
+        serde_json::from_value(v).expect("test definition has the file format's shape")
+    }
+
+    fn registry(versions: &[(Value, &str)]) -> Result<SchemaRegistry, SchemaError> {
+        let mut registry = SchemaRegistry::builtin().expect("built-in schemas");
+        for (v, source) in versions {
+            registry.insert(def(v.clone()), source)?;
+        }
+        Ok(registry)
+    }
+
+    fn family(versions: &[(Value, &str)]) -> TableFamily {
+        let registry = registry(versions).expect("valid versions");
+        TableFamily::build(&registry, "contacts", "people").expect("family")
+    }
+
+    fn people() -> TableFamily {
+        family(&[(v2(), V2)])
+    }
+
+    fn assert_contains(message: &str, parts: &[&str]) {
+        for part in parts {
+            assert!(message.contains(part), "{message:?} should contain {part:?}");
+        }
+    }
+
+    /// Applies a patch of `view` to a stored row, as storage would.
+    fn patch(view: &VersionView, stored: &mut Map<String, Value>, patch: Value) {
+        let values = view.write_patch(stored, &obj(patch)).expect("patch");
+        stored.extend(values);
+    }
+
+    /// Applies physical values to a stored row, as storage would.
+    fn apply(row: &mut Map<String, Value>, values: Map<String, Value>) {
+        row.extend(values);
+    }
+
+    // ---- the worked example ----
+
+    #[test]
+    fn family_table_has_v1_names_then_the_columns_v2_introduced() {
+        let registry = registry(&[(v2(), V2)]).expect("v2 is valid");
+        let table = family_table(&registry, "contacts", "people").expect("family");
+        let v1 = registry.get("contacts", 1).expect("v1");
+        let v1_people = v1.table("people").expect("people");
+        let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+        let mut expected: Vec<&str> = v1_people.columns.iter().map(|c| c.name.as_str()).collect();
+        expected.extend(["birth_year", "birth_month", "birth_day", "pronouns"]);
+        assert_eq!(names, expected);
+        for column in &v1_people.columns {
+            assert_eq!(table.column(&column.name), Some(column), "{}", column.name);
+        }
+        for name in ["birth_year", "birth_month", "birth_day", "pronouns"] {
+            assert!(table.column(name).expect(name).nullable, "{name}");
+        }
+        assert_eq!(table.column("birth_month").expect("column").ty, ColumnType::Integer);
+        let family = TableFamily::build(&registry, "contacts", "people").expect("family");
+        assert_eq!(family.versions().collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(
+            family.origin("pronouns"),
+            Some(&Origin {
+                version: 2,
+                column: "pronouns".into()
+            })
+        );
+        // Tables the lens does not mention are one family too.
+        let groups = family_table(&registry, "contacts", "groups").expect("groups");
+        assert_eq!(groups.columns, v1.table("groups").expect("groups").columns);
+    }
+
+    #[test]
+    fn read_expressions_of_v2() {
+        let v2 = people().view(2).expect("v2");
+        let shown: Vec<(&str, String)> = v2.columns().map(|(c, e)| (c, e.to_string())).collect();
+        assert_eq!(shown[0], ("name", "display_name".to_owned()));
+        let read = |c: &str| v2.read_expr(c).expect(c).to_string();
+        assert_eq!(read("birth_year"), "coalesce(birth_year, year(birthday))");
+        assert_eq!(read("birth_month"), "coalesce(birth_month, month(birthday))");
+        assert_eq!(read("pronouns"), "pronouns");
+        assert_eq!(v2.physical_column("name"), Some("display_name"));
+        assert_eq!(v2.physical_column("notes"), Some("notes"));
+        assert_eq!(v2.physical_column("birth_day"), None);
+        assert_eq!(v2.physical_column("nickname"), None);
+        let fed: Vec<&str> = v2.columns_fed_by("birthday").collect();
+        assert_eq!(fed, ["birth_year", "birth_month", "birth_day"]);
+        assert_eq!(v2.columns_fed_by("display_name").collect::<Vec<_>>(), ["name"]);
+        assert_eq!(v2.columns_fed_by("nickname").count(), 0);
+        assert_eq!(
+            v2.physical_written_by("birth_month").expect("column"),
+            ["birth_day", "birth_month", "birth_year", "birthday"]
+        );
+        assert_eq!(v2.physical_written_by("name").expect("column"), ["display_name"]);
+        assert!(v2.needs_current(&obj(json!({"birth_month": 5}))));
+        assert!(!v2.needs_current(&obj(json!({"notes": "x", "name": "Ada"}))));
+
+        let v1 = people().view(1).expect("v1");
+        assert_eq!(v1.physical_column("birthday"), Some("birthday"));
+        assert_eq!(v1.physical_column("nickname"), Some("nickname"));
+        assert_eq!(
+            v1.physical_written_by("birthday").expect("column"),
+            ["birth_day", "birth_month", "birth_year", "birthday"]
+        );
+        assert!(!v1.needs_current(&obj(json!({"birthday": null}))));
+    }
+
+    #[test]
+    fn v1_write_is_read_by_v2() {
+        let family = people();
+        let (v1, v2) = (family.view(1).expect("v1"), family.view(2).expect("v2"));
+        let physical = v1
+            .write_row(&obj(json!({
+                "id": "p1", "display_name": "Ada Lovelace", "nickname": "Ada",
+                "birthday": "1815-12-10", "notes": "Met at the salon."
+            })))
+            .expect("write");
+        assert_eq!(physical["id"], "p1");
+        assert_eq!(physical["display_name"], "Ada Lovelace");
+        assert_eq!(physical["birthday"], "1815-12-10");
+        assert_eq!(physical["birth_year"], 1815);
+        assert_eq!(physical["birth_month"], 12);
+        assert_eq!(physical["birth_day"], 10);
+        assert!(!physical.contains_key("pronouns"), "v1 cannot reach pronouns");
+
+        let row = v2.read_row(&physical);
+        assert_eq!(row["id"], "p1");
+        assert_eq!(row["name"], "Ada Lovelace");
+        assert_eq!(row["birth_year"], 1815);
+        assert_eq!(row["birth_month"], 12);
+        assert_eq!(row["birth_day"], 10);
+        assert_eq!(row["notes"], "Met at the salon.");
+        assert_eq!(row["pronouns"], Value::Null);
+        assert_eq!(row["email"], Value::Null);
+        assert!(!row.contains_key("nickname"));
+        assert!(!row.contains_key("display_name"));
+        assert!(!row.contains_key("birthday"));
+        let expected: BTreeSet<&str> = v2
+            .table()
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .chain(["id"])
+            .collect();
+        assert_eq!(row.keys().map(String::as_str).collect::<BTreeSet<_>>(), expected);
+    }
+
+    #[test]
+    fn v2_write_is_read_by_v1() {
+        let family = people();
+        let (v1, v2) = (family.view(1).expect("v1"), family.view(2).expect("v2"));
+        let physical = v2
+            .write_row(&obj(json!({
+                "id": "p2", "name": "Grace Hopper", "birth_year": 1906, "birth_month": 12,
+                "birth_day": 9, "pronouns": "she/her", "_seq": 7
+            })))
+            .expect("write");
+        assert_eq!(physical["display_name"], "Grace Hopper");
+        assert_eq!(physical["birthday"], "1906-12-09");
+        assert_eq!(physical["pronouns"], "she/her");
+        assert_eq!(physical["_seq"], 7);
+        assert!(!physical.contains_key("nickname"), "v2 cannot reach nickname");
+        assert_eq!(
+            physical["notes"],
+            Value::Null,
+            "a whole row writes every column of its version"
+        );
+
+        let row = v1.read_row(&physical);
+        assert_eq!(row["display_name"], "Grace Hopper");
+        assert_eq!(row["birthday"], "1906-12-09");
+        assert_eq!(row["nickname"], Value::Null);
+        assert_eq!(row["_seq"], 7);
+        assert!(!row.contains_key("pronouns"));
+        assert!(!row.contains_key("birth_month"));
+        // And v2 reads back what it wrote.
+        let back = v2.read_row(&physical);
+        assert_eq!(back["birth_month"], 12);
+        assert_eq!(back["pronouns"], "she/her");
+    }
+
+    #[test]
+    fn v1_patch_of_notes_keeps_v2_only_data() {
+        let family = people();
+        let (v1, v2) = (family.view(1).expect("v1"), family.view(2).expect("v2"));
+        let mut stored = v2
+            .write_row(&obj(
+                json!({"name": "Grace", "birth_month": 12, "birth_day": 9, "pronouns": "she/her"}),
+            ))
+            .expect("write");
+        let patch = obj(json!({"notes": "Admiral."}));
+        assert!(!v1.needs_current(&patch));
+        let values = v1.write_patch(&Map::new(), &patch).expect("patch");
+        assert_eq!(values, obj(json!({"notes": "Admiral."})));
+        apply(&mut stored, values);
+        let row = v2.read_row(&stored);
+        assert_eq!(row["notes"], "Admiral.");
+        assert_eq!(row["pronouns"], "she/her");
+        assert_eq!(row["birth_month"], 12);
+        assert_eq!(row["birth_day"], 9);
+        assert_eq!(row["birth_year"], Value::Null);
+        // A v2 patch keeps what only v1 sees.
+        apply(
+            &mut stored,
+            v1.write_patch(&Map::new(), &obj(json!({"nickname": "Amazing Grace"})))
+                .expect("patch"),
+        );
+        let values = v2
+            .write_patch(&stored, &obj(json!({"name": "Grace Hopper"})))
+            .expect("patch");
+        assert_eq!(values, obj(json!({"display_name": "Grace Hopper"})));
+        apply(&mut stored, values);
+        assert_eq!(v1.read_row(&stored)["nickname"], "Amazing Grace");
+    }
+
+    #[test]
+    fn v2_month_and_day_without_year() {
+        let family = people();
+        let (v1, v2) = (family.view(1).expect("v1"), family.view(2).expect("v2"));
+        let physical = v2
+            .write_row(&obj(json!({"name": "Someone", "birth_month": 2, "birth_day": 29})))
+            .expect("write");
+        assert_eq!(physical["birthday"], Value::Null);
+        assert_eq!(v1.read_row(&physical)["birthday"], Value::Null);
+        let row = v2.read_row(&physical);
+        assert_eq!(row["birth_year"], Value::Null);
+        assert_eq!(row["birth_month"], 2);
+        assert_eq!(row["birth_day"], 29);
+
+        // The year comes later, by a patch: the date is made from all parts.
+        let mut stored = physical;
+        let patch = obj(json!({"birth_year": 1996}));
+        assert!(v2.needs_current(&patch));
+        let values = v2.write_patch(&stored, &patch).expect("patch");
+        assert_eq!(values["birthday"], "1996-02-29");
+        assert_eq!(values["birth_month"], 2);
+        apply(&mut stored, values);
+        assert_eq!(v1.read_row(&stored)["birthday"], "1996-02-29");
+    }
+
+    #[test]
+    fn rows_stored_before_v2_read_in_v2() {
+        let family = people();
+        let v2 = family.view(2).expect("v2");
+        // Written by a v1 app before v2 existed: no parts are stored.
+        let mut stored = obj(json!({"id": "old", "display_name": "Alan", "birthday": "1912-06-23", "nickname": "Al"}));
+        let row = v2.read_row(&stored);
+        assert_eq!(row["name"], "Alan");
+        assert_eq!(row["birth_year"], 1912);
+        assert_eq!(row["birth_month"], 6);
+        assert_eq!(row["birth_day"], 23);
+        assert_eq!(row["pronouns"], Value::Null);
+
+        // A v2 patch of one part takes the others from the stored date.
+        let values = v2.write_patch(&stored, &obj(json!({"birth_day": 24}))).expect("patch");
+        assert_eq!(
+            values,
+            obj(json!({"birth_year": 1912, "birth_month": 6, "birth_day": 24, "birthday": "1912-06-24"}))
+        );
+        apply(&mut stored, values);
+        assert_eq!(family.view(1).expect("v1").read_row(&stored)["birthday"], "1912-06-24");
+        assert_eq!(v2.read_row(&stored)["birth_day"], 24);
+    }
+
+    #[test]
+    fn parts_that_are_no_date_keep_the_parts_and_null_the_date() {
+        let family = people();
+        let (v1, v2) = (family.view(1).expect("v1"), family.view(2).expect("v2"));
+        for (month, day) in [(13, 1), (2, 30), (0, 1)] {
+            let physical = v2
+                .write_row(&obj(
+                    json!({"name": "X", "birth_year": 2001, "birth_month": month, "birth_day": day}),
+                ))
+                .expect("write");
+            assert_eq!(v1.read_row(&physical)["birthday"], Value::Null, "{month}-{day}");
+            let row = v2.read_row(&physical);
+            assert_eq!(
+                (row["birth_month"].clone(), row["birth_day"].clone()),
+                (json!(month), json!(day))
+            );
+            assert_eq!(row["birth_year"], 2001);
+        }
+    }
+
+    #[test]
+    fn v1_clearing_the_date_clears_the_parts() {
+        let family = people();
+        let (v1, v2) = (family.view(1).expect("v1"), family.view(2).expect("v2"));
+        let mut stored = v2
+            .write_row(&obj(json!({"name": "X", "birth_month": 5, "birth_day": 4})))
+            .expect("write");
+        patch(&v1, &mut stored, json!({"birthday": null}));
+        let row = v2.read_row(&stored);
+        assert_eq!(
+            (row["birth_month"].clone(), row["birth_day"].clone()),
+            (Value::Null, Value::Null)
+        );
+        patch(&v1, &mut stored, json!({"birthday": "2000-01-31"}));
+        assert_eq!(v2.read_row(&stored)["birth_day"], 31);
+    }
+
+    #[test]
+    fn writes_of_unknown_columns_and_bad_dates_are_errors() {
+        let family = people();
+        let (v1, v2) = (family.view(1).expect("v1"), family.view(2).expect("v2"));
+        let err = v2
+            .write_row(&obj(json!({"name": "X", "nickname": "Y"})))
+            .expect_err("v2 has no nickname");
+        assert!(matches!(err, LensError::UnknownColumn { .. }), "{err:?}");
+        assert_eq!(err.to_string(), "table people of version 2 has no column nickname");
+        let err = v1
+            .write_patch(&Map::new(), &obj(json!({"birthday": "10/12/1815"})))
+            .expect_err("not a date");
+        assert_eq!(
+            err.to_string(),
+            "column birthday: \"10/12/1815\" is not a date of the form \"YYYY-MM-DD\""
+        );
+        let err = family.view(3).expect_err("no version 3");
+        assert_eq!(err.to_string(), "schema contacts version 3 has no table people");
+        let registry = registry(&[]).expect("builtin");
+        let err = TableFamily::build(&registry, "contacts", "pets").expect_err("no such table");
+        assert_eq!(err.to_string(), "no version of schema contacts has a table pets");
+    }
+
+    // ---- chains and physical names ----
+
+    #[test]
+    fn three_version_chain_composes() {
+        let family = family(&[(v2(), V2), (v3(), V3)]);
+        let names: Vec<&str> = family.physical().columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names[names.len() - 5..],
+            ["birth_year", "birth_month", "birth_day", "pronouns", "language"]
+        );
+        assert!(!names.contains(&"born") && !names.contains(&"full_name"), "{names:?}");
+        let (v1, v2, v3) = (
+            family.view(1).expect("v1"),
+            family.view(2).expect("v2"),
+            family.view(3).expect("v3"),
+        );
+        assert_eq!(v3.physical_column("full_name"), Some("display_name"));
+        assert_eq!(
+            v3.read_expr("born").expect("born").to_string(),
+            "make_date(coalesce(birth_year, year(birthday)), coalesce(birth_month, month(birthday)), \
+             coalesce(birth_day, day(birthday)))"
+        );
+        assert_eq!(
+            v3.read_expr("language").expect("language").to_string(),
+            "coalesce(language, \"en\")"
+        );
+
+        // A row stored by v1 before the other versions existed.
+        let mut stored = obj(json!({"display_name": "Alan", "birthday": "1912-06-23"}));
+        let row = v3.read_row(&stored);
+        assert_eq!(row["full_name"], "Alan");
+        assert_eq!(row["born"], "1912-06-23");
+        assert_eq!(row["language"], "en");
+        assert_eq!(row["pronouns"], Value::Null);
+
+        // v3 writes the date: v1 sees it, v2 sees its parts.
+        let values = v3.write_patch(&stored, &obj(json!({"born": "1912-06-24", "language": "de"})));
+        let values = values.expect("patch");
+        assert_eq!(
+            values,
+            obj(
+                json!({"birthday": "1912-06-24", "birth_year": 1912, "birth_month": 6, "birth_day": 24,
+                       "language": "de"})
+            )
+        );
+        assert!(!v3.needs_current(&obj(json!({"born": null}))));
+        apply(&mut stored, values);
+        assert_eq!(v1.read_row(&stored)["birthday"], "1912-06-24");
+        assert_eq!(v2.read_row(&stored)["birth_day"], 24);
+        assert_eq!(v3.read_row(&stored)["language"], "de");
+
+        // v2 writes month and day only: v1 and v3, which need a whole date, see none.
+        patch(&v2, &mut stored, json!({"birth_year": null}));
+        assert_eq!(v1.read_row(&stored)["birthday"], Value::Null);
+        assert_eq!(v3.read_row(&stored)["born"], Value::Null);
+        assert_eq!(v2.read_row(&stored)["birth_month"], 6);
+
+        // v1 writes: every version reads it.
+        let physical = v1
+            .write_row(&obj(json!({"display_name": "Ada", "birthday": "1815-12-10"})))
+            .expect("write");
+        assert_eq!(v3.read_row(&physical)["born"], "1815-12-10");
+        assert_eq!(v3.read_row(&physical)["full_name"], "Ada");
+        assert_eq!(v2.read_row(&physical)["birth_month"], 12);
+
+        // v3 writes a whole row: v1 sees its name and date.
+        let physical = v3
+            .write_row(&obj(
+                json!({"full_name": "Grace", "born": "1906-12-09", "language": "en"}),
+            ))
+            .expect("write");
+        let row = v1.read_row(&physical);
+        assert_eq!(
+            (row["display_name"].clone(), row["birthday"].clone()),
+            (json!("Grace"), json!("1906-12-09"))
+        );
+        assert_eq!(v2.read_row(&physical)["name"], "Grace");
+        assert_eq!(v3.physical_written_by("born").expect("born").len(), 4);
+    }
+
+    /// A small schema `t` whose table `items` has `a` (text) and `a_v2`.
+    fn small(version: u32, columns: Value, from_previous: Value) -> Value {
+        json!({
+            "name": "t", "version": version, "description": "Test data.",
+            "tables": [{"name": "items", "description": "Items.", "columns": columns,
+                        "from_previous": from_previous}]
+        })
+    }
+
+    #[test]
+    fn a_new_column_named_like_an_older_one_gets_a_versioned_physical_name() {
+        let col = |name: &str, ty: &str| json!({"name": name, "type": ty, "description": "A column."});
+        let mut registry = SchemaRegistry::new();
+        registry
+            .insert(
+                def(small(1, json!([col("a", "text"), col("a_v2", "text")]), json!([]))),
+                "t1.json",
+            )
+            .expect("v1");
+        // v2 replaces text `a` by an integer `a`; `a_v2` is taken too.
+        registry
+            .insert(
+                def(small(
+                    2,
+                    json!([col("a", "integer"), col("a_v2", "text")]),
+                    json!([{"drop": "a"}, {"add": "a"}]),
+                )),
+                "t2.json",
+            )
+            .expect("v2");
+        // v3 replaces `a` again, and brings back the name `b` it never had.
+        registry
+            .insert(
+                def(small(
+                    3,
+                    json!([col("a", "boolean"), col("a_v2", "text"), col("b", "text")]),
+                    json!([{"drop": "a"}, {"add": "a"}, {"add": "b"}]),
+                )),
+                "t3.json",
+            )
+            .expect("v3");
+        let family = TableFamily::build(&registry, "t", "items").expect("family");
+        let physical: Vec<(&str, String)> = family
+            .physical()
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.ty.to_string()))
+            .collect();
+        assert_eq!(
+            physical,
+            [
+                ("a", "text".to_owned()),
+                ("a_v2", "text".to_owned()),
+                ("a_v2_2", "integer".to_owned()),
+                ("a_v3", "boolean".to_owned()),
+                ("b", "text".to_owned()),
+            ]
+        );
+        assert_eq!(family.view(1).expect("v1").physical_column("a"), Some("a"));
+        assert_eq!(family.view(2).expect("v2").physical_column("a"), Some("a_v2_2"));
+        assert_eq!(family.view(2).expect("v2").physical_column("a_v2"), Some("a_v2"));
+        assert_eq!(family.view(3).expect("v3").physical_column("a"), Some("a_v3"));
+        let v2 = family.view(2).expect("v2");
+        let physical = v2.write_row(&obj(json!({"a": 5, "a_v2": "x"}))).expect("write");
+        assert_eq!(physical, obj(json!({"a_v2_2": 5, "a_v2": "x"})));
+        assert_eq!(family.view(1).expect("v1").read_row(&physical)["a"], Value::Null);
+        // The names do not depend on the order the files come in.
+        let mut reversed = SchemaRegistry::new();
+        for v in registry.iter().collect::<Vec<_>>().into_iter().rev() {
+            reversed.insert((**v).clone(), "again.json").expect("any order");
+        }
+        let again = TableFamily::build(&reversed, "t", "items").expect("family");
+        assert_eq!(again.physical(), family.physical());
+    }
+
+    // ---- checks ----
+
+    /// The message of the error for `contacts` v2 changed by `change`.
+    fn rejected(change: impl FnOnce(&mut Value)) -> String {
+        let mut v = v2();
+        change(&mut v);
+        let err = registry(&[(v, V2)]).expect_err("the lens should be rejected");
+        assert!(matches!(err, SchemaError::Invalid { .. }), "{err:?}");
+        err.to_string()
+    }
+
+    fn ops(v: &mut Value) -> &mut Vec<Value> {
+        v["tables"][0]["from_previous"].as_array_mut().expect("ops")
+    }
+
+    fn column_mut<'a>(v: &'a mut Value, name: &str) -> &'a mut Value {
+        let at = position(v, 0, name);
+        &mut columns(v, 0)[at]
+    }
+
+    #[test]
+    fn the_worked_example_is_valid_in_any_order() {
+        registry(&[(v2(), V2), (v3(), V3)]).expect("v1, v2, v3");
+        let mut registry = SchemaRegistry::new();
+        registry.insert(def(v3()), V3).expect("v3 first");
+        registry.insert(def(v2()), V2).expect("then v2");
+        registry.insert(def(v1()), V1).expect("then v1");
+        registry.check_complete().expect("complete");
+    }
+
+    #[test]
+    fn from_previous_in_version_1_is_an_error() {
+        let mut v = v1();
+        v["tables"][1]["from_previous"] = json!([{"add": "name"}]);
+        let err = SchemaRegistry::new().insert(def(v), V1).expect_err("version 1");
+        assert_contains(
+            &err.to_string(),
+            &["schemas/contacts.json: table groups: ", "this is version 1"],
+        );
+    }
+
+    #[test]
+    fn an_operation_naming_a_missing_old_column_is_an_error() {
+        let message = rejected(|v| ops(v)[0] = json!({"rename": "display_nam", "to": "name"}));
+        assert_contains(
+            &message,
+            &[
+                "schemas/contacts_v2.json: table people, column display_nam: ",
+                "names column display_nam of version 1, but table people of version 1 has no such column",
+            ],
+        );
+    }
+
+    #[test]
+    fn an_operation_naming_a_missing_new_column_is_an_error() {
+        let message = rejected(|v| ops(v)[3] = json!({"add": "pronoun"}));
+        assert_contains(
+            &message,
+            &[
+                "schemas/contacts_v2.json: table people, column pronoun: ",
+                "names column pronoun, but table people of version 2 has no such column",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_new_column_without_an_operation_is_an_error() {
+        let message = rejected(|v| {
+            ops(v).remove(3);
+        });
+        assert_contains(
+            &message,
+            &[
+                "schemas/contacts_v2.json: table people, column pronouns: ",
+                "not in version 1",
+                "{\"add\": \"pronouns\"}",
+            ],
+        );
+    }
+
+    #[test]
+    fn an_old_column_without_an_operation_is_an_error() {
+        let message = rejected(|v| {
+            ops(v).remove(2);
+        });
+        assert_contains(
+            &message,
+            &[
+                "schemas/contacts_v2.json: table people, column nickname: ",
+                "column nickname of version 1 is not in version 2",
+                "{\"drop\": \"nickname\"}",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_type_changed_without_an_operation_is_an_error() {
+        let message = rejected(|v| column_mut(v, "favorite")["type"] = json!("integer"));
+        assert_contains(
+            &message,
+            &[
+                "schemas/contacts_v2.json: table people, column favorite: ",
+                "the type changed from boolean in version 1 to integer",
+                "needs an operation",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_nullability_changed_without_an_operation_is_an_error() {
+        let message = rejected(|v| column_mut(v, "email")["nullable"] = json!(false));
+        assert_contains(
+            &message,
+            &[
+                "schemas/contacts_v2.json: table people, column email: ",
+                "was nullable in version 1 and is now not nullable",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_reference_changed_without_an_operation_is_an_error() {
+        let message = rejected(|v| v["tables"][2]["columns"][1]["references"] = json!("contacts.people"));
+        assert_contains(
+            &message,
+            &[
+                "schemas/contacts_v2.json: table memberships, column group_id: ",
+                "reference changed from contacts.groups in version 1 to contacts.people",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_rename_that_changes_the_type_is_an_error() {
+        let message = rejected(|v| column_mut(v, "name")["type"] = json!("json"));
+        assert_contains(
+            &message,
+            &[
+                "schemas/contacts_v2.json: table people, column name: ",
+                "renames a column",
+                "the type changed from text in version 1 to json",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_split_of_a_column_that_is_no_date_is_an_error() {
+        let message = rejected(|v| ops(v)[1]["split"] = json!("notes"));
+        assert_contains(
+            &message,
+            &[
+                "schemas/contacts_v2.json: table people, column notes: ",
+                "needs column notes to be a date, but it is text",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_split_into_columns_that_are_no_integers_is_an_error() {
+        let message = rejected(|v| column_mut(v, "birth_month")["type"] = json!("text"));
+        assert_contains(
+            &message,
+            &[
+                "schemas/contacts_v2.json: table people, column birth_month: ",
+                "must be integer columns, not text",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_split_with_parts_of_another_nullability_is_an_error() {
+        let message = rejected(|v| column_mut(v, "birth_day")["nullable"] = json!(false));
+        assert_contains(
+            &message,
+            &[
+                "schemas/contacts_v2.json: table people, column birthday: ",
+                "the date birthday is nullable but birth_day is not nullable",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_merge_into_a_column_that_is_no_date_is_an_error() {
+        let mut v = v3();
+        let at = position(&v, 0, "born");
+        columns(&mut v, 0)[at]["type"] = json!("timestamp");
+        let err = registry(&[(v2(), V2), (v, V3)]).expect_err("invalid");
+        assert_contains(
+            &err.to_string(),
+            &[
+                "schemas/contacts_v3.json: table people, column born: ",
+                "so the column must be a date, not timestamp",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_merge_of_columns_that_are_no_integers_is_an_error() {
+        let mut v2 = v2();
+        column_mut(&mut v2, "birth_day")["type"] = json!("float");
+        // The registry would reject v2's own split first: check the merge alone.
+        let err = check_lens(&def(v2), &def(v3()), V3).expect_err("invalid");
+        assert_contains(
+            &err.to_string(),
+            &[
+                "schemas/contacts_v3.json: table people, column born: ",
+                "needs column birth_day to be an integer, but it is float",
+            ],
+        );
+    }
+
+    #[test]
+    fn an_added_column_that_is_not_nullable_needs_a_default() {
+        let message = rejected(|v| column_mut(v, "pronouns")["nullable"] = json!(false));
+        assert_contains(
+            &message,
+            &[
+                "schemas/contacts_v2.json: table people, column pronouns: ",
+                "make it nullable or give the add operation a default",
+            ],
+        );
+        let mut ok = v2();
+        column_mut(&mut ok, "pronouns")["nullable"] = json!(false);
+        ops(&mut ok)[3]["default"] = json!("they/them");
+        registry(&[(ok, V2)]).expect("with a default");
+    }
+
+    #[test]
+    fn a_default_of_another_type_is_an_error() {
+        let message = rejected(|v| ops(v)[3]["default"] = json!(3));
+        assert_contains(
+            &message,
+            &[
+                "schemas/contacts_v2.json: table people, column pronouns: ",
+                "the default 3 is not a value of type text",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_drop_of_a_column_that_is_not_nullable_is_an_error() {
+        let message = rejected(|v| {
+            let at = position(v, 2, "group_id");
+            columns(v, 2).remove(at);
+            v["tables"][2]["from_previous"] = json!([{"drop": "group_id"}]);
+        });
+        assert_contains(
+            &message,
+            &[
+                "schemas/contacts_v2.json: table memberships, column group_id: ",
+                "drops a column that is not nullable in version 1",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_column_named_by_two_operations_is_an_error() {
+        let message = rejected(|v| ops(v).push(json!({"drop": "display_name"})));
+        assert_contains(
+            &message,
+            &[
+                "schemas/contacts_v2.json: table people, column display_name: ",
+                "more than one operation of from_previous names column display_name of version 1",
+            ],
+        );
+        let message = rejected(|v| ops(v).push(json!({"add": "name"})));
+        assert_contains(
+            &message,
+            &[
+                "schemas/contacts_v2.json: table people, column name: ",
+                "more than one operation",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_new_table_has_no_from_previous() {
+        let message = rejected(|v| {
+            v["tables"].as_array_mut().expect("tables").push(json!({
+                "name": "pets", "description": "Pets.",
+                "columns": [{"name": "name", "type": "text", "description": "Name."}],
+                "from_previous": [{"add": "name"}]
+            }));
+        });
+        assert_contains(
+            &message,
+            &[
+                "schemas/contacts_v2.json: table pets: ",
+                "the table is new in version 2",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_dropped_table_does_not_come_back() {
+        let mut without = v2();
+        without["tables"].as_array_mut().expect("tables").remove(2);
+        let mut v3 = v2();
+        v3["version"] = json!(3);
+        v3["tables"][0]["from_previous"] = json!([]);
+        let err = registry(&[(without.clone(), V2), (v3.clone(), V3)]).expect_err("comes back");
+        assert_contains(
+            &err.to_string(),
+            &[
+                "schemas/contacts_v3.json: table memberships: ",
+                "version 1 has a table memberships and version 2 does not",
+            ],
+        );
+        // The same, whatever the order.
+        let mut registry = SchemaRegistry::new();
+        registry.insert(def(v1()), V1).expect("v1");
+        registry.insert(def(v3), V3).expect("v3 alone");
+        let err = registry.insert(def(without), V2).expect_err("v2 between");
+        assert_contains(&err.to_string(), &["schemas/contacts_v3.json: table memberships: "]);
+    }
+
+    #[test]
+    fn a_bad_lens_is_found_whichever_version_comes_first() {
+        let mut v = v2();
+        ops(&mut v).remove(2);
+        let mut registry = SchemaRegistry::new();
+        registry.insert(def(v), V2).expect("v2 alone cannot be checked");
+        let err = registry.insert(def(v1()), V1).expect_err("v1 shows the problem");
+        assert_contains(
+            &err.to_string(),
+            &[
+                "schemas/contacts_v2.json: table people, column nickname: ",
+                "is not in version 2",
+            ],
+        );
+        assert!(registry.get("contacts", 1).is_none(), "nothing was inserted");
+    }
+
+    #[test]
+    fn a_version_needs_its_predecessor() {
+        let mut v = v3();
+        v["version"] = json!(4);
+        let mut registry = registry(&[]).expect("builtin");
+        registry.insert(def(v), "schemas/contacts_v4.json").expect("taken");
+        assert_eq!(registry.missing_predecessors(), [("contacts".to_owned(), 4)]);
+        let err = registry.check_complete().expect_err("v3 missing");
+        assert_eq!(
+            err.to_string(),
+            "schemas/contacts_v4.json: schema contacts version 4 needs version 3 of the schema, which is missing"
+        );
+        let err = TableFamily::build(&registry, "contacts", "people").expect_err("gap");
+        assert_eq!(
+            err.to_string(),
+            "schema contacts version 2 is missing; version 4 needs it"
+        );
+        let mut alone = SchemaRegistry::new();
+        alone.insert(def(v2()), V2).expect("v2 alone");
+        let err = TableFamily::build(&alone, "contacts", "people").expect_err("no v1");
+        assert_eq!(
+            err.to_string(),
+            "schema contacts version 1 is missing; version 2 needs it"
+        );
+    }
+
+    #[test]
+    fn a_redefinition_keeps_its_operations() {
+        let mut registry = registry(&[(v2(), V2)]).expect("v2");
+        let mut v = v2();
+        ops(&mut v).remove(3);
+        ops(&mut v).push(json!({"add": "pronouns", "default": "they/them"}));
+        let err = registry.insert(def(v), V2).expect_err("changed operation");
+        assert_contains(
+            &err.to_string(),
+            &[
+                "schemas/contacts_v2.json: table people: ",
+                "the operation {\"add\":\"pronouns\"} was removed from from_previous",
+                "not additive",
+            ],
+        );
+        // Adding a column to v2 with its operation is additive.
+        let mut v = v2();
+        columns(&mut v, 0).push(json!({"name": "mastodon", "type": "text", "description": "Fediverse handle."}));
+        ops(&mut v).push(json!({"add": "mastodon"}));
+        registry.insert(def(v), V2).expect("additive");
+    }
+
+    #[test]
+    fn operations_parse_and_print() {
+        let text = r#"[{"rename": "a", "to": "b"},
+            {"split": "d", "into": {"year": "y", "month": "m", "day": "dd"}},
+            {"merge": {"year": "y", "month": "m", "day": "dd"}, "into": "d"},
+            {"add": "c", "default": 1}, {"add": "e"}, {"drop": "f"}]"#;
+        let ops: Vec<LensOp> = serde_json::from_str(text).expect("parses");
+        assert_eq!(ops.len(), 6);
+        assert_eq!(
+            ops[4],
+            LensOp::Add {
+                add: "e".into(),
+                default: None
+            }
+        );
+        let back: Vec<LensOp> = serde_json::from_value(serde_json::to_value(&ops).expect("json")).expect("parses");
+        assert_eq!(back, ops);
+        assert_eq!(ops[0].to_string(), r#"{"rename":"a","to":"b"}"#);
+        for (bad, expected) in [
+            (r#"{"rename": "a"}"#, "in a rename operation: missing field `to`"),
+            (r#"{"rename": "a", "to": "b", "tp": "c"}"#, "unknown field `tp`"),
+            (r#"{"move": "a"}"#, "unknown operation"),
+            (
+                r#"{"add": "a", "drop": "b"}"#,
+                "only one of rename, split, merge, add, drop, this one has add and drop",
+            ),
+            (
+                r#"{"split": "d", "into": {"year": "y", "month": "m"}}"#,
+                "missing field `day`",
+            ),
+        ] {
+            let err = serde_json::from_str::<LensOp>(bad).expect_err(bad);
+            assert!(err.to_string().contains(expected), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_operation_in_a_file_names_the_table() {
+        let mut v = v2();
+        ops(&mut v)[0] = json!({"renam": "display_name", "to": "name"});
+        let err = SchemaRegistry::parse(&serde_json::to_string_pretty(&v).expect("json"), V2).expect_err("bad");
+        assert_contains(
+            &err.to_string(),
+            &["schemas/contacts_v2.json: table people: ", "unknown operation"],
+        );
+    }
 }
