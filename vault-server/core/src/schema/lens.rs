@@ -368,6 +368,17 @@ pub enum LensError {
         /// The value.
         value: Value,
     },
+    /// A new set of definitions would store an existing column of a family
+    /// elsewhere, or as another type.
+    #[error("table {schema}.{table}: {reason}")]
+    Unstable {
+        /// The schema.
+        schema: String,
+        /// The table.
+        table: String,
+        /// What would move.
+        reason: String,
+    },
 }
 
 // ---- checking ----
@@ -1043,6 +1054,56 @@ impl TableFamily {
         }
         Ok(view)
     }
+}
+
+/// Checks that the families of schema `schema` keep their stored columns
+/// from the definitions of `old` to those of `new`: every physical column of
+/// `old` is in `new` under the same name, with the same type, and comes from
+/// the same column of the same version. Additive changes of each version
+/// ([`super::registry::check_evolution`]) do not ensure it alone: a column
+/// added to an older version can take a physical name that a newer version
+/// used. Run it whenever stored definitions are replaced; families that do
+/// not compile in `old` are skipped.
+pub fn check_stable(old: &SchemaRegistry, new: &SchemaRegistry, schema: &str) -> Result<(), LensError> {
+    let tables: BTreeSet<&str> = old
+        .versions(schema)
+        .flat_map(|s| s.tables.iter().map(|t| t.name.as_str()))
+        .collect();
+    for table in tables {
+        let Ok(before) = TableFamily::build(old, schema, table) else {
+            continue;
+        };
+        let after = TableFamily::build(new, schema, table)?;
+        let unstable = |reason: String| LensError::Unstable {
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+            reason,
+        };
+        for column in &before.physical().columns {
+            let origin = before.origin(&column.name).expect("a physical column");
+            let Some(now) = after.physical().column(&column.name) else {
+                return Err(unstable(format!(
+                    "the stored column {} (column {} of version {}) would no longer be stored",
+                    column.name, origin.column, origin.version
+                )));
+            };
+            let now_origin = after.origin(&column.name).expect("a physical column");
+            if now.ty != column.ty || now_origin != origin {
+                return Err(unstable(format!(
+                    "the stored column {} holds column {} of version {} ({}), and would hold column {} \
+                     of version {} ({}); change the newer version's column name",
+                    column.name,
+                    origin.column,
+                    origin.version,
+                    column.ty,
+                    now_origin.column,
+                    now_origin.version,
+                    now.ty
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The physical table of the family of `table` of schema `schema`, see
@@ -1895,6 +1956,40 @@ mod tests {
         }
         let again = TableFamily::build(&reversed, "t", "items").expect("family");
         assert_eq!(again.physical(), family.physical());
+    }
+
+    #[test]
+    fn stored_columns_stay_where_they_are() {
+        let col = |name: &str| json!({"name": name, "type": "text", "description": "A column."});
+        let load = |files: &[Value]| {
+            let mut registry = SchemaRegistry::new();
+            for v in files {
+                registry.insert(def(v.clone()), "t.json").expect("valid");
+            }
+            registry
+        };
+        let old = load(&[
+            small(1, json!([col("a")]), json!([])),
+            small(2, json!([col("a"), col("x")]), json!([{"add": "x"}])),
+        ]);
+        check_stable(&old, &old, "t").expect("the same definitions");
+        // Each version changes additively, but version 1's new `x` would take
+        // the stored column of version 2's `x`.
+        let new = load(&[
+            small(1, json!([col("a"), col("x")]), json!([])),
+            small(2, json!([col("a"), col("x")]), json!([{"add": "x"}, {"drop": "x"}])),
+        ]);
+        let err = check_stable(&old, &new, "t").expect_err("moved");
+        assert_eq!(
+            err.to_string(),
+            "table t.items: the stored column x holds column x of version 2 (text), and would hold column x \
+             of version 1 (text); change the newer version's column name"
+        );
+        let grown = load(&[
+            small(1, json!([col("a"), col("y")]), json!([])),
+            small(2, json!([col("a"), col("x")]), json!([{"add": "x"}, {"drop": "y"}])),
+        ]);
+        check_stable(&old, &grown, "t").expect("a new name moves nothing");
     }
 
     // ---- checks ----
