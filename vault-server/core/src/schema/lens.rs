@@ -14,7 +14,8 @@
 //!   ([`TableFamily::physical`], also [`family_table`]) and, per version, a
 //!   [`VersionView`] with a [`ReadExpr`] over physical columns for each
 //!   column of the version, and the translation of writes
-//!   ([`VersionView::write_row`], [`VersionView::write_patch`]).
+//!   ([`VersionView::write_row`], [`VersionView::replace_row`],
+//!   [`VersionView::write_patch`]).
 //!
 //! Physical columns are named as in the version where they first appeared.
 //! A later version's new column whose name is already taken gets the name
@@ -223,7 +224,8 @@ pub enum ReadExpr {
     Literal(Value),
     /// The first expression, or the second when the first is null.
     Coalesce(Box<ReadExpr>, Box<ReadExpr>),
-    /// A part of a date, as an integer; null when the date is null.
+    /// A part of a date, as a 64-bit integer (SQL's `date_part`, cast);
+    /// null when the date is null.
     DatePart {
         /// Which part.
         part: DatePart,
@@ -1216,18 +1218,30 @@ impl VersionView {
         row
     }
 
-    /// The physical values of a whole row written by the version (an insert,
-    /// or a replacement): every column of the version is written, those
-    /// absent from `values` as null. The physical columns that no column of
-    /// the version reaches are left out: a new row has no value for them, a
-    /// replaced row keeps its own. System columns pass through.
+    /// The physical values of a new row written by the version: every
+    /// column of the version is written, those absent from `values` as null.
+    /// The physical columns that no column of the version reaches are left
+    /// out (the row has no value for them). System columns pass through.
     pub fn write_row(&self, values: &Map<String, Value>) -> Result<Map<String, Value>, LensError> {
+        self.replace_row(&Map::new(), values)
+    }
+
+    /// The physical values that replace stored row `current` when the
+    /// version writes it whole: as [`write_row`](Self::write_row), but what
+    /// the version cannot see is kept. Physical columns the version does not
+    /// reach are left out (the row keeps them), and a split date that the
+    /// version sees only some parts of takes the others from `current`.
+    pub fn replace_row(
+        &self,
+        current: &Map<String, Value>,
+        values: &Map<String, Value>,
+    ) -> Result<Map<String, Value>, LensError> {
         self.check_columns(values)?;
         let mut all = values.clone();
         for column in &self.here().table.columns {
             all.entry(column.name.clone()).or_insert(Value::Null);
         }
-        Ok(self.write(&all, None)?.0)
+        Ok(self.write(&all, Some(current))?.0)
     }
 
     /// The physical values a patch of the version sets: the columns of
@@ -1990,6 +2004,52 @@ mod tests {
             small(2, json!([col("a"), col("x")]), json!([{"add": "x"}, {"drop": "y"}])),
         ]);
         check_stable(&old, &grown, "t").expect("a new name moves nothing");
+    }
+
+    #[test]
+    fn a_replacement_keeps_the_parts_a_version_cannot_see() {
+        let col = |name: &str, ty: &str| json!({"name": name, "type": ty, "description": "A column."});
+        let mut registry = SchemaRegistry::new();
+        for v in [
+            small(1, json!([col("label", "text"), col("d", "date")]), json!([])),
+            small(
+                2,
+                json!([
+                    col("label", "text"),
+                    col("y", "integer"),
+                    col("m", "integer"),
+                    col("dd", "integer")
+                ]),
+                json!([{"split": "d", "into": {"year": "y", "month": "m", "day": "dd"}}]),
+            ),
+            small(
+                3,
+                json!([col("label", "text"), col("m", "integer"), col("dd", "integer")]),
+                json!([{"drop": "y"}]),
+            ),
+        ] {
+            registry.insert(def(v), "t.json").expect("valid");
+        }
+        let family = TableFamily::build(&registry, "t", "items").expect("family");
+        let (v1, v3) = (family.view(1).expect("v1"), family.view(3).expect("v3"));
+        let mut stored = v1
+            .write_row(&obj(json!({"label": "x", "d": "2020-03-04"})))
+            .expect("write");
+        let values = v3
+            .replace_row(&stored, &obj(json!({"label": "y", "m": 3, "dd": 5})))
+            .expect("replace");
+        assert_eq!(
+            values,
+            obj(json!({"label": "y", "y": 2020, "m": 3, "dd": 5, "d": "2020-03-05"}))
+        );
+        apply(&mut stored, values);
+        assert_eq!(v1.read_row(&stored)["d"], "2020-03-05");
+        // As a new row, the year v3 cannot see is unknown.
+        let values = v3
+            .write_row(&obj(json!({"label": "z", "m": 3, "dd": 5})))
+            .expect("write");
+        assert_eq!(values["d"], Value::Null);
+        assert!(v3.needs_current(&obj(json!({"m": 1}))));
     }
 
     // ---- checks ----
