@@ -17,6 +17,9 @@
 //!   ([`VersionView::write_row`], [`VersionView::replace_row`],
 //!   [`VersionView::write_patch`]).
 //!
+//! [`check_stable`] checks that new definitions keep every stored column
+//! where it is.
+//!
 //! Physical columns are named as in the version where they first appeared.
 //! A later version's new column whose name is already taken gets the name
 //! `{name}_v{version}` (then `{name}_v{version}_2`, `_3`, …).
@@ -523,7 +526,7 @@ fn fits(ty: ColumnType, value: &Value) -> bool {
 /// reference. A table of `next` that `prev` does not have is new and has no
 /// list. `source` names where `next` came from, for messages.
 pub fn check_lens(prev: &SchemaDef, next: &SchemaDef, source: &str) -> Result<(), SchemaError> {
-    if prev.name != next.name || prev.version + 1 != next.version {
+    if prev.name != next.name || prev.version.checked_add(1) != Some(next.version) {
         return Err(invalid(
             Location::new(source),
             format!(
@@ -532,6 +535,7 @@ pub fn check_lens(prev: &SchemaDef, next: &SchemaDef, source: &str) -> Result<()
             ),
         ));
     }
+    validate_ops(next, source)?;
     for table in &next.tables {
         match prev.table(&table.name) {
             Some(old) => check_table_lens(old, table, prev.version, source)?,
@@ -690,8 +694,8 @@ fn same_column(
     let fix = match op {
         Some(_) => String::new(),
         None => format!(
-            "; a change needs an operation in from_previous, or a new column name with \
-             {{\"drop\": \"{0}\"}} and {{\"add\": \"{0}\"}}",
+            "; a change needs an operation in from_previous, such as {{\"drop\": \"{0}\"}} and \
+             {{\"add\": \"{0}\"}} for a new column of the same name",
             old.name
         ),
     };
@@ -885,10 +889,10 @@ impl TableFamily {
             )?;
         }
         let defs: Vec<&TableDef> = versions.iter().map(|s| s.table(table).expect("filtered")).collect();
-        Ok(Self::compile(schema, &versions[0].version, &defs))
+        Ok(Self::compile(schema, first.version, &defs))
     }
 
-    fn compile(schema: &str, first_version: &u32, defs: &[&TableDef]) -> Self {
+    fn compile(schema: &str, first_version: u32, defs: &[&TableDef]) -> Self {
         let mut physical: Vec<ColumnDef> = Vec::new();
         let mut origins: Vec<Origin> = Vec::new();
         let mut taken: BTreeSet<String> = BTreeSet::new();

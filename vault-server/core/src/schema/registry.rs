@@ -492,7 +492,7 @@ impl SchemaRegistry {
         if let Some(prev) = def.version.checked_sub(1).and_then(|v| self.get(&def.name, v)) {
             check_lens(&prev, &def, source)?;
         }
-        if let Some(next) = self.get(&def.name, def.version + 1) {
+        if let Some(next) = def.version.checked_add(1).and_then(|v| self.get(&def.name, v)) {
             check_lens(&def, &next, self.source(&def.name, next.version))?;
         }
         self.check_tables_do_not_return(&def, source)?;
