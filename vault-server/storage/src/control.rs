@@ -68,6 +68,20 @@ pub struct StoredManifest {
     pub body: Vec<u8>,
 }
 
+/// A published schema version as stored.
+pub struct PublishedRow {
+    /// The schema's name (its namespace).
+    pub name: String,
+    /// The version.
+    pub version: u32,
+    /// The schema file's JSON text.
+    pub definition: String,
+    /// The client id of the app that published it; `None` for the operator.
+    pub publisher: Option<String>,
+    /// When this version was last published (µs since the epoch).
+    pub published_at: i64,
+}
+
 /// Handle to the control database.
 #[derive(Clone, Debug)]
 pub struct ControlDb {
@@ -279,6 +293,114 @@ impl ControlDb {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Every published schema version with its publisher (the client id of
+    /// an app; `None` for the operator), by name then version.
+    pub async fn published_schemas(&self) -> Result<Vec<PublishedRow>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT p.name, p.version, p.definition, n.publisher, p.published_at
+             FROM published_schemas p JOIN schema_namespaces n ON n.name = p.name
+             ORDER BY p.name, p.version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let version: i64 = r.try_get("version")?;
+                Ok(PublishedRow {
+                    name: r.try_get("name")?,
+                    version: u32::try_from(version)
+                        .map_err(|_| StorageError::Corrupt(format!("schema version {version}")))?,
+                    definition: r.try_get("definition")?,
+                    publisher: r.try_get("publisher")?,
+                    published_at: r.try_get("published_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Where the published schemas stand: how many versions there are and
+    /// when the newest was published. Versions are only ever added or
+    /// replaced (with a newer time), so an equal stamp means nothing changed.
+    pub async fn published_stamp(&self) -> Result<(i64, i64), StorageError> {
+        let row = sqlx::query("SELECT count(*) AS n, coalesce(max(published_at), 0) AS newest FROM published_schemas")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("n")?, row.try_get("newest")?))
+    }
+
+    /// Stores a published schema version in one transaction: claims the
+    /// namespace `name` for `publisher` if nobody has, refuses a namespace
+    /// another publisher holds ([`StorageError::NamespaceTaken`]), hands the
+    /// stored versions of the name (version, JSON text) to `check`, and
+    /// stores `definition` if `check` passes. Returns whether the version
+    /// is new (false: an existing version was replaced or left unchanged).
+    pub async fn publish_schema(
+        &self,
+        name: &str,
+        version: u32,
+        definition: &str,
+        publisher: Option<&str>,
+        check: impl FnOnce(&[(u32, String)]) -> Result<(), StorageError>,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let now = now_micros();
+        sqlx::query(
+            "INSERT INTO schema_namespaces (name, publisher, claimed_at) VALUES (?, ?, ?)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(publisher)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let owner: Option<String> = sqlx::query_scalar("SELECT publisher FROM schema_namespaces WHERE name = ?")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        if owner.as_deref() != publisher {
+            return Err(StorageError::NamespaceTaken(name.to_owned()));
+        }
+        let stored: Vec<(u32, String)> =
+            sqlx::query("SELECT version, definition FROM published_schemas WHERE name = ? ORDER BY version")
+                .bind(name)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| {
+                    let version: i64 = r.try_get("version")?;
+                    Ok((u32::try_from(version).unwrap_or(0), r.try_get("definition")?))
+                })
+                .collect::<Result<_, StorageError>>()?;
+        check(&stored)?;
+        let new = !stored.iter().any(|(v, _)| *v == version);
+        let unchanged = stored.iter().any(|(v, text)| *v == version && text == definition);
+        if !unchanged {
+            sqlx::query(
+                "INSERT INTO published_schemas (name, version, definition, published_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (name, version) DO UPDATE SET definition = excluded.definition,
+                     published_at = excluded.published_at",
+            )
+            .bind(name)
+            .bind(i64::from(version))
+            .bind(definition)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    /// How many schema names `publisher` holds.
+    pub async fn namespaces_of(&self, publisher: Option<&str>) -> Result<i64, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM schema_namespaces WHERE publisher IS ?")
+                .bind(publisher)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// Records tables as installed in a vault (idempotent).

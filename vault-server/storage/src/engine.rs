@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
+use coffer_core::schema::SchemaDef;
 use coffer_core::schema::registry::SchemaRegistry;
 use coffer_core::{AppId, TableName, VaultId};
 use datafusion::arrow::array::RecordBatch;
@@ -25,6 +26,7 @@ use crate::manifest::Manifest;
 use crate::notify::CommitWatch;
 use crate::options::EngineOptions;
 use crate::row::{RowVersion, Values, normalize_values, validate_id};
+use crate::schemas::{KnownSchemas, Published, Publisher};
 use crate::shared::Shared;
 use crate::tail::TailIndex;
 
@@ -80,11 +82,13 @@ impl Engine {
         for (vault, table, hash, seq) in db.unflushed_entries().await? {
             tail.record(vault, &table, hash, seq);
         }
+        let schemas = RwLock::new(Arc::new(KnownSchemas::load(&registry, &db).await?));
         let shared = Arc::new(Shared {
             db,
             objects: Objects::new(store, local_root),
             master,
-            registry: RwLock::new(registry),
+            base: registry,
+            schemas,
             keys: lru(options.key_cache),
             tables: lru(options.key_cache),
             manifests: lru(options.file_cache),
@@ -143,9 +147,86 @@ impl Engine {
         &self.shared.objects
     }
 
-    /// A copy of the schema registry.
-    pub fn registry(&self) -> SchemaRegistry {
-        self.shared.registry.read().expect("registry lock").clone()
+    /// The schema registry as known now (built-in, operator and published
+    /// schemas).
+    pub fn registry(&self) -> Arc<SchemaRegistry> {
+        self.shared.known_schemas().registry().clone()
+    }
+
+    /// The schemas known now, with who published each.
+    pub fn schemas(&self) -> Arc<KnownSchemas> {
+        self.shared.known_schemas()
+    }
+
+    /// Picks up schemas published by another process on the same control
+    /// database since the last look (the background worker also does this
+    /// once per flush interval). Cheap when nothing changed: one query.
+    pub async fn refresh_schemas(&self) -> Result<(), StorageError> {
+        self.shared.refresh_schemas().await
+    }
+
+    /// Publishes a schema version (decision 0031): checks it as the
+    /// built-in loader does, then the publishing rules (the name is not a
+    /// base schema's or reserved, an app stays within
+    /// [`limits`](crate::schemas::limits), a version follows the one before
+    /// it, a redefinition of a version is additive, references name known
+    /// tables), and stores it in the control database, claiming the name
+    /// for `publisher` if it is new. Vaults get its tables when a grant
+    /// names them ([`Engine::install_schema`]).
+    pub async fn publish_schema(&self, def: SchemaDef, publisher: &Publisher) -> Result<Published, StorageError> {
+        let source = format!("schema {} version {}", def.name, def.version);
+        coffer_core::schema::registry::validate(&def, &source)?;
+        let text = serde_json::to_string(&def).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let owner = match publisher {
+            Publisher::App(client_id) => Some(client_id.as_str()),
+            Publisher::Operator => None,
+            Publisher::Coffer => {
+                return Err(StorageError::Unpublishable(
+                    "built-in schemas are not published; they ship with the server".into(),
+                ));
+            }
+        };
+        if def.version > 1 {
+            return Err(StorageError::Unpublishable(format!(
+                "schema {} version {}: versions above 1 are not served yet (the gateway does not \
+                 yet translate shared rows between versions); publish version 1",
+                def.name, def.version
+            )));
+        }
+        self.refresh_schemas().await?;
+        let known = self.schemas();
+        if let Publisher::App(_) = publisher
+            && known.publisher(&def.name).is_none()
+            && self.shared.db.namespaces_of(owner).await? >= crate::schemas::limits::MAX_NAMESPACES_PER_APP
+        {
+            return Err(StorageError::Unpublishable(format!(
+                "an app may hold at most {} schema names",
+                crate::schemas::limits::MAX_NAMESPACES_PER_APP
+            )));
+        }
+        let created = self
+            .shared
+            .db
+            .publish_schema(&def.name, def.version, &text, owner, |stored| {
+                crate::schemas::check_publishable(&def, publisher, &known, stored)?;
+                // The stored versions and this one must load together, as
+                // the registry loads them: a redefined version additive, a
+                // new major version consistent with the one before it.
+                let mut family = SchemaRegistry::new();
+                for (version, text) in stored {
+                    let stored_source = format!("schema {} version {version}", def.name);
+                    family.insert(SchemaRegistry::parse(text, &stored_source)?, &stored_source)?;
+                }
+                family.insert(def.clone(), &source)?;
+                Ok(())
+            })
+            .await?;
+        self.shared.refresh_schemas().await?;
+        Ok(Published {
+            name: def.name.clone(),
+            version: def.version,
+            created,
+        })
     }
 
     /// Creates a vault: a new id and a fresh data key wrapped with the master
@@ -185,10 +266,10 @@ impl Engine {
     pub async fn install_schema(&self, vault: VaultId, name: &str, version: Option<u32>) -> Result<u32, StorageError> {
         self.shared.vault_keys(vault).await?;
         let def = {
-            let registry = self.shared.registry.read().expect("registry lock");
+            let known = self.shared.known_schemas();
             match version {
-                Some(v) => registry.get(name, v),
-                None => registry.latest(name),
+                Some(v) => known.registry().get(name, v),
+                None => known.registry().latest(name),
             }
             .ok_or_else(|| StorageError::SchemaNotFound(name.to_owned()))?
         };

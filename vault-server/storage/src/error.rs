@@ -17,6 +17,13 @@ pub enum StorageError {
     /// The schema is unknown to the registry.
     #[error("schema {0} not found")]
     SchemaNotFound(String),
+    /// A schema name another publisher holds, or one reserved by the server.
+    #[error("the schema name {0} belongs to another publisher; publish under a name of your own, such as yourapp_{0}")]
+    NamespaceTaken(String),
+    /// A published schema breaks a publishing rule (a limit, a missing
+    /// earlier version, a reference to an unknown table).
+    #[error("{0}")]
+    Unpublishable(String),
     /// A schema definition or change was refused.
     #[error(transparent)]
     Schema(#[from] coffer_core::schema::registry::SchemaError),

@@ -39,6 +39,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         if shared.shutdown.load(Ordering::SeqCst) {
             return;
         }
+        if let Err(e) = shared.refresh_schemas().await {
+            tracing::warn!(error = %e, "reloading the published schemas failed");
+        }
         if let Err(e) = shared.forget_deleted_elsewhere().await {
             tracing::warn!(error = %e, "looking for deleted vaults failed");
         }

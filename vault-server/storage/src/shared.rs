@@ -25,6 +25,7 @@ use crate::manifest::Manifest;
 use crate::notify::{CommitNotifier, TableVersions};
 use crate::options::EngineOptions;
 use crate::row::RowVersion;
+use crate::schemas::KnownSchemas;
 use crate::tail::TailIndex;
 
 /// What one engine's committer, background worker and readers share.
@@ -32,7 +33,10 @@ pub(crate) struct Shared {
     pub db: ControlDb,
     pub objects: Objects,
     pub master: MasterKey,
-    pub registry: RwLock<SchemaRegistry>,
+    /// The schemas opened with (built-in and operator files).
+    pub base: SchemaRegistry,
+    /// Those and the published ones, as last loaded.
+    pub schemas: RwLock<Arc<KnownSchemas>>,
     pub keys: Mutex<LruCache<VaultId, Arc<VaultKeys>>>,
     pub tables: Mutex<LruCache<VaultId, Arc<TableMap>>>,
     pub manifests: Mutex<LruCache<(VaultId, String), Arc<Manifest>>>,
@@ -89,6 +93,21 @@ impl Shared {
         Ok(())
     }
 
+    /// The schemas known now.
+    pub fn known_schemas(&self) -> Arc<KnownSchemas> {
+        self.schemas.read().expect("schemas lock").clone()
+    }
+
+    /// Reloads the known schemas when the control database's published ones
+    /// changed since they were loaded.
+    pub(crate) async fn refresh_schemas(&self) -> Result<(), StorageError> {
+        if self.known_schemas().is_stale(&self.db).await? {
+            let fresh = Arc::new(KnownSchemas::load(&self.base, &self.db).await?);
+            *self.schemas.write().expect("schemas lock") = fresh;
+        }
+        Ok(())
+    }
+
     /// The working keys of a live vault (unwrapping and caching them).
     pub async fn vault_keys(&self, vault: VaultId) -> Result<Arc<VaultKeys>, StorageError> {
         if let Some(k) = self.keys.lock().expect("key cache").get(&vault) {
@@ -117,10 +136,7 @@ impl Shared {
             .map(|t| (t.name.clone(), t.clone()))
             .collect();
         for (name, version) in rows {
-            let schema = {
-                let registry = self.registry.read().expect("registry lock");
-                registry.get(&name.schema, version)
-            };
+            let schema = self.known_schemas().registry().get(&name.schema, version);
             let schema = match schema {
                 Some(s) => s,
                 None => {
