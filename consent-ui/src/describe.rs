@@ -67,6 +67,7 @@ pub fn describe_line(table: &TableDef, permission: &TablePermission) -> ConsentL
         own_rows_only: permission.row_scope == RowScope::Own,
         checked: true,
         already_granted: false,
+        publisher: None,
     }
 }
 

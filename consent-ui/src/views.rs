@@ -131,6 +131,11 @@ pub struct ConsentLine {
     /// Whether the user allowed this line before. The consent page lists such
     /// lines under "You already allowed" instead of as checkboxes.
     pub already_granted: bool,
+    /// Who defined the table's schema when it is not one of Coffer's own,
+    /// e.g. `Acme Recipes` (an app that published it) or `the operator of
+    /// this server`; the page says so beside the table. `None`: built into
+    /// Coffer.
+    pub publisher: Option<String>,
 }
 
 /// The sign-up page.

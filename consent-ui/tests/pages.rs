@@ -696,6 +696,7 @@ fn evil_line() -> ConsentLine {
         own_rows_only: true,
         checked: true,
         already_granted: false,
+        publisher: None,
     }
 }
 

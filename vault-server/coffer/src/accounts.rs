@@ -5,8 +5,13 @@
 //! rows purged, and the control database's log checkpointed, so that
 //! nothing the vault held can be recovered from the data directory.
 
+use std::collections::BTreeSet;
+
 use anyhow::Context;
+use coffer_auth::GrantSpec;
+use coffer_core::VaultId;
 use coffer_oauth::{Error, User};
+use coffer_storage::Publisher;
 
 use crate::services::Services;
 
@@ -21,9 +26,14 @@ pub async fn create_account(services: &Services, email: &str, password: &str) ->
         .await
         .map_err(|e| Error::Internal(format!("creating the vault: {e}")))?;
     let result = async {
+        // The built-in and operator schemas; published ones come with the
+        // first grant that names them (`install_granted_schemas`).
+        let known = engine.schemas();
         let mut installed: Vec<&str> = Vec::new();
-        for schema in services.registry.iter() {
-            if installed.contains(&schema.name.as_str()) {
+        for schema in known.registry().iter() {
+            if installed.contains(&schema.name.as_str())
+                || matches!(known.publisher(&schema.name), Some(Publisher::App(_)))
+            {
                 continue;
             }
             engine
@@ -41,6 +51,32 @@ pub async fn create_account(services: &Services, email: &str, password: &str) ->
         tracing::warn!(%vault, error = %e, "could not delete the vault of a failed sign-up");
     }
     result
+}
+
+/// Installs into `vault` every schema of which `spec` names a table the
+/// vault does not have yet: a published schema's tables arrive with the
+/// first grant that names any of them (and a table added to a version later
+/// with the next grant that names it). Call before the grant is stored, so
+/// the app's token never names a table its vault lacks.
+pub async fn install_granted_schemas(services: &Services, vault: VaultId, spec: &GrantSpec) -> Result<(), Error> {
+    let engine = &services.engine;
+    let internal = |e: coffer_storage::StorageError| Error::Internal(format!("installing granted schemas: {e}"));
+    let have: BTreeSet<_> = engine
+        .tables(vault)
+        .await
+        .map_err(internal)?
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    let missing: BTreeSet<&str> = spec
+        .tables()
+        .filter(|t| !have.contains(*t))
+        .map(|t| t.schema.as_str())
+        .collect();
+    for schema in missing {
+        engine.install_schema(vault, schema, None).await.map_err(internal)?;
+    }
+    Ok(())
 }
 
 /// Deletes `user`'s account and erases their vault (decision 0017):

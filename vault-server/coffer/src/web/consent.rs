@@ -15,9 +15,10 @@ use coffer_oauth::{App, AuthorizeError, AuthorizeParams, ConsentCheck, Error, en
 
 use super::AppState;
 use super::forms::{FormPairs, oauth_params};
-use super::lines::{describe, ticked};
+use super::lines::{describe, label_publishers, ticked};
 use super::respond::{self, error_page, html, see_other};
 use super::session::{self, to_sign_in};
+use crate::accounts::install_granted_schemas;
 
 /// How the consent page names and identifies the app. Anyone can register
 /// any name and any homepage, so the page always shows where the code would
@@ -38,12 +39,12 @@ pub fn app_view(app: &App, redirect_uri: Option<&str>) -> AppView {
 /// The consent page's lines: the new pairs as checkboxes, the requested
 /// pairs the grant already allows as "already allowed", and the rest of the
 /// grant under "You already allowed".
-pub fn consent_lines(
+pub async fn consent_lines(
     state: &AppState,
     requested: &GrantSpec,
     check: &ConsentCheck,
 ) -> (Vec<ConsentLine>, Vec<ConsentLine>) {
-    let registry = &state.services.registry;
+    let registry = &state.services.registry();
     let mut lines = describe(registry, &check.new);
     let mut already = describe(registry, &requested.without(&check.new));
     for line in &mut already {
@@ -51,17 +52,19 @@ pub fn consent_lines(
         line.checked = false;
     }
     lines.extend(already);
-    let existing = match &check.existing {
+    let mut existing = match &check.existing {
         Some(grant) => describe(registry, &grant.spec.without(requested)),
         None => Vec::new(),
     };
+    label_publishers(&state.services, &mut lines).await;
+    label_publishers(&state.services, &mut existing).await;
     (lines, existing)
 }
 
 /// What the user allows: the ticked lines plus what the active grant
 /// already allows of the request (not shown as checkboxes).
 pub fn approved_spec(state: &AppState, form: &FormPairs, requested: &GrantSpec, check: &ConsentCheck) -> GrantSpec {
-    let ticked = ticked(&state.services.registry, &form.all(fields::LINE));
+    let ticked = ticked(&state.services.registry(), &form.all(fields::LINE));
     ticked.union(&requested.without(&check.new))
 }
 
@@ -115,6 +118,10 @@ pub async fn authorize(State(state): State<AppState>, headers: HeaderMap, RawQue
     };
     if !check.needed() {
         // Everything asked is inside the active grant: no page.
+        let vault = signed_in.session.user.vault_id;
+        if let Err(e) = install_granted_schemas(&state.services, vault, &pending.requested).await {
+            return respond::server_error(&state, &e);
+        }
         return match oauth.approve(user, &pending.requested, &pending).await {
             Ok(response) => see_other(&response.location),
             Err(e) => respond::server_error(&state, &e),
@@ -124,7 +131,7 @@ pub async fn authorize(State(state): State<AppState>, headers: HeaderMap, RawQue
         Ok(app) => app,
         Err(e) => return respond::server_error(&state, &e),
     };
-    let (lines, existing) = consent_lines(&state, &pending.requested, &check);
+    let (lines, existing) = consent_lines(&state, &pending.requested, &check).await;
     let view = app_view(&app, Some(&pending.redirect_uri));
     let redirect_uri = pending.redirect_uri.clone();
     let Some(request_id) = state.pending.put(user, pending) else {
@@ -179,6 +186,10 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap, body: Byt
                 Err(e) => return respond::server_error(&state, &e),
             };
             let approved = approved_spec(&state, &form, &pending.requested, &check);
+            let vault = signed_in.session.user.vault_id;
+            if let Err(e) = install_granted_schemas(&state.services, vault, &approved).await {
+                return respond::server_error(&state, &e);
+            }
             match oauth.approve(user, &approved, &pending).await {
                 Ok(response) => see_other(&response.location),
                 Err(e) => respond::server_error(&state, &e),

@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::forms::FormPairs;
-use super::lines::{describe, ticked};
+use super::lines::{describe, label_publishers, ticked};
 use super::respond::{self, error_page, html, see_other};
 use super::session::{self, SignedIn, to_sign_in};
 
@@ -86,13 +86,15 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap, Query(q): Q
     };
     let mut apps = Vec::new();
     for g in grants.iter().filter(|g| g.grant.is_active()) {
+        let mut lines = describe(&state.services.registry(), &g.grant.spec);
+        label_publishers(&state.services, &mut lines).await;
         apps.push(ConnectedApp {
             grant_id: g.grant.id.to_string(),
             name: g.app.name.clone(),
             homepage_domain: app_domain(&state, g).await,
             granted_at: TimeView::from_utc(g.grant.created_at),
             last_access: g.grant.last_access_at.map(TimeView::from_utc),
-            lines: describe(&state.services.registry, &g.grant.spec),
+            lines,
         });
     }
     // The log filter: one of the apps offered, else every app.
@@ -227,11 +229,13 @@ async fn confirm_revoke(state: &AppState, signed_in: &SignedIn, grant: &Grant) -
         (None, Some(uri)) => homepage_domain(uri),
         (None, None) => "no website given".into(),
     };
+    let mut lines = describe(&state.services.registry(), &grant.spec);
+    label_publishers(&state.services, &mut lines).await;
     let page = RevokeConfirmPage {
         grant_id: grant.id.to_string(),
         app_name: app.name,
         homepage_domain: domain,
-        lines: describe(&state.services.registry, &grant.spec),
+        lines,
         csrf_token: signed_in.session.csrf_token.clone(),
         form_action: REVOKE_PATH.into(),
         cancel_href: PATH.into(),
@@ -246,7 +250,7 @@ pub async fn change_access(State(state): State<AppState>, headers: HeaderMap, bo
         Ok(found) => found,
         Err(response) => return response,
     };
-    let kept = ticked(&state.services.registry, &form.all(fields::LINE)).intersect(&grant.spec);
+    let kept = ticked(&state.services.registry(), &form.all(fields::LINE)).intersect(&grant.spec);
     if kept.is_empty() {
         return confirm_revoke(&state, &signed_in, &grant).await;
     }

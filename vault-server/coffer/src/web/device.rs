@@ -24,6 +24,7 @@ use super::AppState;
 use super::consent::{app_view, approved_spec, consent_lines};
 use super::respond::{self, error_page, html};
 use super::session::{self, SignedIn, to_sign_in};
+use crate::accounts::install_granted_schemas;
 
 /// Where the device consent page posts.
 pub const DECISION_PATH: &str = "/device/decision";
@@ -138,7 +139,7 @@ pub async fn enter_code(State(state): State<AppState>, headers: HeaderMap, body:
         Ok(found) => found,
         Err(e) => return respond::server_error(&state, &e),
     };
-    let (lines, existing) = consent_lines(&state, &request.requested, &check);
+    let (lines, existing) = consent_lines(&state, &request.requested, &check).await;
     let page = ConsentPage {
         app: app_view(&app, None),
         lines,
@@ -188,6 +189,10 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap, body: Byt
                 Err(e) => return respond::server_error(&state, &e),
             };
             let approved = approved_spec(&state, &form, &request.requested, &check);
+            let vault = signed_in.session.user.vault_id;
+            if let Err(e) = install_granted_schemas(&state.services, vault, &approved).await {
+                return respond::server_error(&state, &e);
+            }
             oauth.device_approve(user, code, &approved).await.map(|a| !a.is_empty())
         }
         _ => oauth.device_deny(code).await.map(|()| false),

@@ -4,7 +4,12 @@
 
 use coffer_auth::{ColumnSet, GrantSpec, RowScope, ScopeSet, ScopeToken, TablePermission};
 use coffer_consent_ui::{ConsentLine, describe_line};
+use std::collections::BTreeMap;
+
 use coffer_core::schema::registry::SchemaRegistry;
+use coffer_storage::Publisher;
+
+use crate::services::Services;
 
 /// One line per permission of `spec` (actions with the same columns and
 /// rows on one table share a line), in canonical order.
@@ -32,8 +37,32 @@ fn describe_permission(registry: &SchemaRegistry, p: &TablePermission) -> Consen
                 own_rows_only: p.row_scope == RowScope::Own,
                 checked: true,
                 already_granted: false,
+                publisher: None,
             }
         }
+    }
+}
+
+/// Marks each line whose table's schema is not one of Coffer's own with
+/// who defined it: the name of the app that published it, or the server's
+/// operator (a `--schemas-dir` file or `coffer schema publish`).
+pub async fn label_publishers(services: &Services, lines: &mut [ConsentLine]) {
+    let known = services.engine.schemas();
+    let mut labels: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for line in lines.iter_mut() {
+        let schema = line.table.split('.').next().unwrap_or_default().to_owned();
+        if !labels.contains_key(&schema) {
+            let label = match known.publisher(&schema) {
+                Some(Publisher::App(client_id)) => Some(match services.oauth.app(client_id).await {
+                    Ok(app) => app.name,
+                    Err(_) => "an app".to_owned(),
+                }),
+                Some(Publisher::Operator) => Some("the operator of this server".to_owned()),
+                Some(Publisher::Coffer) | None => None,
+            };
+            labels.insert(schema.clone(), label);
+        }
+        line.publisher = labels.get(&schema).cloned().flatten();
     }
 }
 
