@@ -56,7 +56,7 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let (services, _) = services::open(dir.path(), &base, Default::default(), Default::default())
+        let (services, _) = services::open(dir.path(), None, &base, Default::default(), Default::default())
             .await
             .unwrap();
         services.oauth.load_revocation_view().await.unwrap();

@@ -52,7 +52,14 @@ impl Server {
         let dir = tempfile::tempdir()?;
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let base_url = format!("http://{}", listener.local_addr()?);
-        let (services, _) = services::open(dir.path(), &base_url, EngineOptions::default(), Default::default()).await?;
+        let (services, _) = services::open(
+            dir.path(),
+            None,
+            &base_url,
+            EngineOptions::default(),
+            Default::default(),
+        )
+        .await?;
         services
             .oauth
             .load_revocation_view()

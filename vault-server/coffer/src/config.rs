@@ -111,6 +111,15 @@ pub struct ServeArgs {
     /// Queries one app may run on one vault at once; more get 429 [default: 4].
     #[arg(long, env = "COFFER_QUERIES_PER_APP")]
     pub queries_per_app: Option<usize>,
+    /// Directory of schema files (`*.json`, the format of docs/schemas.md)
+    /// this server offers besides the built-in ones; loaded at start.
+    #[arg(long, env = "COFFER_SCHEMAS_DIR")]
+    pub schemas_dir: Option<PathBuf>,
+    /// Whether apps may publish schemas of their own (`POST /v1/schemas`).
+    /// With `false` only the operator adds schemas (`--schemas-dir`,
+    /// `coffer schema publish`) [default: true].
+    #[arg(long, env = "COFFER_APP_SCHEMA_PUBLISHING")]
+    pub app_schema_publishing: Option<bool>,
 }
 
 /// The options of the operator commands (`coffer user …`, `coffer app …`):
@@ -124,6 +133,9 @@ pub struct DataArgs {
     /// [default: ./coffer-data].
     #[arg(long, env = "COFFER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The server's directory of extra schema files, as for `coffer serve`.
+    #[arg(long, env = "COFFER_SCHEMAS_DIR")]
+    pub schemas_dir: Option<PathBuf>,
 }
 
 /// The same options, as read from the TOML file.
@@ -151,6 +163,8 @@ struct FileConfig {
     query_timeout_secs: Option<u64>,
     query_memory_mib: Option<usize>,
     queries_per_app: Option<usize>,
+    schemas_dir: Option<PathBuf>,
+    app_schema_publishing: Option<bool>,
 }
 
 /// Where the PostgreSQL wire protocol's TLS certificate and key are, and
@@ -203,6 +217,10 @@ pub struct Config {
     pub open_registration: bool,
     /// Bounds of the data API's queries.
     pub query_limits: RequestLimits,
+    /// The directory of extra schema files, if any.
+    pub schemas_dir: Option<PathBuf>,
+    /// Whether apps may publish schemas.
+    pub app_schema_publishing: bool,
 }
 
 impl Config {
@@ -224,9 +242,13 @@ impl Config {
         // Relative TLS files in the file are relative to the file too.
         if let Some(config) = &args.config {
             let base = config.parent().unwrap_or(Path::new("."));
-            for path in [&mut file.pgwire_tls_cert, &mut file.pgwire_tls_key]
-                .into_iter()
-                .flatten()
+            for path in [
+                &mut file.pgwire_tls_cert,
+                &mut file.pgwire_tls_key,
+                &mut file.schemas_dir,
+            ]
+            .into_iter()
+            .flatten()
             {
                 if path.is_relative() {
                     *path = base.join(&*path);
@@ -295,6 +317,11 @@ impl Config {
                 .max(1),
             open_registration: args.open_registration.or(file.open_registration).unwrap_or(true),
             query_limits,
+            schemas_dir: args.schemas_dir.or(file.schemas_dir),
+            app_schema_publishing: args
+                .app_schema_publishing
+                .or(file.app_schema_publishing)
+                .unwrap_or(true),
         })
     }
 
@@ -303,6 +330,7 @@ impl Config {
         Self::resolve(ServeArgs {
             config: args.config,
             data_dir: args.data_dir,
+            schemas_dir: args.schemas_dir,
             ..ServeArgs::default()
         })
     }

@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use coffer::cli::apps::AppCommand;
 use coffer::cli::codegen::CodegenArgs;
+use coffer::cli::schemas::SchemaCommand;
 use coffer::cli::token::TokenArgs;
 use coffer::cli::users::UserCommand;
 use coffer::config::{Config, ServeArgs};
@@ -42,10 +43,14 @@ enum Command {
     /// Manage apps (OAuth clients): `register`, `list`.
     #[command(subcommand)]
     App(AppCommand),
+    /// Manage schemas: `publish`, `list`.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
     /// Get an access token from a running server, for scripts
     /// (device flow, or a refresh token).
     Token(TokenArgs),
-    /// Write TypeScript or Rust types for the tables of the built-in schemas.
+    /// Write TypeScript or Rust types for the tables of the built-in schemas
+    /// (or of a running server's, with --server).
     Codegen(CodegenArgs),
 }
 
@@ -67,7 +72,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => server::serve(Config::resolve(args)?).await,
         Command::User(command) => cli::users::run(command).await,
         Command::App(command) => cli::apps::run(command).await,
+        Command::Schema(command) => cli::schemas::run(command).await,
         Command::Token(args) => cli::token::run(args).await,
-        Command::Codegen(args) => cli::codegen::run(args),
+        Command::Codegen(args) => cli::codegen::run(args).await,
     }
 }

@@ -83,7 +83,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         log_retention: config.log_retention,
         ..EngineOptions::default()
     };
-    let (services, created) = services::open(&config.data_dir, &base_url, options, config.query_limits).await?;
+    let (services, created) = services::open(
+        &config.data_dir,
+        config.schemas_dir.as_deref(),
+        &base_url,
+        options,
+        config.query_limits,
+    )
+    .await?;
     if created.master_key {
         println!("Created master key {}", config.data_dir.join("master.key").display());
     }
@@ -131,7 +138,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let app = web::router(
         AppState::new(services, &base_url)
             .with_api_body_limit(config.api_body_limit)
-            .with_open_registration(config.open_registration),
+            .with_open_registration(config.open_registration)
+            .with_app_schema_publishing(config.app_schema_publishing),
     );
     let limits = HttpLimits {
         header_read_timeout: config.header_read_timeout,

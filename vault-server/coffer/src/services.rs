@@ -26,8 +26,6 @@ pub struct Services {
     pub engine: Engine,
     /// Accounts, apps, grants and the OAuth endpoints' logic.
     pub oauth: OAuthServer,
-    /// The schemas grants are resolved against (the engine's registry).
-    pub registry: Arc<SchemaRegistry>,
     /// The vaults' access log (also reachable through the gateway).
     pub access_log: AccessLog,
     /// The query gateway the data API goes through.
@@ -89,6 +87,14 @@ impl ControlPlane for OAuthControl {
     }
 }
 
+impl Services {
+    /// The schemas grants are resolved against, as known now (built-in,
+    /// operator and published schemas).
+    pub fn registry(&self) -> Arc<SchemaRegistry> {
+        self.engine.registry()
+    }
+}
+
 /// What opening created (first start of a data directory).
 pub struct Created {
     /// The master key was created.
@@ -141,14 +147,17 @@ fn check_data_dir(data_dir: &Path) -> anyhow::Result<()> {
 /// `issuer` on its control database. Creates the master key and the root key
 /// (both mode 0600) on first start, and refuses either when users other than
 /// its owner may read or write it. The data API's queries run within `limits`.
+/// The schemas offered are the built-in ones and those of `schemas_dir`
+/// (an operator's files), besides the published ones.
 pub async fn open(
     data_dir: &Path,
+    schemas_dir: Option<&Path>,
     issuer: &str,
     options: EngineOptions,
     limits: RequestLimits,
 ) -> anyhow::Result<(Services, Created)> {
     check_data_dir(data_dir)?;
-    let registry = SchemaRegistry::builtin().context("loading built-in schemas")?;
+    let registry = base_schemas(schemas_dir)?;
     // The master key unwraps every vault's data key: refuse it, as the root
     // key, when other users may read or write it (the same check).
     let master_path = data_dir.join(MASTER_KEY_FILE);
@@ -162,9 +171,8 @@ pub async fn open(
     let root = RootKeyPair::load_or_generate(&root_path)
         .with_context(|| format!("loading the capability token root key {}", root_path.display()))?;
     let engine = opened.engine;
-    let registry = Arc::new(engine.registry());
-    let lookup_registry = registry.clone();
-    let lookup: SchemaLookup = Arc::new(move |name: &str| lookup_registry.latest(name));
+    let lookup_engine = engine.clone();
+    let lookup: SchemaLookup = Arc::new(move |name: &str| lookup_engine.registry().latest(name));
     // Scopes are a grammar over the schemas (decision 0002), not a fixed
     // list, so `scopes_supported` stays empty (omitted from the metadata).
     let config = OAuthConfig::new(issuer);
@@ -191,7 +199,6 @@ pub async fn open(
         Services {
             engine,
             oauth,
-            registry,
             access_log,
             gateway,
         },
@@ -200,4 +207,29 @@ pub async fn open(
             root_key: !root_existed,
         },
     ))
+}
+
+/// The built-in schemas and, when given, every `*.json` file of
+/// `schemas_dir`: an operator's file may add a schema, or a version of a
+/// built-in one that loads beside it (a redefined version must be
+/// additive, as everywhere).
+pub fn base_schemas(schemas_dir: Option<&Path>) -> anyhow::Result<SchemaRegistry> {
+    let mut registry = SchemaRegistry::builtin().context("loading built-in schemas")?;
+    if let Some(dir) = schemas_dir {
+        let extra =
+            SchemaRegistry::from_dir(dir).with_context(|| format!("loading the schema files of {}", dir.display()))?;
+        for def in extra.iter() {
+            anyhow::ensure!(
+                def.version == 1,
+                "{}: schema {} version {}: versions above 1 are not served yet (the gateway does not \
+                 yet translate shared rows between versions)",
+                dir.display(),
+                def.name,
+                def.version
+            );
+            let source = format!("{}: schema {} version {}", dir.display(), def.name, def.version);
+            registry.insert((**def).clone(), &source)?;
+        }
+    }
+    Ok(registry)
 }

@@ -40,23 +40,33 @@ pub enum Lang {
 Examples:
 
   coffer codegen --lang ts --out src/coffer-schemas.ts
-  coffer codegen --lang rust --schema contacts --schema tasks --out src/schemas.rs")]
+  coffer codegen --lang rust --schema contacts --schema tasks --out src/schemas.rs
+  coffer codegen --lang ts --server https://vault.example.org --schema acme_recipes")]
 pub struct CodegenArgs {
     /// The language to write.
     #[arg(long, value_enum)]
     pub lang: Lang,
     /// Only this schema (by name, e.g. `contacts`); repeat for several
-    /// [default: every built-in schema].
+    /// [default: every built-in schema, or with --server every schema the
+    /// server offers].
     #[arg(long = "schema", value_name = "NAME")]
     pub schemas: Vec<String>,
+    /// Read the schemas from a running server (its base URL) instead of
+    /// the built-in files: the built-in, operator and published schemas it
+    /// lists at `GET /v1/schemas`.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
     /// Write to this file instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 }
 
 /// Runs `coffer codegen`.
-pub fn run(args: CodegenArgs) -> anyhow::Result<()> {
-    let registry = SchemaRegistry::builtin().context("loading the built-in schemas")?;
+pub async fn run(args: CodegenArgs) -> anyhow::Result<()> {
+    let registry = match &args.server {
+        Some(url) => fetch_registry(url, &args.schemas).await?,
+        None => SchemaRegistry::builtin().context("loading the built-in schemas")?,
+    };
     let schemas = select(&registry, &args.schemas)?;
     let code = generate(args.lang, &schemas)?;
     match args.out {
@@ -70,6 +80,59 @@ pub fn run(args: CodegenArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The registry a server lists at `GET /v1/schemas`: the newest version of
+/// each schema named in `names` (of every schema when `names` is empty),
+/// each file fetched from the `href` the listing gives and checked as the
+/// server checks it. Names the server does not have are left for
+/// [`select`] to report.
+async fn fetch_registry(base_url: &str, names: &[String]) -> anyhow::Result<SchemaRegistry> {
+    let base = base_url.trim_end_matches('/');
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")?;
+    let get = |url: String| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("fetching {url}"))?;
+            let status = response.status();
+            let text = response.text().await.with_context(|| format!("reading {url}"))?;
+            anyhow::ensure!(status.is_success(), "{url} answered {status}: {text}");
+            serde_json::from_str::<serde_json::Value>(&text).with_context(|| format!("{url} did not answer JSON"))
+        }
+    };
+    let listing = get(format!("{base}/v1/schemas")).await?;
+    let mut newest: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for entry in listing["schemas"].as_array().into_iter().flatten() {
+        let (Some(name), Some(version), Some(href)) = (
+            entry["name"].as_str(),
+            entry["version"].as_u64(),
+            entry["href"].as_str(),
+        ) else {
+            anyhow::bail!("{base}/v1/schemas lists a schema without name, version or href: {entry}");
+        };
+        if !names.is_empty() && !names.iter().any(|n| n == name) {
+            continue;
+        }
+        if newest.get(name).is_none_or(|(v, _)| *v < version) {
+            newest.insert(name.to_owned(), (version, href.to_owned()));
+        }
+    }
+    let mut registry = SchemaRegistry::new();
+    for (name, (version, href)) in newest {
+        let file = get(format!("{base}{href}")).await?;
+        let source = format!("{base}{href}");
+        let def = SchemaRegistry::parse(&file.to_string(), &source)
+            .with_context(|| format!("schema {name} version {version} from the server"))?;
+        registry.insert(def, &source)?;
+    }
+    Ok(registry)
 }
 
 /// Why the code could not be generated.

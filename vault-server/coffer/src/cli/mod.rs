@@ -1,4 +1,5 @@
-//! The operator commands: `coffer user …` and `coffer app …`. They open the
+//! The operator commands: `coffer user …`, `coffer app …` and
+//! `coffer schema …`. They open the
 //! same data directory as `coffer serve` (without its background work), so
 //! they may run while the server runs. `coffer token` is the exception: an
 //! OAuth client of a running server, over HTTP, and `coffer codegen` opens
@@ -6,6 +7,7 @@
 
 pub mod apps;
 pub mod codegen;
+pub mod schemas;
 pub mod token;
 pub mod users;
 
@@ -37,7 +39,14 @@ where
         background: false,
         ..EngineOptions::default()
     };
-    let (services, created) = services::open(&config.data_dir, &issuer, options, config.query_limits).await?;
+    let (services, created) = services::open(
+        &config.data_dir,
+        config.schemas_dir.as_deref(),
+        &issuer,
+        options,
+        config.query_limits,
+    )
+    .await?;
     if created.master_key {
         eprintln!("Created master key {}", config.data_dir.join("master.key").display());
     }

@@ -46,6 +46,9 @@ use crate::services::Services;
 pub use api::close_streams as close_change_streams;
 pub use limits::{DeviceBindings, Limiter, PendingStore};
 
+/// Schema versions one app may publish per hour.
+const PUBLISHES_PER_HOUR: usize = 60;
+
 /// Largest request body accepted (forms, OAuth requests, registrations).
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -82,6 +85,10 @@ pub struct AppState {
     /// The origins browser apps may call from (the registered apps'
     /// redirect URI origins), kept current by [`cors`].
     pub cors_origins: Arc<cors::AllowedOrigins>,
+    /// Whether apps may publish schemas (`POST /v1/schemas`).
+    pub app_schema_publishing: bool,
+    /// Schema versions each app may publish per hour.
+    pub publish_limit: Arc<Limiter>,
 }
 
 impl AppState {
@@ -102,7 +109,15 @@ impl AppState {
             register_limit: Arc::new(Limiter::new(REGISTRATIONS_PER_HOUR, Duration::from_secs(60 * 60))),
             api_body_limit: crate::config::DEFAULT_API_BODY_LIMIT,
             cors_origins: Arc::new(cors::AllowedOrigins::default()),
+            app_schema_publishing: true,
+            publish_limit: Arc::new(Limiter::new(PUBLISHES_PER_HOUR, Duration::from_secs(60 * 60))),
         }
+    }
+
+    /// The same with app schema publishing (`POST /v1/schemas`) on or off.
+    pub fn with_app_schema_publishing(mut self, on: bool) -> Self {
+        self.app_schema_publishing = on;
+        self
     }
 
     /// The same with the data API's request body limit set to `bytes`.

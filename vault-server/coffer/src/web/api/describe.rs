@@ -1,7 +1,7 @@
 //! `GET /v1/schemas` and `GET /v1/tables`: what the token can see.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use coffer_gateway::{Operation, describe};
 
@@ -9,16 +9,21 @@ use super::openapi::{Problem, SchemasDoc, TablesDoc};
 use super::{ApiCredentials, Done, serve};
 use crate::web::AppState;
 
-/// The granted tables of each schema, with the columns the token may use.
+/// With a token: the granted tables of each schema, with the columns the
+/// token may use. Without one (no `Authorization` header): every schema
+/// this server offers ([`super::schemas::list`]).
 #[utoipa::path(
     get, path = "/v1/schemas", tag = "describe",
     responses(
-        (status = 200, description = "Schemas, tables and columns this token can see", body = SchemasDoc),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "With a token: the schemas, tables and columns it can see. Without one: every schema the server offers", body = SchemasDoc),
+        (status = 401, description = "A token that is not valid", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []), ("dpop" = []))
+    security((), ("bearer" = []), ("dpop" = []))
 )]
-pub async fn schemas(State(state): State<AppState>, credentials: ApiCredentials) -> Response {
+pub async fn schemas(State(state): State<AppState>, headers: HeaderMap, credentials: ApiCredentials) -> Response {
+    if !headers.contains_key(header::AUTHORIZATION) {
+        return super::schemas::list(&state).await;
+    }
     describe_grant(&state, &credentials, Described::Schemas).await
 }
 

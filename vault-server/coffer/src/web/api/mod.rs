@@ -11,7 +11,8 @@
 //! |---|---|
 //! | [`changes`] | `GET /v1/changes` |
 //! | [`changes_stream`] | `GET /v1/changes/stream` |
-//! | [`describe`] | `GET /v1/schemas`, `GET /v1/tables` |
+//! | [`describe`] | `GET /v1/schemas` (with a token), `GET /v1/tables` |
+//! | [`schemas`] | `POST /v1/schemas`, `GET /v1/schemas` (without a token), `GET /v1/schemas/{name}[/{version}]` |
 //! | [`rows`] | `/v1/tables/{table}/rows`, `/v1/tables/{table}/rows/{id}` |
 //! | [`sql`] | `POST /v1/sql` |
 //! | [`openapi`] | `GET /v1/openapi.json` |
@@ -22,6 +23,7 @@ mod describe;
 mod openapi;
 pub(super) mod problem;
 mod rows;
+mod schemas;
 mod sql;
 
 use std::convert::Infallible;
@@ -49,7 +51,9 @@ pub fn router(body_limit: usize) -> Router<AppState> {
     // rejection that `json_body` turns into problem JSON.
     Router::new()
         .route(openapi::PATH, get(openapi::document))
-        .route("/v1/schemas", get(describe::schemas))
+        .route("/v1/schemas", get(describe::schemas).post(schemas::publish))
+        .route("/v1/schemas/{name}", get(schemas::versions))
+        .route("/v1/schemas/{name}/{version}", get(schemas::file))
         .route("/v1/tables", get(describe::tables))
         .route(
             "/v1/tables/{table}/rows",

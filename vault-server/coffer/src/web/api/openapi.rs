@@ -51,6 +51,8 @@ pub struct Problem {
     pub limit: Option<u64>,
     /// For `query-timeout`: the time limit in seconds.
     pub limit_seconds: Option<f64>,
+    /// For `namespace-taken`: the schema name.
+    pub name: Option<String>,
 }
 
 /// The description of the list filters, for generated clients and readers.
@@ -204,9 +206,39 @@ pub struct SqlResponse {
 /// `GET /v1/schemas`.
 #[derive(Serialize, ToSchema)]
 pub struct SchemasDoc {
-    /// Schemas with their granted tables and columns.
+    /// With a token: schemas with their granted tables and columns
+    /// (`{"name", "version", "description", "tables": [{"name",
+    /// "description", "columns"}]}`). Without: every schema version the
+    /// server offers (`{"name", "version", "description", "publisher":
+    /// {"kind": "coffer" | "operator" | "app", "client_id", "name"},
+    /// "tables": ["name", …], "href"}`).
     #[schema(value_type = Vec<Object>)]
     pub schemas: Vec<Value>,
+}
+
+/// `GET /v1/schemas/{name}`.
+#[derive(Serialize, ToSchema)]
+pub struct SchemaVersionsDoc {
+    /// The schema's name.
+    pub name: String,
+    /// Each version, as in the listing of `GET /v1/schemas` without a token.
+    #[schema(value_type = Vec<Object>)]
+    pub versions: Vec<Value>,
+}
+
+/// `POST /v1/schemas`.
+#[derive(Serialize, ToSchema)]
+pub struct PublishedDoc {
+    /// The schema's name.
+    pub name: String,
+    /// The version stored.
+    pub version: u32,
+    /// Whether the version is new (`201`); `false` when an existing version
+    /// was redefined by an additive change (`200`).
+    pub created: bool,
+    /// `{"kind": "app", "client_id", "name"}`.
+    #[schema(value_type = Object)]
+    pub publisher: Value,
 }
 
 /// `GET /v1/tables`.
@@ -236,6 +268,17 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "client",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "An app's client id and secret (a confidential client), as at the token endpoint",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -255,8 +298,11 @@ impl Modify for BearerAuth {
         super::sql::execute,
         super::changes::list,
         super::changes_stream::stream,
+        super::schemas::publish,
+        super::schemas::versions,
+        super::schemas::file,
     ),
-    components(schemas(Problem, RowsPage, ChangeDoc, ChangesPage, PurgeDoc, FilterValue, InsertBody, RowChangeDoc, UpdateBatch, SqlRequest, SqlColumn, SqlResponse, SchemasDoc, TablesDoc)),
+    components(schemas(Problem, RowsPage, ChangeDoc, ChangesPage, PurgeDoc, FilterValue, InsertBody, RowChangeDoc, UpdateBatch, SqlRequest, SqlColumn, SqlResponse, SchemasDoc, TablesDoc, SchemaVersionsDoc, PublishedDoc)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

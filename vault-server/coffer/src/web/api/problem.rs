@@ -59,12 +59,22 @@ pub fn no_such_route(status: StatusCode) -> Response {
             "the data API has no route at this path; /v1/openapi.json lists its routes",
         )
     };
-    let body = json!({
+    plain(status, code, title, detail, json!({}))
+}
+
+/// A problem document of the data API that is not a gateway refusal:
+/// `code` becomes the type `urn:coffer:problem:{code}`, and the members of
+/// object `extra` are added.
+pub fn plain(status: StatusCode, code: &str, title: &str, detail: &str, extra: Value) -> Response {
+    let mut body = json!({
         "type": format!("urn:coffer:problem:{code}"),
         "title": title,
         "status": status.as_u16(),
         "detail": detail,
     });
+    if let (Value::Object(doc), Value::Object(extra)) = (&mut body, extra) {
+        doc.extend(extra);
+    }
     (
         status,
         [(header::CONTENT_TYPE, "application/problem+json")],
