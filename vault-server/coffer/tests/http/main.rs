@@ -18,6 +18,7 @@ mod hardening;
 mod isolation;
 mod oauth_client;
 mod pg_clients;
+mod published_schemas;
 mod query_limits;
 mod request_log;
 mod schemathesis;

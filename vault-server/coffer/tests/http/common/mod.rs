@@ -74,7 +74,19 @@ impl Server {
     }
 
     fn spawn(env: &[(&str, &str)], capture_log: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::spawn_in(tempfile::tempdir().unwrap(), env, capture_log)
+    }
+
+    /// Stops the server and starts a new one on the same data directory
+    /// (with no extra environment).
+    pub fn restart(mut self) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        Self::spawn_in(dir, &[], false)
+    }
+
+    fn spawn_in(dir: tempfile::TempDir, env: &[(&str, &str)], capture_log: bool) -> Self {
         let data_dir = dir.path().join("data");
         let mut command = Command::new(env!("CARGO_BIN_EXE_coffer"));
         command
