@@ -38,8 +38,8 @@ use serde::Serialize;
 pub use describe::describe_line;
 pub use views::{
     AccessLogRow, AppChoice, AppView, ColumnView, ConnectedApp, ConsentLine, ConsentPage, DashboardActions,
-    DashboardPage, DevicePage, DeviceState, DonePage, ErrorPage, Link, Outcome, RevokeConfirmPage, SignInPage,
-    SignUpErrors, SignUpPage, TimeView, homepage_domain,
+    DashboardPage, DeleteAccountPage, DevicePage, DeviceState, DonePage, ErrorPage, Link, Outcome, RevokeConfirmPage,
+    SignInPage, SignUpErrors, SignUpPage, TimeView, homepage_domain,
 };
 
 /// The content security policy the pages are written for. The server should
@@ -102,7 +102,7 @@ pub struct RenderError {
     pub source: minijinja::Error,
 }
 
-const TEMPLATES: [(&str, &str); 10] = [
+const TEMPLATES: [(&str, &str); 11] = [
     ("base.html", include_str!("../templates/base.html")),
     ("macros.html", include_str!("../templates/macros.html")),
     ("sign_up.html", include_str!("../templates/sign_up.html")),
@@ -111,6 +111,7 @@ const TEMPLATES: [(&str, &str); 10] = [
     ("device.html", include_str!("../templates/device.html")),
     ("dashboard.html", include_str!("../templates/dashboard.html")),
     ("revoke_confirm.html", include_str!("../templates/revoke_confirm.html")),
+    ("delete_account.html", include_str!("../templates/delete_account.html")),
     ("error.html", include_str!("../templates/error.html")),
     ("done.html", include_str!("../templates/done.html")),
 ];
@@ -204,6 +205,11 @@ impl Pages {
     /// The page that confirms revoking an app's access.
     pub fn revoke_confirm(&self, page: &RevokeConfirmPage) -> Result<String, RenderError> {
         self.render("revoke_confirm.html", page)
+    }
+
+    /// The page that deletes the user's account.
+    pub fn delete_account(&self, page: &DeleteAccountPage) -> Result<String, RenderError> {
+        self.render("delete_account.html", page)
     }
 
     /// The error page.

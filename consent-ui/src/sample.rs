@@ -241,6 +241,20 @@ pub fn revoke_confirm() -> RevokeConfirmPage {
     }
 }
 
+/// The "Delete your account?" page of the user of [`dashboard`].
+pub fn delete_account() -> DeleteAccountPage {
+    let dashboard = dashboard();
+    DeleteAccountPage {
+        user_email: dashboard.user_email,
+        apps: dashboard.apps.into_iter().map(|a| a.name).collect(),
+        error: None,
+        throttled: None,
+        csrf_token: CSRF_TOKEN.into(),
+        form_action: "/dashboard/delete-account".into(),
+        cancel_href: "/dashboard".into(),
+    }
+}
+
 /// The error page for a redirect URI that doesn't match the registration.
 pub fn error() -> ErrorPage {
     ErrorPage {
@@ -291,6 +305,7 @@ pub fn render_all(pages: &crate::Pages) -> Vec<(&'static str, String)> {
         ("dashboard.html", ok(pages.dashboard(&dashboard()))),
         ("dashboard_empty.html", ok(pages.dashboard(&dashboard_empty()))),
         ("revoke_confirm.html", ok(pages.revoke_confirm(&revoke_confirm()))),
+        ("delete_account.html", ok(pages.delete_account(&delete_account()))),
         ("error.html", ok(pages.error(&error()))),
         ("done.html", ok(pages.done(&done()))),
     ]

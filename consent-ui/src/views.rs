@@ -435,17 +435,21 @@ pub struct DashboardActions {
     pub sign_out: String,
     /// Access log filter form (GET): [`crate::fields::FILTER_APP`].
     pub filter: String,
+    /// "Delete my account" link: the page that asks for the password.
+    pub delete_account: String,
 }
 
 impl Default for DashboardActions {
-    /// `/dashboard/access`, `/dashboard/revoke`, `/sign-out`, and
-    /// `/dashboard#access-log` (so the filtered page opens at the log).
+    /// `/dashboard/access`, `/dashboard/revoke`, `/sign-out`,
+    /// `/dashboard#access-log` (so the filtered page opens at the log) and
+    /// `/dashboard/delete-account`.
     fn default() -> Self {
         Self {
             change: "/dashboard/access".into(),
             revoke: "/dashboard/revoke".into(),
             sign_out: "/sign-out".into(),
             filter: "/dashboard#access-log".into(),
+            delete_account: "/dashboard/delete-account".into(),
         }
     }
 }
@@ -495,6 +499,27 @@ pub struct RevokeConfirmPage {
     pub csrf_token: String,
     /// Where the confirm form posts (with field [`crate::fields::CONFIRM`]
     /// set to `yes`).
+    pub form_action: String,
+    /// Where "Cancel" goes (the dashboard).
+    pub cancel_href: String,
+}
+
+/// The page that deletes the user's account: what happens, in plain
+/// words, and the password to confirm it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeleteAccountPage {
+    /// The signed-in user's email.
+    pub user_email: String,
+    /// The names of the apps connected now (they all lose access).
+    pub apps: Vec<String>,
+    /// Why the last attempt was refused (a wrong password), if it was.
+    pub error: Option<String>,
+    /// Set when too many attempts were made: wait before trying again.
+    pub throttled: Option<String>,
+    /// The CSRF token, sent back as field [`crate::fields::CSRF`].
+    pub csrf_token: String,
+    /// Where the form posts (fields [`crate::fields::PASSWORD`] and
+    /// [`crate::fields::CONFIRM`] set to `yes`).
     pub form_action: String,
     /// Where "Cancel" goes (the dashboard).
     pub cancel_href: String,

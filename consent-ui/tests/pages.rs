@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use coffer_consent_ui::sample::{self, CSRF_TOKEN};
 use coffer_consent_ui::{
     AccessLogRow, AppChoice, AppView, ColumnView, ConnectedApp, ConsentLine, ConsentPage, DashboardActions,
-    DashboardPage, DevicePage, DeviceState, DonePage, ErrorPage, Link, Outcome, Pages, RevokeConfirmPage, SignInPage,
-    SignUpErrors, SignUpPage, TimeView, fields,
+    DashboardPage, DeleteAccountPage, DevicePage, DeviceState, DonePage, ErrorPage, Link, Outcome, Pages,
+    RevokeConfirmPage, SignInPage, SignUpErrors, SignUpPage, TimeView, fields,
 };
 use coffer_test_support::html::unescape;
 
@@ -660,6 +660,35 @@ fn revoke_confirmation_says_what_happens() {
 }
 
 #[test]
+fn account_deletion_says_what_happens_and_asks_for_the_password() {
+    let pages = Pages::new();
+    let html = pages.delete_account(&sample::delete_account()).unwrap();
+    assert!(html.contains("<h1>Delete your account?</h1>"));
+    assert!(html.contains("Everything in your vault is erased, for good."));
+    assert!(
+        html.contains("Every app you connected stops at once:</strong> Birthday Reminders"),
+        "{html}"
+    );
+    assert!(html.contains("as a new, empty account"));
+    assert!(html.contains(r#"name="confirm" value="yes""#));
+    assert!(html.contains(r#"type="password" autocomplete="current-password""#));
+    assert!(html.contains(r#"<a class="button button-secondary" href="/dashboard">Cancel, keep my account</a>"#));
+    assert!(!html.contains("error-summary"));
+    let html = pages
+        .delete_account(&DeleteAccountPage {
+            apps: Vec::new(),
+            error: Some("That password is not right. Nothing was deleted.".into()),
+            ..sample::delete_account()
+        })
+        .unwrap();
+    assert!(html.contains("Your account was not deleted"));
+    assert!(html.contains(r#"aria-invalid="true""#));
+    assert!(!html.contains("stops at once"));
+    let dashboard = pages.dashboard(&sample::dashboard()).unwrap();
+    assert!(dashboard.contains(r#"href="/dashboard/delete-account">Delete my account"#));
+}
+
+#[test]
 fn error_and_done_pages() {
     let pages = Pages::new();
     let html = pages.error(&sample::error()).unwrap();
@@ -819,6 +848,7 @@ fn evil_pages(pages: &Pages) -> Vec<(&'static str, String)> {
                         revoke: s(),
                         sign_out: s(),
                         filter: s(),
+                        delete_account: s(),
                     },
                     notice: Some(s()),
                 })
@@ -832,6 +862,20 @@ fn evil_pages(pages: &Pages) -> Vec<(&'static str, String)> {
                     app_name: s(),
                     homepage_domain: s(),
                     lines: vec![evil_line()],
+                    csrf_token: s(),
+                    form_action: s(),
+                    cancel_href: s(),
+                })
+                .unwrap(),
+        ),
+        (
+            "delete_account",
+            pages
+                .delete_account(&DeleteAccountPage {
+                    user_email: s(),
+                    apps: vec![s(), s()],
+                    error: Some(s()),
+                    throttled: Some(s()),
                     csrf_token: s(),
                     form_action: s(),
                     cancel_href: s(),

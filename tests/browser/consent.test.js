@@ -2,6 +2,8 @@
 // them to sign in; they create an account, untick one line on the consent
 // page and allow; the app gets exactly what was left ticked; the dashboard
 // shows the narrowed grant; they revoke it with one click and a confirmation.
+// Then an app asks for the tables of a schema another app published (the
+// consent page says who defined them), and the user deletes their account.
 //
 // Screenshots go to $COFFER_SCREENSHOTS_DIR (e.g. docs/screenshots to update
 // the committed ones), else to a temporary directory.
@@ -198,6 +200,63 @@ test('sign up, consent with one line unticked, narrowed grant on the dashboard, 
   });
   assert.equal(refreshed.status, 400);
   assert.equal(refreshed.body.error, 'invalid_grant');
+
+  // Another company published a recipes schema; Notes Pro asks for it. The
+  // consent page describes it like any table and says who defined it.
+  const publisher = JSON.parse(
+    coffer.cli([
+      'app', 'register', '--name', 'Acme Recipes', '--redirect-uri', 'https://acme.example/cb',
+      '--auth-method', 'client-secret-basic', '--json',
+    ]),
+  );
+  const published = await fetch(`${coffer.base}/v1/schemas`, {
+    method: 'POST',
+    headers: {
+      authorization: `Basic ${Buffer.from(`${publisher.client_id}:${publisher.client_secret}`).toString('base64')}`,
+      'content-type': 'application/json',
+    },
+    body: JSON.stringify({
+      name: 'acme_recipes',
+      version: 1,
+      description: 'Your recipes.',
+      tables: [{
+        name: 'recipes',
+        description: 'The recipes you keep, one row per recipe.',
+        columns: [
+          { name: 'title', type: 'text', nullable: false, description: "The recipe's name." },
+          { name: 'minutes', type: 'integer', description: 'How long it takes, in minutes.' },
+        ],
+      }],
+    }),
+  });
+  assert.equal(published.status, 201, await published.text());
+  const third = pkce();
+  await page.goto(authorizeUrl('acme_recipes.recipes:read+create', third.challenge, 'st-3'));
+  await page.getByRole('heading', { name: 'Notes Pro wants to use your data' }).waitFor();
+  await page.getByText('See and add the recipes you keep').waitFor();
+  await page.getByText('defined by Acme Recipes, not by Coffer').waitFor();
+  await page.screenshot({ path: join(shots, 'consent-published-schema.png'), fullPage: true });
+  const recipesBack = callback.next();
+  await page.getByRole('button', { name: 'Allow' }).click();
+  assert.equal((await recipesBack).searchParams.get('state'), 'st-3');
+
+  // The user deletes their account: the page says what happens and asks
+  // for the password; afterwards the sign-in page says it is done.
+  await page.goto(`${coffer.base}/dashboard`);
+  await page.getByRole('link', { name: 'Delete my account' }).click();
+  await page.getByRole('heading', { name: 'Delete your account?' }).waitFor();
+  await page.getByText('Everything in your vault is erased, for good.').waitFor();
+  await page.getByText('Notes Pro', { exact: false }).first().waitFor();
+  await page.getByLabel('Enter your password to confirm').fill('not the password');
+  await page.getByRole('button', { name: 'Delete my account and my data' }).click();
+  await page.getByText('That password is not right. Nothing was deleted.').waitFor();
+  await page.getByLabel('Enter your password to confirm').fill(PASSWORD);
+  await page.screenshot({ path: join(shots, 'delete-account.png'), fullPage: true });
+  await page.getByRole('button', { name: 'Delete my account and my data' }).click();
+  await page.getByRole('heading', { name: 'Sign in to your vault' }).waitFor();
+  await page.getByText('Your account was deleted, and everything in your vault was erased.').waitFor();
+  await page.goto(`${coffer.base}/dashboard`);
+  await page.getByRole('heading', { name: 'Sign in to your vault' }).waitFor();
   await context.close();
   console.log(`screenshots in ${shots}`);
 });

@@ -40,12 +40,18 @@ pub const SIGN_UP_ANSWER_TIME: Duration = Duration::from_millis(1500);
 pub const SIGNED_UP_NOTICE: &str = "Now sign in with the email address and password you chose. \
      If this address already had an account, nothing was changed: sign in with that account's password.";
 
-/// The query of the sign-up and sign-in pages: `next`, and `signed_up=1`
-/// when the sign-in page follows a sign-up.
+/// What the sign-in page says after the user deleted their account.
+pub const DELETED_NOTICE: &str = "Your account was deleted, and everything in your vault was erased. \
+     You can sign up again with the same email address as a new, empty account.";
+
+/// The query of the sign-up and sign-in pages: `next`, `signed_up=1` when
+/// the sign-in page follows a sign-up, and `deleted=1` when it follows the
+/// deletion of an account.
 #[derive(Deserialize)]
 pub struct NextQuery {
     next: Option<String>,
     signed_up: Option<String>,
+    deleted: Option<String>,
 }
 
 /// `/`: the dashboard (which sends visitors to sign in).
@@ -243,6 +249,8 @@ pub async fn sign_in_page(State(state): State<AppState>, headers: HeaderMap, Que
     let mut page = sign_in_view(token, next.clone(), String::new());
     if q.signed_up.as_deref() == Some("1") {
         page.notice = Some(SIGNED_UP_NOTICE.into());
+    } else if q.deleted.as_deref() == Some("1") {
+        page.notice = Some(DELETED_NOTICE.into());
     }
     let response = with_cookie(html(StatusCode::OK, state.pages.sign_in(&page)), cookie);
     allow_app_targets(&state, response, next.as_deref()).await

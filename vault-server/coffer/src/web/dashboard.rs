@@ -6,14 +6,16 @@
 //! first, in plain words, filterable by app (a GET form, `?app=`).
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use std::collections::HashMap;
 
 use coffer_consent_ui::{
-    AccessLogRow, AppChoice, ConnectedApp, DashboardActions, DashboardPage, RevokeConfirmPage, TimeView, fields,
-    homepage_domain,
+    AccessLogRow, AppChoice, ConnectedApp, DashboardActions, DashboardPage, DeleteAccountPage, RevokeConfirmPage,
+    TimeView, fields, homepage_domain,
 };
 use coffer_core::{AppId, GrantId};
 use coffer_gateway::AccessEntry;
@@ -32,6 +34,9 @@ pub const PATH: &str = "/dashboard";
 pub const CHANGE_PATH: &str = "/dashboard/access";
 /// "Revoke access" form and its confirmation.
 pub const REVOKE_PATH: &str = "/dashboard/revoke";
+
+/// "Delete my account": the page that asks for the password, and its form.
+pub const DELETE_ACCOUNT_PATH: &str = "/dashboard/delete-account";
 
 /// Access log entries the dashboard shows.
 pub const ACCESS_LOG_ROWS: usize = 50;
@@ -287,4 +292,105 @@ pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Byt
         Ok(revoked) => see_other(&dashboard_with("revoked", &revoked)),
         Err(e) => respond::server_error(&state, &e),
     }
+}
+
+/// The "Delete your account?" page for `signed_in`, with the names of the
+/// apps that lose access.
+async fn delete_account_view(state: &AppState, signed_in: &SignedIn) -> Result<DeleteAccountPage, Error> {
+    let grants = state.services.oauth.grants_for_user(signed_in.session.user.id).await?;
+    let mut apps: Vec<String> = grants
+        .iter()
+        .filter(|g| g.grant.is_active())
+        .map(|g| g.app.name.clone())
+        .collect();
+    apps.sort();
+    apps.dedup();
+    Ok(DeleteAccountPage {
+        user_email: signed_in.session.user.email.clone(),
+        apps,
+        error: None,
+        throttled: None,
+        csrf_token: signed_in.session.csrf_token.clone(),
+        form_action: DELETE_ACCOUNT_PATH.into(),
+        cancel_href: PATH.into(),
+    })
+}
+
+/// `GET /dashboard/delete-account`: what deleting the account does, and
+/// the password field that confirms it.
+pub async fn delete_account_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let signed_in = match session::signed_in(&state, &headers).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return to_sign_in(DELETE_ACCOUNT_PATH),
+        Err(response) => return response,
+    };
+    match delete_account_view(&state, &signed_in).await {
+        Ok(page) => html(StatusCode::OK, state.pages.delete_account(&page)),
+        Err(e) => respond::server_error(&state, &e),
+    }
+}
+
+/// `POST /dashboard/delete-account`: with `confirm=yes` and the account's
+/// password (checked and throttled as at sign-in), deletes the account
+/// (decision 0017: the vault key shredded, the account, its grants, tokens
+/// and sessions removed, the vault's files and log purged) and goes to the
+/// sign-in page with the session cookie cleared. Apps' tokens are refused
+/// from then on, and their open change streams end at their next check.
+pub async fn delete_account(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (signed_in, form) = match session::signed_in_form(&state, &headers, &body, DELETE_ACCOUNT_PATH).await {
+        Ok(posted) => posted,
+        Err(response) => return response,
+    };
+    let mut page = match delete_account_view(&state, &signed_in).await {
+        Ok(page) => page,
+        Err(e) => return respond::server_error(&state, &e),
+    };
+    if form.get(fields::CONFIRM) != Some("yes") {
+        return html(StatusCode::OK, state.pages.delete_account(&page));
+    }
+    let user = signed_in.session.user.clone();
+    let password = form.get(fields::PASSWORD).unwrap_or("");
+    let throttled = |page: &mut DeleteAccountPage, secs: u64| {
+        page.throttled = Some(format!(
+            "Too many attempts. Try again in {} minutes.",
+            secs.div_ceil(60).max(1)
+        ));
+        let mut response = html(StatusCode::TOO_MANY_REQUESTS, state.pages.delete_account(page));
+        if let Ok(value) = axum::http::HeaderValue::from_str(&secs.max(1).to_string()) {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
+    };
+    if let Err(wait) = state.sign_in_limit.hit(&peer.ip().to_string()) {
+        return throttled(&mut page, wait.as_secs());
+    }
+    match state.services.oauth.sign_in(&user.email, password, peer.ip()).await {
+        Ok(checked) if checked.id == user.id => {}
+        Ok(_) | Err(Error::InvalidCredentials) => {
+            page.error = Some("That password is not right. Nothing was deleted.".into());
+            return html(StatusCode::UNAUTHORIZED, state.pages.delete_account(&page));
+        }
+        Err(Error::Throttled { retry_after_secs }) => return throttled(&mut page, retry_after_secs),
+        Err(e) => return respond::server_error(&state, &e),
+    }
+    // Its own task: a client that goes away, or the request time limit,
+    // does not stop an erasure half way.
+    let services = state.services.clone();
+    let deleted = tokio::spawn(async move { crate::accounts::delete_account(&services, &user).await }).await;
+    match deleted {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return respond::server_error(&state, &format!("{e:#}")),
+        Err(e) => return respond::server_error(&state, &e),
+    }
+    let mut response = see_other("/sign-in?deleted=1");
+    response.headers_mut().append(
+        axum::http::header::SET_COOKIE,
+        session::set_cookie(&state, session::session_cookie(&state), "", Some(0)),
+    );
+    response
 }

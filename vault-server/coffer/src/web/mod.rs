@@ -8,7 +8,7 @@
 //! | [`oauth`] | metadata, `/oauth/token`, `/oauth/par`, `/oauth/device`, `/oauth/revoke`, `/oauth/introspect`, `/oauth/register` |
 //! | [`consent`] | `/oauth/authorize` (GET: consent page, POST: the answer) |
 //! | [`device`] | `/device`, `/device/decision` (RFC 8628 verification page) |
-//! | [`dashboard`] | `/dashboard`, `/dashboard/access`, `/dashboard/revoke` |
+//! | [`dashboard`] | `/dashboard`, `/dashboard/access`, `/dashboard/revoke`, `/dashboard/delete-account` |
 //! | [`api`] | the data API under `/v1` (bearer capability tokens) |
 //!
 //! [`cors`] lets browser apps on their registered origins call the data
@@ -169,6 +169,10 @@ pub fn router(state: AppState) -> Router {
         .route(dashboard::PATH, get(dashboard::page))
         .route(dashboard::CHANGE_PATH, post(dashboard::change_access))
         .route(dashboard::REVOKE_PATH, post(dashboard::revoke))
+        .route(
+            dashboard::DELETE_ACCOUNT_PATH,
+            get(dashboard::delete_account_page).post(dashboard::delete_account),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     Router::new()
         .merge(pages)

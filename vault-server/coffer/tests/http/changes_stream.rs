@@ -20,20 +20,20 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// One Server-Sent Event; a comment (the heartbeat) has `event` ":".
 #[derive(Clone, Debug)]
-struct Sse {
-    event: String,
-    id: Option<String>,
-    data: String,
+pub(crate) struct Sse {
+    pub(crate) event: String,
+    pub(crate) id: Option<String>,
+    pub(crate) data: String,
 }
 
 impl Sse {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("{e}: {self:?}"))
     }
 }
 
 /// An open stream, read one event at a time.
-struct Stream {
+pub(crate) struct Stream {
     response: reqwest::Response,
     buf: String,
 }
@@ -45,7 +45,7 @@ fn stream_path(query: &[(&str, &str)]) -> String {
 
 impl Stream {
     /// Opens a stream with `token`; `last_id` is sent as `Last-Event-ID`.
-    async fn open(base: &str, token: &str, query: &[(&str, &str)], last_id: Option<&str>) -> Stream {
+    pub(crate) async fn open(base: &str, token: &str, query: &[(&str, &str)], last_id: Option<&str>) -> Stream {
         let auth = format!("Bearer {token}");
         let mut headers = vec![("authorization", auth.as_str())];
         headers.extend(last_id.map(|id| ("last-event-id", id)));
@@ -87,7 +87,7 @@ impl Stream {
 
     /// The next event or comment; `None` when the stream has ended. Fails
     /// the test after [`WAIT`].
-    async fn next_any(&mut self) -> Option<Sse> {
+    pub(crate) async fn next_any(&mut self) -> Option<Sse> {
         self.next_before(Instant::now() + WAIT).await
     }
 
@@ -119,7 +119,7 @@ impl Stream {
     }
 
     /// The next event, which must be `name`.
-    async fn expect(&mut self, name: &str) -> Sse {
+    pub(crate) async fn expect(&mut self, name: &str) -> Sse {
         let event = self
             .next()
             .await
