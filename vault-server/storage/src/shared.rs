@@ -104,6 +104,9 @@ impl Shared {
         if self.known_schemas().is_stale(&self.db).await? {
             let fresh = Arc::new(KnownSchemas::load(&self.base, &self.db).await?);
             *self.schemas.write().expect("schemas lock") = fresh;
+            // A redefined version (a column or table added) changes the
+            // definitions the vaults' cached tables were built from.
+            self.tables.lock().expect("table cache").clear();
         }
         Ok(())
     }

@@ -176,6 +176,16 @@ async fn an_app_publishes_a_schema_and_another_app_shares_its_tables() {
     let reply = publish(&server, Some(&acme_auth), &grown).await;
     reply.expect(200);
     assert_eq!(reply.body["created"], false);
+    // The vault's table has the new column at once (the grant reads and
+    // writes every column of the table).
+    let bread = api
+        .post(
+            &rows_path("acme_recipes.recipes", &[]),
+            &json!({"title": "Soda bread", "minutes": 45, "servings": 6}),
+        )
+        .await;
+    bread.expect(201);
+    assert_eq!(bread.body["servings"], 6);
 
     // Published schemas live in the control database: a restart keeps them,
     // and the rows written through them.
@@ -184,9 +194,16 @@ async fn an_app_publishes_a_schema_and_another_app_shares_its_tables() {
     listing.expect(200);
     assert_eq!(listing.body, grown);
     let api = server.api(&tokens.access);
-    let rows = api.all_rows("acme_recipes.recipes", &[]).await;
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0]["title"], "Focaccia");
+    let rows = api.all_rows("acme_recipes.recipes", &[("order", "title")]).await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (&rows[0]["title"], &rows[0]["servings"]),
+        (&json!("Focaccia"), &Value::Null)
+    );
+    assert_eq!(
+        (&rows[1]["title"], &rows[1]["servings"]),
+        (&json!("Soda bread"), &json!(6))
+    );
 }
 
 #[tokio::test]
@@ -488,4 +505,32 @@ async fn operators_publish_from_the_command_line_and_a_schemas_dir() {
         "{}",
         dashboard.body
     );
+}
+
+#[tokio::test]
+async fn two_apps_racing_for_a_name_leave_it_to_one() {
+    let server = Server::start_with(&[("COFFER_API_BODY_LIMIT", "65536")]);
+    let (first, first_auth) = publisher(&server, "First");
+    let (second, second_auth) = publisher(&server, "Second");
+    for round in 0..5 {
+        let name = format!("race_{round}");
+        let file = recipes(&name, &[]);
+        let (a, b) = tokio::join!(
+            publish(&server, Some(&first_auth), &file),
+            publish(&server, Some(&second_auth), &file)
+        );
+        let mut statuses = [a.status.as_u16(), b.status.as_u16()];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [201, 403], "{} / {}", a.text, b.text);
+        let winner = if a.status == 201 { &first } else { &second };
+        let listed = get_public(&server, &format!("/v1/schemas/{name}")).await;
+        assert_eq!(listed.body["versions"][0]["publisher"]["client_id"], winner.as_str());
+    }
+
+    // A body over the data API's limit is refused before it is read whole.
+    let mut huge = recipes("race_huge", &[]);
+    huge["description"] = json!("x".repeat(70_000));
+    let reply = publish(&server, Some(&first_auth), &huge).await;
+    reply.expect_problem(413, "body-too-large");
+    assert_eq!(reply.body["limit"], 65536);
 }
