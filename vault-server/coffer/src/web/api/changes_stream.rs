@@ -36,6 +36,7 @@ use coffer_core::{AppId, TableName, VaultId};
 use coffer_gateway::changes::{self, ChangesQuery, StreamChange, StreamStep};
 use coffer_gateway::{Caller, GatewayError, Logged, Operation, Scheme};
 use coffer_storage::CommitWatch;
+use futures::SinkExt;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
@@ -330,10 +331,15 @@ impl Out {
 fn serve_sse(opened: Opened) -> Response {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(run(opened, tx));
-    let events = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|out: Out| (Ok::<Event, Infallible>(out.into_sse()), rx))
+    // The events of one batch are ready together, so the connection writes
+    // them with one flush.
+    let events = futures::stream::unfold((rx, Vec::<Out>::new().into_iter()), |(mut rx, mut batch)| async move {
+        loop {
+            if let Some(out) = batch.next() {
+                return Some((Ok::<Event, Infallible>(out.into_sse()), (rx, batch)));
+            }
+            batch = rx.recv().await?.into_iter();
+        }
     });
     let mut response = Sse::new(events).into_response();
     // Proxies that buffer responses (nginx) must pass events on at once.
@@ -356,12 +362,20 @@ async fn serve_websocket(mut socket: WebSocket, opened: Opened) {
     tokio::spawn(run(opened, tx));
     loop {
         tokio::select! {
-            out = rx.recv() => {
-                let Some(out) = out else {
+            batch = rx.recv() => {
+                let Some(batch) = batch else {
                     let _ = timeout(SEND_TIMEOUT, socket.send(Message::Close(None))).await;
                     break;
                 };
-                if !matches!(timeout(SEND_TIMEOUT, socket.send(out.into_websocket())).await, Ok(Ok(()))) {
+                // Queued together, flushed once.
+                let sent = timeout(SEND_TIMEOUT, async {
+                    for out in batch {
+                        socket.feed(out.into_websocket()).await?;
+                    }
+                    socket.flush().await
+                })
+                .await;
+                if !matches!(sent, Ok(Ok(()))) {
                     break;
                 }
             }
@@ -410,7 +424,7 @@ fn too_many_streams(which: Refused) -> Response {
 
 /// A stream's task: sends the first read's changes, then reads again after
 /// each commit, until the client goes or something ends the stream.
-async fn run(opened: Opened, tx: mpsc::Sender<Out>) {
+async fn run(opened: Opened, tx: mpsc::Sender<Vec<Out>>) {
     let Opened {
         caller,
         mut query,
@@ -436,17 +450,16 @@ async fn run(opened: Opened, tx: mpsc::Sender<Out>) {
     let end = 'stream: loop {
         if let Some(done) = step.take() {
             let sent = done.changes.len();
+            // A step's events go out as one batch (one write).
+            let mut batch = Vec::with_capacity(sent + 2);
             // What the app must drop first, without an id of its own: a
             // client that reconnects before the next change is told again.
             if !done.purge.is_empty() {
-                let event = Out::Event {
+                batch.push(Out::Event {
                     name: "purge",
                     id: None,
                     data: json!({ "purge": done.purge }).to_string(),
-                };
-                if !send(&tx, event).await {
-                    return;
-                }
+                });
             }
             for StreamChange { change, cursor } in done.changes {
                 let data = match serde_json::to_string(&change) {
@@ -456,24 +469,22 @@ async fn run(opened: Opened, tx: mpsc::Sender<Out>) {
                         break 'stream server_error();
                     }
                 };
-                let event = Out::Event {
+                batch.push(Out::Event {
                     name: "change",
                     id: Some(cursor.clone()),
                     data,
-                };
-                if !send(&tx, event).await {
-                    return;
-                }
+                });
                 query.since = Some(cursor);
             }
             query.since = Some(done.cursor);
             told_up_to_date &= sent == 0;
             read_now = done.more;
             if !done.more && !told_up_to_date {
-                if !send(&tx, control("up-to-date", &query, json!({}))).await {
-                    return;
-                }
+                batch.push(control("up-to-date", &query, json!({})));
                 told_up_to_date = true;
+            }
+            if !batch.is_empty() && !send(&tx, batch).await {
+                return;
             }
         }
         if read_now {
@@ -522,7 +533,7 @@ async fn run(opened: Opened, tx: mpsc::Sender<Out>) {
                 if let Err(e) = changes::recheck(&caller) {
                     break 'stream token_refused(&caller, &query, e).await;
                 }
-                if !send(&tx, Out::Heartbeat).await {
+                if !send(&tx, vec![Out::Heartbeat]).await {
                     return;
                 }
                 // Commits are notified within this process only: a write
@@ -532,14 +543,14 @@ async fn run(opened: Opened, tx: mpsc::Sender<Out>) {
         }
     };
     let (name, data) = end;
-    let _ = send(&tx, control(name, &query, data)).await;
+    let _ = send(&tx, vec![control(name, &query, data)]).await;
     drop(permit);
 }
 
-/// Hands `event` to the connection; `false` when the client is gone or took
+/// Hands `events` to the connection; `false` when the client is gone or took
 /// nothing for [`SEND_TIMEOUT`].
-async fn send(tx: &mpsc::Sender<Out>, event: Out) -> bool {
-    matches!(timeout(SEND_TIMEOUT, tx.send(event)).await, Ok(Ok(())))
+async fn send(tx: &mpsc::Sender<Vec<Out>>, events: Vec<Out>) -> bool {
+    matches!(timeout(SEND_TIMEOUT, tx.send(events)).await, Ok(Ok(())))
 }
 
 /// A control event `name` with `data`, its `id` the stream's cursor.
