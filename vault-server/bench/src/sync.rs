@@ -9,7 +9,11 @@
 //! The server runs in a child process (this binary with `--sync` and
 //! [`SERVER_ENV`] set: the same in-process server as the other sections),
 //! so that its resident memory is the server's alone; the streams are
-//! reqwest requests in this process, each read by a task of its own.
+//! reqwest requests in this process, each read by a task of its own. B's
+//! stream and A's writes run on this process's main runtime; the other
+//! streams on a runtime of their own (one thread), as other clients would
+//! be on other machines: B's reader is not queued behind the reading of
+//! 999 other streams, but they still share the machine's cores.
 
 use std::time::{Duration, Instant};
 
@@ -96,6 +100,25 @@ async fn serve() -> anyhow::Result<()> {
     server.stop().await
 }
 
+/// The runtime the other readers' streams run on. It is shut down in the
+/// background when dropped (on every path, errors included): a runtime must
+/// not be dropped inside another.
+struct OtherRuntime(Option<tokio::runtime::Runtime>);
+
+impl OtherRuntime {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("the runtime lives until dropped").handle()
+    }
+}
+
+impl Drop for OtherRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// One open stream: the task reading it (stopped when dropped).
 struct OpenStream {
     task: JoinHandle<()>,
@@ -179,6 +202,19 @@ async fn measure(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         .tcp_nodelay(true)
         .build()
         .context("building the HTTP client")?;
+    // The other readers' runtime.
+    let others = OtherRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("other-streams")
+            .enable_all()
+            .build()
+            .context("building the other streams' runtime")?,
+    ));
+    let others_client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .context("building the other streams' HTTP client")?;
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut streams = vec![open_stream(&client, &ready.base_url, &ready.readers[0].token, Some(events_tx)).await?];
     let rows_url = format!("{}/v1/tables/contacts.people/rows", ready.base_url);
@@ -189,20 +225,28 @@ async fn measure(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         let before = (streams.len(), rss_kib(pid)?);
         while streams.len() < n {
             let i = streams.len();
-            let opened = futures::future::try_join_all((i..n.min(i + 64)).map(|j| {
-                open_stream(
-                    &client,
-                    &ready.base_url,
-                    &ready.readers[j / STREAMS_PER_APP].token,
-                    None,
-                )
-            }))
-            .await?;
+            let batch: Vec<(String, String)> = (i..n.min(i + 64))
+                .map(|j| (ready.base_url.clone(), ready.readers[j / STREAMS_PER_APP].token.clone()))
+                .collect();
+            let client = others_client.clone();
+            let opened = others
+                .handle()
+                .spawn(async move {
+                    futures::future::try_join_all(
+                        batch
+                            .iter()
+                            .map(|(base_url, token)| open_stream(&client, base_url, token, None)),
+                    )
+                    .await
+                })
+                .await
+                .context("opening other streams")??;
             streams.extend(opened);
         }
         tokio::time::sleep(SETTLE).await;
         rss.push((before, (n, rss_kib(pid)?)));
 
+        println!("  timing writes with {n} open stream(s)");
         let mut latencies = Vec::new();
         let mut first = 0usize;
         let started = Instant::now();
@@ -270,6 +314,7 @@ async fn measure(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     );
 
     drop(streams);
+    drop(others);
     server.stop().await?;
     Ok(())
 }
