@@ -12,7 +12,7 @@
 //! refresh.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use coffer_core::TableName;
 use coffer_core::schema::registry::SchemaRegistry;
@@ -57,6 +57,14 @@ fn is_reserved_name(name: &str) -> bool {
     name.starts_with("pg_") || name.starts_with("coffer") || matches!(name, "information_schema" | "public" | "vault")
 }
 
+/// The names of the built-in schemas, read once (every reload of the
+/// known schemas asks).
+static BUILTIN_NAMES: LazyLock<BTreeSet<String>> = LazyLock::new(|| {
+    SchemaRegistry::builtin()
+        .map(|r| r.iter().map(|s| s.name.clone()).collect())
+        .unwrap_or_default()
+});
+
 /// A snapshot of the schemas an engine knows.
 #[derive(Clone, Debug)]
 pub struct KnownSchemas {
@@ -84,11 +92,10 @@ impl KnownSchemas {
     /// operator's file wins), as is one that no longer loads; both are
     /// logged.
     pub(crate) async fn load(base: &SchemaRegistry, db: &ControlDb) -> Result<Self, StorageError> {
-        let builtin: Vec<String> = SchemaRegistry::builtin()?.iter().map(|s| s.name.clone()).collect();
         let mut publishers: BTreeMap<String, Publisher> = base
             .iter()
             .map(|s| {
-                let who = if builtin.contains(&s.name) {
+                let who = if BUILTIN_NAMES.contains(&s.name) {
                     Publisher::Coffer
                 } else {
                     Publisher::Operator

@@ -74,28 +74,31 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
 async fn list(args: ListArgs) -> anyhow::Result<()> {
     with_services(args.data, |services| async move {
         let known = services.engine.schemas();
-        let mut rows = Vec::new();
-        for def in known.registry().iter() {
-            let publisher = match known.publisher(&def.name) {
-                Some(Publisher::Coffer) | None => "coffer".to_owned(),
-                Some(Publisher::Operator) => "operator".to_owned(),
-                Some(Publisher::App(client_id)) => format!("app {client_id}"),
-            };
-            let tables: Vec<&str> = def.tables.iter().map(|t| t.name.as_str()).collect();
-            rows.push((def.name.clone(), def.version, publisher, tables.join(",")));
-        }
+        let rows: Vec<(&str, u32, String, Vec<&str>)> = known
+            .registry()
+            .iter()
+            .map(|def| {
+                let publisher = match known.publisher(&def.name) {
+                    Some(Publisher::Coffer) | None => "coffer".to_owned(),
+                    Some(Publisher::Operator) => "operator".to_owned(),
+                    Some(Publisher::App(client_id)) => format!("app {client_id}"),
+                };
+                let tables = def.tables.iter().map(|t| t.name.as_str()).collect();
+                (def.name.as_str(), def.version, publisher, tables)
+            })
+            .collect();
         if args.json {
             let list: Vec<_> = rows
                 .iter()
                 .map(|(name, version, publisher, tables)| {
-                    json!({ "name": name, "version": version, "publisher": publisher, "tables": tables.split(',').collect::<Vec<_>>() })
+                    json!({ "name": name, "version": version, "publisher": publisher, "tables": tables })
                 })
                 .collect();
             println!("{}", serde_json::to_string_pretty(&list)?);
         } else {
             println!("{:<24} {:>7}  {:<36} TABLES", "NAME", "VERSION", "PUBLISHER");
             for (name, version, publisher, tables) in rows {
-                println!("{name:<24} {version:>7}  {publisher:<36} {tables}");
+                println!("{name:<24} {version:>7}  {publisher:<36} {}", tables.join(","));
             }
         }
         Ok(())

@@ -280,7 +280,7 @@ pub async fn sign_in(
             minutes(wait.as_secs())
         ));
         let mut response = html(StatusCode::TOO_MANY_REQUESTS, state.pages.sign_in(&page));
-        insert_retry_after(&mut response, wait.as_secs());
+        respond::set_retry_after(&mut response, wait.as_secs());
         return allow_app_targets(&state, response, next.as_deref()).await;
     }
     let response = match state.services.oauth.sign_in(&email, password, peer.ip()).await {
@@ -295,18 +295,12 @@ pub async fn sign_in(
                 minutes(retry_after_secs)
             ));
             let mut response = html(StatusCode::TOO_MANY_REQUESTS, state.pages.sign_in(&page));
-            insert_retry_after(&mut response, retry_after_secs);
+            respond::set_retry_after(&mut response, retry_after_secs);
             response
         }
         Err(e) => return respond::server_error(&state, &e),
     };
     allow_app_targets(&state, response, next.as_deref()).await
-}
-
-fn insert_retry_after(response: &mut Response, secs: u64) {
-    if let Ok(value) = axum::http::HeaderValue::from_str(&secs.max(1).to_string()) {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
 }
 
 /// `POST /sign-out`: ends the session (CSRF-checked).

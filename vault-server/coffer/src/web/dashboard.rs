@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::forms::FormPairs;
-use super::lines::{describe, label_publishers, ticked};
+use super::lines::{described, ticked};
 use super::respond::{self, error_page, html, see_other};
 use super::session::{self, SignedIn, to_sign_in};
 
@@ -91,8 +91,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap, Query(q): Q
     };
     let mut apps = Vec::new();
     for g in grants.iter().filter(|g| g.grant.is_active()) {
-        let mut lines = describe(&state.services.registry(), &g.grant.spec);
-        label_publishers(&state.services, &mut lines).await;
+        let lines = described(&state.services, &g.grant.spec).await;
         apps.push(ConnectedApp {
             grant_id: g.grant.id.to_string(),
             name: g.app.name.clone(),
@@ -234,8 +233,7 @@ async fn confirm_revoke(state: &AppState, signed_in: &SignedIn, grant: &Grant) -
         (None, Some(uri)) => homepage_domain(uri),
         (None, None) => "no website given".into(),
     };
-    let mut lines = describe(&state.services.registry(), &grant.spec);
-    label_publishers(&state.services, &mut lines).await;
+    let lines = described(&state.services, &grant.spec).await;
     let page = RevokeConfirmPage {
         grant_id: grant.id.to_string(),
         app_name: app.name,
@@ -361,9 +359,7 @@ pub async fn delete_account(
             secs.div_ceil(60).max(1)
         ));
         let mut response = html(StatusCode::TOO_MANY_REQUESTS, state.pages.delete_account(page));
-        if let Ok(value) = axum::http::HeaderValue::from_str(&secs.max(1).to_string()) {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
-        }
+        respond::set_retry_after(&mut response, secs);
         response
     };
     if let Err(wait) = state.sign_in_limit.hit(&peer.ip().to_string()) {

@@ -43,6 +43,14 @@ fn describe_permission(registry: &SchemaRegistry, p: &TablePermission) -> Consen
     }
 }
 
+/// [`describe`] against the schemas known now, each line labelled with
+/// its publisher ([`label_publishers`]).
+pub async fn described(services: &Services, spec: &GrantSpec) -> Vec<ConsentLine> {
+    let mut lines = describe(&services.registry(), spec);
+    label_publishers(services, &mut lines).await;
+    lines
+}
+
 /// Marks each line whose table's schema is not one of Coffer's own with
 /// who defined it: the name of the app that published it, or the server's
 /// operator (a `--schemas-dir` file or `coffer schema publish`).

@@ -208,9 +208,7 @@ pub async fn register(
             ),
         );
         let mut response = json(StatusCode::TOO_MANY_REQUESTS, &error.to_json());
-        if let Ok(value) = axum::http::HeaderValue::from_str(&secs.to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
+        super::respond::set_retry_after(&mut response, secs);
         return response;
     }
     let result = async {

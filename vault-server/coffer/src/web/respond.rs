@@ -146,12 +146,17 @@ pub fn oauth_error(error: &coffer_oauth::Error) -> Response {
             HeaderValue::from_static("Basic realm=\"coffer\", charset=\"UTF-8\""),
         );
     }
-    if let coffer_oauth::Error::Throttled { retry_after_secs } = error
-        && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
-    {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
+    if let coffer_oauth::Error::Throttled { retry_after_secs } = error {
+        set_retry_after(&mut response, *retry_after_secs);
     }
     response
+}
+
+/// Sets `Retry-After` to `secs` (at least one second).
+pub fn set_retry_after(response: &mut Response, secs: u64) {
+    if let Ok(value) = HeaderValue::from_str(&secs.max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
 }
 
 /// The pages' CSP with the origins of `redirect_uris` added to

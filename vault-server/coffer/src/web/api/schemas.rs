@@ -4,6 +4,7 @@
 //! `GET /v1/schemas/{name}/{version}` show one. Schema files are public:
 //! they say what kinds of data exist, never anything of a vault.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -26,9 +27,10 @@ use crate::web::AppState;
 /// version with its publisher and table names, oldest name first.
 pub async fn list(state: &AppState) -> Response {
     let known = fresh_schemas(state).await;
+    let mut app_names = BTreeMap::new();
     let mut schemas = Vec::new();
     for def in known.registry().iter() {
-        schemas.push(summary(state, &known, def).await);
+        schemas.push(summary(state, &known, def, &mut app_names).await);
     }
     json(StatusCode::OK, &json!({ "schemas": schemas }))
 }
@@ -53,9 +55,10 @@ async fn fresh_schemas(state: &AppState) -> Arc<KnownSchemas> {
 )]
 pub async fn versions(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     let known = fresh_schemas(&state).await;
+    let mut app_names = BTreeMap::new();
     let mut versions = Vec::new();
     for def in known.registry().iter().filter(|d| d.name == name) {
-        versions.push(summary(&state, &known, def).await);
+        versions.push(summary(&state, &known, def, &mut app_names).await);
     }
     if versions.is_empty() {
         return unknown_schema(&name);
@@ -134,9 +137,7 @@ pub async fn publish(
             ),
             json!({}),
         );
-        if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
+        crate::web::respond::set_retry_after(&mut response, wait.as_secs());
         return response;
     }
     let def = match parse_body(&state, body) {
@@ -302,11 +303,24 @@ fn unknown_schema(what: &str) -> Response {
     )
 }
 
-/// One schema version in a listing.
-async fn summary(state: &AppState, known: &KnownSchemas, def: &SchemaDef) -> Value {
+/// One schema version in a listing. `app_names` keeps the names of the
+/// publishing apps already looked up by this listing (one look-up per app,
+/// not per version).
+async fn summary(
+    state: &AppState,
+    known: &KnownSchemas,
+    def: &SchemaDef,
+    app_names: &mut BTreeMap<String, Option<String>>,
+) -> Value {
     let publisher = known.publisher(&def.name).cloned().unwrap_or(Publisher::Operator);
     let app_name = match &publisher {
-        Publisher::App(client_id) => state.services.oauth.app(client_id).await.ok().map(|a| a.name),
+        Publisher::App(client_id) => {
+            if !app_names.contains_key(client_id) {
+                let name = state.services.oauth.app(client_id).await.ok().map(|a| a.name);
+                app_names.insert(client_id.clone(), name);
+            }
+            app_names.get(client_id).cloned().flatten()
+        }
         _ => None,
     };
     json!({
